@@ -1,0 +1,1 @@
+"""The self-hosted Telegram server: many Telethon accounts behind an HTTP API."""

@@ -1,0 +1,1 @@
+"""The Python port of the CRM's Supabase edge functions for Telegram messaging."""

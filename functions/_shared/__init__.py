@@ -1,0 +1,1 @@
+"""functions._shared: plumbing shared by the edge-function handlers."""

@@ -1,0 +1,1 @@
+"""The `tgcrm` command line."""

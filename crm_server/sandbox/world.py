@@ -1,0 +1,712 @@
+"""The simulated Telegram world: users, accounts, auth keys, per-account message logs with pts, flood, revocation.
+State lives in SQLite (a file or memory), written through on every mutation, so restarts and other processes see it."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from crm_server.sandbox import srp
+from crm_server.sandbox.errors import SandboxError, UnknownAccount, UnknownUser, UsernameTaken
+
+LOGIN_CODE = "12345"
+
+_log = logging.getLogger(__name__)
+
+# Telegram user ids are plain positive integers; starting high keeps them from looking like test counters.
+_FIRST_USER_ID = 100_000_001
+# A new account's pts: Telegram never uses 0 (PERSISTENT_TIMESTAMP_EMPTY), so the first message gets pts 2.
+_INITIAL_PTS = 1
+# Unanswered `account.getPassword` challenges kept in memory; they are single-use and short-lived.
+_MAX_PASSWORD_CHALLENGES = 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    phone TEXT NOT NULL UNIQUE,
+    username TEXT UNIQUE COLLATE NOCASE,
+    first_name TEXT NOT NULL,
+    last_name TEXT,
+    privacy_restricted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id),
+    pts INTEGER NOT NULL,
+    last_message_id INTEGER NOT NULL DEFAULT 0,
+    flood_seconds INTEGER,
+    srp_salt1 BLOB,
+    srp_salt2 BLOB,
+    srp_verifier BLOB
+);
+CREATE TABLE IF NOT EXISTS auth_keys (
+    key_id INTEGER PRIMARY KEY,
+    user_id INTEGER,
+    password_pending_user_id INTEGER,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS auth_keys_by_user ON auth_keys (user_id);
+CREATE TABLE IF NOT EXISTS messages (
+    account_id INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    peer_id INTEGER NOT NULL,
+    out INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    date INTEGER NOT NULL,
+    pts INTEGER NOT NULL,
+    media_kind TEXT,
+    media_url TEXT,
+    media_name TEXT,
+    PRIMARY KEY (account_id, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_pts ON messages (account_id, pts);
+CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (account_id, peer_id, id);
+CREATE TABLE IF NOT EXISTS known_peers (
+    account_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    contact INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, user_id)
+) WITHOUT ROWID;
+"""
+
+_USER_COLUMNS = "id, phone, username, first_name, last_name, privacy_restricted"
+_MESSAGE_COLUMNS = "account_id, id, peer_id, out, text, date, pts, media_kind, media_url, media_name"
+
+
+@dataclass(frozen=True, slots=True)
+class SimUser:
+    """A simulated Telegram user; every account is one too. `phone` is digits only, as Telegram sends it."""
+
+    id: int
+    phone: str
+    username: str | None
+    first_name: str
+    last_name: str | None
+    privacy_restricted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SimMedia:
+    """An attachment: `kind` is "photo" or "document"; `url` is set for external media, `name` when known."""
+
+    kind: str
+    url: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SimMessage:
+    """One message in one account's log (each side of a chat has its own copy, id and pts)."""
+
+    account_id: int
+    id: int
+    peer_id: int
+    out: bool
+    text: str
+    date: int
+    pts: int
+    media: SimMedia | None = None
+
+
+class UpdateListener(Protocol):
+    """A connected session of an account (a sandbox sender); the world tells it what Telegram would push."""
+
+    def on_new_message(self, message: SimMessage, peer: SimUser, peer_known: bool) -> None: ...
+
+    def on_revoked(self) -> None: ...
+
+    def on_dropped(self) -> None: ...
+
+
+class _LiveSessions:
+    """Connected listeners per account. Shared by every world opened on the same file in this process,
+    because they are the same Telegram: a message injected through one must reach sessions served by another."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_account: dict[int, set[UpdateListener]] = {}
+
+    def attach(self, account_id: int, listener: UpdateListener) -> None:
+        with self._lock:
+            self._by_account.setdefault(account_id, set()).add(listener)
+
+    def detach(self, account_id: int, listener: UpdateListener) -> None:
+        with self._lock:
+            listeners = self._by_account.get(account_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._by_account[account_id]
+
+    def listeners(self, account_id: int) -> tuple[UpdateListener, ...]:
+        with self._lock:
+            return tuple(self._by_account.get(account_id, ()))
+
+
+_FILE_SESSIONS: dict[str, _LiveSessions] = {}
+_FILE_SESSIONS_LOCK = threading.Lock()
+
+
+def _live_sessions_for(path: Path | None) -> _LiveSessions:
+    if path is None:
+        return _LiveSessions()
+    key = str(path.resolve())
+    with _FILE_SESSIONS_LOCK:
+        return _FILE_SESSIONS.setdefault(key, _LiveSessions())
+
+
+def phone_digits(phone: str | int) -> str:
+    """"+7 (999) 000-11-22" -> "79990001122"; Telegram identifies phones by their digits only."""
+    digits = "".join(ch for ch in str(phone) if ch.isdigit())
+    if not 5 <= len(digits) <= 15:
+        raise SandboxError(f"not a phone number: {phone!r}")
+    return digits
+
+
+def _clean_username(username: str | None) -> str | None:
+    if username is None:
+        return None
+    name = username.strip().lstrip("@")
+    if not name or not all(ch.isalnum() or ch == "_" for ch in name):
+        raise SandboxError(f"not a username: {username!r}")
+    return name
+
+
+def iso_utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+class SandboxWorld:
+    """The whole simulated Telegram. Methods are synchronous and cheap; safe to call from any thread.
+
+    With `path`, state is a SQLite file (WAL) written through on every mutation: a restarted server finds its
+    accounts logged in, and another process may open the same file to inject messages while the server is down.
+    """
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(self.path) if self.path is not None else ":memory:",
+            isolation_level=None,  # explicit transactions only: each mutation commits as one unit
+            check_same_thread=False,  # routes may run in a thread pool; the lock serialises access
+            timeout=10.0,
+        )
+        if self.path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes with WAL; only an OS crash may lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
+            self._secret: bytes = self._db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
+        self._live = _live_sessions_for(self.path)
+        self._attached: set[tuple[int, UpdateListener]] = set()  # what close() must drop
+        self._challenges: OrderedDict[int, tuple[int, srp.Challenge]] = OrderedDict()
+        self._srp_ids = itertools.count(int.from_bytes(os.urandom(6), "big"))
+        # Requests answered, by TL class name: lets tests and benchmarks see what Telethon really asked for.
+        self.request_counts: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Close the database; sessions served through this world lose their connection (as if the server died)."""
+        with self._lock:
+            attached, self._attached = self._attached, set()
+        for account_id, listener in attached:
+            self._live.detach(account_id, listener)
+            listener.on_dropped()
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SandboxWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two processes bumping the same pts cannot interleave.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # ---------------------------------------------------------------- public control API (routes, tests)
+
+    def create_user(
+        self,
+        phone: str,
+        username: str | None = None,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        privacy_restricted: bool = False,
+    ) -> int:
+        """A simulated user; idempotent by phone (the existing user is updated with the fields given)."""
+        digits = phone_digits(phone)
+        name = _clean_username(username)
+        with self._write() as db:
+            user_id = self._ensure_user(db, digits, first_name)
+            if name is not None:
+                owner = db.execute("SELECT id FROM users WHERE username = ?", (name,)).fetchone()
+                if owner is not None and owner[0] != user_id:
+                    raise UsernameTaken(f"username @{name} belongs to user {owner[0]}")
+            db.execute(
+                "UPDATE users SET username = COALESCE(?, username), first_name = COALESCE(?, first_name),"
+                " last_name = COALESCE(?, last_name), privacy_restricted = ? WHERE id = ?",
+                (name, first_name, last_name, int(privacy_restricted), user_id),
+            )
+        return user_id
+
+    def create_account(self, phone: str, password: str | None = None) -> int:
+        """Pre-create an account (idempotent); with `password` its login requires that 2FA password, without one
+        it requires none. Only an SRP verifier is kept, never the password."""
+        digits = phone_digits(phone)
+        verifier = srp.make_verifier(password) if password else None  # slow KDF: outside the write lock
+        with self._write() as db:
+            user_id = self._ensure_account(db, digits)
+            db.execute(
+                "UPDATE accounts SET srp_salt1 = ?, srp_salt2 = ?, srp_verifier = ? WHERE user_id = ?",
+                (
+                    verifier.salt1 if verifier else None,
+                    verifier.salt2 if verifier else None,
+                    verifier.verifier if verifier else None,
+                    user_id,
+                ),
+            )
+        return user_id
+
+    def incoming(self, account_phone: str, sender: str | int, text: str) -> int:
+        """`sender` (phone, @username or id) writes `text` to the account; returns the id in the account's chat."""
+        account_id = self._account_id(account_phone)
+        sender_id = self.user_id_of(sender)
+        if not text:
+            raise SandboxError("text must not be empty")
+        _, received = self.deliver(sender_id, account_id, text)
+        assert received is not None  # the recipient is an account, so it always gets its copy
+        return received.id
+
+    def sent(self, account_phone: str, *, with_media: bool = False) -> list[dict]:
+        """What the account has sent, oldest first: `to_user_id, text, message_id, date` (ISO 8601 UTC)."""
+        account_id = self._account_id(account_phone)
+        rows = self._all(
+            "SELECT peer_id, text, id, date, media_kind, media_url, media_name FROM messages"
+            " WHERE account_id = ? AND out = 1 ORDER BY id",
+            (account_id,),
+        )
+        result = []
+        for peer_id, text, message_id, date, kind, url, name in rows:
+            entry = {"to_user_id": peer_id, "text": text, "message_id": message_id, "date": iso_utc(date)}
+            if with_media:
+                entry["media"] = {"kind": kind, "url": url, "name": name} if kind else None
+            result.append(entry)
+        return result
+
+    def flood(self, account_phone: str, seconds: int) -> None:
+        """The account's next send fails with FLOOD_WAIT_<seconds>."""
+        account_id = self._account_id(account_phone)
+        with self._write() as db:
+            db.execute("UPDATE accounts SET flood_seconds = ? WHERE user_id = ?", (int(seconds), account_id))
+
+    def revoke(self, account_phone: str) -> None:
+        """Terminate every session of the account: its auth keys answer 401 AUTH_KEY_UNREGISTERED from now on."""
+        account_id = self._account_id(account_phone)
+        with self._write() as db:
+            db.execute(
+                "UPDATE auth_keys SET user_id = NULL, password_pending_user_id = NULL, revoked_at = ?"
+                " WHERE user_id = ?",
+                (int(time.time()), account_id),
+            )
+        for listener in self._live.listeners(account_id):
+            self.detach(account_id, listener)
+            listener.on_revoked()
+
+    def drop_connections(self, account_phone: str) -> int:
+        """Simulate a network failure of every connected session of the account; returns how many dropped."""
+        account_id = self._account_id(account_phone)
+        listeners = self._live.listeners(account_id)
+        for listener in listeners:
+            self.detach(account_id, listener)
+            listener.on_dropped()
+        return len(listeners)
+
+    def user_id_of(self, who: str | int) -> int:
+        """Resolve a phone ("+7…" or digits), "@username" or numeric id to a user id, or raise UnknownUser."""
+        row: tuple | None = None
+        if isinstance(who, int):
+            row = self._one("SELECT id FROM users WHERE id = ?", (who,))
+        else:
+            text = who.strip()
+            if text.startswith("@") or not text.lstrip("+").replace(" ", "").replace("-", "").isdigit():
+                row = self._one("SELECT id FROM users WHERE username = ?", (text.lstrip("@"),))
+            else:
+                digits = "".join(ch for ch in text if ch.isdigit())
+                row = self._one("SELECT id FROM users WHERE phone = ?", (digits,))
+                if row is None and not text.startswith("+"):
+                    row = self._one("SELECT id FROM users WHERE id = ?", (int(digits),))
+        if row is None:
+            raise UnknownUser(f"no simulated user {who!r}")
+        return int(row[0])
+
+    def accounts(self) -> list[SimUser]:
+        """Every account of the world (logged in at least once, or pre-created)."""
+        rows = self._all(
+            f"SELECT {', '.join('u.' + c.strip() for c in _USER_COLUMNS.split(','))}"
+            " FROM users u JOIN accounts a ON a.user_id = u.id ORDER BY u.id"
+        )
+        return [_user(row) for row in rows]
+
+    # ---------------------------------------------------------------- users and peers (for the request handlers)
+
+    def user(self, user_id: int) -> SimUser | None:
+        row = self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return _user(row) if row else None
+
+    def user_by_phone(self, phone: str) -> SimUser | None:
+        row = self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE phone = ?", (phone,))
+        return _user(row) if row else None
+
+    def user_by_username(self, username: str) -> SimUser | None:
+        row = self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username.lstrip("@"),))
+        return _user(row) if row else None
+
+    def access_hash(self, viewer_id: int, user_id: int) -> int:
+        """The per-viewer access hash Telegram would hand `viewer_id` for `user_id`: derived, so never stored."""
+        digest = hashlib.blake2b(struct.pack("<qq", viewer_id, user_id), key=self._secret, digest_size=8).digest()
+        return struct.unpack("<q", digest)[0]
+
+    def remember(self, account_id: int, user_ids: list[int], *, contact: bool = False) -> None:
+        """The account has now received these users (resolve, import, get): later messages from them are short."""
+        ids = [uid for uid in user_ids if uid != account_id]
+        if not ids:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO known_peers (account_id, user_id, contact) VALUES (?, ?, ?)"
+                " ON CONFLICT (account_id, user_id) DO UPDATE SET contact = MAX(contact, excluded.contact)",
+                [(account_id, uid, int(contact)) for uid in ids],
+            )
+
+    def is_contact(self, account_id: int, user_id: int) -> bool:
+        row = self._one("SELECT contact FROM known_peers WHERE account_id = ? AND user_id = ?", (account_id, user_id))
+        return bool(row and row[0])
+
+    def contacts(self, account_id: int) -> list[SimUser]:
+        rows = self._all(
+            f"SELECT {', '.join('u.' + c.strip() for c in _USER_COLUMNS.split(','))} FROM known_peers k"
+            " JOIN users u ON u.id = k.user_id WHERE k.account_id = ? AND k.contact = 1 ORDER BY u.id",
+            (account_id,),
+        )
+        return [_user(row) for row in rows]
+
+    # ---------------------------------------------------------------- auth keys, login and 2FA
+
+    def open_key(self, key_id: int) -> int | None:
+        """Register an auth key on first sight (a fresh key is simply not logged in); returns its bound account."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO auth_keys (key_id, created_at) VALUES (?, ?)", (key_id, int(time.time()))
+            )
+        return self.key_owner(key_id)
+
+    def key_owner(self, key_id: int) -> int | None:
+        row = self._one("SELECT user_id FROM auth_keys WHERE key_id = ?", (key_id,))
+        return row[0] if row else None
+
+    def bind_key(self, key_id: int, user_id: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE auth_keys SET user_id = ?, password_pending_user_id = NULL, revoked_at = NULL"
+                " WHERE key_id = ?",
+                (user_id, key_id),
+            )
+
+    def unbind_key(self, key_id: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE auth_keys SET user_id = NULL, password_pending_user_id = NULL WHERE key_id = ?", (key_id,)
+            )
+
+    def set_password_pending(self, key_id: int, user_id: int) -> None:
+        """The code was right but the account has 2FA: this key may now only check the password."""
+        with self._write() as db:
+            db.execute("UPDATE auth_keys SET password_pending_user_id = ? WHERE key_id = ?", (user_id, key_id))
+
+    def password_pending(self, key_id: int) -> int | None:
+        row = self._one("SELECT password_pending_user_id FROM auth_keys WHERE key_id = ?", (key_id,))
+        return row[0] if row else None
+
+    def sign_in_account(self, phone: str) -> SimUser:
+        """Any phone may log in: it becomes an account (and a user) on first sign-in."""
+        with self._write() as db:
+            user_id = self._ensure_account(db, phone)
+        user = self.user(user_id)
+        assert user is not None
+        return user
+
+    def password_verifier(self, user_id: int) -> srp.PasswordVerifier | None:
+        row = self._one("SELECT srp_salt1, srp_salt2, srp_verifier FROM accounts WHERE user_id = ?", (user_id,))
+        if row is None or row[2] is None:
+            return None
+        return srp.PasswordVerifier(salt1=row[0], salt2=row[1], verifier=row[2])
+
+    def start_password_check(self, user_id: int, challenge: srp.Challenge) -> int:
+        """Remember a challenge under a new srp_id (memory only: a restart just makes the client ask again)."""
+        with self._lock:
+            srp_id = next(self._srp_ids)
+            self._challenges[srp_id] = (user_id, challenge)
+            while len(self._challenges) > _MAX_PASSWORD_CHALLENGES:
+                self._challenges.popitem(last=False)
+            return srp_id
+
+    def take_password_check(self, srp_id: int) -> tuple[int, srp.Challenge] | None:
+        """The challenge for `srp_id`, removed: each srp_id answers exactly one check, right or wrong."""
+        with self._lock:
+            return self._challenges.pop(srp_id, None)
+
+    # ---------------------------------------------------------------- messages, pts and the update log
+
+    def take_flood(self, account_id: int) -> int | None:
+        """Seconds of the pending flood wait for this account, cleared as it is reported."""
+        # Read first: almost every send has no flood pending, and a read needs no write lock.
+        row = self._one("SELECT flood_seconds FROM accounts WHERE user_id = ?", (account_id,))
+        if row is None or row[0] is None:
+            return None
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE accounts SET flood_seconds = NULL WHERE user_id = ? AND flood_seconds IS NOT NULL"
+                " RETURNING ?",
+                (account_id, row[0]),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def deliver(
+        self,
+        from_id: int,
+        to_id: int,
+        text: str,
+        media: SimMedia | None = None,
+        *,
+        origin: UpdateListener | None = None,
+    ) -> tuple[SimMessage | None, SimMessage | None]:
+        """`from_id` writes to `to_id`: each side that is an account gets its own copy (id, pts + 1).
+
+        Returns (sender's copy, recipient's copy). Connected sessions are told, except `origin`, the session
+        that sent it and gets the result of its own request instead (as Telegram does).
+        """
+        now = int(time.time())
+        with self._write() as db:
+            sent = received = None
+            peer_known = True
+            accounts = {
+                row[0]
+                for row in db.execute("SELECT user_id FROM accounts WHERE user_id IN (?, ?)", (from_id, to_id))
+            }
+            if from_id in accounts:
+                sent = self._append(db, from_id, to_id, True, text, now, media)
+            if to_id != from_id and to_id in accounts:
+                peer_known = (
+                    db.execute(
+                        "SELECT 1 FROM known_peers WHERE account_id = ? AND user_id = ?", (to_id, from_id)
+                    ).fetchone()
+                    is not None
+                )
+                received = self._append(db, to_id, from_id, False, text, now, media)
+                if not peer_known:
+                    # It receives the sender's user object with this message (pushed or via getDifference).
+                    db.execute("INSERT INTO known_peers (account_id, user_id) VALUES (?, ?)", (to_id, from_id))
+        # Listeners only enqueue work, so telling them outside the transaction keeps the lock short.
+        if sent is not None:
+            listeners = [listener for listener in self._live.listeners(from_id) if listener is not origin]
+            if listeners:
+                recipient = self.user(to_id)
+                assert recipient is not None
+                for listener in listeners:
+                    _notify(listener, sent, recipient, True)
+        if received is not None:
+            listeners = list(self._live.listeners(to_id))
+            if listeners:
+                sender = self.user(from_id)
+                assert sender is not None
+                for listener in listeners:
+                    _notify(listener, received, sender, peer_known)
+        return sent, received
+
+    def pts(self, account_id: int) -> int:
+        row = self._one("SELECT pts FROM accounts WHERE user_id = ?", (account_id,))
+        return int(row[0]) if row else _INITIAL_PTS
+
+    def difference(self, account_id: int, pts: int, limit: int) -> tuple[list[SimMessage], int]:
+        """The update log after `pts` (oldest first, at most `limit`) and the account's pts, read as one snapshot
+        so a message written meanwhile (by another process) is either in both or in neither."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                rows = self._db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND pts > ? ORDER BY pts LIMIT ?",
+                    (account_id, pts, limit),
+                ).fetchall()
+                row = self._db.execute("SELECT pts FROM accounts WHERE user_id = ?", (account_id,)).fetchone()
+            finally:
+                self._db.execute("COMMIT")
+        return [_message(r) for r in rows], (int(row[0]) if row else _INITIAL_PTS)
+
+    def messages_by_id(self, account_id: int, ids: list[int]) -> dict[int, SimMessage]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND id IN ({marks})",
+            (account_id, *ids),
+        )
+        return {row[1]: _message(row) for row in rows}
+
+    def history(self, account_id: int, peer_id: int, offset_id: int, limit: int) -> list[SimMessage]:
+        """Newest first, below `offset_id` when it is set (messages.getHistory semantics)."""
+        rows = self._all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND peer_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (account_id, peer_id, offset_id or 2**62, limit),
+        )
+        return [_message(row) for row in rows]
+
+    def dialogs(self, account_id: int, limit: int) -> list[SimMessage]:
+        """The top message of each chat, newest chat first."""
+        rows = self._all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND id IN"
+            " (SELECT MAX(id) FROM messages WHERE account_id = ? GROUP BY peer_id) ORDER BY id DESC LIMIT ?",
+            (account_id, account_id, limit),
+        )
+        return [_message(row) for row in rows]
+
+    # ---------------------------------------------------------------- connected sessions
+
+    def attach(self, account_id: int, listener: UpdateListener) -> None:
+        with self._lock:
+            self._attached.add((account_id, listener))
+        self._live.attach(account_id, listener)
+
+    def detach(self, account_id: int, listener: UpdateListener) -> None:
+        with self._lock:
+            self._attached.discard((account_id, listener))
+        self._live.detach(account_id, listener)
+
+    # ---------------------------------------------------------------- internals
+
+    def _account_id(self, phone: str) -> int:
+        row = self._one(
+            "SELECT a.user_id FROM accounts a JOIN users u ON u.id = a.user_id WHERE u.phone = ?",
+            (phone_digits(phone),),
+        )
+        if row is None:
+            raise UnknownAccount(f"{phone} has never logged in and was not created as an account")
+        return int(row[0])
+
+    @staticmethod
+    def _ensure_user(db: sqlite3.Connection, digits: str, first_name: str | None = None) -> int:
+        row = db.execute("SELECT id FROM users WHERE phone = ?", (digits,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        (next_id,) = db.execute("SELECT COALESCE(MAX(id) + 1, ?) FROM users", (_FIRST_USER_ID,)).fetchone()
+        db.execute(
+            "INSERT INTO users (id, phone, first_name) VALUES (?, ?, ?)",
+            (next_id, digits, first_name or f"User {digits[-4:]}"),
+        )
+        return int(next_id)
+
+    def _ensure_account(self, db: sqlite3.Connection, digits: str) -> int:
+        user_id = self._ensure_user(db, digits)
+        db.execute("INSERT OR IGNORE INTO accounts (user_id, pts) VALUES (?, ?)", (user_id, _INITIAL_PTS))
+        return user_id
+
+    @staticmethod
+    def _append(
+        db: sqlite3.Connection,
+        account_id: int,
+        peer_id: int,
+        out: bool,
+        text: str,
+        date: int,
+        media: SimMedia | None,
+    ) -> SimMessage:
+        # One new message moves the account's pts by exactly 1 (pts_count = 1), as Telegram does.
+        pts, message_id = db.execute(
+            "UPDATE accounts SET pts = pts + 1, last_message_id = last_message_id + 1 WHERE user_id = ?"
+            " RETURNING pts, last_message_id",
+            (account_id,),
+        ).fetchone()
+        db.execute(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                account_id,
+                message_id,
+                peer_id,
+                int(out),
+                text,
+                date,
+                pts,
+                media.kind if media else None,
+                media.url if media else None,
+                media.name if media else None,
+            ),
+        )
+        return SimMessage(account_id, message_id, peer_id, out, text, date, pts, media)
+
+
+def _notify(listener: UpdateListener, message: SimMessage, peer: SimUser, peer_known: bool) -> None:
+    # One broken session must not fail the write for the others, nor the caller who sent the message:
+    # the message is in the log already and reaches that session through getDifference anyway.
+    try:
+        listener.on_new_message(message, peer, peer_known)
+    except Exception:
+        _log.exception("sandbox session failed to take a pushed message")
+
+
+def _user(row: tuple) -> SimUser:
+    return SimUser(
+        id=row[0], phone=row[1], username=row[2], first_name=row[3], last_name=row[4], privacy_restricted=bool(row[5])
+    )
+
+
+def _message(row: tuple) -> SimMessage:
+    media = SimMedia(kind=row[7], url=row[8], name=row[9]) if row[7] else None
+    return SimMessage(
+        account_id=row[0],
+        id=row[1],
+        peer_id=row[2],
+        out=bool(row[3]),
+        text=row[4],
+        date=row[5],
+        pts=row[6],
+        media=media,
+    )

@@ -1,0 +1,218 @@
+"""The contract's routes of crm_server: connect, send, status, login, logout, health, metrics.
+
+Each endpoint reads top to bottom: authenticate → parse → authorize the project → act → respond.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import secrets
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from crm_server import errors
+from crm_server.app_state import AppState
+from crm_server.auth import require_project
+from crm_server.metrics import CONTENT_TYPE_LATEST
+from crm_server.models import (
+    AccountPath,
+    AccountQuery,
+    AccountStatusEntry,
+    AccountSummary,
+    ConnectRequest,
+    ConnectResponse,
+    HealthResponse,
+    LogoutResponse,
+    PasswordRequest,
+    PasswordResponse,
+    SendCodeRequest,
+    SendCodeResponse,
+    SendRequest,
+    SendResponse,
+    SignInRequest,
+    SignInResponse,
+    StatusQuery,
+    StatusResponse,
+    WebhookStatus,
+)
+from crm_server.parsing import parse_body, parse_path, parse_query
+from crm_server.recipients import parse_recipient
+from crm_server.webhook_urls import validate_webhook_url
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# How long a request waits for a concurrent request with the same Idempotency-Key to finish.
+IDEMPOTENCY_WAIT_SECONDS = 15.0
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.crm  # type: ignore[no-any-return]
+
+
+def _json(model: object, status_code: int = 200, **kwargs: object) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json", **kwargs), status_code=status_code)  # type: ignore[attr-defined]
+
+
+async def connect(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    body = await parse_body(request, ConnectRequest)
+    require_project(principal, body.project_id)
+    webhook_url = await validate_webhook_url(body.webhook_url, allow_private=state.settings.allow_private_webhooks)
+    account = await state.manager.register(body.project_id, body.phone)
+    # Without a secret in the body, an existing registration keeps its secret; a new one gets a generated
+    # secret, returned once in this response (the receiver needs it to check deliveries).
+    existing = None if body.secret else await state.store.webhooks.get(body.project_id, body.phone)
+    generated_secret = None if body.secret or existing else secrets.token_urlsafe(32)
+    secret = body.secret or (existing.secret if existing else None) or generated_secret
+    assert secret is not None
+    await state.store.webhooks.upsert(body.project_id, body.phone, webhook_url, secret)
+    response = ConnectResponse(
+        status="connected" if account.authorized else "auth_required",
+        project_id=body.project_id,
+        phone=body.phone,
+        webhook_url=webhook_url,
+        account=AccountSummary(authorized=account.authorized, user_id=account.user_id, username=account.username),
+        secret=generated_secret,
+    )
+    return _json(response, exclude={"secret"} if generated_secret is None else None)
+
+
+async def send(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    body = await parse_body(request, SendRequest)
+    require_project(principal, body.project_id)
+    if body.text is None and body.file_url is None:
+        raise errors.ValidationError("`text` is required (or `file_url`)", field="text")
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise errors.ValidationError("Idempotency-Key must be 1..255 visible ASCII characters", field="Idempotency-Key")
+
+    if idempotency_key is not None:
+        replay = await _replay_or_claim(state, body.project_id, idempotency_key)
+        if replay is not None:
+            return JSONResponse(replay, headers={"Idempotent-Replayed": "true"})
+
+    started = time.perf_counter()
+    try:
+        result = await state.manager.send(
+            body.project_id,
+            body.phone,
+            parse_recipient(body.to),
+            body.text,
+            file_url=body.file_url,
+            file_type=body.file_type,
+            reply_to=body.reply_to,
+        )
+    except BaseException as exc:
+        if idempotency_key is not None:
+            # Failed sends are not remembered: the caller may retry with the same key.
+            await asyncio.shield(state.store.idempotency.release(body.project_id, idempotency_key))
+        state.metrics.sends.labels(getattr(exc, "code", "INTERNAL_ERROR")).inc()
+        raise
+    state.metrics.send_seconds.observe(time.perf_counter() - started)
+    state.metrics.sends.labels("sent").inc()
+    payload = SendResponse(
+        status="sent",
+        message_id=result.message_id,
+        chat_id=result.chat_id,
+        to_user_id=result.to_user_id,
+        date=result.date.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
+    ).model_dump(mode="json")
+    if idempotency_key is not None:
+        await state.store.idempotency.complete(body.project_id, idempotency_key, payload)
+    return JSONResponse(payload)
+
+
+async def _replay_or_claim(state: AppState, project_id: str, key: str) -> dict[str, object] | None:
+    """The stored first response for this key, or None once this request owns the key and must send."""
+    deadline = time.monotonic() + IDEMPOTENCY_WAIT_SECONDS
+    while True:
+        claim = await state.store.idempotency.claim(project_id, key)
+        if claim.claimed:
+            return None
+        if claim.response is not None:
+            return claim.response
+        if time.monotonic() > deadline:
+            raise errors.IdempotencyInProgressError(retry_after=1)
+        await asyncio.sleep(0.05)
+
+
+async def status(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    query = parse_query(request, StatusQuery)
+    require_project(principal, query.project_id)
+    accounts = await state.manager.status(query.project_id, query.phone)
+    webhook_urls = await state.store.webhooks.urls(query.project_id)
+    entries = []
+    for account in accounts:
+        url = webhook_urls.get(account.phone)
+        # Delivery counters arrive with the outbox (next issue); until then nothing is ever pending.
+        webhook = (
+            WebhookStatus(url=url, pending=0, failed=0, last_success_at=None, last_error=None) if url else None
+        )
+        entries.append(
+            AccountStatusEntry(
+                phone=account.phone,
+                authorized=account.authorized,
+                connected=account.connected,
+                state=account.state,  # type: ignore[arg-type]
+                user_id=account.user_id,
+                username=account.username,
+                webhook=webhook,
+            )
+        )
+    return _json(StatusResponse(accounts=entries))
+
+
+async def send_code(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    body = await parse_body(request, SendCodeRequest)
+    require_project(principal, body.project_id)
+    timeout = await state.manager.send_code(body.project_id, body.phone)
+    return _json(SendCodeResponse(status="code_sent", timeout=timeout))
+
+
+async def sign_in(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    body = await parse_body(request, SignInRequest)
+    require_project(principal, body.project_id)
+    outcome = await state.manager.sign_in(body.project_id, body.phone, body.code.strip())
+    return _json(SignInResponse(status=outcome))  # type: ignore[arg-type]
+
+
+async def password(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    body = await parse_body(request, PasswordRequest)
+    require_project(principal, body.project_id)
+    outcome = await state.manager.check_password(body.project_id, body.phone, body.password)
+    return _json(PasswordResponse(status=outcome))  # type: ignore[arg-type]
+
+
+async def logout(request: Request) -> Response:
+    state = _state(request)
+    principal = await state.authenticator.authenticate(request)
+    path = parse_path(request, AccountPath)
+    query = parse_query(request, AccountQuery)
+    require_project(principal, query.project_id)
+    await state.manager.logout(query.project_id, path.phone)
+    return _json(LogoutResponse(status="logged_out"))
+
+
+async def health(request: Request) -> Response:
+    state = _state(request)
+    return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=0))
+
+
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    await state.authenticator.authenticate(request)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,158 @@
+"""The crm_server application assembled in one visible place: routes, error handlers and the lifespan.
+
+The lifespan opens the store, installs the Telegram sandbox when asked, and starts and stops the AccountManager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from crm_server import api, errors, sandbox_control
+from crm_server.app_state import AppState
+from crm_server.auth import KeyAuthenticator
+from crm_server.metrics import ServerMetrics
+from crm_server.openapi import build_openapi, render_docs
+from crm_server.settings import ServerSettings, load_session_key
+from crm_server.store import Store
+from crm_server.telegram import AccountManager
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_PURGE_SECONDS = 3600
+
+
+def create_app(settings: ServerSettings) -> Starlette:
+    routes = [
+        Route("/integration/lovable/connect", api.connect, methods=["POST"]),
+        Route("/telegram/send", api.send, methods=["POST"]),
+        Route("/telegram/status", api.status, methods=["GET"]),
+        Route("/telegram/auth/send-code", api.send_code, methods=["POST"]),
+        Route("/telegram/auth/sign-in", api.sign_in, methods=["POST"]),
+        Route("/telegram/auth/password", api.password, methods=["POST"]),
+        Route("/telegram/accounts/{phone}", api.logout, methods=["DELETE"]),
+        Route("/health", api.health, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    if settings.sandbox:
+        routes += sandbox_control.routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = await start_state(settings)
+        app.state.crm = state
+        purge = asyncio.create_task(_purge_idempotency(state))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            await stop_state(state)
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            errors.CrmError: crm_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unexpected_error_handler,
+        },
+    )
+
+
+async def start_state(settings: ServerSettings) -> AppState:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(settings.resolved_database_url, load_session_key(settings))
+    world = None
+    if settings.sandbox:
+        from crm_server.sandbox import SandboxWorld, install
+
+        world = SandboxWorld(settings.resolved_sandbox_world)
+        # Before any TelegramClient is built: clients pick their sender class at construction.
+        install(world)
+    manager = AccountManager(store, settings)
+    metrics = ServerMetrics()
+    metrics.watch_connected(manager.connected_count)
+    await manager.start()
+    return AppState(
+        settings=settings,
+        store=store,
+        manager=manager,
+        authenticator=KeyAuthenticator(store),
+        metrics=metrics,
+        world=world,
+    )
+
+
+async def stop_state(state: AppState) -> None:
+    await state.manager.stop()
+    await state.store.close()
+    if state.world is not None:
+        from crm_server.sandbox import uninstall
+
+        uninstall()
+        state.world.close()
+
+
+async def _purge_idempotency(state: AppState) -> None:
+    while True:
+        try:
+            await state.store.idempotency.purge_expired()
+        except Exception as exc:
+            log.warning("idempotency purge failed (%s)", type(exc).__name__)
+        await asyncio.sleep(IDEMPOTENCY_PURGE_SECONDS)
+
+
+async def openapi_json(request: Request) -> Response:
+    state: AppState = request.app.state.crm
+    await state.authenticator.authenticate(request)
+    return JSONResponse(build_openapi(sandbox=state.settings.sandbox))
+
+
+async def docs(request: Request) -> Response:
+    state: AppState = request.app.state.crm
+    await state.authenticator.authenticate(request)
+    return HTMLResponse(render_docs(build_openapi(sandbox=state.settings.sandbox)))
+
+
+def _count_error(request: Request, error: errors.CrmError) -> None:
+    state = getattr(request.app.state, "crm", None)
+    if state is not None:
+        state.metrics.errors.labels(error.code).inc()
+
+
+async def crm_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.CrmError)
+    _count_error(request, exc)
+    return errors.error_response(exc)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: errors.CrmError
+    if exc.status_code == 404:
+        error = errors.RouteNotFoundError()
+    elif exc.status_code == 405:
+        error = errors.MethodNotAllowedError()
+    else:
+        error = errors.CrmError(str(exc.detail))
+        error.status_code = exc.status_code
+    _count_error(request, error)
+    return errors.error_response(error)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    # Type only: a message or traceback locals could carry a request's secrets.
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    error = errors.CrmError()
+    _count_error(request, error)
+    return errors.error_response(error)

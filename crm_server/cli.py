@@ -1,0 +1,212 @@
+"""The crm_server commands: `server`, `keys create`, `login`, registered on any argparse subparsers object.
+
+`tgcrm` calls `add_commands(subparsers)`; `python -m crm_server` uses `main()` here. Each command sets `handler`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from crm_server.settings import ServerSettings, load_session_key
+
+
+def add_commands(subparsers: Any) -> None:
+    server = subparsers.add_parser("server", help="run crm_server (HTTP API + Telegram accounts)")
+    server.add_argument("--sandbox", action="store_true", default=None, help="use the offline Telegram sandbox")
+    _add_common(server)
+    server.add_argument("--host", help="listen address (TGCRM_HOST, default 127.0.0.1)")
+    server.add_argument("--port", type=int, help="listen port (TGCRM_CRM_PORT, default 8090)")
+    server.set_defaults(handler=server_command)
+
+    keys = subparsers.add_parser("keys", help="crm_server API keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create an API key and print it once")
+    scope = create.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--project", help="the project (organization id) the key is bound to")
+    scope.add_argument("--admin", action="store_true", help="a key for every project")
+    _add_common(create)
+    create.set_defaults(handler=keys_create_command)
+
+    login = subparsers.add_parser("login", help="log a Telegram account in, interactively (code, then 2FA)")
+    login.add_argument("--project", required=True, help="the project the account belongs to")
+    login.add_argument("--phone", required=True, help="the account's phone, +…")
+    login.add_argument("--sandbox", action="store_true", default=None, help="log in to the offline sandbox")
+    _add_common(login)
+    login.set_defaults(handler=login_command)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, help="state folder (TGCRM_STATE_DIR, default .local)")
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    """Environment (and .env) first, then the command line's explicit flags on top."""
+    overrides: dict[str, Any] = {}
+    for flag, name in (("sandbox", "sandbox"), ("host", "host"), ("port", "port"), ("state_dir", "state_dir")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[name] = value
+    return ServerSettings(**overrides)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Telethon is chatty at INFO (one line per connection); its warnings still show.
+    logging.getLogger("telethon").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# --- server ------------------------------------------------------------------------------------
+
+
+def server_command(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
+    try:
+        settings.telegram_credentials()
+        settings.telegram_dc_address()
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: ServerSettings) -> int:
+    import uvicorn
+
+    from crm_server.app import create_app
+    from crm_server.store import Store
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(settings.resolved_database_url, load_session_key(settings))
+    try:
+        admin_key = None if await store.api_keys.has_admin_key() else await store.api_keys.create(None)
+    finally:
+        await store.close()
+
+    print(f"CRM_URL={settings.public_url}", flush=True)
+    if admin_key is not None:
+        # Printed once, on the first start: only its hash is stored.
+        print(f"CRM_API_KEY={admin_key}", flush=True)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        log_config=None,  # keep our logging setup
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        print("READY", flush=True)
+    await serving
+    return 0 if server.started else 1
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def keys_create_command(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    project_id = None if args.admin else args.project
+    print(asyncio.run(create_key(settings, project_id)))
+    return 0
+
+
+async def create_key(settings: ServerSettings, project_id: str | None) -> str:
+    from crm_server.store import Store
+
+    store = await Store.open(settings.resolved_database_url, load_session_key(settings))
+    try:
+        return await store.api_keys.create(project_id)
+    finally:
+        await store.close()
+
+
+# --- login -------------------------------------------------------------------------------------
+
+
+def login_command(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    configure_logging("warning")
+    try:
+        settings.telegram_credentials()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(interactive_login(settings, args.project, args.phone))
+
+
+async def interactive_login(settings: ServerSettings, project_id: str, phone: str) -> int:
+    from crm_server import errors
+    from crm_server.recipients import normalize_phone
+    from crm_server.store import Store
+    from crm_server.telegram import AccountManager
+
+    try:
+        phone = normalize_phone(phone)
+    except ValueError as exc:
+        print(f"error: --phone {exc}", file=sys.stderr)
+        return 2
+    store = await Store.open(settings.resolved_database_url, load_session_key(settings))
+    world = None
+    if settings.sandbox:
+        from crm_server.sandbox import SandboxWorld, install
+
+        world = SandboxWorld(settings.resolved_sandbox_world)
+        install(world)
+    # No start(): this process only logs in; a running server picks the account up through its lease loop.
+    manager = AccountManager(store, settings)
+    try:
+        await manager.send_code(project_id, phone)
+        print(f"A login code was sent to {phone}.")
+        outcome = None
+        for _ in range(3):
+            code = (await asyncio.to_thread(input, "Code: ")).strip()
+            try:
+                outcome = await manager.sign_in(project_id, phone, code)
+                break
+            except errors.InvalidCodeError as exc:
+                print(exc.message)
+        if outcome is None:
+            return 1
+        for _ in range(3):
+            if outcome == "authorized":
+                break
+            password = await asyncio.to_thread(getpass.getpass, "2FA password: ")
+            try:
+                outcome = await manager.check_password(project_id, phone, password)
+            except errors.PasswordInvalidError as exc:
+                print(exc.message)
+        if outcome != "authorized":
+            return 1
+        print(f"{phone} is logged in for project {project_id}.")
+        return 0
+    except errors.CrmError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await manager.stop()
+        await store.close()
+        if world is not None:
+            from crm_server.sandbox import uninstall
+
+            uninstall()
+            world.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crm_server", description="crm_server: Telegram accounts over HTTP")
+    subparsers = parser.add_subparsers(dest="command")
+    add_commands(subparsers)
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(arguments or ["server"])
+    return int(args.handler(args))

@@ -1,0 +1,162 @@
+"""The one exception hierarchy of crm_server and its mapping to the contract's JSON error shape.
+
+Each class names what went wrong and carries its HTTP status and machine code; `error_response` is the only place they become HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+
+from starlette.responses import JSONResponse
+
+
+class CrmError(Exception):
+    """Base: an error the API reports to its caller as `{"success": false, "error", "code", "field"?}`."""
+
+    status_code = 500
+    code = "INTERNAL_ERROR"
+    default_message = "Internal server error"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.field = field
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class RetryableError(CrmError):
+    """An error the caller may retry after `retry_after` seconds (sent as the Retry-After header)."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class ValidationError(CrmError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+    default_message = "Invalid request"
+
+
+class MalformedBodyError(ValidationError):
+    """The body is not JSON, or not a JSON object."""
+
+    status_code = 400
+
+
+class UnauthorizedError(CrmError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+    default_message = "Missing or unknown X-API-Key"
+
+
+class ProjectForbiddenError(CrmError):
+    status_code = 403
+    code = "PROJECT_FORBIDDEN"
+    default_message = "This API key is not allowed for this project"
+
+
+class RouteNotFoundError(CrmError):
+    status_code = 404
+    code = "NOT_FOUND"
+    default_message = "No such route"
+
+
+class MethodNotAllowedError(CrmError):
+    status_code = 405
+    code = "METHOD_NOT_ALLOWED"
+    default_message = "Method not allowed"
+
+
+class AccountNotFoundError(CrmError):
+    status_code = 404
+    code = "ACCOUNT_NOT_FOUND"
+    default_message = "No such Telegram account for this project"
+
+
+class AccountNotAuthorizedError(CrmError):
+    status_code = 409
+    code = "ACCOUNT_NOT_AUTHORIZED"
+    default_message = "The Telegram account is not logged in"
+
+
+class LoginNotStartedError(CrmError):
+    status_code = 409
+    code = "LOGIN_NOT_STARTED"
+    default_message = "No login in progress for this phone; call /telegram/auth/send-code first"
+
+
+class IdempotencyInProgressError(RetryableError):
+    status_code = 409
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    default_message = "A request with this Idempotency-Key is still being processed"
+
+
+class RecipientNotFoundError(CrmError):
+    status_code = 422
+    code = "RECIPIENT_NOT_FOUND"
+    default_message = "Recipient not found"
+
+
+class InvalidPhoneError(CrmError):
+    status_code = 422
+    code = "INVALID_PHONE"
+    default_message = "Telegram rejected this phone number"
+
+
+class InvalidCodeError(CrmError):
+    status_code = 422
+    code = "INVALID_CODE"
+    default_message = "The login code is wrong"
+
+
+class PasswordInvalidError(CrmError):
+    status_code = 422
+    code = "PASSWORD_INVALID"
+    default_message = "The 2FA password is wrong"
+
+
+class RecipientPrivacyError(CrmError):
+    status_code = 403
+    code = "RECIPIENT_PRIVACY"
+    default_message = "The recipient's privacy settings do not allow this message"
+
+
+class FloodWaitError(RetryableError):
+    status_code = 429
+    code = "FLOOD_WAIT"
+    default_message = "Telegram asks this account to wait before sending again"
+
+
+class RateLimitedError(RetryableError):
+    status_code = 429
+    code = "RATE_LIMITED"
+    default_message = "This account sends too fast; wait before sending again"
+
+
+class TelegramError(CrmError):
+    status_code = 502
+    code = "TELEGRAM_ERROR"
+    default_message = "Telegram returned an error"
+
+
+class AccountDisconnectedError(CrmError):
+    status_code = 503
+    code = "ACCOUNT_DISCONNECTED"
+    default_message = "The Telegram account is not connected right now"
+
+
+def error_body(error: CrmError) -> dict[str, object]:
+    body: dict[str, object] = {"success": False, "error": error.message, "code": error.code}
+    if error.field is not None:
+        body["field"] = error.field
+    return body
+
+
+def error_response(error: CrmError) -> JSONResponse:
+    return JSONResponse(error_body(error), status_code=error.status_code, headers=error.headers())

@@ -1,0 +1,36 @@
+"""Prometheus metrics of one crm_server app, on its own registry so several apps in one process do not clash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sends = Counter(
+            "crm_sends_total", "Messages sent through /telegram/send", ["outcome"], registry=self.registry
+        )
+        self.errors = Counter(
+            "crm_errors_total", "Error responses by contract code", ["code"], registry=self.registry
+        )
+        self.send_seconds = Histogram(
+            "crm_send_seconds",
+            "Time to send one message, Telegram round trip included",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.accounts_connected = Gauge(
+            "crm_accounts_connected", "Telegram accounts connected by this server", registry=self.registry
+        )
+
+    def watch_connected(self, count: Callable[[], int]) -> None:
+        self.accounts_connected.set_function(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,237 @@
+"""The bodies of crm_server's HTTP API as pydantic models, field names exactly as in the contract (snake_case).
+
+Requests are validated strictly at the edge (a number is not a string); unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from crm_server.recipients import normalize_phone, parse_recipient
+
+
+def _recipient(value: str | int) -> str | int:
+    parse_recipient(value)
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"(?i)^https?://[^/?#\s]+", value) or any(ch.isspace() for ch in value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+ProjectId = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
+Phone = Annotated[StrictStr, Field(min_length=5, max_length=32, examples=["+15551234567"]), AfterValidator(normalize_phone)]
+Text = Annotated[StrictStr, Field(min_length=1, max_length=4096), AfterValidator(_not_blank)]
+HttpUrl = Annotated[StrictStr, Field(min_length=8, max_length=2048), AfterValidator(_http_url)]
+RecipientField = Annotated[
+    StrictStr | StrictInt,
+    Field(description="@username, numeric user/chat id, or phone +…", examples=["@alice", "+15551234567", 123456]),
+    AfterValidator(_recipient),
+]
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- contract routes ---------------------------------------------------------------------------
+
+
+class ConnectRequest(RequestModel):
+    project_id: ProjectId
+    webhook_url: HttpUrl
+    phone: Phone
+    secret: Annotated[StrictStr, Field(min_length=8, max_length=512)] | None = None
+
+
+class AccountSummary(ResponseModel):
+    authorized: bool
+    user_id: int | None
+    username: str | None
+
+
+class ConnectResponse(ResponseModel):
+    status: Literal["connected", "auth_required"]
+    project_id: str
+    phone: str
+    webhook_url: str
+    account: AccountSummary
+    secret: str | None = Field(None, description="Only when the server generated it: shown once, keep it")
+
+
+class SendRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    to: RecipientField
+    text: Text | None = None
+    file_url: HttpUrl | None = None
+    file_name: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    file_type: Annotated[StrictStr, Field(min_length=1, max_length=127)] | None = None
+    reply_to: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class SendResponse(ResponseModel):
+    status: Literal["sent"]
+    message_id: int
+    chat_id: int
+    to_user_id: int | None
+    date: str = Field(description="ISO 8601 UTC")
+
+
+class StatusQuery(RequestModel):
+    project_id: ProjectId
+    phone: Phone | None = None
+
+
+class WebhookStatus(ResponseModel):
+    url: str
+    pending: int
+    failed: int
+    last_success_at: str | None
+    last_error: str | None
+
+
+class AccountStatusEntry(ResponseModel):
+    phone: str
+    authorized: bool
+    connected: bool
+    state: Literal["auth_required", "connecting", "connected", "disconnected", "logged_out", "held_elsewhere"]
+    user_id: int | None
+    username: str | None
+    webhook: WebhookStatus | None
+
+
+class StatusResponse(ResponseModel):
+    accounts: list[AccountStatusEntry]
+
+
+class SendCodeRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+
+
+class SendCodeResponse(ResponseModel):
+    status: Literal["code_sent"]
+    timeout: int | None
+
+
+class SignInRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    code: Annotated[StrictStr, Field(pattern=r"^\s*[0-9]{3,12}\s*$")]
+
+
+class SignInResponse(ResponseModel):
+    status: Literal["authorized", "password_required"]
+
+
+class PasswordRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    password: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+
+
+class PasswordResponse(ResponseModel):
+    status: Literal["authorized"]
+
+
+class AccountQuery(RequestModel):
+    project_id: ProjectId
+
+
+class AccountPath(RequestModel):
+    phone: Phone
+
+
+class LogoutResponse(ResponseModel):
+    status: Literal["logged_out"]
+
+
+class HealthResponse(ResponseModel):
+    status: Literal["ok"]
+    accounts_connected: int
+    outbox_pending: int
+
+
+class ErrorResponse(ResponseModel):
+    success: Literal[False]
+    error: str
+    code: str
+    field: str | None = None
+
+
+# --- sandbox control (sandbox mode only) -------------------------------------------------------
+
+
+class SandboxUserRequest(RequestModel):
+    phone: Phone
+    username: Annotated[StrictStr, Field(pattern=r"^@?[A-Za-z][A-Za-z0-9_]{2,31}$")] | None = None
+    first_name: Annotated[StrictStr, Field(max_length=64)] | None = None
+    last_name: Annotated[StrictStr, Field(max_length=64)] | None = None
+    privacy_restricted: StrictBool = False
+
+
+class SandboxUserResponse(ResponseModel):
+    user_id: int
+
+
+class SandboxAccountRequest(RequestModel):
+    phone: Phone
+    password: Annotated[StrictStr, Field(min_length=1, max_length=1024)] | None = None
+
+
+class SandboxAccountResponse(ResponseModel):
+    user_id: int
+
+
+class SandboxIncomingRequest(RequestModel):
+    account_phone: Phone
+    from_: RecipientField = Field(alias="from")
+    text: Text
+
+
+class SandboxIncomingResponse(ResponseModel):
+    message_id: int
+
+
+class SandboxSentQuery(RequestModel):
+    account_phone: Phone
+
+
+class SandboxSentMessage(ResponseModel):
+    to_user_id: int
+    text: str
+    message_id: int
+    date: str
+
+
+class SandboxFloodRequest(RequestModel):
+    account_phone: Phone
+    seconds: Annotated[StrictInt, Field(ge=1, le=86400)]
+
+
+class SandboxRevokeRequest(RequestModel):
+    account_phone: Phone
+
+
+class SandboxRequestCounts(ResponseModel):
+    counts: dict[str, int]
+
+
+class SandboxOkResponse(ResponseModel):
+    status: Literal["ok"]

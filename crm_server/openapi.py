@@ -1,0 +1,232 @@
+"""The OpenAPI 3.1 description of crm_server, built from the pydantic models, and an offline HTML page for it.
+
+The operation table below is the API surface as documentation; app.py is the same surface as routing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from crm_server import models
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    response: type[BaseModel] | None
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    path_params: type[BaseModel] | None = None
+    errors: tuple[int, ...] = (400, 401, 403, 422)
+    sandbox: bool = False
+    auth: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+    response_is_list: bool = False
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST",
+        "/integration/lovable/connect",
+        "Register an account (project_id, phone) and its webhook; idempotent, updates the webhook",
+        models.ConnectResponse,
+        body=models.ConnectRequest,
+    ),
+    Operation(
+        "POST",
+        "/telegram/send",
+        "Send a text (and optionally a file by URL) from an account",
+        models.SendResponse,
+        body=models.SendRequest,
+        errors=(400, 401, 403, 404, 409, 422, 429, 502, 503),
+        headers={"Idempotency-Key": "Optional; the same key within 24 h returns the first result without sending"},
+    ),
+    Operation(
+        "GET",
+        "/telegram/status",
+        "Accounts of a project: authorized, connected, webhook",
+        models.StatusResponse,
+        query=models.StatusQuery,
+    ),
+    Operation(
+        "POST",
+        "/telegram/auth/send-code",
+        "Start a login: Telegram sends a code to the account",
+        models.SendCodeResponse,
+        body=models.SendCodeRequest,
+        errors=(400, 401, 403, 422, 429, 502, 503),
+    ),
+    Operation(
+        "POST",
+        "/telegram/auth/sign-in",
+        "Finish a login with the code (or learn that a 2FA password is required)",
+        models.SignInResponse,
+        body=models.SignInRequest,
+        errors=(400, 401, 403, 409, 422, 429, 502),
+    ),
+    Operation(
+        "POST",
+        "/telegram/auth/password",
+        "Finish a login with the 2FA password",
+        models.PasswordResponse,
+        body=models.PasswordRequest,
+        errors=(400, 401, 403, 409, 422, 429, 502),
+    ),
+    Operation(
+        "DELETE",
+        "/telegram/accounts/{phone}",
+        "Log the account out of Telegram and forget it",
+        models.LogoutResponse,
+        query=models.AccountQuery,
+        path_params=models.AccountPath,
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Operation("GET", "/health", "Liveness and counts (no API key)", models.HealthResponse, errors=(), auth=False),
+    Operation("GET", "/metrics", "Prometheus metrics", None, errors=(401,)),
+    Operation("GET", "/openapi.json", "This description", None, errors=(401,)),
+    Operation("GET", "/docs", "This description as an HTML page", None, errors=(401,)),
+    Operation(
+        "POST", "/sandbox/users", "Create a simulated Telegram user", models.SandboxUserResponse,
+        body=models.SandboxUserRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/accounts", "Pre-create an account (optionally with a 2FA password); the code is 12345",
+        models.SandboxAccountResponse, body=models.SandboxAccountRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/incoming", "A simulated user writes to an account", models.SandboxIncomingResponse,
+        body=models.SandboxIncomingRequest, sandbox=True,
+    ),
+    Operation(
+        "GET", "/sandbox/sent", "What an account has sent", models.SandboxSentMessage,
+        query=models.SandboxSentQuery, sandbox=True, response_is_list=True,
+    ),
+    Operation(
+        "POST", "/sandbox/flood", "The account's next send gets FLOOD_WAIT", models.SandboxOkResponse,
+        body=models.SandboxFloodRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/revoke", "Terminate the account's sessions (AUTH_KEY_UNREGISTERED from now on)",
+        models.SandboxOkResponse, body=models.SandboxRevokeRequest, sandbox=True,
+    ),
+    Operation(
+        "GET", "/sandbox/requests", "Requests the sandbox answered, by TL type", models.SandboxRequestCounts,
+        sandbox=True,
+    ),
+)
+
+
+def _parameters(model: type[BaseModel] | None, location: str) -> list[dict[str, Any]]:
+    if model is None:
+        return []
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": location, "required": name in required or location == "path", "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def build_openapi(*, sandbox: bool) -> dict[str, Any]:
+    operations = [op for op in OPERATIONS if sandbox or not op.sandbox]
+    wanted: list[tuple[type[BaseModel], Any]] = [(models.ErrorResponse, "serialization")]
+    for op in operations:
+        if op.body is not None:
+            wanted.append((op.body, "validation"))
+        if op.response is not None:
+            wanted.append((op.response, "serialization"))
+    refs, definitions = models_json_schema(list(dict.fromkeys(wanted)), ref_template=REF_TEMPLATE)
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        operation: dict[str, Any] = {"summary": op.summary, "responses": {}}
+        parameters = _parameters(op.path_params, "path") + _parameters(op.query, "query")
+        parameters += [
+            {"name": name, "in": "header", "required": False, "description": text, "schema": {"type": "string"}}
+            for name, text in op.headers.items()
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+            }
+        if op.response is not None:
+            schema = refs[(op.response, "serialization")]
+            if op.response_is_list:
+                schema = {"type": "array", "items": schema}
+            operation["responses"]["200"] = {"description": "Success", "content": {"application/json": {"schema": schema}}}
+        else:
+            operation["responses"]["200"] = {"description": "Success"}
+        for status in op.errors:
+            operation["responses"][str(status)] = {
+                "description": "Error",
+                "content": {"application/json": {"schema": refs[(models.ErrorResponse, "serialization")]}},
+            }
+        if op.auth:
+            operation["security"] = [{"ApiKey": []}]
+        else:
+            operation["security"] = []
+        paths.setdefault(op.path, {})[op.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "crm_server",
+            "version": "0.1.0",
+            "description": "Self-hosted Telegram server for the CRM: many Telegram accounts behind one HTTP API.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{"ApiKey": []}],
+    }
+
+
+def render_docs(spec: dict[str, Any]) -> str:
+    """A self-contained HTML page (no scripts, no CDN) listing every operation and schema."""
+    escape = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>crm_server API</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+        "code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.6rem;overflow:auto}"
+        ".m{font-weight:bold;display:inline-block;min-width:4.5rem}</style></head><body>",
+        f"<h1>{escape(spec['info']['title'])} {escape(spec['info']['version'])}</h1>",
+        f"<p>{escape(spec['info']['description'])}</p>",
+        "<p>Every route but <code>/health</code> needs the header <code>X-API-Key</code>. "
+        "Errors: <code>{\"success\": false, \"error\", \"code\", \"field\"?}</code>. "
+        "Machine-readable: <code>/openapi.json</code>.</p><h2>Operations</h2>",
+    ]
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            parts.append(f"<h3><span class='m'>{escape(method.upper())}</span><code>{escape(path)}</code></h3>")
+            parts.append(f"<p>{escape(operation['summary'])}</p>")
+            for parameter in operation.get("parameters", []):
+                required = " (required)" if parameter.get("required") else ""
+                parts.append(
+                    f"<div>{escape(parameter['in'])} <code>{escape(parameter['name'])}</code>{required}</div>"
+                )
+            body = operation.get("requestBody")
+            if body:
+                ref = body["content"]["application/json"]["schema"].get("$ref", "")
+                parts.append(f"<div>body: <a href='#{escape(ref.rsplit('/', 1)[-1])}'>{escape(ref.rsplit('/', 1)[-1])}</a></div>")
+            statuses = ", ".join(escape(code) for code in operation["responses"])
+            parts.append(f"<div>responses: {statuses}</div>")
+    parts.append("<h2>Schemas</h2>")
+    for name, schema in spec["components"]["schemas"].items():
+        parts.append(f"<h3 id='{escape(name)}'>{escape(name)}</h3><pre>{escape(json.dumps(schema, indent=2))}</pre>")
+    parts.append("</body></html>")
+    return "".join(parts)

@@ -1,0 +1,66 @@
+"""Turning a request's body, query or path into a validated model, or into a 4xx naming the field at fault.
+
+The only place pydantic's errors become the contract's VALIDATION_ERROR shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import pydantic
+from starlette.requests import Request
+
+from crm_server.errors import MalformedBodyError, ValidationError
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _field_of(error: Mapping[str, Any]) -> str:
+    location = [part for part in error.get("loc", ()) if isinstance(part, str)]
+    return location[0] if location else "body"
+
+
+def _describe(error: Mapping[str, Any], field: str) -> str:
+    if error.get("type") == "missing":
+        return f"`{field}` is required"
+    message = str(error.get("msg", "is invalid"))
+    # pydantic prefixes custom errors with "Value error, "; the field name says it better.
+    message = message.removeprefix("Value error, ")
+    return f"`{field}`: {message}"
+
+
+def validate(model: type[Model], data: Any) -> Model:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = _field_of(first)
+        raise ValidationError(_describe(first, field), field=field) from None
+
+
+async def parse_body(request: Request, model: type[Model]) -> Model:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise MalformedBodyError("The body is too large", field="body")
+    if not raw.strip():
+        raise MalformedBodyError("A JSON object body is required", field="body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedBodyError("The body is not valid JSON", field="body") from None
+    if not isinstance(data, dict):
+        raise MalformedBodyError("The body must be a JSON object", field="body")
+    return validate(model, data)
+
+
+def parse_query(request: Request, model: type[Model]) -> Model:
+    # Repeated parameters are ambiguous; the first one wins, as in most frameworks.
+    return validate(model, {key: request.query_params[key] for key in request.query_params})
+
+
+def parse_path(request: Request, model: type[Model]) -> Model:
+    return validate(model, dict(request.path_params))

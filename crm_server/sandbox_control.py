@@ -1,0 +1,128 @@
+"""The sandbox control routes (`/sandbox/*`, admin key, sandbox mode only): make simulated users act on the world.
+
+They drive `crm_server.sandbox.SandboxWorld`; nothing here talks to Telethon.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from crm_server import errors
+from crm_server.app_state import AppState
+from crm_server.auth import require_admin
+from crm_server.models import (
+    SandboxAccountRequest,
+    SandboxFloodRequest,
+    SandboxIncomingRequest,
+    SandboxRevokeRequest,
+    SandboxSentQuery,
+    SandboxUserRequest,
+)
+from crm_server.parsing import parse_body, parse_query
+
+
+def _sandbox_error(exc: Exception, field: str) -> errors.CrmError:
+    from crm_server.sandbox.errors import UnknownAccount, UnknownUser, UsernameTaken
+
+    if isinstance(exc, UnknownAccount):
+        return errors.AccountNotFoundError("No such account in the sandbox world", field=field)
+    if isinstance(exc, UnknownUser):
+        return errors.RecipientNotFoundError("No such simulated user", field="from")
+    if isinstance(exc, UsernameTaken):
+        return errors.ValidationError("Another simulated user has this username", field="username")
+    return errors.ValidationError(str(exc), field=field)
+
+
+async def _admin_state(request: Request) -> AppState:
+    state: AppState = request.app.state.crm
+    require_admin(await state.authenticator.authenticate(request))
+    return state
+
+
+async def create_user(request: Request) -> Response:
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxUserRequest)
+    try:
+        user_id = state.world.create_user(
+            body.phone,
+            username=body.username.lstrip("@") if body.username else None,
+            first_name=body.first_name,
+            last_name=body.last_name,
+            privacy_restricted=body.privacy_restricted,
+        )
+    except Exception as exc:
+        raise _sandbox_error(exc, "phone") from None
+    return JSONResponse({"user_id": user_id})
+
+
+async def create_account(request: Request) -> Response:
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxAccountRequest)
+    try:
+        # The 2FA verifier is a slow KDF: keep it off the event loop.
+        user_id = await run_in_threadpool(state.world.create_account, body.phone, body.password)
+    except Exception as exc:
+        raise _sandbox_error(exc, "phone") from None
+    return JSONResponse({"user_id": user_id})
+
+
+async def incoming(request: Request) -> Response:
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxIncomingRequest)
+    try:
+        # On the loop thread: delivery pushes updates into live Telethon clients' asyncio queues.
+        message_id = state.world.incoming(body.account_phone, body.from_, body.text)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"message_id": message_id})
+
+
+async def sent(request: Request) -> Response:
+    state = await _admin_state(request)
+    query = parse_query(request, SandboxSentQuery)
+    try:
+        messages = state.world.sent(query.account_phone)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse(messages)
+
+
+async def flood(request: Request) -> Response:
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxFloodRequest)
+    try:
+        state.world.flood(body.account_phone, body.seconds)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"status": "ok"})
+
+
+async def revoke(request: Request) -> Response:
+    """Terminate the account's sessions, as when the user ends them from another device."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxRevokeRequest)
+    try:
+        state.world.revoke(body.account_phone)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"status": "ok"})
+
+
+async def request_counts(request: Request) -> Response:
+    """How many requests of each TL type the world answered: shows what Telethon really asked for."""
+    state = await _admin_state(request)
+    return JSONResponse({"counts": dict(state.world.request_counts)})
+
+
+routes = [
+    Route("/sandbox/users", create_user, methods=["POST"]),
+    Route("/sandbox/accounts", create_account, methods=["POST"]),
+    Route("/sandbox/incoming", incoming, methods=["POST"]),
+    Route("/sandbox/sent", sent, methods=["GET"]),
+    Route("/sandbox/flood", flood, methods=["POST"]),
+    Route("/sandbox/revoke", revoke, methods=["POST"]),
+    Route("/sandbox/requests", request_counts, methods=["GET"]),
+]

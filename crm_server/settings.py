@@ -1,0 +1,129 @@
+"""Configuration of crm_server, read once from the environment (and `.env`) at the edge.
+
+Everything else receives a `ServerSettings` instance; nothing reads `os.environ` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Telegram's test data centre (DC 2). Test accounts use phones 99966XYYYY and code XXXXX.
+TEST_DC = (2, "149.154.167.40", 443)
+
+
+class ServerSettings(BaseSettings):
+    """Every knob of crm_server; environment names follow the contract (CRM_*, TGCRM_*, TELEGRAM_*)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    state_dir: Path = Field(Path(".local"), validation_alias=AliasChoices("TGCRM_STATE_DIR", "state_dir"))
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
+    port: int = Field(8090, validation_alias=AliasChoices("TGCRM_CRM_PORT", "port"))
+    database_url: str | None = Field(None, validation_alias=AliasChoices("CRM_DATABASE_URL", "database_url"))
+    session_key: str | None = Field(None, validation_alias=AliasChoices("CRM_SESSION_KEY", "session_key"))
+
+    sandbox: bool = Field(False, validation_alias=AliasChoices("CRM_SANDBOX", "sandbox"))
+    sandbox_world: Path | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_WORLD", "sandbox_world"))
+
+    telegram_api_id: int | None = Field(None, validation_alias=AliasChoices("TELEGRAM_API_ID", "telegram_api_id"))
+    telegram_api_hash: str | None = Field(
+        None, validation_alias=AliasChoices("TELEGRAM_API_HASH", "telegram_api_hash")
+    )
+    # "test" for Telegram's test DCs, or "dc_id:ip:port" for a custom address; empty = production.
+    telegram_dc: str | None = Field(None, validation_alias=AliasChoices("TELEGRAM_DC", "telegram_dc"))
+
+    allow_private_webhooks: bool = Field(
+        False, validation_alias=AliasChoices("CRM_ALLOW_PRIVATE_WEBHOOKS", "allow_private_webhooks")
+    )
+    send_rate_per_minute: float = Field(
+        30.0, gt=0, validation_alias=AliasChoices("CRM_SEND_RATE_PER_MINUTE", "send_rate_per_minute")
+    )
+    # How many sends an idle account may make back to back before the per-minute pace applies.
+    send_burst: int = Field(10, ge=1, validation_alias=AliasChoices("CRM_SEND_BURST", "send_burst"))
+
+    connect_concurrency: int = Field(
+        16, ge=1, validation_alias=AliasChoices("CRM_CONNECT_CONCURRENCY", "connect_concurrency")
+    )
+    connect_stagger_seconds: float = Field(
+        0.01, ge=0, validation_alias=AliasChoices("CRM_CONNECT_STAGGER_SECONDS", "connect_stagger_seconds")
+    )
+    reconnect_max_backoff_seconds: float = Field(
+        300.0, gt=0, validation_alias=AliasChoices("CRM_RECONNECT_MAX_BACKOFF_SECONDS", "reconnect_max_backoff_seconds")
+    )
+    lease_ttl_seconds: float = Field(
+        30.0, gt=0, validation_alias=AliasChoices("CRM_LEASE_TTL_SECONDS", "lease_ttl_seconds")
+    )
+    # How long a started login (code sent, not yet signed in) is kept server-side.
+    login_ttl_seconds: float = Field(
+        600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
+    )
+    log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
+
+    @field_validator("telegram_api_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'crm.sqlite3'}"
+
+    @property
+    def resolved_sandbox_world(self) -> Path:
+        return self.sandbox_world or self.state_dir / "sandbox_world.sqlite3"
+
+    @property
+    def public_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def telegram_credentials(self) -> tuple[int, str]:
+        """api_id/api_hash for TelegramClient; the sandbox accepts any, real Telegram needs the user's."""
+        if self.telegram_api_id and self.telegram_api_hash:
+            return self.telegram_api_id, self.telegram_api_hash
+        if self.sandbox:
+            return 1, "sandbox"
+        raise RuntimeError("set TELEGRAM_API_ID and TELEGRAM_API_HASH, or run with --sandbox")
+
+    def telegram_dc_address(self) -> tuple[int, str, int] | None:
+        """The DC new sessions start on, or None for Telethon's production default."""
+        value = (self.telegram_dc or "").strip()
+        if not value:
+            return None
+        if value.lower() == "test":
+            return TEST_DC
+        try:
+            dc_id, rest = value.split(":", 1)
+            address, port = rest.rsplit(":", 1)
+            return int(dc_id), address.strip("[]"), int(port)
+        except ValueError:
+            raise ValueError(f"TELEGRAM_DC must be 'test' or 'dc_id:ip:port', got {value!r}") from None
+
+
+def load_session_key(settings: ServerSettings) -> bytes:
+    """The Fernet key sessions and webhook secrets are encrypted with.
+
+    From CRM_SESSION_KEY, else from `<state_dir>/crm_session.key`, created (0600) on first start.
+    """
+    if settings.session_key:
+        key = settings.session_key.encode()
+        Fernet(key)  # fail at start, not at the first encryption, if the key is malformed
+        return key
+    path = settings.state_dir / "crm_session.key"
+    if path.exists():
+        return path.read_bytes().strip()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    # O_EXCL: if two servers start at once on one state dir, exactly one writes the key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key

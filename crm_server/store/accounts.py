@@ -1,0 +1,202 @@
+"""Telegram accounts per project: encrypted session, identity, login status and the lease that says which server runs it.
+
+The lease is a row-level compare-and-set with expiry, so it works the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_server.store.cipher import SecretCipher
+from crm_server.store.dialect import insert_for
+from crm_server.store.schema import accounts
+
+AUTH_REQUIRED = "auth_required"
+AUTHORIZED = "authorized"
+LOGGED_OUT = "logged_out"
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    project_id: str
+    phone: str
+    status: str
+    user_id: int | None
+    username: str | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+
+    @property
+    def authorized(self) -> bool:
+        return self.status == AUTHORIZED
+
+    def leased_by_other(self, owner: str, now: float) -> bool:
+        return (
+            self.lease_owner is not None
+            and self.lease_owner != owner
+            and self.lease_expires_at is not None
+            and self.lease_expires_at >= now
+        )
+
+
+def _record(row: object) -> AccountRecord:
+    return AccountRecord(
+        project_id=row.project_id,  # type: ignore[attr-defined]
+        phone=row.phone,  # type: ignore[attr-defined]
+        status=row.status,  # type: ignore[attr-defined]
+        user_id=row.user_id,  # type: ignore[attr-defined]
+        username=row.username,  # type: ignore[attr-defined]
+        lease_owner=row.lease_owner,  # type: ignore[attr-defined]
+        lease_expires_at=row.lease_expires_at,  # type: ignore[attr-defined]
+    )
+
+
+_RECORD_COLUMNS = (
+    accounts.c.project_id,
+    accounts.c.phone,
+    accounts.c.status,
+    accounts.c.user_id,
+    accounts.c.username,
+    accounts.c.lease_owner,
+    accounts.c.lease_expires_at,
+)
+
+
+def _key(project_id: str, phone: str):  # type: ignore[no-untyped-def]
+    return and_(accounts.c.project_id == project_id, accounts.c.phone == phone)
+
+
+class AccountTable:
+    def __init__(self, engine: AsyncEngine, cipher: SecretCipher) -> None:
+        self._engine = engine
+        self._cipher = cipher
+
+    async def ensure(self, project_id: str, phone: str) -> AccountRecord:
+        now = time.time()
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert_for(self._engine, accounts)
+                .values(project_id=project_id, phone=phone, status=AUTH_REQUIRED, created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=[accounts.c.project_id, accounts.c.phone])
+            )
+            row = (await connection.execute(select(*_RECORD_COLUMNS).where(_key(project_id, phone)))).one()
+        return _record(row)
+
+    async def get(self, project_id: str, phone: str) -> AccountRecord | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(*_RECORD_COLUMNS).where(_key(project_id, phone)))).first()
+        return _record(row) if row is not None else None
+
+    async def list(self, project_id: str | None = None, phone: str | None = None) -> list[AccountRecord]:
+        query = select(*_RECORD_COLUMNS).order_by(accounts.c.project_id, accounts.c.phone)
+        if project_id is not None:
+            query = query.where(accounts.c.project_id == project_id)
+        if phone is not None:
+            query = query.where(accounts.c.phone == phone)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [_record(row) for row in rows]
+
+    async def load_session(self, project_id: str, phone: str) -> bytes | None:
+        async with self._engine.connect() as connection:
+            token = await connection.scalar(select(accounts.c.session).where(_key(project_id, phone)))
+        return self._cipher.decrypt(token) if token else None
+
+    async def save_session(self, project_id: str, phone: str, plaintext: bytes, owner: str) -> bool:
+        """Store the session if `owner` still holds the lease; a server that lost it must not overwrite
+        the new owner's update state with its stale one. False when fenced off."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(accounts)
+                .where(_key(project_id, phone), accounts.c.lease_owner == owner)
+                .values(session=self._cipher.encrypt(plaintext), updated_at=time.time())
+            )
+        return result.rowcount == 1
+
+    async def mark_authorized(self, project_id: str, phone: str, user_id: int, username: str | None) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts)
+                .where(_key(project_id, phone))
+                .values(status=AUTHORIZED, user_id=user_id, username=username, updated_at=time.time())
+            )
+
+    async def mark_logged_out(self, project_id: str, phone: str) -> None:
+        """The session is dead (revoked, deactivated, logged out): drop it so nothing tries it again."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts)
+                .where(_key(project_id, phone))
+                .values(status=LOGGED_OUT, session=None, updated_at=time.time())
+            )
+
+    async def delete(self, project_id: str, phone: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(accounts).where(_key(project_id, phone)))
+
+    # --- leases -------------------------------------------------------------------------------
+
+    async def acquire_lease(self, project_id: str, phone: str, owner: str, ttl: float) -> bool:
+        """Take (or extend) the lease unless another owner holds an unexpired one."""
+        now = time.time()
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(accounts)
+                .where(
+                    _key(project_id, phone),
+                    or_(
+                        accounts.c.lease_owner.is_(None),
+                        accounts.c.lease_owner == owner,
+                        accounts.c.lease_expires_at < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + ttl)
+            )
+        return result.rowcount == 1
+
+    async def renew_leases(self, owner: str, ttl: float) -> set[tuple[str, str]]:
+        """Extend every lease `owner` still holds; returns those (project_id, phone) it holds."""
+        now = time.time()
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts).where(accounts.c.lease_owner == owner).values(lease_expires_at=now + ttl)
+            )
+            rows = (
+                await connection.execute(
+                    select(accounts.c.project_id, accounts.c.phone).where(accounts.c.lease_owner == owner)
+                )
+            ).all()
+        return {(row.project_id, row.phone) for row in rows}
+
+    async def release_lease(self, project_id: str, phone: str, owner: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts)
+                .where(_key(project_id, phone), accounts.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def release_all_leases(self, owner: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts).where(accounts.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def list_claimable(self, owner: str) -> list[AccountRecord]:
+        """Authorized accounts no other live server holds: the ones this server should run."""
+        now = time.time()
+        query = select(*_RECORD_COLUMNS).where(
+            accounts.c.status == AUTHORIZED,
+            or_(
+                accounts.c.lease_owner.is_(None),
+                accounts.c.lease_owner == owner,
+                accounts.c.lease_expires_at < now,
+            ),
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query.order_by(accounts.c.id))).all()
+        return [_record(row) for row in rows]

@@ -1,0 +1,61 @@
+"""The async engine of the store: SQLite file by default, PostgreSQL by URL, tables created at start.
+
+`Store` bundles the engine with one object per table so callers write `store.accounts.get(...)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from crm_server.store.accounts import AccountTable
+from crm_server.store.api_keys import ApiKeyTable
+from crm_server.store.cipher import SecretCipher
+from crm_server.store.idempotency import IdempotencyTable
+from crm_server.store.schema import metadata
+from crm_server.store.webhooks import WebhookTable
+
+
+def create_engine(url: str) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may share one SQLite file (a second server, `tgcrm keys create`):
+    # WAL lets readers run beside a writer and busy_timeout waits for a lock instead of failing.
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, cipher: SecretCipher) -> None:
+        self.engine = engine
+        self.cipher = cipher
+        self.api_keys = ApiKeyTable(engine)
+        self.accounts = AccountTable(engine, cipher)
+        self.webhooks = WebhookTable(engine, cipher)
+        self.idempotency = IdempotencyTable(engine)
+
+    @classmethod
+    async def open(cls, url: str, session_key: bytes) -> "Store":
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        return cls(engine, SecretCipher(session_key))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,359 @@
+"""The outbox: every incoming Telegram message waiting for, or done with, delivery to its webhook.
+
+One row per Telegram message, keyed by (project, phone, chat, message id) so the same message can never be
+enqueued twice. A chat is delivered in order: a worker leases a chat's head row and the rows behind it (a lane);
+on PostgreSQL several workers share the table with `FOR UPDATE SKIP LOCKED`, on SQLite one worker drains it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from crm_server.store.dialect import insert_for
+from crm_server.store.schema import metadata, webhooks
+
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # Stable for the message: it is the `webhook-id`, so a receiver recognises a redelivery.
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("chat_id", String(32), nullable=False),
+    Column("message_id", BigInteger, nullable=False),
+    # The exact JSON body that is posted (and signed).
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False, default=PENDING),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("first_attempt_at", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    UniqueConstraint("project_id", "phone", "chat_id", "message_id", name="uq_outbox_message"),
+    Index("ix_outbox_lane", "state", "project_id", "phone", "chat_id", "id"),
+    Index("ix_outbox_delivered", "project_id", "phone", "delivered_at"),
+)
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A normalized incoming message, ready to be enqueued."""
+
+    event_id: str
+    project_id: str
+    phone: str
+    chat_id: str
+    message_id: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    project_id: str
+    phone: str
+    chat_id: str
+    message_id: int
+    body: bytes
+    attempts: int
+    first_attempt_at: float | None
+
+
+@dataclass(frozen=True)
+class Lane:
+    project_id: str
+    phone: str
+    chat_id: str
+
+
+@dataclass(frozen=True)
+class WebhookHealth:
+    pending: int
+    failed: int
+    last_success_at: float | None
+    last_error: str | None
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def _row(record: Any) -> OutboxRow:
+    return OutboxRow(
+        id=record.id,
+        event_id=record.event_id,
+        project_id=record.project_id,
+        phone=record.phone,
+        chat_id=record.chat_id,
+        message_id=record.message_id,
+        body=record.payload.encode(),
+        attempts=record.attempts,
+        first_attempt_at=record.first_attempt_at,
+    )
+
+
+class OutboxTable:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._skip_locked = engine.dialect.name == "postgresql"
+
+    def _insert(self, events: list[OutboxEvent], now: float) -> Any:
+        values = [
+            {
+                "event_id": event.event_id,
+                "project_id": event.project_id,
+                "phone": event.phone,
+                "chat_id": event.chat_id,
+                "message_id": event.message_id,
+                "payload": encode_payload(event.payload),
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for event in events
+        ]
+        return (
+            insert_for(self._engine, outbox)
+            .values(values)
+            .on_conflict_do_nothing(
+                index_elements=[outbox.c.project_id, outbox.c.phone, outbox.c.chat_id, outbox.c.message_id]
+            )
+        )
+
+    async def enqueue(self, events: list[OutboxEvent], connection: AsyncConnection | None = None) -> int:
+        """Insert the events not already present; returns how many were new. Pass `connection` to share a step."""
+        if not events:
+            return 0
+        statement = self._insert(events, time.time())
+        if connection is not None:
+            result = await connection.execute(statement)
+        else:
+            async with self._engine.begin() as own:
+                result = await own.execute(statement)
+        return max(result.rowcount or 0, 0)
+
+    async def due_lanes(self, now: float, limit: int, busy: set[Lane]) -> list[Lane]:
+        """Chats whose head row is due, not leased by a live worker, and whose webhook is enabled."""
+        heads = (
+            select(func.min(outbox.c.id).label("id"))
+            .where(outbox.c.state == PENDING)
+            .group_by(outbox.c.project_id, outbox.c.phone, outbox.c.chat_id)
+            .subquery()
+        )
+        statement = (
+            select(outbox.c.project_id, outbox.c.phone, outbox.c.chat_id)
+            .join(heads, heads.c.id == outbox.c.id)
+            .join(webhooks, and_(webhooks.c.project_id == outbox.c.project_id, webhooks.c.phone == outbox.c.phone))
+            .where(
+                outbox.c.next_attempt_at <= now,
+                webhooks.c.enabled.is_(True),
+                or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+            )
+            .order_by(outbox.c.id)
+            .limit(limit + len(busy))
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        lanes = [Lane(row.project_id, row.phone, row.chat_id) for row in rows]
+        return [lane for lane in lanes if lane not in busy][:limit]
+
+    async def next_due_at(self) -> float | None:
+        async with self._engine.connect() as connection:
+            return await connection.scalar(select(func.min(outbox.c.next_attempt_at)).where(outbox.c.state == PENDING))
+
+    async def lease(self, lane: Lane, owner: str, until: float, limit: int) -> list[OutboxRow]:
+        """Take the lane's head and the rows behind it, or nothing if another worker holds the head."""
+        now = time.time()
+        in_lane = and_(
+            outbox.c.state == PENDING,
+            outbox.c.project_id == lane.project_id,
+            outbox.c.phone == lane.phone,
+            outbox.c.chat_id == lane.chat_id,
+        )
+        async with self._engine.begin() as connection:
+            head_query = select(outbox.c.id, outbox.c.lease_until, outbox.c.next_attempt_at).where(in_lane)
+            head_query = head_query.order_by(outbox.c.id).limit(1)
+            if self._skip_locked:
+                head_query = head_query.with_for_update(skip_locked=True)
+            head = (await connection.execute(head_query)).first()
+            if head is None or (head.lease_until is not None and head.lease_until >= now) or head.next_attempt_at > now:
+                return []
+            rows = (
+                await connection.execute(select(outbox).where(in_lane).order_by(outbox.c.id).limit(limit))
+            ).all()
+            if not rows or rows[0].id != head.id:
+                return []
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([row.id for row in rows]))
+                .values(lease_owner=owner, lease_until=until)
+            )
+        return [_row(row) for row in rows]
+
+    async def extend_lease(self, ids: list[int], owner: str, until: float) -> None:
+        if not ids:
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(outbox).where(outbox.c.id.in_(ids), outbox.c.lease_owner == owner).values(lease_until=until)
+            )
+
+    async def release(self, ids: list[int], owner: str) -> None:
+        if not ids:
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    async def mark_delivered(self, ids: list[int], status: int, now: float) -> None:
+        if not ids:
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids))
+                .values(
+                    state=DELIVERED,
+                    delivered_at=now,
+                    last_status=status,
+                    attempts=outbox.c.attempts + 1,
+                    first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now),
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+
+    async def mark_failed_attempt(self, row: OutboxRow, *, dead: bool, next_attempt_at: float, status: int | None,
+                                  error: str, now: float) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(
+                    state=DEAD if dead else PENDING,
+                    attempts=outbox.c.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now),
+                    last_status=status,
+                    last_error=error[:500],
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+
+    async def retry(self, delivery_id: int, project_id: str | None) -> bool:
+        """Put a dead letter back in its lane (an operator's retry); False if there is no such dead letter."""
+        where = [outbox.c.id == delivery_id, outbox.c.state == DEAD]
+        if project_id is not None:
+            where.append(outbox.c.project_id == project_id)
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(outbox)
+                .where(*where)
+                .values(state=PENDING, next_attempt_at=time.time(), first_attempt_at=None, attempts=0)
+            )
+        return (result.rowcount or 0) > 0
+
+    async def list(self, project_id: str | None, state: str, limit: int = 100,
+                   delivered_since: float | None = None) -> list[dict[str, Any]]:
+        statement = select(outbox).where(outbox.c.state == state)
+        if project_id is not None:
+            statement = statement.where(outbox.c.project_id == project_id)
+        if state == DELIVERED:
+            since = delivered_since if delivered_since is not None else time.time() - 3600
+            statement = statement.where(outbox.c.delivered_at >= since).order_by(outbox.c.id.desc())
+        else:
+            statement = statement.order_by(outbox.c.id)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement.limit(limit))).all()
+        return [
+            {
+                "id": row.id,
+                "event_id": row.event_id,
+                "project_id": row.project_id,
+                "phone": row.phone,
+                "chat_id": row.chat_id,
+                "message_id": row.message_id,
+                "state": "failed" if row.state == DEAD else row.state,
+                "attempts": row.attempts,
+                "last_status": row.last_status,
+                "last_error": row.last_error,
+                "next_attempt_at": row.next_attempt_at,
+                "created_at": row.created_at,
+                "delivered_at": row.delivered_at,
+            }
+            for row in rows
+        ]
+
+    async def health(self, project_id: str, phone: str) -> WebhookHealth:
+        mine = and_(outbox.c.project_id == project_id, outbox.c.phone == phone)
+        async with self._engine.connect() as connection:
+            counts = dict(
+                (
+                    await connection.execute(
+                        select(outbox.c.state, func.count()).where(mine, outbox.c.state != DELIVERED)
+                        .group_by(outbox.c.state)
+                    )
+                ).all()
+            )
+            last_success = await connection.scalar(select(func.max(outbox.c.delivered_at)).where(mine))
+            last_error = await connection.scalar(
+                select(outbox.c.last_error)
+                .where(mine, outbox.c.last_error.is_not(None), outbox.c.state != DELIVERED)
+                .order_by(outbox.c.id.desc())
+                .limit(1)
+            )
+        return WebhookHealth(
+            pending=int(counts.get(PENDING, 0)),
+            failed=int(counts.get(DEAD, 0)),
+            last_success_at=last_success,
+            last_error=last_error,
+        )
+
+    async def pending_count(self) -> int:
+        async with self._engine.connect() as connection:
+            return int(await connection.scalar(select(func.count()).where(outbox.c.state == PENDING)) or 0)
+
+    async def purge_delivered(self, older_than: float) -> int:
+        from sqlalchemy import delete
+
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                delete(outbox).where(outbox.c.state == DELIVERED, outbox.c.delivered_at < older_than)
+            )
+        return result.rowcount or 0

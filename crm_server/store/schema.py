@@ -1,0 +1,80 @@
+"""The tables of the crm_server store, in SQLAlchemy Core, portable between SQLite and PostgreSQL.
+
+Times are Unix seconds (float) so lease and expiry comparisons are plain numbers on every dialect.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # SHA-256 hex of the key; the key itself is never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    # NULL = admin key (every project).
+    Column("project_id", String(128), nullable=True, index=True),
+    Column("created_at", Float, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    # Fernet token of the serialized Telethon session (auth key, DC, update state, entity cache).
+    Column("session", LargeBinary, nullable=True),
+    # auth_required | authorized | logged_out; "connected" is runtime state, not stored.
+    Column("status", String(32), nullable=False, default="auth_required"),
+    Column("user_id", BigInteger, nullable=True),
+    Column("username", String(64), nullable=True),
+    # Which live server process runs this account's client, and until when (renewed while it lives).
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("project_id", "phone", name="uq_accounts_project_phone"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    # Fernet token of the shared secret sent as X-Lovable-Secret and used to sign deliveries.
+    Column("secret", LargeBinary, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("project_id", "phone", name="uq_webhooks_project_phone"),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("project_id", String(128), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    # NULL while the first request is still in flight; the JSON of its success response afterwards.
+    Column("response", Text, nullable=True),
+    Column("created_at", Float, nullable=False, index=True),
+)
+
+# The next issue adds an `outbox` table here (incoming messages, written before delivery).

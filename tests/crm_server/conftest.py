@@ -1,0 +1,53 @@
+"""Fixtures for crm_server: one server subprocess (sandbox mode) shared by the tests, and keys for two projects.
+
+Tests that need their own server (restart, second server on one store) start one from `CrmServerProcess`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.crm_server.server_process import CrmClient, CrmServerProcess, run_cli
+
+PROJECT_A = "proj-a"
+PROJECT_B = "proj-b"
+# Small burst so the rate-limit test needs few sends; every other test uses its own account.
+SHARED_SERVER_ENV = {"CRM_SEND_BURST": "5", "CRM_SEND_RATE_PER_MINUTE": "30"}
+
+
+@pytest.fixture(scope="session")
+def crm_server() -> Iterator[CrmServerProcess]:
+    with tempfile.TemporaryDirectory(prefix="crm-server-") as directory:
+        server = CrmServerProcess(Path(directory), env=SHARED_SERVER_ENV, name="shared").start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(crm_server: CrmServerProcess) -> Iterator[CrmClient]:
+    assert crm_server.admin_key is not None
+    client = crm_server.client(crm_server.admin_key)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def project_keys(crm_server: CrmServerProcess) -> dict[str, str]:
+    """Keys made with the CLI (`keys create --project`) against the running server's store."""
+    return {
+        project: run_cli("keys", "create", "--project", project, state_dir=crm_server.state_dir).strip()
+        for project in (PROJECT_A, PROJECT_B)
+    }
+
+
+@pytest.fixture(scope="session")
+def client_a(crm_server: CrmServerProcess, project_keys: dict[str, str]) -> Iterator[CrmClient]:
+    client = crm_server.client(project_keys[PROJECT_A])
+    yield client
+    client.close()

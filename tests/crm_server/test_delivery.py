@@ -1,0 +1,213 @@
+"""WebhookDelivery against a receiver on a real socket: once each, in order per chat, signed, retried, dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from crm_server.delivery import DeliverySettings, WebhookDelivery
+from crm_server.delivery_policy import RetrySchedule
+from crm_server.store.database import Store
+from crm_server.store.outbox import OutboxEvent, OutboxTable
+from crm_server.webhook_signature import verify
+from tests.helpers.receiver import Receiver, running_receiver
+
+PROJECT = "org-delivery"
+PHONE = "+79990001122"
+SECRET = "s3cret-for-signing"
+FAST = RetrySchedule(first_delay=0.1, max_delay=0.5, window=60.0)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}", Fernet.generate_key())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def outbox(store: Store) -> OutboxTable:
+    return OutboxTable(store.engine)
+
+
+def events(chats: int, per_chat: int, start: int = 1) -> list[OutboxEvent]:
+    made = []
+    for number in range(start, start + per_chat):
+        for chat in range(chats):
+            chat_id = str(1000 + chat)
+            made.append(OutboxEvent(
+                event_id=f"evt_{chat_id}_{number}", project_id=PROJECT, phone=PHONE, chat_id=chat_id,
+                message_id=number, payload={"chat_id": chat_id, "message_id": number, "text": f"m{number}"},
+            ))
+    return made
+
+
+async def run_worker(store: Store, outbox: OutboxTable, schedule: RetrySchedule = FAST,
+                     concurrency: int = 8) -> tuple[WebhookDelivery, httpx.AsyncClient]:
+    http = httpx.AsyncClient(timeout=5.0)
+    worker = WebhookDelivery(outbox, store.webhooks, http, schedule, DeliverySettings(concurrency=concurrency))
+    await worker.start()
+    return worker, http
+
+
+async def stop_worker(worker: WebhookDelivery, http: httpx.AsyncClient) -> None:
+    await worker.stop()
+    await http.aclose()
+
+
+async def until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("condition not met")
+
+
+async def test_every_message_arrives_once_in_chat_order_and_signed(store, outbox, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    batch = events(chats=20, per_chat=25)
+    assert await outbox.enqueue(batch) == 500
+    assert await outbox.enqueue(batch[:10]) == 0  # the same Telegram messages are never enqueued twice
+    worker, http = await run_worker(store, outbox)
+    try:
+        await until(lambda: len(receiver.accepted) >= 500)
+        await asyncio.sleep(0.3)
+    finally:
+        await stop_worker(worker, http)
+    ids = receiver.accepted_ids()
+    assert len(ids) == 500 and len(set(ids)) == 500
+    per_chat: dict[str, list[int]] = {}
+    for item in receiver.accepted:
+        per_chat.setdefault(item.json["chat_id"], []).append(item.json["message_id"])
+        timestamp = int(item.headers["webhook-timestamp"])
+        assert item.headers["x-lovable-secret"] == SECRET
+        assert verify(SECRET, item.headers["webhook-id"], timestamp, item.body, item.headers["webhook-signature"])
+        assert not verify("another-secret", item.headers["webhook-id"], timestamp, item.body,
+                          item.headers["webhook-signature"])
+    assert all(numbers == sorted(numbers) for numbers in per_chat.values())
+    assert (await outbox.health(PROJECT, PHONE)).pending == 0
+
+
+async def test_unavailable_receiver_gets_everything_after_recovery(store, outbox, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    recover_at = time.time() + 1.0
+    receiver.script = lambda item: (503, {}) if time.time() < recover_at else (200, {})
+    await outbox.enqueue(events(chats=3, per_chat=10))
+    worker, http = await run_worker(store, outbox)
+    try:
+        await until(lambda: len(receiver.accepted) >= 30)
+        health_during = await outbox.health(PROJECT, PHONE)
+        await asyncio.sleep(0.3)
+    finally:
+        await stop_worker(worker, http)
+    assert len(receiver.received) > 30  # some answers were 503 and retried
+    assert len(set(receiver.accepted_ids())) == len(receiver.accepted) == 30
+    assert health_during.last_success_at is not None
+
+
+async def test_retry_after_is_honoured(store, outbox, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    answers = iter([(429, {"Retry-After": "1"})])
+    receiver.script = lambda item: next(answers, (200, {}))
+    await outbox.enqueue(events(chats=1, per_chat=1))
+    worker, http = await run_worker(store, outbox, RetrySchedule(first_delay=0.1, max_delay=5.0))
+    try:
+        await until(lambda: len(receiver.accepted) == 1)
+    finally:
+        await stop_worker(worker, http)
+    first, second = receiver.received[0], receiver.received[1]
+    assert second.at - first.at >= 0.95
+
+
+async def test_a_rejected_message_becomes_a_dead_letter_and_can_be_retried(store, outbox, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    rejecting = {"on": True}
+    receiver.script = lambda item: (400, {}) if rejecting["on"] and item.json["message_id"] == 2 else (200, {})
+    await outbox.enqueue(events(chats=1, per_chat=4))
+    worker, http = await run_worker(store, outbox)
+    try:
+        await until(lambda: len(receiver.accepted) == 3)
+        dead = await outbox.list(PROJECT, "dead")
+        assert [row["message_id"] for row in dead] == [2] and dead[0]["state"] == "failed"
+        assert (await outbox.health(PROJECT, PHONE)).failed == 1
+        rejecting["on"] = False
+        assert await outbox.retry(dead[0]["id"], "another-project") is False  # tenancy: not theirs
+        assert await outbox.retry(dead[0]["id"], PROJECT) is True
+        worker.wake()
+        await until(lambda: len(receiver.accepted) == 4)
+    finally:
+        await stop_worker(worker, http)
+    assert [item.json["message_id"] for item in receiver.accepted] == [1, 3, 4, 2]
+    assert (await outbox.health(PROJECT, PHONE)).failed == 0
+
+
+async def test_a_failing_chat_does_not_hold_up_the_others(store, outbox, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    receiver.script = lambda item: (503, {}) if item.json["chat_id"] == "1000" else (200, {})
+    await outbox.enqueue(events(chats=3, per_chat=5))
+    worker, http = await run_worker(store, outbox)
+    try:
+        await until(lambda: len(receiver.accepted) == 10)
+        await asyncio.sleep(0.5)
+    finally:
+        await stop_worker(worker, http)
+    blocked = [item.json["message_id"] for item in receiver.received if item.json["chat_id"] == "1000"]
+    assert blocked and set(blocked) == {1}  # only the head was tried; the rest wait behind it
+    assert (await outbox.health(PROJECT, PHONE)).pending == 5
+
+
+async def test_gone_disables_the_webhook_until_it_is_registered_again(store, outbox, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    gone = {"on": True}
+    receiver.script = lambda item: (410, {}) if gone["on"] else (200, {})
+    await outbox.enqueue(events(chats=2, per_chat=2))
+    worker, http = await run_worker(store, outbox)
+    try:
+        await until(lambda: len(receiver.received) >= 1)
+        await asyncio.sleep(0.5)
+        registration = await store.webhooks.get(PROJECT, PHONE)
+        assert registration is not None and registration.enabled is False
+        tries_while_disabled = len(receiver.received)
+        await asyncio.sleep(0.5)
+        assert len(receiver.received) == tries_while_disabled
+        gone["on"] = False
+        await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+        worker.wake()
+        await until(lambda: len(receiver.accepted) == 4)
+    finally:
+        await stop_worker(worker, http)
+
+
+async def test_unreachable_receiver_is_retried_until_the_window_closes(store, outbox) -> None:
+    await store.webhooks.upsert(PROJECT, PHONE, "http://127.0.0.1:9/hook", SECRET)  # nothing listens on port 9
+    await outbox.enqueue(events(chats=1, per_chat=1))
+    schedule = RetrySchedule(first_delay=0.05, max_delay=0.1, window=0.6)
+    worker, http = await run_worker(store, outbox, schedule)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (await outbox.health(PROJECT, PHONE)).failed == 0:
+            await asyncio.sleep(0.05)
+    finally:
+        await stop_worker(worker, http)
+    dead = await outbox.list(PROJECT, "dead")
+    assert len(dead) == 1 and dead[0]["attempts"] >= 3
+    assert "Connect" in (dead[0]["last_error"] or "")

@@ -1,0 +1,83 @@
+"""The API describes itself (OpenAPI + an offline docs page) and reports Prometheus metrics."""
+
+from __future__ import annotations
+
+from crm_server.openapi import build_openapi
+from tests.crm_server.conftest import PROJECT_A
+from tests.crm_server.server_process import CrmClient, new_phone
+
+CONTRACT_OPERATIONS = {
+    ("post", "/integration/lovable/connect"),
+    ("post", "/telegram/send"),
+    ("get", "/telegram/status"),
+    ("post", "/telegram/auth/send-code"),
+    ("post", "/telegram/auth/sign-in"),
+    ("post", "/telegram/auth/password"),
+    ("delete", "/telegram/accounts/{phone}"),
+    ("get", "/health"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/docs"),
+}
+SANDBOX_OPERATIONS = {
+    ("post", "/sandbox/users"),
+    ("post", "/sandbox/accounts"),
+    ("post", "/sandbox/incoming"),
+    ("get", "/sandbox/sent"),
+    ("post", "/sandbox/flood"),
+}
+
+
+def operations(spec: dict) -> set[tuple[str, str]]:
+    return {(method, path) for path, methods in spec["paths"].items() for method in methods}
+
+
+def test_openapi_describes_every_contract_route_and_the_sandbox_ones_in_sandbox_mode(admin: CrmClient) -> None:
+    spec = admin.ok(admin.get("/openapi.json"))
+    assert spec["openapi"].startswith("3.")
+    assert CONTRACT_OPERATIONS | SANDBOX_OPERATIONS <= operations(spec)
+    send = spec["paths"]["/telegram/send"]["post"]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SendRequest"}
+    schema = spec["components"]["schemas"]["SendRequest"]
+    assert set(schema["required"]) == {"project_id", "phone", "to"}
+    assert schema["properties"]["text"]["anyOf"][0]["maxLength"] == 4096
+    assert {"429", "503"} <= set(send["responses"])
+
+
+def test_without_the_sandbox_the_sandbox_routes_are_not_described() -> None:
+    spec = build_openapi(sandbox=False)
+    assert operations(spec) == CONTRACT_OPERATIONS
+
+
+def test_the_docs_page_lists_every_route_and_loads_nothing_from_elsewhere(admin: CrmClient) -> None:
+    response = admin.get("/docs")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    for _, path in CONTRACT_OPERATIONS | SANDBOX_OPERATIONS:
+        assert f"<code>{path}</code>" in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_metrics_count_sends_and_errors_and_report_connected_accounts(admin: CrmClient) -> None:
+    phone = new_phone()
+    admin.login(PROJECT_A, phone)
+    user_phone = new_phone()
+    admin.user(user_phone, username=f"m{user_phone[1:]}")
+    before = admin.get("/metrics").text
+    assert admin.send(PROJECT_A, phone, f"@m{user_phone[1:]}", "counted").status_code == 200
+    assert admin.send(PROJECT_A, phone, "@nobody_has_this_name", "counted too").status_code == 422
+    after = admin.get("/metrics").text
+
+    def value(text: str, sample: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    assert value(after, 'crm_sends_total{outcome="sent"}') == value(before, 'crm_sends_total{outcome="sent"}') + 1
+    assert value(after, 'crm_errors_total{code="RECIPIENT_NOT_FOUND"}') == (
+        value(before, 'crm_errors_total{code="RECIPIENT_NOT_FOUND"}') + 1
+    )
+    assert value(after, "crm_accounts_connected") >= 1
+    health = admin.ok(admin.get("/health"))
+    assert health["accounts_connected"] == value(after, "crm_accounts_connected")

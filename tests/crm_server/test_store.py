@@ -1,0 +1,172 @@
+"""The store on both dialects it supports: SQLite (default) and PostgreSQL (several servers).
+
+Keys hashed, secrets and sessions encrypted, leases exclusive until they expire, idempotency claims single-owner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select, update
+
+from crm_server.keys import hash_key
+from crm_server.store import Store
+from crm_server.store.schema import accounts, idempotency, webhooks
+
+
+async def _postgres_url(admin_url: str) -> str:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute("DROP DATABASE IF EXISTS crm_store_test")
+        await connection.execute("CREATE DATABASE crm_store_test")
+    finally:
+        await connection.close()
+    base, _ = admin_url.rsplit("/", 1)
+    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/crm_store_test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dialect_admin_url(request: pytest.FixtureRequest) -> str | None:
+    """None for SQLite; the embedded PostgreSQL's admin URL (started once per test session) otherwise."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("local_database").admin_url)
+
+
+@pytest.fixture
+async def store(dialect_admin_url: str | None, tmp_path: Path) -> AsyncIterator[Store]:
+    if dialect_admin_url is None:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}"
+    else:
+        url = await _postgres_url(dialect_admin_url)
+    opened = await Store.open(url, Fernet.generate_key())
+    yield opened
+    await opened.close()
+
+
+async def test_api_keys_authenticate_by_hash_and_carry_their_project(store: Store) -> None:
+    assert not await store.api_keys.has_admin_key()
+    project_key = await store.api_keys.create("org-1")
+    admin_key = await store.api_keys.create(None)
+    assert await store.api_keys.has_admin_key()
+    principal = await store.api_keys.authenticate(project_key)
+    assert principal is not None and principal.project_id == "org-1" and principal.key_hash == hash_key(project_key)
+    admin = await store.api_keys.authenticate(admin_key)
+    assert admin is not None and admin.is_admin
+    assert await store.api_keys.authenticate(project_key + "x") is None
+
+
+async def test_an_account_is_created_once_and_keeps_its_session_encrypted(store: Store) -> None:
+    first = await store.accounts.ensure("org-1", "+15550001111")
+    again = await store.accounts.ensure("org-1", "+15550001111")
+    assert first == again and first.status == "auth_required"
+    assert await store.accounts.acquire_lease("org-1", "+15550001111", "server-a", ttl=30)
+    assert await store.accounts.save_session("org-1", "+15550001111", b'{"auth_key": "secret-material"}', "server-a")
+    assert await store.accounts.load_session("org-1", "+15550001111") == b'{"auth_key": "secret-material"}'
+    async with store.engine.connect() as connection:
+        raw = await connection.scalar(select(accounts.c.session))
+    assert b"secret-material" not in raw
+
+    await store.accounts.mark_authorized("org-1", "+15550001111", 777, "me")
+    record = await store.accounts.get("org-1", "+15550001111")
+    assert record is not None and record.authorized and record.user_id == 777
+    await store.accounts.mark_logged_out("org-1", "+15550001111")
+    record = await store.accounts.get("org-1", "+15550001111")
+    assert record is not None and record.status == "logged_out" and not record.authorized
+    assert await store.accounts.load_session("org-1", "+15550001111") is None
+
+
+async def test_a_lease_is_exclusive_until_it_expires(store: Store) -> None:
+    await store.accounts.ensure("org-1", "+15550002222")
+    assert await store.accounts.acquire_lease("org-1", "+15550002222", "server-a", ttl=30)
+    assert not await store.accounts.acquire_lease("org-1", "+15550002222", "server-b", ttl=30)
+    assert await store.accounts.acquire_lease("org-1", "+15550002222", "server-a", ttl=30)  # re-entrant
+    assert await store.accounts.renew_leases("server-a", ttl=30) == {("org-1", "+15550002222")}
+    assert await store.accounts.renew_leases("server-b", ttl=30) == set()
+
+    async with store.engine.begin() as connection:  # server-a stops renewing...
+        await connection.execute(update(accounts).values(lease_expires_at=time.time() - 1))
+    assert await store.accounts.acquire_lease("org-1", "+15550002222", "server-b", ttl=30)
+    assert await store.accounts.renew_leases("server-a", ttl=30) == set()  # ...and learns it lost it
+
+    await store.accounts.release_lease("org-1", "+15550002222", "server-a")  # not its lease: no effect
+    assert not await store.accounts.acquire_lease("org-1", "+15550002222", "server-a", ttl=30)
+    await store.accounts.release_all_leases("server-b")
+    assert await store.accounts.acquire_lease("org-1", "+15550002222", "server-a", ttl=30)
+
+
+async def test_a_server_that_lost_the_lease_cannot_overwrite_the_session(store: Store) -> None:
+    await store.accounts.ensure("org-1", "+15550006666")
+    assert await store.accounts.acquire_lease("org-1", "+15550006666", "server-b", ttl=30)
+    assert await store.accounts.save_session("org-1", "+15550006666", b"new owner's state", "server-b")
+    assert not await store.accounts.save_session("org-1", "+15550006666", b"stale state", "server-a")
+    assert await store.accounts.load_session("org-1", "+15550006666") == b"new owner's state"
+
+
+async def test_only_authorized_accounts_nobody_else_holds_are_claimable(store: Store) -> None:
+    for phone in ("+15550003331", "+15550003332", "+15550003333"):
+        await store.accounts.ensure("org-1", phone)
+    await store.accounts.mark_authorized("org-1", "+15550003331", 1, None)
+    await store.accounts.mark_authorized("org-1", "+15550003332", 2, None)
+    await store.accounts.acquire_lease("org-1", "+15550003332", "server-b", ttl=30)
+    claimable = await store.accounts.list_claimable("server-a")
+    assert [record.phone for record in claimable] == ["+15550003331"]
+    assert {record.phone for record in await store.accounts.list_claimable("server-b")} == {
+        "+15550003331",
+        "+15550003332",
+    }
+
+
+async def test_an_idempotency_key_is_claimed_once_and_replays_the_first_response(store: Store) -> None:
+    first = await store.idempotency.claim("org-1", "key-1")
+    assert first.claimed
+    in_flight = await store.idempotency.claim("org-1", "key-1")
+    assert not in_flight.claimed and in_flight.response is None
+    await store.idempotency.complete("org-1", "key-1", {"status": "sent", "message_id": 5})
+    replay = await store.idempotency.claim("org-1", "key-1")
+    assert not replay.claimed and replay.response == {"status": "sent", "message_id": 5}
+    assert (await store.idempotency.claim("org-2", "key-1")).claimed  # keys are per project
+
+
+async def test_a_released_or_expired_idempotency_key_can_be_claimed_again(store: Store) -> None:
+    assert (await store.idempotency.claim("org-1", "key-2")).claimed
+    await store.idempotency.release("org-1", "key-2")
+    assert (await store.idempotency.claim("org-1", "key-2")).claimed
+    await store.idempotency.complete("org-1", "key-2", {"status": "sent"})
+    async with store.engine.begin() as connection:
+        await connection.execute(update(idempotency).values(created_at=time.time() - 25 * 3600))
+    assert (await store.idempotency.claim("org-1", "key-2")).claimed
+    assert await store.idempotency.purge_expired() == 0
+
+
+async def test_webhooks_upsert_per_account_with_the_secret_encrypted(store: Store) -> None:
+    await store.webhooks.upsert("org-1", "+15550004444", "https://a.example/h", "first-secret")
+    await store.webhooks.upsert("org-1", "+15550004444", "https://b.example/h", "second-secret")
+    webhook = await store.webhooks.get("org-1", "+15550004444")
+    assert webhook is not None and webhook.url == "https://b.example/h" and webhook.secret == "second-secret"
+    assert await store.webhooks.urls("org-1") == {"+15550004444": "https://b.example/h"}
+    async with store.engine.connect() as connection:
+        raw = await connection.scalar(select(webhooks.c.secret))
+    assert b"second-secret" not in raw
+    await store.webhooks.delete("org-1", "+15550004444")
+    assert await store.webhooks.get("org-1", "+15550004444") is None
+
+
+async def test_a_store_opened_with_another_key_cannot_read_sessions(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}"
+    first = await Store.open(url, Fernet.generate_key())
+    await first.accounts.ensure("org-1", "+15550005555")
+    await first.accounts.acquire_lease("org-1", "+15550005555", "server-a", ttl=30)
+    await first.accounts.save_session("org-1", "+15550005555", b"session", "server-a")
+    await first.close()
+    second = await Store.open(url, Fernet.generate_key())
+    try:
+        with pytest.raises(ValueError, match="CRM_SESSION_KEY"):
+            await second.accounts.load_session("org-1", "+15550005555")
+    finally:
+        await second.close()

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from crm_server import errors
 from crm_server.app_state import AppState
 from crm_server.auth import require_project
+from crm_server.deliveries import iso
 from crm_server.metrics import CONTENT_TYPE_LATEST
 from crm_server.models import (
     AccountPath,
@@ -70,6 +71,8 @@ async def connect(request: Request) -> Response:
     secret = body.secret or (existing.secret if existing else None) or generated_secret
     assert secret is not None
     await state.store.webhooks.upsert(body.project_id, body.phone, webhook_url, secret)
+    # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
+    state.delivery.wake()
     response = ConnectResponse(
         status="connected" if account.authorized else "auth_required",
         project_id=body.project_id,
@@ -149,13 +152,21 @@ async def status(request: Request) -> Response:
     require_project(principal, query.project_id)
     accounts = await state.manager.status(query.project_id, query.phone)
     webhook_urls = await state.store.webhooks.urls(query.project_id)
+    webhook_enabled = await state.store.webhooks.enabled_by_phone(query.project_id)
     entries = []
     for account in accounts:
         url = webhook_urls.get(account.phone)
-        # Delivery counters arrive with the outbox (next issue); until then nothing is ever pending.
-        webhook = (
-            WebhookStatus(url=url, pending=0, failed=0, last_success_at=None, last_error=None) if url else None
-        )
+        webhook = None
+        if url:
+            health = await state.store.outbox.health(query.project_id, account.phone)
+            webhook = WebhookStatus(
+                url=url,
+                enabled=webhook_enabled.get(account.phone, True),
+                pending=health.pending,
+                failed=health.failed,
+                last_success_at=iso(health.last_success_at),
+                last_error=health.last_error,
+            )
         entries.append(
             AccountStatusEntry(
                 phone=account.phone,
@@ -209,7 +220,8 @@ async def logout(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     state = _state(request)
-    return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=0))
+    pending = await state.store.outbox.pending_count()
+    return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=pending))
 
 
 async def metrics(request: Request) -> Response:

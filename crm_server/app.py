@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -16,9 +17,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from crm_server import api, errors, sandbox_control
+import httpx
+
+from crm_server import api, deliveries, errors, sandbox_control
 from crm_server.app_state import AppState
 from crm_server.auth import KeyAuthenticator
+from crm_server.delivery import DeliverySettings, WebhookDelivery
+from crm_server.delivery_policy import RetrySchedule
+from crm_server.listener import IncomingListener
 from crm_server.metrics import ServerMetrics
 from crm_server.openapi import build_openapi, render_docs
 from crm_server.settings import ServerSettings, load_session_key
@@ -27,7 +33,7 @@ from crm_server.telegram import AccountManager
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_PURGE_SECONDS = 3600
+HOUSEKEEPING_SECONDS = 3600
 
 
 def create_app(settings: ServerSettings) -> Starlette:
@@ -39,6 +45,8 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/telegram/auth/sign-in", api.sign_in, methods=["POST"]),
         Route("/telegram/auth/password", api.password, methods=["POST"]),
         Route("/telegram/accounts/{phone}", api.logout, methods=["DELETE"]),
+        Route("/webhooks/deliveries", deliveries.list_deliveries, methods=["GET"]),
+        Route("/webhooks/deliveries/{id}/retry", deliveries.retry_delivery, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -51,7 +59,7 @@ def create_app(settings: ServerSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = await start_state(settings)
         app.state.crm = state
-        purge = asyncio.create_task(_purge_idempotency(state))
+        purge = asyncio.create_task(_housekeeping(state))
         try:
             yield
         finally:
@@ -79,9 +87,32 @@ async def start_state(settings: ServerSettings) -> AppState:
         world = SandboxWorld(settings.resolved_sandbox_world)
         # Before any TelegramClient is built: clients pick their sender class at construction.
         install(world)
-    manager = AccountManager(store, settings)
     metrics = ServerMetrics()
+    # One client for every webhook post: pooled connections, bounded, with timeouts.
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.webhook_timeout_seconds),
+        limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2,
+                            max_keepalive_connections=settings.webhook_concurrency),
+        follow_redirects=False,
+    )
+    delivery = WebhookDelivery(
+        store.outbox,
+        store.webhooks,
+        http,
+        RetrySchedule(
+            first_delay=settings.webhook_retry_first_seconds,
+            max_delay=settings.webhook_retry_max_seconds,
+            window=settings.webhook_retry_window_seconds,
+        ),
+        DeliverySettings(concurrency=settings.webhook_concurrency, lease_seconds=settings.webhook_lease_seconds),
+        observers=[metrics.observe_delivery],
+    )
+    manager = AccountManager(store, settings)
+    manager.incoming_handler = IncomingListener(
+        store.outbox, delivery.wake, on_enqueued=lambda added: metrics.incoming.inc(added)
+    )
     metrics.watch_connected(manager.connected_count)
+    await delivery.start()
     await manager.start()
     return AppState(
         settings=settings,
@@ -89,12 +120,17 @@ async def start_state(settings: ServerSettings) -> AppState:
         manager=manager,
         authenticator=KeyAuthenticator(store),
         metrics=metrics,
+        delivery=delivery,
+        http=http,
         world=world,
     )
 
 
 async def stop_state(state: AppState) -> None:
+    # Accounts first: no new message is enqueued once the worker stops.
     await state.manager.stop()
+    await state.delivery.stop()
+    await state.http.aclose()
     await state.store.close()
     if state.world is not None:
         from crm_server.sandbox import uninstall
@@ -103,13 +139,15 @@ async def stop_state(state: AppState) -> None:
         state.world.close()
 
 
-async def _purge_idempotency(state: AppState) -> None:
+async def _housekeeping(state: AppState) -> None:
+    """Hourly: expired idempotency records and old delivered outbox rows go."""
     while True:
         try:
             await state.store.idempotency.purge_expired()
+            await state.store.outbox.purge_delivered(time.time() - state.settings.webhook_keep_delivered_seconds)
         except Exception as exc:
-            log.warning("idempotency purge failed (%s)", type(exc).__name__)
-        await asyncio.sleep(IDEMPOTENCY_PURGE_SECONDS)
+            log.warning("housekeeping failed (%s)", type(exc).__name__)
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
 async def openapi_json(request: Request) -> Response:

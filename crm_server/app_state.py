@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from crm_server.auth import KeyAuthenticator
+from crm_server.delivery import WebhookDelivery
 from crm_server.metrics import ServerMetrics
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
@@ -19,5 +22,7 @@ class AppState:
     manager: AccountManager
     authenticator: KeyAuthenticator
     metrics: ServerMetrics
+    delivery: WebhookDelivery
+    http: httpx.AsyncClient
     # The simulated Telegram (crm_server.sandbox.SandboxWorld) in sandbox mode, else None.
     world: Any = None

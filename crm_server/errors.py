@@ -79,6 +79,12 @@ class AccountNotFoundError(CrmError):
     default_message = "No such Telegram account for this project"
 
 
+class DeliveryNotFoundError(CrmError):
+    status_code = 404
+    code = "DELIVERY_NOT_FOUND"
+    default_message = "No such failed delivery for this project"
+
+
 class AccountNotAuthorizedError(CrmError):
     status_code = 409
     code = "ACCOUNT_NOT_AUTHORIZED"

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from crm_server.delivery import DeliveryResult
+
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
 
 
@@ -25,12 +27,28 @@ class ServerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.incoming = Counter(
+            "crm_incoming_messages_total", "Incoming private messages written to the outbox", registry=self.registry
+        )
+        self.deliveries = Counter(
+            "crm_webhook_deliveries_total", "Webhook posts by outcome", ["outcome"], registry=self.registry
+        )
+        self.delivery_seconds = Histogram(
+            "crm_webhook_delivery_seconds",
+            "Time for one webhook post, receiver included",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
         self.accounts_connected = Gauge(
             "crm_accounts_connected", "Telegram accounts connected by this server", registry=self.registry
         )
 
     def watch_connected(self, count: Callable[[], int]) -> None:
         self.accounts_connected.set_function(count)
+
+    def observe_delivery(self, result: DeliveryResult) -> None:
+        self.deliveries.labels(result.verdict.value).inc()
+        self.delivery_seconds.observe(result.latency)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -100,6 +100,8 @@ class StatusQuery(RequestModel):
 
 class WebhookStatus(ResponseModel):
     url: str
+    # False after the receiver answered 410 Gone: messages wait until a connect registers the webhook again.
+    enabled: bool
     pending: int
     failed: int
     last_success_at: str | None
@@ -160,6 +162,42 @@ class AccountPath(RequestModel):
 
 class LogoutResponse(ResponseModel):
     status: Literal["logged_out"]
+
+
+class DeliveriesQuery(RequestModel):
+    project_id: ProjectId
+    # "failed" lists the dead letters (the contract's default view); "pending" the queue; "delivered" the last hour.
+    state: Literal["failed", "dead", "pending", "delivered"] = "failed"
+    limit: Annotated[int, Field(ge=1, le=1000, strict=False)] = 100
+
+
+class DeliveryPath(RequestModel):
+    id: Annotated[int, Field(ge=1, le=2**62, strict=False)]
+
+
+class DeliveryEntry(ResponseModel):
+    id: int
+    event_id: str
+    project_id: str
+    phone: str
+    chat_id: str
+    message_id: int
+    state: Literal["pending", "failed", "delivered"]
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class DeliveriesResponse(ResponseModel):
+    deliveries: list[DeliveryEntry]
+
+
+class RetryResponse(ResponseModel):
+    status: Literal["queued"]
+    id: int
 
 
 class HealthResponse(ResponseModel):

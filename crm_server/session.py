@@ -39,6 +39,9 @@ class StoreSession(MemorySession):
         self._dirty = False
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        # When gated, Telethon's own saves of the account's update state are ignored: only states the
+        # AccountManager knows to be covered by the outbox are kept (set_safe_update_state).
+        self._update_state_gated = False
 
     # --- serialization --------------------------------------------------------------------------
 
@@ -160,6 +163,18 @@ class StoreSession(MemorySession):
         self._changed()
 
     def set_update_state(self, entity_id: int, state: Any) -> None:
+        if entity_id == 0 and self._update_state_gated:
+            return
+        self._store_update_state(entity_id, state)
+
+    def gate_update_state(self) -> None:
+        self._update_state_gated = True
+
+    def set_safe_update_state(self, state: Any) -> None:
+        if state.pts > 0:
+            self._store_update_state(0, state)
+
+    def _store_update_state(self, entity_id: int, state: Any) -> None:
         if self._update_states.get(entity_id) == state:
             return
         super().set_update_state(entity_id, state)

@@ -64,6 +64,33 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
 
+    # Webhook delivery (the outbox worker).
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds")
+    )
+    webhook_concurrency: int = Field(
+        32, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_CONCURRENCY", "webhook_concurrency")
+    )
+    webhook_retry_first_seconds: float = Field(
+        2.0, gt=0, le=5, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_FIRST_SECONDS", "webhook_retry_first_seconds")
+    )
+    webhook_retry_max_seconds: float = Field(
+        900.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_MAX_SECONDS", "webhook_retry_max_seconds")
+    )
+    webhook_retry_window_seconds: float = Field(
+        24 * 3600.0, gt=0,
+        validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_WINDOW_SECONDS", "webhook_retry_window_seconds"),
+    )
+    # A worker's hold on a chat's queued messages; a crashed worker's holds expire after this.
+    webhook_lease_seconds: float = Field(
+        60.0, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_LEASE_SECONDS", "webhook_lease_seconds")
+    )
+    # Delivered outbox rows are kept this long for the operator view, then purged.
+    webhook_keep_delivered_seconds: float = Field(
+        7 * 24 * 3600.0, gt=0,
+        validation_alias=AliasChoices("CRM_WEBHOOK_KEEP_DELIVERED_SECONDS", "webhook_keep_delivered_seconds"),
+    )
+
     @field_validator("telegram_api_id", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from telethon import TelegramClient, errors as tg_errors, functions, types, utils
+from telethon import TelegramClient, errors as tg_errors, events, functions, types, utils
 
 from crm_server import errors
+from crm_server.incoming import IncomingMessage
 from crm_server.pacing import TokenBucket
 from crm_server.recipients import Recipient
 from crm_server.session import StoreSession
@@ -81,6 +84,11 @@ class SessionTerminated(Exception):
 
 
 ClientStartedHook = Callable[[AccountKey, TelegramClient], Awaitable[None]]
+# Receives every incoming private message, in order per account; returns once the message is stored durably.
+IncomingHandler = Callable[[IncomingMessage], Awaitable[None]]
+
+# Senders we have seen, so a known sender's names cost no request (UpdateShortMessage carries only the id).
+SENDER_CACHE_SIZE = 50_000
 
 
 @dataclass
@@ -138,8 +146,11 @@ class AccountManager:
         self._stagger_lock = asyncio.Lock()
         self._lease_task: asyncio.Task[None] | None = None
         self._stopping = False
-        # The next issue registers the incoming-message listener here; hooks run for every new live client.
+        # Hooks run for every new live client.
         self.on_client_started: list[ClientStartedHook] = []
+        # Set by the app before start(): clients built afterwards forward incoming messages to it.
+        self.incoming_handler: IncomingHandler | None = None
+        self._senders: OrderedDict[tuple[AccountKey, int], Any] = OrderedDict()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -214,7 +225,7 @@ class AccountManager:
             dc = self._settings.telegram_dc_address()
             if dc is not None:
                 session.set_dc(*dc)
-            client = self._build_client(session)
+            client = self._build_client(session, runtime.key)
             try:
                 await client.connect()
                 sent = await client.send_code_request(phone)
@@ -540,7 +551,7 @@ class AccountManager:
             if data is None:
                 raise SessionTerminated()
             runtime.session = StoreSession.from_bytes(data, self._persist_for(key))
-        client = self._build_client(runtime.session)
+        client = self._build_client(runtime.session, key)
         try:
             await client.connect()
             me = await client.get_me()
@@ -564,6 +575,9 @@ class AccountManager:
         key = runtime.key
         runtime.login = None
         login.session.enable_persistence(self._persist_for(key))
+        if self.incoming_handler is not None:
+            # Wake the update loop so it records the state loaded at sign-in: a restart from then on catches up.
+            await login.client.catch_up()
         await self._store.accounts.mark_authorized(key.project_id, key.phone, user.id, user.username)
         await login.session.flush()
         runtime.session = login.session
@@ -679,9 +693,9 @@ class AccountManager:
 
     # --- Telethon plumbing ----------------------------------------------------------------------
 
-    def _build_client(self, session: StoreSession) -> TelegramClient:
+    def _build_client(self, session: StoreSession, key: AccountKey) -> TelegramClient:
         api_id, api_hash = self._settings.telegram_credentials()
-        return TelegramClient(
+        client = TelegramClient(
             session,
             api_id,
             api_hash,
@@ -689,11 +703,82 @@ class AccountManager:
             flood_sleep_threshold=0,
             # Load the stored update state so a restarted server fetches the updates it missed.
             catch_up=True,
+            # Handlers run one after another in update order: the outbox gets a chat's messages in order,
+            # and Telethon reads the next updates only after the previous ones were handled (see _listen).
+            sequential_updates=True,
             device_model="tgcrm crm_server",
             system_version="1.0",
             app_version="0.1.0",
             base_logger="telethon",
         )
+        if self.incoming_handler is not None:
+            # Before connect(): catch-up starts as soon as the client connects.
+            self._listen(client, session, key)
+        return client
+
+    def _listen(self, client: TelegramClient, session: StoreSession, key: AccountKey) -> None:
+        """Forward incoming private messages, and keep only update states whose messages are already stored.
+
+        Telethon saves its update state on its own schedule, possibly ahead of a message still being handled;
+        a crash then would skip that message for good. So the session ignores those saves, and we record the
+        state at the one moment it is known to be covered: when Telethon's update loop, having dispatched (and,
+        with sequential_updates, awaited) everything it took so far, asks its queue for more.
+        """
+        session.gate_update_state()
+        client.add_event_handler(functools.partial(self._forward_message, key), events.NewMessage())
+        queue = client._updates_queue
+        wait_for_updates = queue.get
+
+        def get() -> Any:
+            if not client._message_box.is_empty():
+                state, _channels = client._message_box.session_state()
+                session.set_safe_update_state(types.updates.State(**state, unread_count=0))
+            return wait_for_updates()
+
+        queue.get = get  # type: ignore[method-assign]
+
+    async def _forward_message(self, key: AccountKey, event: Any) -> None:
+        message = event.message
+        handler = self.incoming_handler
+        if handler is None or message.out or not event.is_private or isinstance(message, types.MessageService):
+            return  # our own messages, groups and channels are not forwarded
+        sender = await self._sender_of(key, event)
+        phone = getattr(sender, "phone", None)
+        file_type, file_name = _media_descriptor(message)
+        await handler(
+            IncomingMessage(
+                project_id=key.project_id,
+                account_phone=key.phone,
+                chat_id=event.chat_id,
+                message_id=message.id,
+                from_id=event.sender_id,
+                from_username=getattr(sender, "username", None),
+                from_first_name=getattr(sender, "first_name", None),
+                from_last_name=getattr(sender, "last_name", None),
+                from_phone=f"+{phone}" if phone else None,
+                text=message.message or "",
+                date=message.date,
+                file_type=file_type,
+                file_name=file_name,
+            )
+        )
+
+    async def _sender_of(self, key: AccountKey, event: Any) -> Any:
+        """The sender's User: from the update, from our cache, or (once per sender) asked from Telegram."""
+        cache_key = (key, event.sender_id)
+        sender = event.sender if isinstance(event.sender, types.User) else self._senders.get(cache_key)
+        if sender is None:
+            try:
+                sender = await event.get_sender()
+            except Exception as exc:  # forward the message without names rather than hold it up
+                log.info("account %s: sender lookup failed (%s)", key.phone, type(exc).__name__)
+                return None
+        if isinstance(sender, types.User):
+            self._senders[cache_key] = sender
+            self._senders.move_to_end(cache_key)
+            if len(self._senders) > SENDER_CACHE_SIZE:
+                self._senders.popitem(last=False)
+        return sender
 
     def _persist_for(self, key: AccountKey) -> Callable[[bytes], Awaitable[None]]:
         async def persist(data: bytes) -> None:
@@ -724,3 +809,14 @@ class AccountManager:
     async def _quiet_disconnect(client: TelegramClient) -> None:
         with contextlib.suppress(Exception):
             await client.disconnect()
+
+
+def _media_descriptor(message: Any) -> tuple[str | None, str | None]:
+    """(file_type, file_name) of a message's media, or (None, None) for plain text."""
+    if message.media is None:
+        return None, None
+    for kind in ("photo", "voice", "video_note", "video", "audio", "sticker", "gif", "document", "contact", "geo"):
+        if getattr(message, kind, None):
+            file = message.file
+            return kind, (file.name if file is not None else None)
+    return type(message.media).__name__.removeprefix("MessageMedia").lower(), None

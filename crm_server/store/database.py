@@ -16,6 +16,7 @@ from crm_server.store.accounts import AccountTable
 from crm_server.store.api_keys import ApiKeyTable
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.idempotency import IdempotencyTable
+from crm_server.store.outbox import OutboxTable
 from crm_server.store.schema import metadata
 from crm_server.store.webhooks import WebhookTable
 
@@ -49,6 +50,7 @@ class Store:
         self.accounts = AccountTable(engine, cipher)
         self.webhooks = WebhookTable(engine, cipher)
         self.idempotency = IdempotencyTable(engine)
+        self.outbox = OutboxTable(engine)
 
     @classmethod
     async def open(cls, url: str, session_key: bytes) -> "Store":

@@ -12,57 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Float,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    and_,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import metadata, webhooks
-
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
-
-outbox = Table(
-    "outbox",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    # Stable for the message: it is the `webhook-id`, so a receiver recognises a redelivery.
-    Column("event_id", String(64), nullable=False, unique=True),
-    Column("project_id", String(128), nullable=False),
-    Column("phone", String(32), nullable=False),
-    Column("chat_id", String(32), nullable=False),
-    Column("message_id", BigInteger, nullable=False),
-    # The exact JSON body that is posted (and signed).
-    Column("payload", Text, nullable=False),
-    Column("state", String(16), nullable=False, default=PENDING),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", Float, nullable=False),
-    Column("first_attempt_at", Float, nullable=True),
-    Column("last_status", Integer, nullable=True),
-    Column("last_error", Text, nullable=True),
-    Column("lease_owner", String(64), nullable=True),
-    Column("lease_until", Float, nullable=True),
-    Column("created_at", Float, nullable=False),
-    Column("delivered_at", Float, nullable=True),
-    UniqueConstraint("project_id", "phone", "chat_id", "message_id", name="uq_outbox_message"),
-    Index("ix_outbox_lane", "state", "project_id", "phone", "chat_id", "id"),
-    Index("ix_outbox_delivered", "project_id", "phone", "delivered_at"),
-)
+from crm_server.store.schema import DEAD, DELIVERED, PENDING, outbox, webhooks
 
 
 @dataclass(frozen=True)
@@ -350,8 +304,6 @@ class OutboxTable:
             return int(await connection.scalar(select(func.count()).where(outbox.c.state == PENDING)) or 0)
 
     async def purge_delivered(self, older_than: float) -> int:
-        from sqlalchemy import delete
-
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 delete(outbox).where(outbox.c.state == DELIVERED, outbox.c.delivered_at < older_than)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -77,4 +78,35 @@ idempotency = Table(
     Column("created_at", Float, nullable=False, index=True),
 )
 
-# The next issue adds an `outbox` table here (incoming messages, written before delivery).
+# Outbox row states. "dead" is a dead letter: listed (as "failed") until an operator retries it.
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+# Every incoming Telegram message, written before anything else happens to it, until its webhook took it.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # Stable for the message: it is the `webhook-id`, so a receiver recognises a redelivery.
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("chat_id", String(32), nullable=False),
+    Column("message_id", BigInteger, nullable=False),
+    # The exact JSON body that is posted (and signed).
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False, default=PENDING),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("first_attempt_at", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    UniqueConstraint("project_id", "phone", "chat_id", "message_id", name="uq_outbox_message"),
+    Index("ix_outbox_lane", "state", "project_id", "phone", "chat_id", "id"),
+    Index("ix_outbox_delivered", "project_id", "phone", "delivered_at"),
+)

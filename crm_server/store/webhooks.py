@@ -76,6 +76,15 @@ class WebhookTable:
             ).all()
         return {row.phone: row.url for row in rows}
 
+    async def enabled_by_phone(self, project_id: str) -> dict[str, bool]:
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(webhooks.c.phone, webhooks.c.enabled).where(webhooks.c.project_id == project_id)
+                )
+            ).all()
+        return {row.phone: bool(row.enabled) for row in rows}
+
     async def delete(self, project_id: str, phone: str) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(

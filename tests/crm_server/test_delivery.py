@@ -39,7 +39,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def outbox(store: Store) -> OutboxTable:
-    return OutboxTable(store.engine)
+    return store.outbox
 
 
 def events(chats: int, per_chat: int, start: int = 1) -> list[OutboxEvent]:

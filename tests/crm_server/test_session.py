@@ -95,3 +95,17 @@ async def test_close_flushes_pending_changes_and_delete_stops_writes() -> None:
     session.set_dc(5, "91.108.56.130", 443)
     await session.flush()
     assert len(writes.writes) == 1
+
+
+def test_a_gated_session_keeps_only_safe_update_states() -> None:
+    """Telethon's own saves may run ahead of the outbox; only states the listener vouches for are kept."""
+    moment = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    session = StoreSession()
+    session.set_update_state(0, State(pts=5, qts=0, date=moment, seq=0, unread_count=0))
+    session.gate_update_state()
+    session.set_update_state(0, State(pts=9, qts=0, date=moment, seq=0, unread_count=0))
+    assert session.get_update_state(0).pts == 5
+    session.set_safe_update_state(State(pts=7, qts=0, date=moment, seq=0, unread_count=0))
+    assert session.get_update_state(0).pts == 7
+    restored = StoreSession.from_bytes(session.to_bytes())
+    assert restored.get_update_state(0).pts == 7

@@ -1,0 +1,67 @@
+"""`IncomingMessage`: an incoming private Telegram message as crm_server forwards it, free of Telethon types.
+
+It owns the webhook payload of the contract and the event id, which is derived from the message itself so the
+same Telegram message always gets the same `webhook-id`, however often it is re-fetched or redelivered.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from crm_server.store.outbox import OutboxEvent
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    project_id: str
+    account_phone: str
+    chat_id: int
+    message_id: int
+    from_id: int
+    from_username: str | None
+    from_first_name: str | None
+    from_last_name: str | None
+    from_phone: str | None  # E.164 when Telegram shows it to the account
+    text: str
+    date: datetime.datetime
+    file_type: str | None = None
+    file_name: str | None = None
+
+    @property
+    def event_id(self) -> str:
+        identity = f"{self.project_id}:{self.account_phone}:{self.chat_id}:{self.message_id}"
+        return "evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+    def payload(self) -> dict[str, Any]:
+        timestamp = self.date.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        body: dict[str, Any] = {
+            "event_id": self.event_id,
+            "project_id": self.project_id,
+            "account_phone": self.account_phone,
+            "from_id": self.from_id,
+            "from_username": self.from_username,
+            "from_first_name": self.from_first_name,
+            "from_last_name": self.from_last_name,
+            "from_phone": self.from_phone,
+            "chat_id": self.chat_id,
+            "message_id": self.message_id,
+            "text": self.text,
+            "timestamp": timestamp,
+        }
+        if self.file_type is not None:
+            body["file_type"] = self.file_type
+            body["file_name"] = self.file_name
+        return body
+
+    def outbox_event(self) -> OutboxEvent:
+        return OutboxEvent(
+            event_id=self.event_id,
+            project_id=self.project_id,
+            phone=self.account_phone,
+            chat_id=str(self.chat_id),
+            message_id=self.message_id,
+            payload=self.payload(),
+        )

@@ -1,0 +1,328 @@
+"""The PostgREST-compatible HTTP surface: `/{table}` and `/rpc/{function}`, relative to where it is mounted.
+
+Each endpoint reads top to bottom: who is calling, what they asked for, the SQL for it, run as them, the answer
+framed as PostgREST frames it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from supabase_local.rest.auth import Identity, JwtVerifier
+from supabase_local.rest.catalog import Function, Relation, SchemaCache
+from supabase_local.rest.errors import RestError, bad_body, bad_query, internal_error, logger
+from supabase_local.rest.executor import Executor, Outcome
+from supabase_local.rest.negotiation import (
+    JSON_MEDIA,
+    Preferences,
+    Representation,
+    apply_range_header,
+    check_profile,
+    content_range,
+    negotiate,
+    read_json,
+    read_status,
+    singular_body,
+)
+from supabase_local.rest.query import Query, parse_query
+from supabase_local.rest.sql import (
+    Returning,
+    Source,
+    Statement,
+    delete_statement,
+    insert_statement,
+    read_statement,
+    rpc_statement,
+    update_statement,
+)
+
+CORS_HEADERS = ["authorization", "apikey", "content-type", "prefer", "range", "range-unit", "x-client-info",
+                "accept", "accept-profile", "content-profile", "x-retry-count", "x-supabase-api-version"]
+EXPOSED_HEADERS = ["Content-Range", "Content-Location", "Content-Profile", "Location", "Preference-Applied",
+                   "Range-Unit"]
+TABLE_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
+RPC_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
+T = TypeVar("T")
+
+
+def insert_groups(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None,
+                  missing_default: bool) -> list[tuple[list[str], str | None]]:
+    """The columns of each INSERT, and its body (None: the request body as sent).
+
+    PostgREST inserts the `columns` listed (NULL where a row lacks one), or else the keys every object shares.
+    Only `Prefer: missing=default` with rows lacking listed keys takes several INSERTs, one per set of keys.
+    """
+    if columns is None:
+        first = list(rows[0])
+        if any(set(row) != set(first) for row in rows[1:]):
+            raise bad_body("All object keys must match")
+        return [(first, None)]
+    listed = list(columns)
+    if not missing_default or all(name in row for row in rows for name in listed):
+        return [(listed, None)]
+    groups: dict[tuple[str, ...], list[Mapping[str, object]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(name for name in listed if name in row), []).append(row)
+    return [(list(present), json.dumps(members)) for present, members in groups.items()]
+
+
+class RestGateway:
+    """The JWT verifier, the schema cache and the executor; its `table` and `rpc` methods are the endpoints."""
+
+    def __init__(self, authenticator_dsn: str, jwt_secret: str, *, pool_min_size: int = 1,
+                 pool_max_size: int = 10, max_rows: int | None = 1000) -> None:
+        self.dsn = authenticator_dsn
+        self.verifier = JwtVerifier(jwt_secret)
+        self.schema = SchemaCache()
+        self.executor = Executor(authenticator_dsn, pool_min_size, pool_max_size)
+        self.max_rows = max_rows  # Supabase's default `max_rows`: a read returns at most this many rows
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """In the lifespan, or on the first request when the app was mounted without its lifespan."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                pool = await self.executor.pool()
+                await self.schema.reload(pool)
+                await self.schema.listen(self.dsn, pool)
+                self._started = True
+
+    async def close(self) -> None:
+        await self.schema.close()
+        await self.executor.close()
+        self._started = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    # endpoints
+
+    async def table(self, request: Request) -> Response:
+        return await self._answer(request, self._table)
+
+    async def rpc(self, request: Request) -> Response:
+        return await self._answer(request, self._rpc)
+
+    async def _answer(self, request: Request, endpoint: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            if request.method == "OPTIONS":
+                methods = RPC_METHODS if "function" in request.path_params else TABLE_METHODS
+                return Response(status_code=200, headers={"Allow": ", ".join(methods)})
+            await self.start()
+            return await endpoint(request)
+        except RestError as exc:
+            return exc.response(include_body=request.method != "HEAD")
+        except Exception:  # noqa: BLE001 - the client gets a bare 500, the log gets the traceback
+            logger.exception("unhandled error in %s %s", request.method, request.url.path)
+            return internal_error().response()
+
+    async def _table(self, request: Request) -> Response:
+        identity = self.verifier.identify(request.headers, request.query_params)
+        check_profile(request.headers)
+        representation = negotiate(request.headers.get("accept"))
+        preferences = Preferences.parse(request.headers.getlist("prefer"))
+        name = request.path_params["table"]
+        query = parse_query(request.query_params.multi_items())
+        if request.method in ("GET", "HEAD"):
+            return await self._read(request, identity, name, query, representation, preferences)
+        if query.limit is not None or query.offset is not None:
+            raise bad_query("limit and offset apply to reads only in this gateway")
+        if request.method == "POST":
+            return await self._insert(request, identity, name, query, representation, preferences)
+        if request.method == "PATCH":
+            return await self._update(request, identity, name, query, representation, preferences)
+        return await self._delete(request, identity, name, query, representation, preferences)
+
+    async def _read(self, request: Request, identity: Identity, name: str, query: Query,
+                    representation: Representation, preferences: Preferences) -> Response:
+        apply_range_header(request.headers, query)
+        statement = await self._build(name, lambda relation: read_statement(
+            Source.table(relation), query, count=preferences.count, strip_nulls=representation.strip_nulls,
+            limit=self._limit(query)))
+        outcome = await self.executor.run(identity, [statement], readonly=True, singular=representation.singular)
+        return self._read_response(request, outcome, query, representation, preferences)
+
+    async def _insert(self, request: Request, identity: Identity, name: str, query: Query,
+                      representation: Representation, preferences: Preferences) -> Response:
+        payload, text = await read_json(request)
+        is_array = isinstance(payload, list)
+        rows = payload if is_array else [payload]
+        if not all(isinstance(row, dict) for row in rows):
+            raise bad_body("Expected a JSON object or an array of objects")
+        if not rows:
+            await self._build(name, lambda relation: relation)  # still 404 for an unknown table
+            return self._write_response(request, Outcome("[]", 0), preferences, representation)
+        returning = self._returning(query, preferences, representation)
+
+        def build(relation: Relation) -> list[Statement]:
+            return [insert_statement(relation, text if body is None else body, is_array, columns,
+                                     on_conflict=query.on_conflict, resolution=preferences.resolution,
+                                     returning=returning)
+                    for columns, body in insert_groups(rows, query.columns, preferences.missing_default)]
+
+        statements = await self._build(name, build)
+        outcome = await self.executor.run(identity, statements, readonly=False, singular=representation.singular)
+        return self._write_response(request, outcome, preferences, representation)
+
+    async def _update(self, request: Request, identity: Identity, name: str, query: Query,
+                      representation: Representation, preferences: Preferences) -> Response:
+        payload, text = await read_json(request)
+        if not isinstance(payload, dict):
+            raise bad_body("PATCH expects a JSON object")
+        columns = list(query.columns) if query.columns else list(payload)
+        if not columns:
+            # Nothing to change: answered as if no row matched, without touching the table.
+            await self._build(name, lambda relation: relation)
+            return self._write_response(request, Outcome("[]", 0), preferences, representation)
+        returning = self._returning(query, preferences, representation)
+        statement = await self._build(name, lambda relation: update_statement(relation, text, columns, query,
+                                                                               returning))
+        outcome = await self.executor.run(identity, [statement], readonly=False, singular=representation.singular,
+                                          max_affected=preferences.max_affected)
+        return self._write_response(request, outcome, preferences, representation)
+
+    async def _delete(self, request: Request, identity: Identity, name: str, query: Query,
+                      representation: Representation, preferences: Preferences) -> Response:
+        returning = self._returning(query, preferences, representation)
+        statement = await self._build(name, lambda relation: delete_statement(relation, query, returning))
+        outcome = await self.executor.run(identity, [statement], readonly=False, singular=representation.singular,
+                                          max_affected=preferences.max_affected)
+        return self._write_response(request, outcome, preferences, representation)
+
+    async def _rpc(self, request: Request) -> Response:
+        identity = self.verifier.identify(request.headers, request.query_params)
+        check_profile(request.headers)
+        representation = negotiate(request.headers.get("accept"))
+        preferences = Preferences.parse(request.headers.getlist("prefer"))
+        name = request.path_params["function"]
+        readonly = request.method in ("GET", "HEAD")
+        if readonly:
+            # Query parameters that name an argument of the function are arguments; the rest are filters.
+            if name not in self.schema.catalog.functions:
+                await self.schema.reload_if_stale(await self.executor.pool())
+            overloads = self.schema.catalog.functions.get(name, ())
+            names = sorted({argument.name for function in overloads for argument in function.arguments})
+            query = parse_query(request.query_params.multi_items(), names)
+            arguments: dict[str, object] = dict(query.arguments)
+        else:
+            query = parse_query(request.query_params.multi_items())
+            payload, _ = await read_json(request, empty={})
+            if not isinstance(payload, dict):
+                raise bad_body("rpc expects a JSON object of named arguments")
+            arguments = payload
+        apply_range_header(request.headers, query)
+        function = await self.schema.function(await self.executor.pool(), name, set(arguments))
+        limit = self._limit(query) if function.returns_set else query.limit
+        statement = rpc_statement(function, arguments, query, count=preferences.count,
+                                  strip_nulls=representation.strip_nulls, limit=limit)
+        outcome = await self.executor.run(identity, [statement], readonly=readonly, calls_functions=True,
+                                          singular=representation.singular and function.returns_set)
+        return self._rpc_response(request, function, outcome, query, representation, preferences)
+
+    # helpers
+
+    async def _build(self, name: str, build: Callable[[Relation], T]) -> T:
+        """Build with the cached table; a column the cache does not know triggers a reload and one retry."""
+        pool = await self.executor.pool()
+        relation = await self.schema.relation(pool, name)
+        try:
+            return build(relation)
+        except RestError as exc:
+            if exc.code not in ("42703", "PGRST204") or not await self.schema.reload_if_stale(pool):
+                raise
+        return build(await self.schema.relation(pool, name))
+
+    def _limit(self, query: Query) -> int | None:
+        if self.max_rows is None:
+            return query.limit
+        return self.max_rows if query.limit is None else min(query.limit, self.max_rows)
+
+    @staticmethod
+    def _returning(query: Query, preferences: Preferences, representation: Representation) -> Returning:
+        return Returning(query.select if preferences.representation else None, representation.strip_nulls)
+
+    @staticmethod
+    def _read_response(request: Request, outcome: Outcome, query: Query, representation: Representation,
+                       preferences: Preferences) -> Response:
+        offset = query.offset or 0
+        status = read_status(offset, outcome.rows, outcome.total)
+        headers = {"Content-Range": content_range(offset, outcome.rows, outcome.total)}
+        if preferences.applied:
+            headers["Preference-Applied"] = ", ".join(preferences.applied)
+        body = outcome.body or "[]"
+        if representation.singular:
+            body = singular_body(body)
+        content = "" if request.method == "HEAD" else body
+        return Response(content, status_code=status, headers=headers, media_type=representation.media_type)
+
+    @staticmethod
+    def _write_response(request: Request, outcome: Outcome, preferences: Preferences,
+                        representation: Representation) -> Response:
+        """POST is 201; PATCH and DELETE are 200 with the rows, 204 without, as PostgREST answers."""
+        headers: dict[str, str] = {}
+        if preferences.applied:
+            headers["Preference-Applied"] = ", ".join(preferences.applied)
+        total = outcome.rows if preferences.count else None
+        if request.method == "POST":
+            headers["Content-Range"] = f"*/{'*' if total is None else total}"
+        else:
+            headers["Content-Range"] = content_range(0, outcome.rows, total)
+        if not preferences.representation:
+            status = 201 if request.method == "POST" else 204
+            return Response(b"", status_code=status, headers=headers,
+                            media_type=representation.media_type if status == 201 else None)
+        body = outcome.body or "[]"
+        if representation.singular:
+            body = singular_body(body)
+        return Response(body, status_code=201 if request.method == "POST" else 200, headers=headers,
+                        media_type=representation.media_type)
+
+    @staticmethod
+    def _rpc_response(request: Request, function: Function, outcome: Outcome, query: Query,
+                      representation: Representation, preferences: Preferences) -> Response:
+        if function.return_kind == "void":
+            return Response(status_code=204)
+        if function.returns_set:
+            return RestGateway._read_response(request, outcome, query, representation, preferences)
+        body = outcome.body if outcome.body is not None else "null"
+        if function.return_kind == "composite":
+            # One composite value is an object, as PostgREST answers for a function that is not setof.
+            body = singular_body(body) if outcome.rows == 1 else "null"
+        return Response("" if request.method == "HEAD" else body, status_code=200, media_type=JSON_MEDIA)
+
+
+def create_rest_app(authenticator_dsn: str, jwt_secret: str, *, pool_min_size: int = 1, pool_max_size: int = 10,
+                    max_rows: int | None = 1000) -> Starlette:
+    """The `/rest/v1` app (routes are relative to the mount point); `app.state.gateway` is its RestGateway."""
+    gateway = RestGateway(authenticator_dsn, jwt_secret, pool_min_size=pool_min_size,
+                          pool_max_size=pool_max_size, max_rows=max_rows)
+    app = Starlette(
+        routes=[
+            Route("/rpc/{function}", gateway.rpc, methods=RPC_METHODS),
+            Route("/{table}", gateway.table, methods=TABLE_METHODS),
+        ],
+        middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=TABLE_METHODS,
+                               allow_headers=CORS_HEADERS, expose_headers=EXPOSED_HEADERS, max_age=86400)],
+        lifespan=gateway.lifespan,
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,157 @@
+"""What a request asks for beyond its URL (Prefer, Accept, profiles, Range, the JSON body) and how answers are framed.
+
+PostgREST's header semantics live here: `Prefer: return=/count=/resolution=/missing=/max-affected=`, singular
+objects, `Content-Range`, and the 200/206/416 decision for reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from supabase_local.rest.catalog import SCHEMA
+from supabase_local.rest.errors import RestError, bad_body
+from supabase_local.rest.query import Query
+
+JSON_MEDIA = "application/json; charset=utf-8"
+OBJECT_MEDIA = "application/vnd.pgrst.object+json; charset=utf-8"
+_RANGE = re.compile(r"\s*(?:items=)?(\d+)-(\d*)\s*")
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The `Prefer` header, as far as this gateway honours it; `applied` is echoed in Preference-Applied."""
+
+    return_: str | None = None  # representation | minimal | headers-only; None is PostgREST's default, minimal
+    count: bool = False
+    resolution: str | None = None  # merge-duplicates | ignore-duplicates
+    missing_default: bool = False
+    max_affected: int | None = None  # only together with handling=strict
+    applied: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, values: Sequence[str]) -> Preferences:
+        found: dict[str, str] = {}
+        for value in values:
+            for item in value.split(","):
+                key, _, setting = item.strip().partition("=")
+                found[key.strip().lower()] = setting.strip().lower()
+        applied: list[str] = []
+        return_ = found.get("return")
+        if return_ in ("representation", "minimal", "headers-only"):
+            applied.append(f"return={return_}")
+        else:
+            return_ = None
+        # planned and estimated counts are exact here: local tables are small enough to count.
+        count = found.get("count") in ("exact", "planned", "estimated")
+        if count:
+            applied.append(f"count={found['count']}")
+        resolution = found.get("resolution")
+        if resolution in ("merge-duplicates", "ignore-duplicates"):
+            applied.append(f"resolution={resolution}")
+        else:
+            resolution = None
+        missing_default = found.get("missing") == "default"
+        if missing_default:
+            applied.append("missing=default")
+        max_affected = None
+        if found.get("handling") == "strict" and found.get("max-affected", "").isdigit():
+            max_affected = int(found["max-affected"])
+            applied += ["handling=strict", f"max-affected={max_affected}"]
+        return cls(return_, count, resolution, missing_default, max_affected, tuple(applied))
+
+    @property
+    def representation(self) -> bool:
+        return self.return_ == "representation"
+
+
+@dataclass(frozen=True)
+class Representation:
+    """How rows are written back: an array, or (Accept: application/vnd.pgrst.object+json) exactly one object."""
+
+    singular: bool = False
+    strip_nulls: bool = False
+
+    @property
+    def media_type(self) -> str:
+        return OBJECT_MEDIA if self.singular else JSON_MEDIA
+
+
+def negotiate(accept: str | None) -> Representation:
+    if not accept:
+        return Representation()
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip().lower() for part in media_range.split(";"))
+        strip = "nulls=stripped" in parameters
+        if media_type in ("application/vnd.pgrst.object+json", "application/vnd.pgrst.object"):
+            return Representation(True, strip)
+        if media_type in ("application/json", "application/vnd.pgrst.array+json", "application/vnd.pgrst.array",
+                          "*/*", "application/*", ""):
+            return Representation(False, strip)
+    raise RestError(406, "PGRST107", f"None of these media types are available: {accept}")
+
+
+def check_profile(headers: Mapping[str, str]) -> None:
+    """supabase-py names the schema in Accept-Profile and Content-Profile; only `public` is exposed."""
+    for header in ("accept-profile", "content-profile"):
+        profile = headers.get(header)
+        if profile and profile != SCHEMA:
+            raise RestError(406, "PGRST106", f"The schema must be one of the following: {SCHEMA}")
+
+
+def apply_range_header(headers: Mapping[str, str], query: Query) -> None:
+    """`Range: 0-9` pages too; `limit` and `offset` in the query string win."""
+    match = _RANGE.fullmatch(headers.get("range", ""))
+    if match is None:
+        return
+    first = int(match.group(1))
+    if query.offset is None:
+        query.offset = first
+    if match.group(2) and query.limit is None:
+        last = int(match.group(2))
+        if last < first:
+            raise RestError(416, "PGRST103", "Requested range not satisfiable")
+        query.limit = last - first + 1
+
+
+async def read_json(request: Request, empty: object = None) -> tuple[Any, str]:
+    """The body parsed (to learn its keys) and as text, which is bound as sent: PostgreSQL converts the values."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "application/vnd.pgrst.object+json", ""):
+        raise RestError(415, "PGRST107", f"The Content-Type {content_type!r} is not supported, send JSON")
+    raw = await request.body()
+    if not raw.strip():
+        if empty is not None:
+            return empty, json.dumps(empty)
+        raise bad_body("Empty or invalid json")
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text), text
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_body("Empty or invalid json") from exc
+
+
+def content_range(offset: int, rows: int, total: int | None) -> str:
+    span = f"{offset}-{offset + rows - 1}" if rows else "*"
+    return f"{span}/{'*' if total is None else total}"
+
+
+def read_status(offset: int, rows: int, total: int | None) -> int:
+    """200, or 206 when a count shows the page is part of the result; an offset past the end is 416."""
+    if total is None:
+        return 200
+    if offset > total:
+        raise RestError(416, "PGRST103", "Requested range not satisfiable",
+                        f"An offset of {offset} was requested, but there are only {total} rows.",
+                        headers={"Content-Range": f"*/{total}"})
+    return 206 if rows < total else 200
+
+
+def singular_body(body: str) -> str:
+    """The one row of a JSON array: json_agg of one row is exactly "[<row>]"."""
+    return body[1:-1]

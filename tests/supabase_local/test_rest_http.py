@@ -1,0 +1,118 @@
+"""The gateway as an HTTP service: statuses and headers, CORS for browsers, the schema cache, lifespan-less mounts."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import httpx
+from supabase import AsyncClient
+
+from supabase_local.database import DatabaseUrls
+from supabase_local.keys import LocalKeys
+from supabase_local.rest.app import create_rest_app
+from tests.conftest import DEMO_ORGANIZATION_ID, StatusRecorder
+
+
+async def test_partial_page_with_count_is_206(service_client: AsyncClient, record_statuses: StatusRecorder) -> None:
+    async with record_statuses(service_client) as statuses:
+        result = await service_client.table("clients").select("id", count="exact") \
+            .eq("organization_id", DEMO_ORGANIZATION_ID).limit(1).execute()
+    assert statuses == [206]
+    assert len(result.data) == 1 and result.count is not None and result.count > 1
+
+
+async def test_insert_is_201_and_minimal_update_is_204(service_client: AsyncClient,
+                                                       record_statuses: StatusRecorder) -> None:
+    name = f"status-{uuid.uuid4()}"
+    async with record_statuses(service_client) as statuses:
+        await service_client.table("clients").insert({"organization_id": DEMO_ORGANIZATION_ID, "name": name}) \
+            .execute()
+        await service_client.table("clients").update({"phone": "+1"}, returning="minimal").eq("name", name) \
+            .execute()
+        await service_client.table("clients").delete().eq("name", name).execute()
+    assert statuses == [201, 204, 200]
+
+
+async def test_content_range_and_preference_applied_headers(api_server: str, local_keys: LocalKeys) -> None:
+    headers = {"apikey": local_keys.service_role_key, "Prefer": "count=exact"}
+    async with httpx.AsyncClient(base_url=f"{api_server}/rest/v1", headers=headers) as http:
+        page = await http.get("/clients", params={"select": "id", "organization_id": f"eq.{DEMO_ORGANIZATION_ID}",
+                                                  "offset": "1", "limit": "1"})
+        empty = await http.get("/clients", params={"select": "id", "name": "eq.nobody at all"})
+        beyond = await http.get("/clients", params={"select": "id", "offset": "100000"})
+    total = page.headers["content-range"].split("/")[1]
+    assert page.headers["content-range"] == f"1-1/{total}"
+    assert page.headers["preference-applied"] == "count=exact"
+    assert empty.headers["content-range"] == "*/0"
+    assert (beyond.status_code, beyond.json()["code"]) == (416, "PGRST103")
+
+
+async def test_cors_preflight_allows_supabase_headers(api_server: str) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.options(f"{api_server}/rest/v1/clients", headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, apikey, content-type, prefer, range, x-client-info, "
+                                              "accept-profile, content-profile",
+        })
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "PATCH" in response.headers["access-control-allow-methods"]
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert all(name in allowed for name in ("apikey", "prefer", "x-client-info", "content-profile"))
+
+
+async def test_cors_response_exposes_content_range(api_server: str, local_keys: LocalKeys) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{api_server}/rest/v1/clients", params={"select": "id"},
+                                  headers={"Origin": "http://localhost:5173", "apikey": local_keys.service_role_key})
+    assert response.status_code == 200
+    assert "content-range" in response.headers["access-control-expose-headers"].lower()
+
+
+async def test_health(api_server: str) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{api_server}/health")
+    assert response.json() == {"status": "ok"}
+
+
+async def test_table_created_after_start_is_found(service_client: AsyncClient, database_urls: DatabaseUrls) -> None:
+    """A miss reloads the schema cache once, as `NOTIFY pgrst, 'reload schema'` would."""
+    table = f"rest_test_late_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(database_urls.admin)
+    try:
+        await conn.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, label text)")
+        await conn.execute(f"INSERT INTO public.{table} VALUES (1, 'late')")
+    finally:
+        await conn.close()
+    try:
+        result = await service_client.table(table).select("label").execute()
+    finally:
+        conn = await asyncpg.connect(database_urls.admin)
+        try:
+            await conn.execute(f"DROP TABLE public.{table}")
+        finally:
+            await conn.close()
+    assert result.data == [{"label": "late"}]
+
+
+async def test_rest_app_mounted_without_lifespan_creates_its_pool(database_urls: DatabaseUrls,
+                                                                  local_keys: LocalKeys) -> None:
+    app = create_rest_app(database_urls.authenticator, local_keys.jwt_secret)
+    transport = httpx.ASGITransport(app=app)  # runs no lifespan
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://rest") as http:
+            response = await http.get("/clients", params={"select": "id", "limit": "1"},
+                                      headers={"apikey": local_keys.service_role_key})
+        assert response.status_code == 200
+        assert len(response.json()) == 1
+    finally:
+        await app.state.gateway.close()
+
+
+async def test_api_key_may_come_in_the_url(api_server: str, local_keys: LocalKeys) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{api_server}/rest/v1/clients",
+                                  params={"select": "id", "limit": "1", "apikey": local_keys.service_role_key})
+    assert response.status_code == 200 and len(response.json()) == 1

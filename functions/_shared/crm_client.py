@@ -1,0 +1,121 @@
+"""Calls to crm_server (the self-hosted Telegram server) for one integration, over the process's shared HTTP client.
+
+Transport failures become `CrmServerUnreachableError`; error answers become the error our caller should see
+(`errors.crm_server_error`), so the handlers never look at crm_server's status codes themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from functions._shared.errors import (
+    CrmServerRejectedError,
+    CrmServerUnreachableError,
+    crm_server_error,
+    retry_after_seconds,
+)
+from functions._shared.types import CrmConnectResult, CrmSendResult
+
+log = logging.getLogger("functions.crm_client")
+
+
+class CrmClient:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str, *, timeout: float,
+                 send_timeout: float) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+        self._send_timeout = send_timeout
+
+    async def connect(self, *, project_id: str, webhook_url: str, phone: str, secret: str) -> CrmConnectResult:
+        body = {"project_id": project_id, "webhook_url": webhook_url, "phone": phone, "secret": secret}
+        data = await self._post("/integration/lovable/connect", body, timeout=self._timeout)
+        return _parse(CrmConnectResult, data, "/integration/lovable/connect")
+
+    async def send(self, *, project_id: str, phone: str, to: str, text: str | None, file_url: str | None = None,
+                   file_name: str | None = None, file_type: str | None = None,
+                   idempotency_key: str | None = None) -> CrmSendResult:
+        body: dict[str, Any] = {"project_id": project_id, "phone": phone, "to": to}
+        optional = {"text": text, "file_url": file_url, "file_name": file_name, "file_type": file_type}
+        body.update({name: value for name, value in optional.items() if value})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        data = await self._post("/telegram/send", body, timeout=self._send_timeout, headers=headers)
+        return _parse(CrmSendResult, data, "/telegram/send")
+
+    # The admin page's operations on an account: status, login steps (code, then 2FA password).
+    async def status(self, *, project_id: str, phone: str | None = None) -> dict[str, Any]:
+        params = {"project_id": project_id, **({"phone": phone} if phone else {})}
+        return await self._request("GET", "/telegram/status", params=params, timeout=self._timeout)
+
+    async def send_code(self, *, project_id: str, phone: str) -> dict[str, Any]:
+        return await self._post("/telegram/auth/send-code", {"project_id": project_id, "phone": phone},
+                                timeout=self._send_timeout)
+
+    async def sign_in(self, *, project_id: str, phone: str, code: str) -> dict[str, Any]:
+        return await self._post("/telegram/auth/sign-in", {"project_id": project_id, "phone": phone, "code": code},
+                                timeout=self._send_timeout)
+
+    async def check_password(self, *, project_id: str, phone: str, password: str) -> dict[str, Any]:
+        return await self._post("/telegram/auth/password",
+                                {"project_id": project_id, "phone": phone, "password": password},
+                                timeout=self._send_timeout)
+
+    # Sandbox control (crm_server on the sandbox only, admin key): a simulated user writes to an account.
+    async def sandbox_user(self, *, phone: str, first_name: str | None = None,
+                           username: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"phone": phone}
+        body.update({name: value for name, value in (("first_name", first_name), ("username", username)) if value})
+        return await self._post("/sandbox/users", body, timeout=self._timeout)
+
+    async def sandbox_incoming(self, *, account_phone: str, sender: str, text: str) -> dict[str, Any]:
+        return await self._post("/sandbox/incoming", {"account_phone": account_phone, "from": sender, "text": text},
+                                timeout=self._timeout)
+
+    async def _post(self, path: str, body: dict[str, Any], *, timeout: float,
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self._request("POST", path, body=body, timeout=timeout, headers=headers)
+
+    async def _request(self, method: str, path: str, *, timeout: float, body: dict[str, Any] | None = None,
+                       params: dict[str, str] | None = None,
+                       headers: dict[str, str] | None = None) -> dict[str, Any]:
+        url = self._base_url + path
+        try:
+            response = await self._http.request(method, url, json=body, params=params, timeout=timeout,
+                                                headers={"X-API-Key": self._api_key, **(headers or {})})
+        except httpx.HTTPError as exc:
+            log.warning("crm_server unreachable at %s: %r", url, exc)
+            reason = str(exc) or type(exc).__name__
+            raise CrmServerUnreachableError(f"The CRM Telegram server at {self._base_url} could not be reached: "
+                                            f"{reason}", retryable=True) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.is_success:
+            if not isinstance(data, dict):
+                raise CrmServerRejectedError(f"The CRM Telegram server answered {path} with something that is not "
+                                             f"JSON", retryable=True, upstream_status=response.status_code)
+            return data
+        message = None
+        code = None
+        if isinstance(data, dict):
+            message = data.get("error") or data.get("message") or data.get("detail")
+            code = data.get("code")
+        if message is None:
+            message = response.text[:300] or response.reason_phrase
+        log.info("crm_server answered %s %s: %s %s", path, response.status_code, code, message)
+        raise crm_server_error(response.status_code, str(code) if code else None, str(message),
+                               retry_after_seconds(response.headers.get("retry-after")))
+
+
+def _parse(model: type[BaseModel], data: dict[str, Any], path: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise CrmServerRejectedError(f"The CRM Telegram server answered {path} in an unexpected shape",
+                                     upstream_status=200) from exc

@@ -1,0 +1,138 @@
+"""Writes of chat messages: the outgoing row after a send (idempotent by the send's key, retried, never skipped),
+the incoming message through `ingest_telegram_message`, and the organization's notification about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from postgrest.types import ReturnMethod
+from supabase import AsyncClient
+
+from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
+from functions._shared.errors import DatabaseError, MessageNotStoredError, ValidationFailedError
+from functions._shared.types import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SendRequest, SentMessage
+
+log = logging.getLogger("functions.messages")
+
+OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, metadata"
+# Pauses between attempts to store an outgoing row the provider already sent (seconds).
+STORE_BACKOFF = (0.2, 0.5, 1.0, 2.0)
+
+
+async def find_outgoing(db: AsyncClient, organization_id: str, idempotency_key: str) -> dict[str, Any] | None:
+    """The outgoing row stored earlier under this Idempotency-Key, if any."""
+    return await first_row(
+        db.table("chat_messages").select(OUTGOING_COLUMNS).eq("organization_id", organization_id)
+        .eq("idempotency_key", idempotency_key).eq("is_outgoing", True).limit(1), "looking up an earlier send")
+
+
+async def earlier_send(db: AsyncClient, organization_id: str, client_id: str,
+                       idempotency_key: str) -> ChatMessageRow | None:
+    """A replayed request: the row of the first send, or 422 when the key was used for another client."""
+    row = await find_outgoing(db, organization_id, idempotency_key)
+    if row is None:
+        return None
+    if str(row["client_id"]) != client_id:
+        raise ValidationFailedError("This Idempotency-Key was already used for a message to another client",
+                                    field="Idempotency-Key", code="IDEMPOTENCY_KEY_REUSED")
+    return ChatMessageRow.model_validate(row)
+
+
+async def store_outgoing(db: AsyncClient, *, organization_id: str, client: ClientRow, integration: IntegrationRow,
+                         request: SendRequest, sent: SentMessage, idempotency_key: str, metadata: dict[str, Any],
+                         attempts: int) -> str:
+    """Store the sent message and return its row id; retried, and an existing row with the key is the answer.
+
+    Raises MessageNotStoredError when every attempt failed: the caller must not be told "success" without a row.
+    """
+    row = {
+        "organization_id": organization_id,
+        "client_id": client.id,
+        "integration_id": integration.id,
+        "message_text": request.text,
+        "message_type": "manager",
+        "messenger_type": "telegram",
+        "message_status": "sent",
+        "is_outgoing": True,
+        "is_read": True,
+        "external_message_id": str(sent.message_id) if sent.message_id is not None else None,
+        "idempotency_key": idempotency_key,
+        "file_url": request.fileUrl,
+        "file_type": request.fileType,
+        "file_name": request.fileName,
+        "sender_name": request.senderName,
+        "metadata": metadata,
+    }
+    for attempt in range(attempts):
+        try:
+            stored = await first_row(db.table("chat_messages").insert(row), "storing the sent message")
+            if stored is not None:
+                return str(stored["id"])
+            # Inserted without an answer (should not happen): the key finds it.
+            existing = await find_outgoing(db, organization_id, idempotency_key)
+            if existing is not None:
+                return str(existing["id"])
+        except DatabaseError as exc:
+            if exc.pg_code == UNIQUE_VIOLATION:
+                # A concurrent or earlier request with the same key stored it.
+                try:
+                    existing = await find_outgoing(db, organization_id, idempotency_key)
+                except DatabaseError:
+                    existing = None
+                if existing is not None:
+                    return str(existing["id"])
+            log.warning("storing sent message %s failed (attempt %d/%d): %s", sent.message_id, attempt + 1,
+                        attempts, exc.message)
+        if attempt + 1 < attempts:
+            await asyncio.sleep(STORE_BACKOFF[min(attempt, len(STORE_BACKOFF) - 1)])
+    raise MessageNotStoredError()
+
+
+async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow, sent: SentMessage,
+                       at: datetime) -> None:
+    """Move the client up the CRM's list and remember the Telegram ids the send resolved (so their replies find
+    this client). Failures are logged: the message is stored already."""
+    changes: dict[str, Any] = {"last_message_at": at.isoformat()}
+    if client.telegram_user_id is None and sent.to_user_id:
+        changes["telegram_user_id"] = sent.to_user_id
+    if client.telegram_chat_id is None and sent.chat_id:
+        changes["telegram_chat_id"] = sent.chat_id
+    for attempt in (changes, {"last_message_at": changes["last_message_at"]}):
+        try:
+            await rows(db.table("clients").update(attempt, returning=ReturnMethod.minimal)
+                       .eq("id", client.id).eq("organization_id", organization_id), "touching the client")
+            return
+        except DatabaseError as exc:
+            # Another client may hold this Telegram user id already (unique per organization): just touch.
+            log.warning("could not update client %s with %s: %s", client.id, sorted(attempt), exc.message)
+
+
+async def ingest_incoming(db: AsyncClient, params: dict[str, Any]) -> IngestResult:
+    """One round trip: find or create the client, store the message unless it is a redelivery, touch the client."""
+    value = await rpc_value(db.rpc("ingest_telegram_message", params), "storing the incoming message")
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    try:
+        return IngestResult.model_validate(value)
+    except ValueError as exc:
+        raise DatabaseError("The database answered ingest_telegram_message unexpectedly") from exc
+
+
+async def notify_organization(db: AsyncClient, *, organization_id: str, title: str, body: str | None,
+                              data: dict[str, Any]) -> bool:
+    """A row for the CRM's push sender; never raises: a lost notification must not lose the message."""
+    try:
+        await rows(db.table("notifications").insert(
+            {"organization_id": organization_id, "type": "telegram_message", "title": title, "body": body,
+             "data": data}, returning=ReturnMethod.minimal), "notifying the organization")
+        return True
+    except DatabaseError as exc:
+        log.warning("could not notify organization %s: %s", organization_id, exc.message)
+        return False
+    except Exception:  # noqa: BLE001 - whatever failed, the message is stored and the answer must say so
+        log.exception("notifying organization %s failed", organization_id)
+        return False

@@ -1,0 +1,52 @@
+"""What one functions process shares across requests: settings, the service-role supabase-py client, the HTTP client
+and the token verifier. Created once (in the host's lifespan), never per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from starlette.requests import Request
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from functions._shared.auth import TokenVerifier
+from functions._shared.crm_client import CrmClient
+from functions._shared.settings import FunctionsSettings
+from functions._shared.types import TelegramCrmSettings
+from functions._shared.wappi_client import WappiClient
+
+
+@dataclass
+class FunctionsRuntime:
+    settings: FunctionsSettings
+    db: AsyncClient
+    http: httpx.AsyncClient
+    verifier: TokenVerifier
+    wappi: WappiClient
+
+    @classmethod
+    async def start(cls, settings: FunctionsSettings) -> FunctionsRuntime:
+        http = httpx.AsyncClient(timeout=settings.http_timeout_seconds, follow_redirects=False,
+                                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        # supabase-py runs its REST calls over the same HTTP client; the service role bypasses RLS, so every
+        # query of the functions filters by the caller's organization itself.
+        options = AsyncClientOptions(httpx_client=http, auto_refresh_token=False, persist_session=False,
+                                     postgrest_client_timeout=settings.http_timeout_seconds)
+        db = await acreate_client(settings.supabase_url, settings.supabase_service_role_key, options=options)
+        return cls(settings=settings, db=db, http=http, verifier=TokenVerifier(settings, http),
+                   wappi=WappiClient(http, settings.wappi_base_url, timeout=settings.send_timeout_seconds))
+
+    def crm(self, integration_settings: TelegramCrmSettings) -> CrmClient:
+        return CrmClient(self.http, integration_settings.crmApiUrl, integration_settings.crmApiKey,
+                         timeout=self.settings.http_timeout_seconds, send_timeout=self.settings.send_timeout_seconds)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def runtime_of(request: Request) -> FunctionsRuntime:
+    runtime = request.scope.get("functions_runtime")
+    if runtime is None:
+        raise RuntimeError("the functions runtime is not started (create_functions_app's lifespan did not run)")
+    return runtime

@@ -1,0 +1,81 @@
+"""Configuration of the functions host, read once from the environment (and `.env`) at the edge.
+
+Everything else receives a `FunctionsSettings` instance; nothing reads `os.environ` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# supabase/config.toml of this repository: where `verify_jwt` per function is read from.
+DEFAULT_SUPABASE_CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "config.toml"
+
+
+class FunctionsSettings(BaseSettings):
+    """Every knob of the functions host; environment names follow Supabase's (SUPABASE_*) and the contract's."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    supabase_url: str = Field(validation_alias=AliasChoices("SUPABASE_URL", "supabase_url"))
+    supabase_service_role_key: str = Field(
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "supabase_service_role_key"))
+    # HS256 projects verify user tokens with the secret; asymmetric projects with the JWKS (either or both).
+    supabase_jwt_secret: str | None = Field(
+        None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "supabase_jwt_secret"))
+    supabase_jwks_url: str | None = Field(
+        None, validation_alias=AliasChoices("SUPABASE_JWKS_URL", "supabase_jwks_url"))
+    jwks_cache_seconds: float = Field(
+        600.0, gt=0, validation_alias=AliasChoices("SUPABASE_JWKS_CACHE_SECONDS", "jwks_cache_seconds"))
+    # What crm_server is told to post webhooks to; defaults to SUPABASE_URL (functions live under it on Supabase).
+    functions_public_url: str | None = Field(
+        None, validation_alias=AliasChoices("FUNCTIONS_PUBLIC_URL", "functions_public_url"))
+    wappi_base_url: str = Field(
+        "https://wappi.pro", validation_alias=AliasChoices("WAPPI_BASE_URL", "wappi_base_url"))
+    # crmApiUrl must be https; plain http is allowed only to a loopback host, and only when this is on (local stack).
+    crm_allow_http_loopback: bool = Field(
+        False, validation_alias=AliasChoices("CRM_ALLOW_HTTP_LOOPBACK", "crm_allow_http_loopback"))
+    # Local stack only (`tgcrm up` on the sandbox): the sandbox crm_server and its admin key, for the admin page's
+    # "a simulated user writes" panel (telegram-crm-sandbox). Unset in production: that function then answers 404.
+    crm_sandbox_url: str | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_URL", "crm_sandbox_url"))
+    crm_sandbox_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("CRM_SANDBOX_API_KEY", "crm_sandbox_api_key"))
+    max_request_bytes: int = Field(
+        1_048_576, gt=0, validation_alias=AliasChoices("FUNCTIONS_MAX_REQUEST_BYTES", "max_request_bytes"))
+    # Outbound calls (database REST API, crm_server, Wappi, JWKS). Sends wait longer: Telegram may pace them.
+    http_timeout_seconds: float = Field(
+        15.0, gt=0, validation_alias=AliasChoices("FUNCTIONS_HTTP_TIMEOUT_SECONDS", "http_timeout_seconds"))
+    send_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=AliasChoices("FUNCTIONS_SEND_TIMEOUT_SECONDS", "send_timeout_seconds"))
+    # Attempts to store an outgoing message after a successful send before giving up (never answer success without).
+    store_attempts: int = Field(4, ge=1, validation_alias=AliasChoices("FUNCTIONS_STORE_ATTEMPTS", "store_attempts"))
+    webhook_tolerance_seconds: int = Field(
+        300, gt=0, validation_alias=AliasChoices("WEBHOOK_TOLERANCE_SECONDS", "webhook_tolerance_seconds"))
+    cors_allow_origin: str = Field("*", validation_alias=AliasChoices("FUNCTIONS_CORS_ORIGIN", "cors_allow_origin"))
+    supabase_config: Path = Field(
+        DEFAULT_SUPABASE_CONFIG, validation_alias=AliasChoices("SUPABASE_CONFIG_TOML", "supabase_config"))
+
+    @field_validator("supabase_url", "functions_public_url", "wappi_base_url", "supabase_jwks_url", "crm_sandbox_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip().rstrip("/")
+
+    @field_validator("supabase_jwt_secret", "functions_public_url", "supabase_jwks_url", "crm_sandbox_url",
+                     "crm_sandbox_api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def public_url(self) -> str:
+        return self.functions_public_url or self.supabase_url
+
+    @property
+    def jwks_url(self) -> str:
+        """The project's JWKS, where Supabase Auth publishes its asymmetric signing keys."""
+        return self.supabase_jwks_url or f"{self.supabase_url}/auth/v1/.well-known/jwks.json"
+
+    def webhook_url(self, webhook_key: str) -> str:
+        return f"{self.public_url}/functions/v1/telegram-crm-webhook?key={webhook_key}"

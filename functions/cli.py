@@ -1,0 +1,58 @@
+"""`tgcrm functions` (and `python -m functions`): the functions host alone, configured by the environment.
+
+Serves `/functions/v1/<name>` and `/health` under uvicorn; the full stack (`tgcrm up`) mounts the same app instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 54331
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "functions", help="run the edge functions host alone",
+        description="Serve the edge functions at /functions/v1/<name>. Reads SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, "
+                    "SUPABASE_JWT_SECRET (or SUPABASE_JWKS_URL), FUNCTIONS_PUBLIC_URL, WAPPI_BASE_URL, "
+                    "CRM_ALLOW_HTTP_LOOPBACK from the environment or .env.")
+    parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", DEFAULT_HOST))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("TGCRM_FUNCTIONS_PORT", DEFAULT_PORT)))
+    parser.add_argument("--log-level", default=os.environ.get("FUNCTIONS_LOG_LEVEL", "info"))
+    parser.set_defaults(handler=run_functions)
+
+
+def run_functions(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from functions._shared.settings import FunctionsSettings
+    from functions.host import create_standalone_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = FunctionsSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        missing = ", ".join(str(error["loc"][0]).upper() for error in exc.errors())
+        print(f"functions: missing or invalid settings: {missing}")
+        return 2
+    if settings.functions_public_url is None:
+        # Standalone, the webhook URL crm_server is given must point here, not at SUPABASE_URL.
+        settings = settings.model_copy(update={"functions_public_url": f"http://{args.host}:{args.port}"})
+    print(f"FUNCTIONS_URL=http://{args.host}:{args.port}/functions/v1", flush=True)
+    uvicorn.run(create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m functions")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_commands(subparsers)
+    arguments = list(argv or [])
+    if not arguments or arguments[0] != "functions":
+        arguments.insert(0, "functions")
+    args = parser.parse_args(arguments)
+    return int(args.handler(args))

@@ -1,0 +1,205 @@
+"""The functions host: one Starlette app serving every edge function at `/<name>` (mounted at `/functions/v1`).
+
+Does what Supabase's edge gateway does around a function: CORS preflight, method check, request size limit,
+`verify_jwt` from supabase/config.toml, and JSON errors in the contract's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import Message
+
+from functions import (
+    telegram_crm_auth,
+    telegram_crm_connect,
+    telegram_crm_sandbox,
+    telegram_crm_send,
+    telegram_crm_status,
+    telegram_crm_webhook,
+    telegram_integration_save,
+    telegram_providers,
+    telegram_send,
+)
+from functions._shared.auth import bearer_token
+from functions._shared.errors import (
+    FunctionError,
+    FunctionNotFoundError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    error_response,
+)
+from functions._shared.runtime import FunctionsRuntime
+from functions._shared.settings import FunctionsSettings
+
+log = logging.getLogger("functions.host")
+
+Handler = Callable[[Request], Awaitable[Response]]
+CORS_ALLOW_HEADERS = ("authorization, x-client-info, apikey, content-type, idempotency-key, x-lovable-secret, "
+                      "webhook-id, webhook-timestamp, webhook-signature")
+
+
+@dataclass(frozen=True)
+class EdgeFunction:
+    name: str
+    handler: Handler
+    methods: tuple[str, ...]
+    # Used when supabase/config.toml does not list the function (Supabase's own default is to verify).
+    verify_jwt: bool = True
+
+
+FUNCTIONS: dict[str, EdgeFunction] = {
+    function.name: function for function in (
+        EdgeFunction("telegram-crm-connect", telegram_crm_connect.handler, ("POST",)),
+        EdgeFunction("telegram-crm-send", telegram_crm_send.handler, ("POST",)),
+        EdgeFunction("telegram-crm-webhook", telegram_crm_webhook.handler, ("POST",)),
+        EdgeFunction("telegram-send", telegram_send.handler, ("POST",)),
+        # Static form metadata without secrets: the admin page may load it before anyone signs in.
+        EdgeFunction("telegram-providers", telegram_providers.handler, ("GET",), verify_jwt=False),
+        # The admin page's operations that need an integration's secrets (crm_server key, sandbox admin key).
+        EdgeFunction("telegram-crm-auth", telegram_crm_auth.handler, ("POST",)),
+        EdgeFunction("telegram-crm-status", telegram_crm_status.handler, ("GET", "POST")),
+        EdgeFunction("telegram-crm-sandbox", telegram_crm_sandbox.handler, ("POST",)),
+        EdgeFunction("telegram-integration-save", telegram_integration_save.handler, ("POST",)),
+    )
+}
+
+
+def read_verify_jwt(config_path: Path) -> dict[str, bool]:
+    """`[functions.<name>] verify_jwt` from supabase/config.toml (functions not listed keep their own default)."""
+    try:
+        config = tomllib.loads(config_path.read_text())
+    except FileNotFoundError:
+        log.warning("%s not found: every function requires a user JWT", config_path)
+        return {}
+    functions = config.get("functions", {})
+    return {name: bool(section.get("verify_jwt", True)) for name, section in functions.items()
+            if isinstance(section, dict)}
+
+
+class RuntimeHolder:
+    """The process's runtime: started by the lifespan, or on first use when a parent app mounts this one without
+    running its lifespan (Starlette does not run mounted apps' lifespans)."""
+
+    def __init__(self, settings: FunctionsSettings) -> None:
+        self._settings = settings
+        self._runtime: FunctionsRuntime | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> FunctionsRuntime:
+        if self._runtime is None:
+            async with self._lock:
+                if self._runtime is None:
+                    self._runtime = await FunctionsRuntime.start(self._settings)
+        return self._runtime
+
+    async def close(self) -> None:
+        if self._runtime is not None:
+            runtime, self._runtime = self._runtime, None
+            await runtime.aclose()
+
+
+def create_functions_app(settings: FunctionsSettings) -> Starlette:
+    """The functions as one ASGI app with routes `/<name>`; mount it at `/functions/v1`."""
+    verify_jwt = read_verify_jwt(settings.supabase_config)
+    holder = RuntimeHolder(settings)
+    cors = {"Access-Control-Allow-Origin": settings.cors_allow_origin,
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS}
+
+    async def dispatch(request: Request) -> Response:
+        started = time.monotonic()
+        name = request.path_params["name"]
+        function = FUNCTIONS.get(name)
+        try:
+            response = await _serve(request, function, name)
+        except FunctionError as exc:
+            response = error_response(exc)
+        except Exception:  # noqa: BLE001 - the one place an unexpected error becomes a JSON 500
+            log.exception("function %s failed", name)
+            response = error_response(FunctionError())
+        response.headers.update(cors)
+        log.info("%s %s -> %d (%.0f ms)", request.method, name, response.status_code,
+                 (time.monotonic() - started) * 1000)
+        return response
+
+    async def _serve(request: Request, function: EdgeFunction | None, name: str) -> Response:
+        if function is None:
+            raise FunctionNotFoundError(f"No function named {name}")
+        allowed = ", ".join((*function.methods, "OPTIONS"))
+        if request.method == "OPTIONS":
+            return PlainTextResponse("ok", headers={"Access-Control-Allow-Methods": allowed})
+        if request.method not in function.methods:
+            raise MethodNotAllowedError(headers={"Allow": allowed})
+        request = await _with_limited_body(request, settings.max_request_bytes)
+        runtime = await holder.get()
+        request.scope["functions_runtime"] = runtime
+        if verify_jwt.get(name, function.verify_jwt):
+            claims = await runtime.verifier.verify(bearer_token(request))
+            request.scope.setdefault("state", {})["jwt_claims"] = claims
+        return await function.handler(request)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await holder.get()
+        try:
+            yield
+        finally:
+            await holder.close()
+
+    app = Starlette(routes=[Route("/{name}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+                                                                 "HEAD"])],
+                    lifespan=lifespan)
+    app.state.runtime_holder = holder
+    return app
+
+
+def create_standalone_app(settings: FunctionsSettings) -> Starlette:
+    """The functions alone, at `/functions/v1/<name>` (what `tgcrm functions` serves); runs the functions' lifespan."""
+    functions_app = create_functions_app(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with functions_app.router.lifespan_context(functions_app):
+            yield
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/health", health), Mount("/functions/v1", app=functions_app)], lifespan=lifespan)
+
+
+async def _with_limited_body(request: Request, limit: int) -> Request:
+    """The request with its body read up front, refusing more than `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    replayed = False
+    receive = request.receive
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return Request(request.scope, replay)

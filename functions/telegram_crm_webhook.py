@@ -1,0 +1,89 @@
+"""telegram-crm-webhook: an incoming Telegram message, posted by crm_server (or a server of the original plan),
+stored as the client's message in one database call, then announced to the organization.
+
+Answers 5xx only when the database failed, so the sender retries exactly when retrying can help.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from functions._shared import signature
+from functions._shared.errors import IntegrationNotFoundError, ProjectMismatchError, WebhookSecretError
+from functions._shared.integrations import find_integration_by_webhook_key
+from functions._shared.messages import ingest_incoming, notify_organization
+from functions._shared.runtime import runtime_of
+from functions._shared.types import WebhookPayload, WebhookResponse, parse_json_object, validate_model
+
+NOTIFICATION_PREVIEW_LENGTH = 200
+
+
+async def handler(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    db = runtime.db
+
+    # parse: who the webhook is for (the body is read before anything is trusted, but parsed only after)
+    webhook_key = request.query_params.get("key", "")
+    raw_body = await request.body()
+
+    # authorize: the integration's key, then its secret, then (when signed) the signature
+    integration = await find_integration_by_webhook_key(db, webhook_key) if webhook_key else None
+    if integration is None or not integration.is_enabled:
+        raise IntegrationNotFoundError("Unknown or disabled webhook key")
+    secret = str(integration.settings.get("secret") or "")
+    given_secret = request.headers.get("x-lovable-secret", "")
+    if not secret or not hmac.compare_digest(given_secret.encode(), secret.encode()):
+        raise WebhookSecretError()
+    signed = signature.has_signature_headers(request.headers)
+    if signed:
+        signature.verify(secret, request.headers.get("webhook-id"), request.headers.get("webhook-timestamp"),
+                         request.headers.get("webhook-signature"), raw_body,
+                         tolerance_seconds=runtime.settings.webhook_tolerance_seconds)
+    payload = validate_model(WebhookPayload, parse_json_object(raw_body))
+    if str(payload.project_id) != integration.organization_id:
+        raise ProjectMismatchError(field="project_id")
+
+    # store: one round trip finds or creates the client and stores the message unless it is a redelivery
+    event_id = payload.event_id or (request.headers.get("webhook-id") if signed else None)
+    metadata = {
+        "source": "crm_server" if signed else "webhook",
+        "event_id": event_id,
+        "account_phone": payload.account_phone,
+        "chat_id": payload.chat_id,
+        "telegram_message_id": payload.message_id,
+    }
+    result = await ingest_incoming(db, {
+        "p_organization_id": integration.organization_id,
+        "p_integration_id": integration.id,
+        "p_telegram_user_id": payload.from_id,
+        "p_message_text": payload.text or "",
+        # The Telegram message id is the dedupe key (the event id when a sender gives only that); without either a
+        # redelivery cannot be recognised, and two identical texts are two messages.
+        "p_external_message_id": payload.message_id or (f"event:{event_id}" if event_id else None),
+        "p_telegram_chat_id": payload.chat_id or payload.from_id,
+        "p_telegram_username": payload.from_username,
+        "p_first_name": payload.from_first_name,
+        "p_last_name": payload.from_last_name,
+        "p_phone": payload.from_phone,
+        "p_sent_at": payload.timestamp.isoformat() if payload.timestamp else None,
+        "p_file_url": payload.file_url,
+        "p_file_type": payload.file_type,
+        "p_file_name": payload.file_name,
+        "p_metadata": {name: value for name, value in metadata.items() if value is not None},
+    })
+
+    # notify: tell the organization (best effort: the message is stored whatever happens here)
+    if not result.duplicate:
+        preview = payload.text or payload.file_name or "File"
+        await notify_organization(
+            db, organization_id=integration.organization_id,
+            title=f"New Telegram message from {payload.sender_display_name}",
+            body=preview[:NOTIFICATION_PREVIEW_LENGTH],
+            data={"clientId": result.client_id, "messageId": result.message_id, "integrationId": integration.id})
+
+    # respond
+    return JSONResponse(WebhookResponse(messageId=result.message_id, clientId=result.client_id,
+                                        duplicate=result.duplicate).model_dump())

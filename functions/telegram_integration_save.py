@@ -1,0 +1,112 @@
+"""telegram-integration-save: add (or update) a Telegram integration whose provider needs no connect call (Wappi.pro).
+
+The admin page renders the provider's form from telegram-providers and posts it here; the settings hold secrets, so
+only the service role writes them and the answer never echoes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from functions._shared.auth import authenticate
+from functions._shared.database import UNIQUE_VIOLATION, first_row
+from functions._shared.errors import DatabaseError, IntegrationNotFoundError, ValidationFailedError
+from functions._shared.integrations import MESSENGER, load_integration, telegram_integrations
+from functions._shared.providers import PROVIDERS
+from functions._shared.runtime import runtime_of
+from functions._shared.types import RequestModel, WappiSettings, parse_json_object, validate_model
+
+# Providers saved as plain settings, and the model their settings must satisfy.
+SETTINGS_MODELS: dict[str, type[BaseModel]] = {"wappi": WappiSettings}
+
+
+class SaveRequest(RequestModel):
+    provider: str = Field(min_length=1, max_length=40)
+    integrationId: UUID | None = None
+    name: str | None = Field(None, max_length=200)
+
+
+class SaveResponse(BaseModel):
+    success: bool = True
+    integrationId: str
+    isPrimary: bool
+
+
+def provider_settings(provider: str, data: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """The provider's form fields from `data` (a blank secret keeps the saved one), validated as its settings."""
+    info = PROVIDERS[provider]
+    settings: dict[str, Any] = {}
+    for field in info.fields:
+        if field.key == "name":
+            continue
+        value = data.get(field.key)
+        value = value.strip() if isinstance(value, str) else value
+        if not value and field.secret and previous.get(field.key):
+            value = previous[field.key]
+        if not value:
+            if field.required:
+                raise ValidationFailedError(f"{field.key} is required", field=field.key)
+            continue
+        settings[field.key] = value
+    try:
+        return SETTINGS_MODELS[provider].model_validate(settings).model_dump()
+    except ValidationError as exc:
+        location = exc.errors()[0].get("loc", ())
+        key = str(location[0]) if location else None
+        raise ValidationFailedError(f"{key or 'settings'} is invalid", field=key) from exc
+
+
+async def handler(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    db = runtime.db
+
+    # parse
+    data = parse_json_object(await request.body())
+    body = validate_model(SaveRequest, data)
+    if body.provider not in SETTINGS_MODELS:
+        connect = PROVIDERS[body.provider].connectFunction if body.provider in PROVIDERS else None
+        hint = f"; use {connect}" if connect else ""
+        raise ValidationFailedError(f"provider {body.provider!r} cannot be saved here{hint}", field="provider")
+
+    # authorize
+    caller = await authenticate(request, runtime.verifier, db)
+
+    # load
+    existing = None
+    if body.integrationId is not None:
+        existing = await load_integration(db, caller.organization_id, str(body.integrationId))
+        if existing.provider != body.provider:
+            raise IntegrationNotFoundError(f"This integration is not a {body.provider} integration",
+                                           field="integrationId")
+    settings = provider_settings(body.provider, data, existing.settings if existing else {})
+
+    # store
+    if existing is not None:
+        changes: dict[str, Any] = {"settings": settings}
+        if body.name is not None:
+            changes["name"] = body.name
+        saved = await first_row(db.table("messenger_integrations").update(changes).eq("id", existing.id)
+                                .eq("organization_id", caller.organization_id), "saving the integration")
+    else:
+        integrations = await telegram_integrations(db, caller.organization_id)
+        becomes_primary = not any(integration.is_primary for integration in integrations)
+        label = PROVIDERS[body.provider].label.en
+        row = {"organization_id": caller.organization_id, "messenger_type": MESSENGER, "provider": body.provider,
+               "name": body.name or label, "is_primary": becomes_primary, "is_enabled": True, "settings": settings}
+        try:
+            saved = await first_row(db.table("messenger_integrations").insert(row), "saving the integration")
+        except DatabaseError as exc:
+            if not (becomes_primary and exc.pg_code == UNIQUE_VIOLATION):
+                raise
+            saved = await first_row(db.table("messenger_integrations").insert({**row, "is_primary": False}),
+                                    "saving the integration")
+    if saved is None:
+        raise DatabaseError("The database did not return the saved integration")
+
+    # respond (no settings: they hold the provider's token)
+    return JSONResponse(SaveResponse(integrationId=str(saved["id"]), isPrimary=bool(saved["is_primary"])).model_dump())

@@ -1,0 +1,284 @@
+"""`tgcrm up` end to end over real sockets: one stack for the module, started as a subprocess on free ports.
+
+The story: connect an account (telegram-crm-connect) → log it in (telegram-crm-auth, code 12345) → a simulated
+user writes → the message lands in chat_messages → a reply through telegram-send reaches the sandbox. Then the
+supervisor's promises: a killed child comes back, a busy port is named, Ctrl-C leaves nothing running, state
+survives a restart and `--fresh` starts empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.stack_process import LOGIN_CODE, StackProcess, hermetic_env
+from tests.helpers.net import free_port
+
+CONTRACT_NAMES = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET",
+                  "DATABASE_URL", "DEMO_USER_ID", "DEMO_USER_JWT", "DEMO_ORGANIZATION_ID", "CRM_URL", "CRM_API_KEY",
+                  "CRM_SANDBOX")
+DELIVERY_TIMEOUT = 45.0
+_PHONES = itertools.count(int(time.time()) % 1_000_000)
+
+
+def new_phone() -> str:
+    return f"+7999{next(_PHONES) % 10_000_000:07d}"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[StackProcess]:
+    with tempfile.TemporaryDirectory(prefix="tgcrm-up-") as directory:
+        process = StackProcess(Path(directory) / "state")
+        process.start()
+        try:
+            yield process
+        finally:
+            if process.process is not None and process.process.poll() is None:
+                process.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack: StackProcess) -> Iterator[httpx.Client]:
+    with stack.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def crm_admin(stack: StackProcess) -> Iterator[httpx.Client]:
+    with stack.crm_admin() as client:
+        yield client
+
+
+def connect_and_log_in(api: httpx.Client, stack: StackProcess, phone: str) -> str:
+    """An integration for a fresh sandbox account of the demo organization, logged in through telegram-crm-auth."""
+    connected = api.post("/functions/v1/telegram-crm-connect", json={
+        "crmApiUrl": stack.values["CRM_URL"], "crmApiKey": stack.values["CRM_DEMO_API_KEY"],
+        "crmPhoneNumber": phone, "name": f"Sales {phone[-4:]}"})
+    assert connected.status_code == 200, connected.text
+    assert connected.json()["status"] == "auth_required"
+    integration_id = connected.json()["integrationId"]
+    sent = api.post("/functions/v1/telegram-crm-auth", json={"integrationId": integration_id, "step": "send-code"})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["status"] == "code_sent"
+    signed_in = api.post("/functions/v1/telegram-crm-auth",
+                         json={"integrationId": integration_id, "step": "sign-in", "code": LOGIN_CODE})
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["status"] == "authorized"
+    return integration_id
+
+
+def poll_messages(api: httpx.Client, text: str, timeout: float = DELIVERY_TIMEOUT) -> dict[str, Any]:
+    """The chat_messages row with `text`, read over REST as the demo user (RLS applies), once it is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = api.get("/rest/v1/chat_messages", params={
+            "select": "id,client_id,integration_id,message_text,is_outgoing", "message_text": f"eq.{text}"})
+        assert found.status_code == 200, found.text
+        if found.json():
+            return found.json()[0]
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} did not reach chat_messages within {timeout}s")
+
+
+# --- what it prints -------------------------------------------------------------------------------------------------
+
+def test_prints_the_contract_lines_and_writes_them_to_the_env_file(stack: StackProcess) -> None:
+    for name in CONTRACT_NAMES:
+        assert stack.values.get(name), f"{name} was not printed"
+    assert stack.values["CRM_SANDBOX"] == "1"
+    assert stack.values["SUPABASE_URL"] == f"http://127.0.0.1:{stack.api_port}"
+    assert stack.values["CRM_URL"] == f"http://127.0.0.1:{stack.crm_port}"
+    assert stack.stdout_lines.index("READY") == len(stack.values)
+    env_file = (stack.state_dir / "env").read_text().splitlines()
+    assert env_file == [f"{name}={value}" for name, value in stack.values.items()]
+    assert (stack.state_dir / "env").stat().st_mode & 0o077 == 0
+
+
+def test_every_service_answers_once_ready(stack: StackProcess, api: httpx.Client, crm_admin: httpx.Client) -> None:
+    assert api.get("/health").status_code == 200
+    organizations = api.get("/rest/v1/organizations", params={"select": "id,name"})
+    assert organizations.status_code == 200
+    assert [row["id"] for row in organizations.json()] == [stack.values["DEMO_ORGANIZATION_ID"]]
+    providers = api.get("/functions/v1/telegram-providers").json()["providers"]
+    assert {provider["key"] for provider in providers} == {"telegram_crm", "wappi"}
+    admin_page = api.get("/admin/")
+    assert admin_page.status_code == 200 and "admin.js" in admin_page.text
+    assert crm_admin.get("/health").json()["status"] == "ok"
+
+
+# --- the story ------------------------------------------------------------------------------------------------------
+
+def test_connect_login_incoming_message_and_reply(stack: StackProcess, api: httpx.Client,
+                                                  crm_admin: httpx.Client) -> None:
+    phone = new_phone()
+    integration_id = connect_and_log_in(api, stack, phone)
+    status = api.get("/functions/v1/telegram-crm-status", params={"integrationId": integration_id})
+    assert status.status_code == 200, status.text
+    assert status.json()["integrations"][0]["state"] == "authorized"
+
+    # A simulated Telegram user writes to the account (crm_server's sandbox control, admin key).
+    sender_phone = new_phone()
+    assert crm_admin.post("/sandbox/users", json={"phone": sender_phone, "first_name": "Olga",
+                                                  "username": f"olga{sender_phone[-7:]}"}).status_code == 200
+    text = f"Hello from Olga {uuid.uuid4().hex[:8]}"
+    incoming = crm_admin.post("/sandbox/incoming", json={"account_phone": phone, "from": sender_phone, "text": text})
+    assert incoming.status_code == 200, incoming.text
+
+    # crm_server's listener → webhook → telegram-crm-webhook → chat_messages, read back as the demo user.
+    message = poll_messages(api, text)
+    assert message["is_outgoing"] is False
+    assert message["integration_id"] == integration_id
+
+    reply = f"Thanks, Olga {uuid.uuid4().hex[:8]}"
+    sent = api.post("/functions/v1/telegram-send", json={"clientId": message["client_id"], "text": reply})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["success"] is True
+
+    in_sandbox = crm_admin.get("/sandbox/sent", params={"account_phone": phone})
+    assert in_sandbox.status_code == 200
+    assert reply in [entry["text"] for entry in in_sandbox.json()]
+    stored = poll_messages(api, reply, timeout=5)
+    assert stored["is_outgoing"] is True and stored["client_id"] == message["client_id"]
+
+
+def test_sandbox_function_makes_a_simulated_user_write(stack: StackProcess, api: httpx.Client) -> None:
+    phone = new_phone()
+    integration_id = connect_and_log_in(api, stack, phone)
+    text = f"Written through telegram-crm-sandbox {uuid.uuid4().hex[:8]}"
+    written = api.post("/functions/v1/telegram-crm-sandbox", json={
+        "integrationId": integration_id, "fromPhone": new_phone(), "fromName": "Pavel", "text": text})
+    assert written.status_code == 200, written.text
+    assert written.json()["accountPhone"] == phone
+    assert poll_messages(api, text)["integration_id"] == integration_id
+
+
+def test_wrong_login_code_is_a_field_error(stack: StackProcess, api: httpx.Client) -> None:
+    connected = api.post("/functions/v1/telegram-crm-connect", json={
+        "crmApiUrl": stack.values["CRM_URL"], "crmApiKey": stack.values["CRM_DEMO_API_KEY"],
+        "crmPhoneNumber": new_phone()})
+    integration_id = connected.json()["integrationId"]
+    assert api.post("/functions/v1/telegram-crm-auth",
+                    json={"integrationId": integration_id, "step": "send-code"}).status_code == 200
+    wrong = api.post("/functions/v1/telegram-crm-auth",
+                     json={"integrationId": integration_id, "step": "sign-in", "code": "00000"})
+    assert wrong.status_code == 422
+    assert wrong.json()["code"] == "INVALID_CODE"
+    missing = api.post("/functions/v1/telegram-crm-auth", json={"integrationId": integration_id, "step": "sign-in"})
+    assert missing.status_code == 422 and missing.json()["field"] == "code"
+
+
+def test_admin_functions_keep_organizations_apart(stack: StackProcess, api: httpx.Client) -> None:
+    integration_id = api.post("/functions/v1/telegram-crm-connect", json={
+        "crmApiUrl": stack.values["CRM_URL"], "crmApiKey": stack.values["CRM_DEMO_API_KEY"],
+        "crmPhoneNumber": new_phone()}).json()["integrationId"]
+    outsider = asyncio.run(_other_organization_user(stack.values["DATABASE_URL"]))
+    from supabase_local.keys import user_token
+
+    with stack.client(user_token(outsider, stack.values["SUPABASE_JWT_SECRET"])) as other:
+        for name, body in (("telegram-crm-auth", {"integrationId": integration_id, "step": "send-code"}),
+                           ("telegram-crm-status", {"integrationId": integration_id}),
+                           ("telegram-crm-sandbox", {"integrationId": integration_id, "fromPhone": new_phone(),
+                                                     "text": "hi"})):
+            answer = other.post(f"/functions/v1/{name}", json=body)
+            assert answer.status_code == 404, (name, answer.text)
+            assert answer.json()["code"] == "INTEGRATION_NOT_FOUND"
+        assert other.get("/functions/v1/telegram-crm-status").json()["integrations"] == []
+    anonymous = httpx.post(f"{stack.values['SUPABASE_URL']}/functions/v1/telegram-crm-auth",
+                           json={"integrationId": integration_id, "step": "send-code"})
+    assert anonymous.status_code == 401
+
+
+async def _other_organization_user(dsn: str) -> str:
+    organization_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, 'Outsiders')", organization_id)
+        await conn.execute("INSERT INTO auth.users (id, email) VALUES ($1, $2)", user_id, f"{user_id}@x.test")
+        await conn.execute("INSERT INTO profiles (id, organization_id) VALUES ($1, $2)", user_id, organization_id)
+    finally:
+        await conn.close()
+    return user_id
+
+
+# --- supervision ----------------------------------------------------------------------------------------------------
+
+def test_a_killed_child_is_reported_and_restarted(stack: StackProcess, crm_admin: httpx.Client) -> None:
+    crm = stack.child("crm_server")
+    offset = stack.log_size()
+    crm.kill()
+    stack.wait_for_log("crm_server exited with code -9; restarting it", after=offset)
+    stack.wait_for_log("crm_server is running again", after=offset, timeout=120)
+    assert stack.child("crm_server").pid != crm.pid
+    assert crm_admin.get("/health").status_code == 200
+
+
+def test_a_busy_port_is_named_with_its_flag(stack: StackProcess, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tgcrm", "up", "--state-dir", str(tmp_path / "state"), "--api-port",
+         str(stack.api_port), "--crm-port", str(free_port()), "--db-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env=hermetic_env(), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"port {stack.api_port}" in result.stderr and "--api-port" in result.stderr
+    assert "READY" not in result.stdout
+
+
+def test_a_second_stack_on_the_same_state_folder_is_refused(stack: StackProcess) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tgcrm", "up", "--state-dir", str(stack.state_dir), "--api-port", str(free_port()),
+         "--crm-port", str(free_port()), "--db-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env=hermetic_env(), cwd=stack.state_dir.parent)
+    assert result.returncode == 1
+    assert "another `tgcrm up` is running" in result.stderr
+
+
+# --- stopping (last: it ends the module's stack) ---------------------------------------------------------------------
+
+def test_sigint_stops_every_child_and_postgres_and_state_survives_a_restart(stack: StackProcess,
+                                                                            api: httpx.Client) -> None:
+    integration_id = connect_and_log_in(api, stack, new_phone())
+    admin_key = stack.values["CRM_API_KEY"]
+    tree = stack.descendants()
+    assert any("postgres" in " ".join(process.cmdline()) for process in tree)
+    assert {"crm_server", "serve-api"} <= {part for process in tree for part in process.cmdline()}
+
+    assert stack.stop(signal.SIGINT) == 0
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert alive == [], f"left running: {[(process.pid, process.cmdline()) for process in alive]}"
+    for port in (stack.api_port, stack.crm_port, stack.db_port):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+    # Same state folder: same keys, the integration is still there and its account still logged in.
+    stack.start()
+    try:
+        assert stack.values["CRM_API_KEY"] == admin_key
+        with stack.client() as again:
+            status = again.get("/functions/v1/telegram-crm-status", params={"integrationId": integration_id})
+            assert status.status_code == 200, status.text
+            assert status.json()["integrations"][0]["state"] == "authorized"
+    finally:
+        assert stack.stop(signal.SIGTERM) == 0
+
+    # --fresh: nothing of the above is left.
+    stack.start("--fresh")
+    try:
+        with stack.client() as fresh:
+            integrations = fresh.get("/rest/v1/messenger_integrations", params={"select": "id"})
+            assert integrations.status_code == 200 and integrations.json() == []
+        assert stack.values["CRM_API_KEY"] != admin_key
+    finally:
+        assert stack.stop(signal.SIGINT) == 0

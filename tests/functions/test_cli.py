@@ -1,0 +1,55 @@
+"""`python -m functions` (what `tgcrm functions` runs): the host alone, configured by the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.net import free_port, wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def standalone(api_server: str, local_keys: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("SUPABASE_", "FUNCTIONS_", "WAPPI_", "CRM_"))}
+    env.update({"SUPABASE_URL": api_server, "SUPABASE_SERVICE_ROLE_KEY": local_keys.service_role_key,
+                "SUPABASE_JWT_SECRET": local_keys.jwt_secret, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+    log_path = tmp_path_factory.mktemp("functions-cli") / "functions.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "functions", "--port", str(port)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=log_path.parent)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=30, expect_status=200)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert f"FUNCTIONS_URL=http://127.0.0.1:{port}/functions/v1" in log_path.read_text()
+
+
+def test_the_standalone_host_serves_the_functions(standalone: str) -> None:
+    providers = httpx.get(f"{standalone}/functions/v1/telegram-providers")
+    assert providers.status_code == 200 and providers.json()["success"] is True
+    # A real database round trip: the webhook looks the key up and finds nothing.
+    webhook = httpx.post(f"{standalone}/functions/v1/telegram-crm-webhook?key=unknown", json={})
+    assert webhook.status_code == 404 and webhook.json()["code"] == "INTEGRATION_NOT_FOUND"
+    assert httpx.post(f"{standalone}/functions/v1/telegram-send", json={}).status_code == 401
+
+
+def test_missing_settings_are_reported_not_a_traceback(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SUPABASE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-m", "functions", "--port", str(free_port())], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "SUPABASE_URL" in result.stdout and "SUPABASE_SERVICE_ROLE_KEY" in result.stdout

@@ -1,0 +1,42 @@
+"""How crm_server's error answers reach our caller: statuses, codes, Retry-After, and which ones allow a failover."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions._shared.errors import crm_server_error, error_body, retry_after_seconds
+
+
+@pytest.mark.parametrize(("status", "code", "expected_status", "retryable"), [
+    (404, "ACCOUNT_NOT_FOUND", 404, False),
+    (409, "ACCOUNT_NOT_AUTHORIZED", 409, False),
+    (422, "RECIPIENT_NOT_FOUND", 422, False),
+    (403, "RECIPIENT_PRIVACY", 403, False),
+    (429, "FLOOD_WAIT", 429, False),
+    (502, "TELEGRAM_ERROR", 502, True),
+    (503, "ACCOUNT_DISCONNECTED", 503, True),
+    (500, "INTERNAL_ERROR", 502, True),
+    (418, None, 502, False),
+])
+def test_server_errors_map_to_clear_answers(status: int, code: str | None, expected_status: int,
+                                            retryable: bool) -> None:
+    error = crm_server_error(status, code, "server says no")
+    assert (error.status_code, error.retryable) == (expected_status, retryable)
+    assert "server says no" in error.message
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "UNAUTHORIZED"), (403, "PROJECT_FORBIDDEN")])
+def test_the_servers_auth_refusals_are_502_not_the_callers_401(status: int, code: str) -> None:
+    error = crm_server_error(status, code, "Missing or unknown X-API-Key")
+    assert (error.status_code, error.code) == (502, "CRM_SERVER_AUTH_FAILED")
+    assert "Missing or unknown X-API-Key" in error.message
+
+
+def test_flood_wait_keeps_retry_after() -> None:
+    error = crm_server_error(429, "FLOOD_WAIT", "wait", retry_after_seconds("41.2"))
+    assert error.headers() == {"Retry-After": "42"}
+    assert error_body(error) == {"success": False, "error": error.message, "code": "FLOOD_WAIT"}
+
+
+def test_unreadable_retry_after_is_dropped() -> None:
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None

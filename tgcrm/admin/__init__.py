@@ -1,0 +1,1 @@
+"""The admin page: Telegram integrations, account login, clients and chats, for an organization's admin."""

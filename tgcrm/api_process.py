@@ -1,0 +1,89 @@
+"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), the edge functions (/functions/v1)
+and the admin page (/admin), configured by the environment `tgcrm up` gives it.
+
+Prints READY once uvicorn listens, so the supervisor knows when to check its health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+log = logging.getLogger("tgcrm.api")
+
+
+class ApiProcessSettings(BaseSettings):
+    """What the API process needs beyond the functions' own settings (FunctionsSettings reads the rest)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    rest_database_url: str = Field(validation_alias=AliasChoices("TGCRM_REST_DATABASE_URL", "rest_database_url"))
+    jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
+    anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
+    # Local mode: the admin page may sign in as this user without a password (absent in production).
+    demo_user_id: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_ID", "demo_user_id"))
+    demo_user_email: str | None = Field(
+        None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_EMAIL", "demo_user_email"))
+    # Local mode: what the connect form is prefilled with (the local crm_server and the demo organization's key).
+    local_crm_url: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_URL", "local_crm_url"))
+    local_crm_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
+
+
+def build_app(settings: ApiProcessSettings) -> Starlette:
+    from functions._shared.settings import FunctionsSettings
+    from functions.host import create_functions_app
+    from supabase_local.api import create_api_app
+    from supabase_local.rest.app import create_rest_app
+    from tgcrm.admin.app import AdminSettings, LocalSignIn, create_admin_app
+
+    functions_settings = FunctionsSettings()  # type: ignore[call-arg]
+    local = None
+    if settings.demo_user_id:
+        local = LocalSignIn(user_id=settings.demo_user_id, email=settings.demo_user_email,
+                            jwt_secret=settings.jwt_secret, crm_url=settings.local_crm_url,
+                            crm_api_key=settings.local_crm_api_key)
+    admin = create_admin_app(AdminSettings(
+        anon_key=settings.anon_key, local_sign_in=local,
+        sandbox=bool(functions_settings.crm_sandbox_url and functions_settings.crm_sandbox_api_key)))
+    app = create_api_app(create_rest_app(settings.rest_database_url, settings.jwt_secret),
+                         extra_mounts={"/functions/v1": create_functions_app(functions_settings), "/admin": admin})
+
+    async def home(request: Request) -> RedirectResponse:
+        return RedirectResponse("/admin/", status_code=307)
+
+    app.add_route("/", home, methods=["GET"])
+    return app
+
+
+def serve_api(host: str, port: int, log_level: str) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        settings = ApiProcessSettings()  # type: ignore[call-arg]
+        app = build_app(settings)
+    except ValidationError as exc:
+        missing = ", ".join(str(error["loc"][0]) for error in exc.errors())
+        print(f"api: missing or invalid settings: {missing}", file=sys.stderr)
+        return 2
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                                           lifespan="on", log_config=None))
+
+    async def run() -> int:
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            print("READY", flush=True)
+        await serving
+        return 0 if server.started else 1
+
+    return asyncio.run(run())

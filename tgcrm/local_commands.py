@@ -1,0 +1,130 @@
+"""`tgcrm db up` (PostgreSQL + migrations + REST) and `tgcrm token` (a local user JWT).
+
+Both read the same state folder, so the keys `db up` prints and the tokens `token` mints agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+DEFAULT_STATE_DIR = ".local"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def add_stack_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that starts part of the local stack."""
+    parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", "127.0.0.1"),
+                        help="address to listen on (default 127.0.0.1; env TGCRM_HOST)")
+    parser.add_argument("--api-port", type=int, default=_env_int("TGCRM_API_PORT", 54321),
+                        help="Supabase-compatible API port (default 54321; env TGCRM_API_PORT)")
+    parser.add_argument("--db-port", type=int, default=_env_int("TGCRM_DB_PORT", 54322),
+                        help="embedded PostgreSQL port (default 54322; env TGCRM_DB_PORT)")
+    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("TGCRM_STATE_DIR", DEFAULT_STATE_DIR)),
+                        help="where data, keys and logs live (default .local; env TGCRM_STATE_DIR)")
+    parser.add_argument("--fresh", action="store_true", help="delete the state folder first and start empty")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    db = subparsers.add_parser("db", help="the local Supabase database and REST API")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1")
+    add_stack_options(up)
+    up.set_defaults(handler=run_db_up)
+
+    token = subparsers.add_parser("token", help="print a user JWT signed with the local project's secret")
+    token.add_argument("--user", required=True, help="the auth user's uuid")
+    token.add_argument("--lifetime", type=int, default=24 * 3600, help="seconds until it expires (default 1 day)")
+    token.add_argument("--state-dir", type=Path,
+                       default=Path(os.environ.get("TGCRM_STATE_DIR", DEFAULT_STATE_DIR)))
+    token.set_defaults(handler=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from supabase_local.keys import load_or_create_secret, user_token
+
+    secret = os.environ.get("SUPABASE_JWT_SECRET") or load_or_create_secret(args.state_dir)
+    try:
+        print(user_token(args.user, secret, lifetime=args.lifetime))
+    except ValueError:
+        print(f"tgcrm token: --user must be a uuid, got {args.user!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def port_is_busy(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+def write_env_file(state_dir: Path, values: dict[str, str]) -> None:
+    """The same NAME=value lines we print, so `set -a; . .local/env` gives a shell the stack's settings."""
+    path = state_dir / "env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    path.chmod(0o600)
+
+
+def run_db_up(args: argparse.Namespace) -> int:
+    from supabase_local.database import LocalDatabase
+    from supabase_local.postgres import PostgresError
+
+    if args.fresh and args.state_dir.exists():
+        shutil.rmtree(args.state_dir)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    if port_is_busy(args.host, args.api_port):
+        print(f"tgcrm: port {args.api_port} is busy; choose another with --api-port", file=sys.stderr)
+        return 1
+    database = LocalDatabase(args.state_dir, port=args.db_port, database_url=os.environ.get("DATABASE_URL"))
+    try:
+        database.start()
+    except PostgresError as exc:
+        print(f"tgcrm: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(_serve_api(args, database))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        database.stop()
+    return 0
+
+
+async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> None:  # noqa: F821
+    import uvicorn
+
+    from supabase_local.api import create_api_app
+    from supabase_local.keys import local_keys
+    from supabase_local.rest.app import create_rest_app
+
+    await database.prepare(seed=True)
+    keys = local_keys(args.state_dir)
+    urls = database.urls()
+    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret))
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if serving.done():
+        await serving
+        return
+    values = {
+        "SUPABASE_URL": f"http://{args.host}:{args.api_port}",
+        "SUPABASE_ANON_KEY": keys.anon_key,
+        "SUPABASE_SERVICE_ROLE_KEY": keys.service_role_key,
+        "SUPABASE_JWT_SECRET": keys.jwt_secret,
+        "DATABASE_URL": urls.admin,
+    }
+    write_env_file(args.state_dir, values)
+    for name, value in values.items():
+        print(f"{name}={value}")
+    print("READY", flush=True)
+    await serving

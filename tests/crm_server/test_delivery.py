@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from cryptography.fernet import Fernet
@@ -211,3 +212,44 @@ async def test_unreachable_receiver_is_retried_until_the_window_closes(store, ou
     dead = await outbox.list(PROJECT, "dead")
     assert len(dead) == 1 and dead[0]["attempts"] >= 3
     assert "Connect" in (dead[0]["last_error"] or "")
+
+
+async def test_several_workers_share_a_postgresql_outbox_without_double_delivery(local_database, receiver) -> None:
+    """With the PostgreSQL store every crm_server instance drains the one outbox (FOR UPDATE SKIP LOCKED)."""
+    admin = await asyncpg.connect(local_database.admin_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS crm_outbox_test")
+        await admin.execute("CREATE DATABASE crm_outbox_test")
+    finally:
+        await admin.close()
+    base, _ = local_database.admin_url.rsplit("/", 1)
+    url = base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/crm_outbox_test"
+    session_key = Fernet.generate_key()  # instances share it, as they share the store
+    stores = [await Store.open(url, session_key) for _ in range(3)]
+    receiver.reset()
+    await stores[0].webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    assert await stores[0].outbox.enqueue(events(chats=30, per_chat=20)) == 600
+    posts = [0, 0, 0]
+    workers = []
+    for number, store in enumerate(stores):
+        http = httpx.AsyncClient(timeout=5.0)
+        count = lambda result, number=number: posts.__setitem__(number, posts[number] + 1)  # noqa: E731
+        worker = WebhookDelivery(store.outbox, store.webhooks, http, FAST, DeliverySettings(concurrency=4),
+                                 observers=[count])
+        await worker.start()
+        workers.append((worker, http))
+    try:
+        await until(lambda: len(receiver.accepted) >= 600, timeout=60)
+        await asyncio.sleep(0.5)
+    finally:
+        for worker, http in workers:
+            await stop_worker(worker, http)
+        for store in stores:
+            await store.close()
+    ids = receiver.accepted_ids()
+    assert len(ids) == 600 and len(set(ids)) == 600
+    per_chat: dict[str, list[int]] = {}
+    for item in receiver.accepted:
+        per_chat.setdefault(item.json["chat_id"], []).append(item.json["message_id"])
+    assert all(numbers == list(range(1, 21)) for numbers in per_chat.values())
+    assert all(count > 0 for count in posts), posts  # every instance took part

@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.errors import IntegrationNotFoundError
-from functions._shared.integrations import load_integration
 from functions._shared.runtime import runtime_of
 from functions._shared.types import RequestModel, parse_json_object, validate_model
 
@@ -56,7 +55,7 @@ async def handler(request: Request) -> JSONResponse:
     caller = await authenticate(request, runtime.verifier, runtime.db)
 
     # load
-    integration = await load_integration(runtime.db, caller.organization_id, str(body.integrationId))
+    integration = await runtime.integrations.load(caller.organization_id, str(body.integrationId))
     if integration.provider != "telegram_crm":
         raise IntegrationNotFoundError("This integration is not a telegram_crm integration", field="integrationId")
     settings = integration.telegram_crm_settings()

@@ -15,7 +15,6 @@ from starlette.responses import JSONResponse
 from functions._shared.auth import authenticate
 from functions._shared.crm_client import CrmClient
 from functions._shared.errors import FunctionNotFoundError, IntegrationNotFoundError
-from functions._shared.integrations import load_integration
 from functions._shared.phones import normalize_phone
 from functions._shared.runtime import runtime_of
 from functions._shared.types import MAX_TEXT_LENGTH, RequestModel, parse_json_object, validate_model
@@ -68,7 +67,7 @@ async def handler(request: Request) -> JSONResponse:
     caller = await authenticate(request, runtime.verifier, runtime.db)
 
     # load: a telegram_crm integration on the sandbox server (the admin key goes nowhere else)
-    integration = await load_integration(runtime.db, caller.organization_id, str(body.integrationId))
+    integration = await runtime.integrations.load(caller.organization_id, str(body.integrationId))
     if integration.provider != "telegram_crm":
         raise IntegrationNotFoundError("This integration is not a telegram_crm integration", field="integrationId")
     settings = integration.telegram_crm_settings()

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.errors import CrmServerRejectedError
-from functions._shared.integrations import choose_integration, load_client
+from functions._shared.integrations import load_client
 from functions._shared.messages import earlier_send, store_outgoing, touch_client
 from functions._shared.recipients import recipient_candidates
 from functions._shared.runtime import FunctionsRuntime, runtime_of
@@ -82,9 +82,9 @@ async def handler(request: Request) -> JSONResponse:
     earlier = await earlier_send(db, caller.organization_id, client.id, key)
     if earlier is not None:
         return replayed_response(earlier)
-    integration = await choose_integration(db, caller.organization_id, client,
-                                           str(body.integrationId) if body.integrationId else None,
-                                           providers=("telegram_crm",))
+    integration = await runtime.integrations.choose(caller.organization_id, client,
+                                                    str(body.integrationId) if body.integrationId else None,
+                                                    providers=("telegram_crm",))
 
     # act
     sent = await send_with_telegram_crm(runtime, caller.organization_id, integration, client, body, key)

@@ -15,7 +15,6 @@ from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.errors import FunctionError
-from functions._shared.integrations import load_integration, telegram_integrations
 from functions._shared.runtime import FunctionsRuntime, runtime_of
 from functions._shared.types import IntegrationRow, RequestModel, parse_json_object, validate_model
 
@@ -84,9 +83,9 @@ async def handler(request: Request) -> JSONResponse:
 
     # load
     if body.integrationId is not None:
-        integrations = [await load_integration(runtime.db, caller.organization_id, str(body.integrationId))]
+        integrations = [await runtime.integrations.load(caller.organization_id, str(body.integrationId))]
     else:
-        integrations = await telegram_integrations(runtime.db, caller.organization_id)
+        integrations = await runtime.integrations.telegram_integrations(caller.organization_id)
 
     # act: ask the servers concurrently
     statuses = await asyncio.gather(*(status_of(runtime, caller.organization_id, integration)

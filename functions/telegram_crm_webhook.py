@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse
 
 from functions._shared import signature
 from functions._shared.errors import IntegrationNotFoundError, ProjectMismatchError, WebhookSecretError
-from functions._shared.integrations import find_integration_by_webhook_key
 from functions._shared.messages import ingest_incoming, notify_organization
 from functions._shared.runtime import runtime_of
 from functions._shared.types import WebhookPayload, WebhookResponse, parse_json_object, validate_model
@@ -30,7 +29,7 @@ async def handler(request: Request) -> JSONResponse:
     raw_body = await request.body()
 
     # authorize: the integration's key, then its secret, then (when signed) the signature
-    integration = await find_integration_by_webhook_key(db, webhook_key) if webhook_key else None
+    integration = await runtime.integrations.find_by_webhook_key(webhook_key) if webhook_key else None
     if integration is None or not integration.is_enabled:
         raise IntegrationNotFoundError("Unknown or disabled webhook key")
     secret = str(integration.settings.get("secret") or "")

@@ -14,9 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.database import UNIQUE_VIOLATION, first_row
-from functions._shared.errors import DatabaseError, IntegrationNotFoundError, ValidationFailedError
-from functions._shared.integrations import MESSENGER, load_integration, telegram_integrations
+from functions._shared.errors import IntegrationNotFoundError, ValidationFailedError
 from functions._shared.providers import PROVIDERS
 from functions._shared.runtime import runtime_of
 from functions._shared.types import RequestModel, WappiSettings, parse_json_object, validate_model
@@ -63,7 +61,7 @@ def provider_settings(provider: str, data: dict[str, Any], previous: dict[str, A
 
 async def handler(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
-    db = runtime.db
+    integrations = runtime.integrations
 
     # parse
     data = parse_json_object(await request.body())
@@ -74,39 +72,24 @@ async def handler(request: Request) -> JSONResponse:
         raise ValidationFailedError(f"provider {body.provider!r} cannot be saved here{hint}", field="provider")
 
     # authorize
-    caller = await authenticate(request, runtime.verifier, db)
+    caller = await authenticate(request, runtime.verifier, runtime.db)
 
     # load
     existing = None
     if body.integrationId is not None:
-        existing = await load_integration(db, caller.organization_id, str(body.integrationId))
+        existing = await integrations.load(caller.organization_id, str(body.integrationId))
         if existing.provider != body.provider:
             raise IntegrationNotFoundError(f"This integration is not a {body.provider} integration",
                                            field="integrationId")
     settings = provider_settings(body.provider, data, existing.settings if existing else {})
 
-    # store
+    # store (the store seals the provider's token)
     if existing is not None:
-        changes: dict[str, Any] = {"settings": settings}
-        if body.name is not None:
-            changes["name"] = body.name
-        saved = await first_row(db.table("messenger_integrations").update(changes).eq("id", existing.id)
-                                .eq("organization_id", caller.organization_id), "saving the integration")
+        saved = await integrations.update(caller.organization_id, existing.id, settings=settings, name=body.name)
     else:
-        integrations = await telegram_integrations(db, caller.organization_id)
-        becomes_primary = not any(integration.is_primary for integration in integrations)
-        label = PROVIDERS[body.provider].label.en
-        row = {"organization_id": caller.organization_id, "messenger_type": MESSENGER, "provider": body.provider,
-               "name": body.name or label, "is_primary": becomes_primary, "is_enabled": True, "settings": settings}
-        try:
-            saved = await first_row(db.table("messenger_integrations").insert(row), "saving the integration")
-        except DatabaseError as exc:
-            if not (becomes_primary and exc.pg_code == UNIQUE_VIOLATION):
-                raise
-            saved = await first_row(db.table("messenger_integrations").insert({**row, "is_primary": False}),
-                                    "saving the integration")
-    if saved is None:
-        raise DatabaseError("The database did not return the saved integration")
+        # The organization's first Telegram integration (or the first while none is primary) becomes primary.
+        saved = await integrations.insert(caller.organization_id, provider=body.provider,
+                                          name=body.name or PROVIDERS[body.provider].label.en, settings=settings)
 
     # respond (no settings: they hold the provider's token)
-    return JSONResponse(SaveResponse(integrationId=str(saved["id"]), isPrimary=bool(saved["is_primary"])).model_dump())
+    return JSONResponse(SaveResponse(integrationId=saved.id, isPrimary=saved.is_primary).model_dump())

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.errors import UpstreamError, WappiError
-from functions._shared.integrations import choose_integration, failover_integration, load_client
+from functions._shared.integrations import load_client
 from functions._shared.messages import earlier_send, store_outgoing, touch_client
 from functions._shared.recipients import recipient_candidates
 from functions._shared.runtime import FunctionsRuntime, runtime_of
@@ -76,8 +76,8 @@ async def handler(request: Request) -> JSONResponse:
     earlier = await earlier_send(db, caller.organization_id, client.id, key)
     if earlier is not None:
         return replayed_response(earlier)
-    chosen = await choose_integration(db, caller.organization_id, client,
-                                      str(body.integrationId) if body.integrationId else None)
+    chosen = await runtime.integrations.choose(caller.organization_id, client,
+                                               str(body.integrationId) if body.integrationId else None)
 
     # act: the chosen integration, or once another one when the chosen one is down
     failover: dict[str, str] | None = None
@@ -85,7 +85,7 @@ async def handler(request: Request) -> JSONResponse:
     try:
         sent = await send_through(runtime, caller.organization_id, chosen, client, body, key)
     except UpstreamError as exc:
-        backup = await failover_integration(db, caller.organization_id, chosen) if exc.retryable else None
+        backup = await runtime.integrations.failover(caller.organization_id, chosen) if exc.retryable else None
         if backup is None:
             raise
         log.warning("integration %s failed (%s); failing over to %s", chosen.id, exc.message, backup.id)

@@ -38,6 +38,7 @@ STATE_MARKER = ".tgcrm-state"
 LOCK_FILE = "up.lock"
 ADMIN_KEY_FILE = "crm_admin_api_key"
 DEMO_KEY_FILE = "crm_demo_api_key"
+FUNCTIONS_SETTINGS_KEY_FILE = "functions_settings.key"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -235,6 +236,7 @@ class UpCommand:
         except Exception as exc:  # noqa: BLE001 - a bad CRM_SESSION_KEY or CRM_DATABASE_URL: name the step
             raise StackError(f"could not open crm_server's store to prepare its API keys: "
                              f"{type(exc).__name__}: {exc}") from exc
+        settings_key = ensure_functions_settings_key(options.state_dir)
 
         api_env = child_environment(
             SUPABASE_URL=options.api_url,
@@ -248,6 +250,8 @@ class UpCommand:
             TGCRM_LOCAL_DEMO_USER_EMAIL=DEMO_USER_EMAIL,
             TGCRM_LOCAL_CRM_URL=options.crm_url,
             TGCRM_LOCAL_CRM_API_KEY=demo_key,
+            # The local stack always seals integration secrets, like a configured production host.
+            FUNCTIONS_SETTINGS_KEY=settings_key,
         )
         for name in ("SUPABASE_JWKS_URL", "CRM_SANDBOX_URL", "CRM_SANDBOX_API_KEY"):
             api_env.pop(name, None)
@@ -259,7 +263,7 @@ class UpCommand:
             CRM_ALLOW_PRIVATE_WEBHOOKS="1",
             CRM_LOG_LEVEL=options.log_level,
         )
-        secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key)
+        secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key, settings_key)
         api = ChildService("api", python_module("tgcrm", "serve-api", "--host", options.host, "--port",
                                                 str(options.api_port), "--log-level", options.log_level),
                            api_env, hidden_values=lambda: secrets)
@@ -304,6 +308,34 @@ class UpCommand:
         mode = "the offline Telegram sandbox (login code 12345)" if options.sandbox else "real Telegram"
         report(f"ready: admin page {options.api_url}/admin/ · crm_server on {mode} · Ctrl-C stops everything")
         return stack
+
+
+def ensure_functions_settings_key(state_dir: Path) -> str:
+    """The Fernet key the functions seal integration secrets with: FUNCTIONS_SETTINGS_KEY when the environment sets
+    one (e.g. with --database-url, to read rows another host sealed), else `<state-dir>/functions_settings.key`,
+    created (0600) on the first start. It lives beside the database whose rows it opens: `--fresh` replaces both."""
+    from cryptography.fernet import Fernet
+
+    configured = os.environ.get("FUNCTIONS_SETTINGS_KEY", "").strip()
+    path = state_dir / FUNCTIONS_SETTINGS_KEY_FILE
+    if configured:
+        key, source = configured, "FUNCTIONS_SETTINGS_KEY"
+    else:
+        try:
+            # O_EXCL: written once, never overwritten (a new key would make every sealed row unreadable).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = path.read_text().strip()
+        else:
+            key = Fernet.generate_key().decode()
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key)
+        source = str(path)
+    try:
+        Fernet(key)
+    except ValueError:
+        raise StackError(f"{source} does not hold a Fernet key (32 url-safe base64-encoded bytes)") from None
+    return key
 
 
 async def ensure_crm_keys(options: UpOptions) -> tuple[str, str]:

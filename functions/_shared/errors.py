@@ -188,6 +188,16 @@ class DatabaseError(FunctionError):
         self.pg_code = pg_code
 
 
+class SettingsKeyError(FunctionError):
+    """An integration's secrets were sealed under another FUNCTIONS_SETTINGS_KEY (or none is configured): a
+    server misconfiguration the caller cannot fix, so 500. The message never carries the key or the secret."""
+
+    status_code = 500
+    code = "SETTINGS_KEY_MISMATCH"
+    default_message = ("The integration's secrets were sealed with another settings key; the server's "
+                       "FUNCTIONS_SETTINGS_KEY must be the one they were saved with")
+
+
 class MessageNotStoredError(FunctionError):
     status_code = 500
     code = "MESSAGE_NOT_STORED"

@@ -1,5 +1,5 @@
-"""What one functions process shares across requests: settings, the service-role supabase-py client, the HTTP client
-and the token verifier. Created once (in the host's lifespan), never per request.
+"""What one functions process shares across requests: settings, the service-role supabase-py client, the HTTP client,
+the token verifier and the integration store. Created once (in the host's lifespan), never per request.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from functions._shared.auth import TokenVerifier
 from functions._shared.crm_client import CrmClient
+from functions._shared.integrations import IntegrationStore
+from functions._shared.sealed_settings import SettingsSealer
 from functions._shared.settings import FunctionsSettings
 from functions._shared.types import TelegramCrmSettings
 from functions._shared.wappi_client import WappiClient
@@ -24,6 +26,7 @@ class FunctionsRuntime:
     http: httpx.AsyncClient
     verifier: TokenVerifier
     wappi: WappiClient
+    integrations: IntegrationStore
 
     @classmethod
     async def start(cls, settings: FunctionsSettings) -> FunctionsRuntime:
@@ -34,8 +37,10 @@ class FunctionsRuntime:
         options = AsyncClientOptions(httpx_client=http, auto_refresh_token=False, persist_session=False,
                                      postgrest_client_timeout=settings.http_timeout_seconds)
         db = await acreate_client(settings.supabase_url, settings.supabase_service_role_key, options=options)
+        key = settings.settings_key.get_secret_value() if settings.settings_key else None
         return cls(settings=settings, db=db, http=http, verifier=TokenVerifier(settings, http),
-                   wappi=WappiClient(http, settings.wappi_base_url, timeout=settings.send_timeout_seconds))
+                   wappi=WappiClient(http, settings.wappi_base_url, timeout=settings.send_timeout_seconds),
+                   integrations=IntegrationStore(db, SettingsSealer(key)))
 
     def crm(self, integration_settings: TelegramCrmSettings) -> CrmClient:
         return CrmClient(self.http, integration_settings.crmApiUrl, integration_settings.crmApiKey,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # supabase/config.toml of this repository: where `verify_jwt` per function is read from.
@@ -17,7 +18,9 @@ DEFAULT_SUPABASE_CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "co
 class FunctionsSettings(BaseSettings):
     """Every knob of the functions host; environment names follow Supabase's (SUPABASE_*) and the contract's."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a malformed key or secret must not be echoed by a validation error.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     supabase_url: str = Field(validation_alias=AliasChoices("SUPABASE_URL", "supabase_url"))
     supabase_service_role_key: str = Field(
@@ -32,6 +35,10 @@ class FunctionsSettings(BaseSettings):
     # What crm_server is told to post webhooks to; defaults to SUPABASE_URL (functions live under it on Supabase).
     functions_public_url: str | None = Field(
         None, validation_alias=AliasChoices("FUNCTIONS_PUBLIC_URL", "functions_public_url"))
+    # The Fernet key integration secrets are sealed with in messenger_integrations.settings (sealed_settings.py).
+    # Optional only for hosts that predate it: without it, secrets are stored in clear and a warning says so.
+    settings_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("FUNCTIONS_SETTINGS_KEY", "settings_key"))
     wappi_base_url: str = Field(
         "https://wappi.pro", validation_alias=AliasChoices("WAPPI_BASE_URL", "wappi_base_url"))
     # crmApiUrl must be https; plain http is allowed only to a loopback host, and only when this is on (local stack).
@@ -63,10 +70,22 @@ class FunctionsSettings(BaseSettings):
         return None if value is None else value.strip().rstrip("/")
 
     @field_validator("supabase_jwt_secret", "functions_public_url", "supabase_jwks_url", "crm_sandbox_url",
-                     "crm_sandbox_api_key", mode="before")
+                     "crm_sandbox_api_key", "settings_key", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("settings_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ValueError("must be a Fernet key (32 url-safe base64-encoded bytes)") from None
+        return SecretStr(key)
 
     @property
     def public_url(self) -> str:

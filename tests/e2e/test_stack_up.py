@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import httpx
 import psutil
 import pytest
 
+from functions._shared.sealed_settings import SettingsSealer, is_sealed
 from tests.e2e.stack_process import LOGIN_CODE, StackProcess, hermetic_env
 from tests.helpers.net import free_port
 
@@ -202,6 +204,31 @@ def test_admin_functions_keep_organizations_apart(stack: StackProcess, api: http
     assert anonymous.status_code == 401
 
 
+def test_integration_secrets_are_sealed_with_a_key_kept_in_the_state_folder(stack: StackProcess,
+                                                                           api: httpx.Client) -> None:
+    key_file = stack.state_dir / "functions_settings.key"
+    assert key_file.stat().st_mode & 0o077 == 0
+    # Logging in calls crm_server with the integration's API key, opened from the sealed row.
+    integration_id = connect_and_log_in(api, stack, new_phone())
+    row, settings = asyncio.run(_integration_row(stack.values["DATABASE_URL"], integration_id))
+    opened = SettingsSealer(key_file.read_text().strip()).open(settings)
+    assert opened["crmApiKey"] == stack.values["CRM_DEMO_API_KEY"]
+    assert is_sealed(settings["crmApiKey"]) and is_sealed(settings["secret"])
+    assert opened["crmApiKey"] not in row and opened["secret"] not in row
+
+
+async def _integration_row(dsn: str, integration_id: str) -> tuple[str, dict[str, Any]]:
+    """The messenger_integrations row as PostgreSQL holds it (every column, as text) and its settings."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT row_to_json(i)::text AS row, settings::text AS settings "
+                                  "FROM public.messenger_integrations i WHERE i.id = $1", uuid.UUID(integration_id))
+    finally:
+        await conn.close()
+    assert row is not None
+    return row["row"], json.loads(row["settings"])
+
+
 async def _other_organization_user(dsn: str) -> str:
     organization_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
     conn = await asyncpg.connect(dsn)
@@ -251,6 +278,7 @@ def test_sigint_stops_every_child_and_postgres_and_state_survives_a_restart(stac
                                                                             api: httpx.Client) -> None:
     integration_id = connect_and_log_in(api, stack, new_phone())
     admin_key = stack.values["CRM_API_KEY"]
+    settings_key = (stack.state_dir / "functions_settings.key").read_text()
     tree = stack.descendants()
     assert any("postgres" in " ".join(process.cmdline()) for process in tree)
     assert {"crm_server", "serve-api"} <= {part for process in tree for part in process.cmdline()}
@@ -262,10 +290,12 @@ def test_sigint_stops_every_child_and_postgres_and_state_survives_a_restart(stac
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
-    # Same state folder: same keys, the integration is still there and its account still logged in.
+    # Same state folder: same keys (the sealed settings still open), the integration is still there and its
+    # account still logged in.
     stack.start()
     try:
         assert stack.values["CRM_API_KEY"] == admin_key
+        assert (stack.state_dir / "functions_settings.key").read_text() == settings_key
         with stack.client() as again:
             status = again.get("/functions/v1/telegram-crm-status", params={"integrationId": integration_id})
             assert status.status_code == 200, status.text
@@ -280,5 +310,6 @@ def test_sigint_stops_every_child_and_postgres_and_state_survives_a_restart(stac
             integrations = fresh.get("/rest/v1/messenger_integrations", params={"select": "id"})
             assert integrations.status_code == 200 and integrations.json() == []
         assert stack.values["CRM_API_KEY"] != admin_key
+        assert (stack.state_dir / "functions_settings.key").read_text() != settings_key
     finally:
         assert stack.stop(signal.SIGINT) == 0

@@ -21,8 +21,10 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 
 from functions._shared import signature
+from functions._shared.sealed_settings import SettingsSealer
 from functions._shared.settings import FunctionsSettings
 from functions.host import create_standalone_app
 from supabase_local.keys import user_token
@@ -67,23 +69,27 @@ def crm_admin(crm: CrmServerProcess) -> Iterator[CrmClient]:
 class FunctionsHost:
     url: str  # .../functions/v1
     settings: FunctionsSettings
+    # Opens what the host sealed in messenger_integrations.settings (tests read secrets only the server knows).
+    sealer: SettingsSealer
 
 
 @pytest.fixture(scope="session")
 def functions_host(api_server: str, local_keys: Any, wappi: tuple[WappiStandIn, str]) -> Iterator[FunctionsHost]:
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
+    settings_key = Fernet.generate_key().decode()
     settings = FunctionsSettings(
         supabase_url=api_server, supabase_service_role_key=local_keys.service_role_key,
         supabase_jwt_secret=local_keys.jwt_secret, functions_public_url=public_url, wappi_base_url=wappi[1],
-        crm_allow_http_loopback=True, store_attempts=3, http_timeout_seconds=10, send_timeout_seconds=15)
+        crm_allow_http_loopback=True, store_attempts=3, http_timeout_seconds=10, send_timeout_seconds=15,
+        settings_key=settings_key)
     server = uvicorn.Server(uvicorn.Config(create_standalone_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="functions-host", daemon=True)
     thread.start()
     try:
         wait_http(f"{public_url}/health", expect_status=200)
-        yield FunctionsHost(url=f"{public_url}/functions/v1", settings=settings)
+        yield FunctionsHost(url=f"{public_url}/functions/v1", settings=settings, sealer=SettingsSealer(settings_key))
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -93,6 +99,11 @@ def functions_host(api_server: str, local_keys: Any, wappi: tuple[WappiStandIn, 
 async def http(functions_host: FunctionsHost) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=functions_host.url, timeout=60.0) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def sealer(functions_host: FunctionsHost) -> SettingsSealer:
+    return functions_host.sealer
 
 
 @pytest.fixture(scope="session")
@@ -191,12 +202,19 @@ async def connect_account(http: httpx.AsyncClient, crm: CrmServerProcess, crm_ad
     return Connected(answer["integrationId"], phone, answer["webhookUrl"], answer)
 
 
-async def integration_secret(db: asyncpg.Pool, integration_id: str) -> tuple[str, str]:
+async def stored_settings(db: asyncpg.Pool, sealer: SettingsSealer, integration_id: str) -> dict[str, Any]:
+    """An integration's settings as the functions see them: read from the row, the sealed secrets opened."""
+    settings = await db.fetchval("SELECT settings FROM public.messenger_integrations WHERE id = $1", integration_id)
+    assert settings is not None
+    return sealer.open(settings)
+
+
+async def integration_secret(db: asyncpg.Pool, sealer: SettingsSealer, integration_id: str) -> tuple[str, str]:
     """(webhook_key, secret) of an integration, as only the server side knows them."""
     row = await db.fetchrow("SELECT webhook_key, settings FROM public.messenger_integrations WHERE id = $1",
                             integration_id)
     assert row is not None
-    return row["webhook_key"], row["settings"]["secret"]
+    return row["webhook_key"], sealer.open(row["settings"])["secret"]
 
 
 def webhook_request(secret: str, payload: dict[str, Any], *, signed: bool = True, event_id: str | None = None,

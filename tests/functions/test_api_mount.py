@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 
 from functions._shared.settings import FunctionsSettings
 from functions.host import create_functions_app
@@ -25,7 +26,7 @@ def mounted(database_urls: Any, local_keys: Any) -> Iterator[str]:
     base_url = f"http://127.0.0.1:{port}"
     # FUNCTIONS_PUBLIC_URL unset: webhook URLs are built from SUPABASE_URL, this very app.
     settings = FunctionsSettings(supabase_url=base_url, supabase_service_role_key=local_keys.service_role_key,
-                                 supabase_jwt_secret=local_keys.jwt_secret)
+                                 supabase_jwt_secret=local_keys.jwt_secret, settings_key=Fernet.generate_key().decode())
     app = create_api_app(create_rest_app(database_urls.authenticator, local_keys.jwt_secret),
                          extra_mounts={"/functions/v1": create_functions_app(settings)})
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

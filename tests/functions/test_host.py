@@ -5,11 +5,13 @@ These checks need no database, so they run against the ASGI app in-process.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from functions._shared.settings import FunctionsSettings
 from functions.host import create_functions_app, read_verify_jwt
@@ -25,6 +27,24 @@ async def host() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://functions") as client:
         yield client
     await app.state.runtime_holder.close()
+
+
+def test_without_a_settings_key_the_host_starts_and_warns_once_that_secrets_are_in_clear(
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = FunctionsSettings(supabase_url="http://127.0.0.1:9", supabase_service_role_key="service",
+                                 settings_key=None)
+    with caplog.at_level(logging.WARNING, logger="functions.host"):
+        create_functions_app(settings)
+    warnings = [record.getMessage() for record in caplog.records if record.name == "functions.host"]
+    assert len(warnings) == 1 and "FUNCTIONS_SETTINGS_KEY" in warnings[0] and "in clear" in warnings[0]
+
+
+def test_with_a_settings_key_the_host_starts_without_that_warning(caplog: pytest.LogCaptureFixture) -> None:
+    settings = FunctionsSettings(supabase_url="http://127.0.0.1:9", supabase_service_role_key="service",
+                                 settings_key=Fernet.generate_key().decode())
+    with caplog.at_level(logging.WARNING, logger="functions.host"):
+        create_functions_app(settings)
+    assert not [record for record in caplog.records if "FUNCTIONS_SETTINGS_KEY" in record.getMessage()]
 
 
 def test_verify_jwt_is_read_from_the_projects_config_toml() -> None:

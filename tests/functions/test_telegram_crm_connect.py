@@ -8,8 +8,9 @@ import asyncpg
 import httpx
 import pytest
 
+from functions._shared.sealed_settings import SettingsSealer
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone, run_cli
-from tests.functions.conftest import Organization, connect_account, count, create_wappi_integration
+from tests.functions.conftest import Organization, connect_account, count, create_wappi_integration, stored_settings
 from tests.helpers.net import free_port
 
 MakeOrganization = Callable[[], Awaitable[Organization]]
@@ -21,7 +22,7 @@ def connect_body(crm: CrmServerProcess, **fields: object) -> dict[str, object]:
 
 async def test_connect_registers_the_webhook_and_saves_a_primary_integration(
         http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
-        make_organization: MakeOrganization) -> None:
+        sealer: SettingsSealer, make_organization: MakeOrganization) -> None:
     organization = await make_organization()
     phone = new_phone()
     response = await http.post("/telegram-crm-connect", headers=organization.auth, json={
@@ -34,7 +35,7 @@ async def test_connect_registers_the_webhook_and_saves_a_primary_integration(
     assert crm.admin_key not in response.text and "secret" not in body
 
     row = await db.fetchrow("SELECT * FROM public.messenger_integrations WHERE id = $1", body["integrationId"])
-    settings = row["settings"]
+    settings = sealer.open(row["settings"])
     assert (row["organization_id"], row["provider"], row["name"], row["is_primary"], row["is_enabled"]) == \
         (organization.id, "telegram_crm", "Sales", True, True)
     assert settings["crmApiUrl"] == crm.url and settings["crmApiKey"] == crm.admin_key
@@ -78,17 +79,18 @@ async def test_an_existing_wappi_primary_stays_primary(
 
 async def test_reconnecting_the_same_phone_updates_the_integration_and_keeps_its_webhook(
         http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
-        make_organization: MakeOrganization) -> None:
+        sealer: SettingsSealer, make_organization: MakeOrganization) -> None:
     organization = await make_organization()
     first = await connect_account(http, crm, crm_admin, organization, login=False)
-    _, secret_before = await _key_and_secret(db, first.integration_id)
+    secret_before = (await stored_settings(db, sealer, first.integration_id))["secret"]
     again = await http.post("/telegram-crm-connect", headers=organization.auth,
                             json=connect_body(crm, crmPhoneNumber=first.phone, name="Renamed"))
     assert again.status_code == 200, again.text
     assert again.json()["integrationId"] == first.integration_id
     assert again.json()["webhookUrl"] == first.webhook_url
     assert await count(db, "messenger_integrations", organization.id) == 1
-    name, secret_after = await _name_and_secret(db, first.integration_id)
+    name = await db.fetchval("SELECT name FROM public.messenger_integrations WHERE id = $1", first.integration_id)
+    secret_after = (await stored_settings(db, sealer, first.integration_id))["secret"]
     assert (name, secret_after) == ("Renamed", secret_before)
 
 
@@ -210,13 +212,3 @@ async def test_another_organizations_integration_cannot_be_updated(
     assert row["organization_id"] == owner.id
     assert row["settings"]["crmPhoneNumber"] == connected.phone
 
-
-async def _key_and_secret(db: asyncpg.Pool, integration_id: str) -> tuple[str, str]:
-    row = await db.fetchrow("SELECT webhook_key, settings FROM public.messenger_integrations WHERE id = $1",
-                            integration_id)
-    return row["webhook_key"], row["settings"]["secret"]
-
-
-async def _name_and_secret(db: asyncpg.Pool, integration_id: str) -> tuple[str, str]:
-    row = await db.fetchrow("SELECT name, settings FROM public.messenger_integrations WHERE id = $1", integration_id)
-    return row["name"], row["settings"]["secret"]

@@ -48,10 +48,10 @@ class Hook:
 
 @pytest.fixture
 async def hook(http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
-               make_organization: MakeOrganization) -> Hook:
+               functions_host: FunctionsHost, make_organization: MakeOrganization) -> Hook:
     organization = await make_organization()
     connected = await connect_account(http, crm, crm_admin, organization, login=False)
-    key, secret = await integration_secret(db, connected.integration_id)
+    key, secret = await integration_secret(db, functions_host.sealer, connected.integration_id)
     return Hook(organization, connected.integration_id, connected.phone, key, secret)
 
 
@@ -312,7 +312,7 @@ def malformed_hook(crm: CrmServerProcess, local_keys: object, functions_host: Fu
             row = await connection.fetchrow(
                 "SELECT webhook_key, settings::text FROM public.messenger_integrations WHERE id = $1", integration_id)
             return Hook(organization, integration_id, phone, row["webhook_key"],
-                        json.loads(row["settings"])["secret"])
+                        functions_host.sealer.open(json.loads(row["settings"]))["secret"])
         finally:
             await connection.close()
 

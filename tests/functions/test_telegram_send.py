@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
+from functions._shared.sealed_settings import SettingsSealer
 from tests.crm_server.server_process import CrmClient, CrmServerProcess
 from tests.functions.conftest import (
     Organization,
@@ -125,7 +126,7 @@ async def test_telegram_crm_integrations_send_through_the_server(
 
 async def test_the_integration_that_received_the_last_incoming_message_answers(
         http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
-        wappi_standin: WappiStandIn, make_organization: MakeOrganization) -> None:
+        sealer: SettingsSealer, wappi_standin: WappiStandIn, make_organization: MakeOrganization) -> None:
     organization = await make_organization()
     primary = await connect_account(http, crm, crm_admin, organization)  # telegram_crm, primary
     wappi_id, profile_id = await wappi_integration(db, wappi_standin, organization)
@@ -145,7 +146,7 @@ async def test_the_integration_that_received_the_last_incoming_message_answers(
     assert [m["body"] for m in wappi_standin.sent_by(profile_id)] == ["from wappi"]
 
     # Now they wrote to the crm_server account (through its webhook): the reply follows them back.
-    key, secret = await integration_secret(db, primary.integration_id)
+    key, secret = await integration_secret(db, sealer, primary.integration_id)
     body, headers = webhook_request(secret, full_payload(organization.id, primary.phone, from_id=user_id,
                                                          text="hi crm", message_id=77))
     assert (await http.post(f"/telegram-crm-webhook?key={key}", content=body, headers=headers)).status_code == 200

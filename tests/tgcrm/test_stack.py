@@ -9,9 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tgcrm.stack import ChildService, RestartBudget, StackError, child_environment
-from tgcrm.up_command import LOCK_FILE, UpOptions, claim_state_dir, port_problem
+from tgcrm.up_command import (
+    FUNCTIONS_SETTINGS_KEY_FILE,
+    LOCK_FILE,
+    UpOptions,
+    claim_state_dir,
+    ensure_functions_settings_key,
+    port_problem,
+)
 from tests.helpers.net import free_port
 
 
@@ -64,6 +72,28 @@ def test_fresh_empties_a_state_folder_and_a_second_stack_is_refused(tmp_path: Pa
             claim_state_dir(state, fresh=False)
     finally:
         lock.close()
+
+
+def test_the_functions_settings_key_is_made_once_and_kept_private(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FUNCTIONS_SETTINGS_KEY", raising=False)
+    key = ensure_functions_settings_key(tmp_path)
+    Fernet(key)
+    key_file = tmp_path / FUNCTIONS_SETTINGS_KEY_FILE
+    assert key_file.read_text() == key and key_file.stat().st_mode & 0o777 == 0o600
+    # The next start opens what the first one sealed.
+    assert ensure_functions_settings_key(tmp_path) == key
+
+
+def test_a_configured_functions_settings_key_wins_and_a_broken_file_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    configured = Fernet.generate_key().decode()
+    monkeypatch.setenv("FUNCTIONS_SETTINGS_KEY", configured)
+    assert ensure_functions_settings_key(tmp_path) == configured
+    monkeypatch.delenv("FUNCTIONS_SETTINGS_KEY")
+    (tmp_path / FUNCTIONS_SETTINGS_KEY_FILE).write_text("garbage")
+    with pytest.raises(StackError, match=FUNCTIONS_SETTINGS_KEY_FILE):
+        ensure_functions_settings_key(tmp_path)
 
 
 def _options(api_port: int, crm_port: int, db_port: int) -> UpOptions:

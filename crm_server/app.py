@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -88,13 +90,20 @@ async def start_state(settings: ServerSettings) -> AppState:
         # Before any TelegramClient is built: clients pick their sender class at construction.
         install(world)
     metrics = ServerMetrics()
-    # One client for every webhook post: pooled connections, bounded, with timeouts.
+    # The process's shared HTTP client (pooled, bounded, with timeouts); webhook posts use one client per lane.
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.webhook_timeout_seconds),
         limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2,
                             max_keepalive_connections=settings.webhook_concurrency),
         follow_redirects=False,
     )
+
+    def lane_client() -> httpx.AsyncClient:
+        # One per concurrent lane (see WebhookDelivery): two connections, one kept alive between lanes.
+        return httpx.AsyncClient(timeout=httpx.Timeout(settings.webhook_timeout_seconds),
+                                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+                                 follow_redirects=False)
+
     delivery = WebhookDelivery(
         store.outbox,
         store.webhooks,
@@ -106,6 +115,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         ),
         DeliverySettings(concurrency=settings.webhook_concurrency, lease_seconds=settings.webhook_lease_seconds),
         observers=[metrics.observe_delivery],
+        client_factory=lane_client,
     )
     manager = AccountManager(store, settings)
     manager.incoming_handler = IncomingListener(
@@ -150,16 +160,27 @@ async def _housekeeping(state: AppState) -> None:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
+@functools.cache
+def _openapi_json(sandbox: bool) -> bytes:
+    # Building the description from the models takes ~20 ms of CPU; it never changes while the process runs.
+    return json.dumps(build_openapi(sandbox=sandbox)).encode()
+
+
+@functools.cache
+def _docs_html(sandbox: bool) -> str:
+    return render_docs(build_openapi(sandbox=sandbox))
+
+
 async def openapi_json(request: Request) -> Response:
     state: AppState = request.app.state.crm
     await state.authenticator.authenticate(request)
-    return JSONResponse(build_openapi(sandbox=state.settings.sandbox))
+    return Response(_openapi_json(state.settings.sandbox), media_type="application/json")
 
 
 async def docs(request: Request) -> Response:
     state: AppState = request.app.state.crm
     await state.authenticator.authenticate(request)
-    return HTMLResponse(render_docs(build_openapi(sandbox=state.settings.sandbox)))
+    return HTMLResponse(_docs_html(state.settings.sandbox))
 
 
 def _count_error(request: Request, error: errors.CrmError) -> None:

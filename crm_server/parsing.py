@@ -50,7 +50,8 @@ async def parse_body(request: Request, model: type[Model]) -> Model:
         raise MalformedBodyError("A JSON object body is required", field="body")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's recursion limit is refused like any bad JSON.
         raise MalformedBodyError("The body is not valid JSON", field="body") from None
     if not isinstance(data, dict):
         raise MalformedBodyError("The body must be a JSON object", field="body")

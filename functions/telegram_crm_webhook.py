@@ -18,6 +18,7 @@ from functions._shared.runtime import runtime_of
 from functions._shared.types import WebhookPayload, WebhookResponse, parse_json_object, validate_model
 
 NOTIFICATION_PREVIEW_LENGTH = 200
+MAX_WEBHOOK_KEY_LENGTH = 200
 
 
 async def handler(request: Request) -> JSONResponse:
@@ -29,7 +30,8 @@ async def handler(request: Request) -> JSONResponse:
     raw_body = await request.body()
 
     # authorize: the integration's key, then its secret, then (when signed) the signature
-    integration = await runtime.integrations.find_by_webhook_key(webhook_key) if webhook_key else None
+    integration = (await runtime.integrations.find_by_webhook_key(webhook_key)
+                   if _could_be_a_webhook_key(webhook_key) else None)
     if integration is None or not integration.is_enabled:
         raise IntegrationNotFoundError("Unknown or disabled webhook key")
     secret = str(integration.settings.get("secret") or "")
@@ -86,3 +88,9 @@ async def handler(request: Request) -> JSONResponse:
     # respond
     return JSONResponse(WebhookResponse(messageId=result.message_id, clientId=result.client_id,
                                         duplicate=result.duplicate).model_dump())
+
+
+def _could_be_a_webhook_key(value: str) -> bool:
+    """Keys are printable ASCII; anything else (a NUL byte, which PostgreSQL refuses outright) is simply unknown,
+    rather than a database error the sender would retry."""
+    return 0 < len(value) <= MAX_WEBHOOK_KEY_LENGTH and value.isascii() and value.isprintable()

@@ -29,7 +29,11 @@ def create_engine(url: str) -> AsyncEngine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Several processes may share one SQLite file (a second server, `tgcrm keys create`):
     # WAL lets readers run beside a writer and busy_timeout waits for a lock instead of failing.
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # Inside one process a single connection: SQLite has one writer anyway, and with a pool of them the delivery
+    # worker's writes and the listener's outbox inserts fought over the file lock through busy_timeout's sleeping
+    # backoff (an insert waited 80 ms on average, seconds at worst). One connection queues them in asyncio instead.
+    # Every store method uses its connection only inside its own `async with`, so nothing waits for a second one.
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

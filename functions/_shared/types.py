@@ -371,12 +371,28 @@ class SentMessage(BaseModel):
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(body or b"null", object_hook=_without_nul_characters)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's recursion limit is refused like any bad JSON.
         raise MalformedBodyError("The request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise MalformedBodyError()
     return data
+
+
+def _without_nul_characters(data: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL text cannot hold U+0000: every string of a request loses its NUL characters here, at the edge,
+    instead of failing as a database error after the work is done (a sent message left unstored, a webhook the
+    sender retries for a day). They carry no meaning in a chat message or a name."""
+    return {_strip_nul(key): _strip_nul(value) for key, value in data.items()}
+
+
+def _strip_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_strip_nul(item) for item in value]
+    return value
 
 
 def validate_model(model: type[ModelT], data: dict[str, Any], context: dict[str, Any] | None = None) -> ModelT:

@@ -132,7 +132,8 @@ async def read_json(request: Request, empty: object = None) -> tuple[Any, str]:
     try:
         text = raw.decode("utf-8")
         return json.loads(text), text
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's recursion limit is refused like any bad JSON.
         raise bad_body("Empty or invalid json") from exc
 
 

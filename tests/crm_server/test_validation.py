@@ -206,6 +206,14 @@ def test_a_body_that_is_not_a_json_object_gets_400_naming_the_body(
     assert body["success"] is False and body["code"] == "VALIDATION_ERROR" and body["field"] == "body"
 
 
+def test_json_nested_deeper_than_the_parser_allows_is_400_not_500(admin: CrmClient) -> None:
+    # Found by the reliability fuzzer: json.loads raised RecursionError, which became a 500.
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    response = admin.post("/telegram/send", content=deep, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "body"
+
+
 def test_a_bad_idempotency_key_is_named(admin: CrmClient) -> None:
     response = admin.post(
         "/telegram/send",

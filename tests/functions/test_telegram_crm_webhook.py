@@ -180,6 +180,24 @@ async def test_an_unknown_or_missing_key_is_404(http: httpx.AsyncClient, hook: H
         assert response.json()["code"] == "INTEGRATION_NOT_FOUND"
 
 
+async def test_a_key_with_a_nul_byte_is_404_not_a_database_error(http: httpx.AsyncClient, hook: Hook) -> None:
+    # Found by the reliability fuzzer: PostgreSQL refused the NUL in the lookup, answered as a retryable 503.
+    body, headers = webhook_request(hook.secret, hook.payload())
+    response = await http.post("/telegram-crm-webhook", params={"key": hook.key + "\x00"}, content=body,
+                               headers=headers)
+    assert response.status_code == 404 and response.json()["code"] == "INTEGRATION_NOT_FOUND"
+
+
+async def test_nul_characters_in_a_message_are_dropped_and_the_message_stored(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    # Found by the reliability fuzzer: PostgreSQL text cannot hold U+0000; the webhook answered 503 for ever.
+    response = await post(http, hook, hook.payload(text="nul\x00 inside", from_first_name="A\x00na"))
+    assert response.status_code == 200, response.text
+    row = await db.fetchrow("SELECT message_text, sender_name FROM public.chat_messages WHERE id = $1",
+                            response.json()["messageId"])
+    assert (row["message_text"], row["sender_name"]) == ("nul inside", "Ana Petrov")
+
+
 async def test_a_disabled_integration_is_404(http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
     await db.execute("UPDATE public.messenger_integrations SET is_enabled = false WHERE id = $1", hook.integration_id)
     response = await post(http, hook, hook.payload())

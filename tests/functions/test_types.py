@@ -31,6 +31,18 @@ def test_a_body_that_is_not_a_json_object_is_400(body: bytes) -> None:
     assert caught.value.status_code == 400
 
 
+def test_json_nested_deeper_than_the_parser_allows_is_400() -> None:
+    # Found by the reliability fuzzer: json.loads raised RecursionError, which became a 500.
+    with pytest.raises(MalformedBodyError):
+        parse_json_object(b'{"a":' * 5000 + b"1" + b"}" * 5000)
+
+
+def test_nul_characters_are_dropped_from_every_string_of_a_body() -> None:
+    # PostgreSQL text cannot hold U+0000; found by the reliability fuzzer as database errors after the work.
+    assert parse_json_object(b'{"te\\u0000xt": "a\\u0000b", "list": ["\\u0000", {"x": "y\\u0000"}]}') == {
+        "text": "ab", "list": ["", {"x": "y"}]}
+
+
 @pytest.mark.parametrize(("fields", "field"), [
     ({"crmApiUrl": "ftp://crm.example.com"}, "crmApiUrl"),
     ({"crmApiUrl": "http://crm.example.com"}, "crmApiUrl"),

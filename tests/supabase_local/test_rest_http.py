@@ -116,3 +116,13 @@ async def test_api_key_may_come_in_the_url(api_server: str, local_keys: LocalKey
         response = await http.get(f"{api_server}/rest/v1/clients",
                                   params={"select": "id", "limit": "1", "apikey": local_keys.service_role_key})
     assert response.status_code == 200 and len(response.json()) == 1
+
+
+async def test_json_nested_deeper_than_the_parser_allows_is_400(api_server: str, local_keys: LocalKeys) -> None:
+    # Found by the reliability fuzzer: json.loads raised RecursionError, which became a 500.
+    headers = {"apikey": local_keys.service_role_key, "Authorization": f"Bearer {local_keys.service_role_key}",
+               "Content-Type": "application/json"}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{api_server}/rest/v1/clients", headers=headers,
+                                   content=b'{"a":' * 5000 + b"1" + b"}" * 5000)
+    assert response.status_code == 400, response.text

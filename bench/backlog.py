@@ -1,0 +1,162 @@
+"""Backlog: `messages` deliveries pending in crm_server's outbox (across `chats` chats) while the receiver is down,
+then drained once it is back — rows/s from the moment it answers again until the last one arrived.
+
+Two receivers: a receiver that costs nothing (crm_server's delivery alone), and the real telegram-crm-webhook
+function storing into PostgreSQL (the whole inbound tail). The rows are written into the outbox directly, as the
+listener writes them, so filling the backlog takes seconds instead of a burst through the sandbox.
+
+Run alone: `python -m bench.backlog [--messages 10000] [--runs 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.common import BenchResult, figure
+from bench.receiver import FastReceiver
+
+TARGET_ROWS_PER_S = 2000.0
+PROJECT = "bench-backlog"
+
+
+@dataclass(frozen=True)
+class BacklogConfig:
+    messages: int = 10_000
+    chats: int = 50
+    function_messages: int = 2_000
+    runs: int = 3
+
+
+SMALLEST = BacklogConfig(messages=200, chats=5, function_messages=50, runs=1)
+
+
+def crm_env() -> dict[str, str]:
+    from tests.reliability.stack import CRM_ENV
+
+    # Retries capped at 1 s: the drain starts within a second of the receiver's return, not at a 15-min backoff.
+    return {**CRM_ENV, "CRM_LOG_LEVEL": "warning"}
+
+
+async def fill_outbox(state_dir: Path, project_id: str, phone: str, messages: int, chats: int) -> None:
+    """`messages` incoming messages in the outbox, as the listener would have written them."""
+    from crm_server.incoming import IncomingMessage
+    from crm_server.settings import ServerSettings, load_session_key
+    from crm_server.store import Store
+
+    settings = ServerSettings(state_dir=state_dir, sandbox=True)
+    store = await Store.open(settings.resolved_database_url, load_session_key(settings))
+    try:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        events = [IncomingMessage(project_id=project_id, account_phone=phone, chat_id=700_000_000 + index % chats,
+                                  message_id=index + 1, from_id=700_000_000 + index % chats,
+                                  from_username=f"backlog{index % chats}", from_first_name="Backlog",
+                                  from_last_name=None, from_phone=None, text=f"backlog message {index}",
+                                  date=now).outbox_event() for index in range(messages)]
+        for start in range(0, messages, 500):
+            await store.outbox.enqueue(events[start:start + 500])
+    finally:
+        await store.close()
+
+
+def _pending(url: str) -> int:
+    return int(httpx.get(f"{url}/health", timeout=10).json()["outbox_pending"])
+
+
+def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int) -> float:
+    from tests.crm_server.server_process import CrmServerProcess, new_phone
+
+    with FastReceiver() as receiver:
+        crm = CrmServerProcess(workdir / f"fast-{run}", env=crm_env(), name="backlog").start()
+        phone = new_phone()
+        try:
+            response = httpx.post(f"{crm.url}/integration/lovable/connect", headers={"X-API-Key": crm.admin_key or ""},
+                                  json={"project_id": PROJECT, "phone": phone, "webhook_url": receiver.url,
+                                        "secret": "bench-backlog-secret"}, timeout=30)
+            response.raise_for_status()
+            crm.stop()
+            asyncio.run(fill_outbox(crm.state_dir, PROJECT, phone, config.messages, config.chats))
+            receiver.available = False
+            crm.start()
+            assert _pending(crm.url) == config.messages
+            time.sleep(1.5)  # every lane has failed at least once and waits for its retry
+            receiver.available = True
+            seconds = receiver.wait_for(config.messages, timeout=600)
+        finally:
+            crm.stop()
+    return config.messages / seconds
+
+
+def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int) -> float:
+    """The same backlog into PostgreSQL through the API process, which is stopped while the backlog waits."""
+    from tests.reliability.stack import start_reliability_stack, stop_reliability_stack
+
+    stack = start_reliability_stack(workdir / f"function-{run}", crm_env={"CRM_LOG_LEVEL": "warning"})
+    try:
+        async def prepare() -> tuple[str, str]:
+            tenant = await stack.tenant("Bench backlog")
+            account = await stack.connect_account(tenant)
+            await stack.close()
+            return tenant.organization_id, account.phone
+
+        organization_id, phone = asyncio.run(prepare())
+        stack.api.stop()
+        stack.crm.stop()
+        asyncio.run(fill_outbox(stack.crm.state_dir, organization_id, phone, config.function_messages, config.chats))
+        stack.crm.start()
+        time.sleep(1.5)
+        stack.api.start()
+        back = time.monotonic()
+
+        async def wait() -> int:
+            try:
+                return await stack.wait_for_incoming(organization_id, config.function_messages, timeout=900)
+            finally:
+                await stack.close()
+
+        stored = asyncio.run(wait())
+        seconds = time.monotonic() - back - 1.0  # wait_for_incoming lingers 1 s to catch late duplicates
+        if stored != config.function_messages:
+            raise RuntimeError(f"{stored} of {config.function_messages} rows stored")
+    finally:
+        stop_reliability_stack(stack)
+    return config.function_messages / seconds
+
+
+def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) -> BenchResult:
+    fast: list[float] = []
+    function: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-backlog-", dir=workdir) as directory:
+        for index in range(config.runs):
+            fast.append(drain_to_fast_receiver(Path(directory), config, index))
+        for index in range(config.runs):
+            function.append(drain_through_the_function(Path(directory), config, index))
+    result = BenchResult("backlog", config={"messages": config.messages, "chats": config.chats,
+                                            "function_messages": config.function_messages, "runs": config.runs})
+    result.add(figure(f"{config.messages} pending → fast receiver", "rows/s", fast, at_least=TARGET_ROWS_PER_S))
+    result.add(figure(f"{config.function_messages} pending → webhook function → PostgreSQL", "rows/s", function))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=BacklogConfig.messages)
+    parser.add_argument("--function-messages", type=int, default=BacklogConfig.function_messages)
+    parser.add_argument("--runs", type=int, default=BacklogConfig.runs)
+    args = parser.parse_args()
+    from bench.common import summary_table
+
+    result = run(BacklogConfig(messages=args.messages, function_messages=args.function_messages, runs=args.runs))
+    print(summary_table([result]))
+    print(result.json_line())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""What every bench shares: figures summarised over repeated runs (median, min, max), percentiles, the summary
+table and the one JSON line per bench.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty sample."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured quantity over repeated runs."""
+
+    name: str
+    unit: str
+    runs: tuple[float, ...]
+    # What the issue asks of it, as text for the table ("≥ 1000"), and whether the median meets it.
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    @property
+    def low(self) -> float:
+        return min(self.runs)
+
+    @property
+    def high(self) -> float:
+        return max(self.runs)
+
+    def as_json(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {"median": _round(self.median), "min": _round(self.low), "max": _round(self.high),
+                                   "unit": self.unit, "runs": [_round(value) for value in self.runs]}
+        if self.target:
+            summary.update(target=self.target, met=self.met)
+        return summary
+
+
+def figure(name: str, unit: str, runs: Sequence[float], *, at_least: float | None = None,
+           at_most: float | None = None) -> Figure:
+    """A figure, judged against a target when the issue sets one."""
+    runs = tuple(float(value) for value in runs)
+    median = statistics.median(runs)
+    if at_least is not None:
+        return Figure(name, unit, runs, f">= {at_least:g}", median >= at_least)
+    if at_most is not None:
+        return Figure(name, unit, runs, f"<= {at_most:g}", median <= at_most)
+    return Figure(name, unit, runs)
+
+
+@dataclass
+class BenchResult:
+    bench: str
+    figures: list[Figure] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, item: Figure) -> Figure:
+        self.figures.append(item)
+        return item
+
+    def json_line(self) -> str:
+        return json.dumps({"bench": self.bench, "config": self.config,
+                           "figures": {item.name: item.as_json() for item in self.figures},
+                           **({"notes": self.notes} if self.notes else {})}, ensure_ascii=False)
+
+
+def repeat(runs: int, measure: Callable[[int], dict[str, float]]) -> dict[str, list[float]]:
+    """Call `measure(run_index)` `runs` times; returns each measured name's values across runs."""
+    collected: dict[str, list[float]] = {}
+    for index in range(runs):
+        for name, value in measure(index).items():
+            collected.setdefault(name, []).append(value)
+    return collected
+
+
+def summary_table(results: Sequence[BenchResult]) -> str:
+    header = ("bench", "figure", "median", "min", "max", "unit", "target", "")
+    rows = [header]
+    for result in results:
+        for item in result.figures:
+            verdict = "" if item.met is None else ("ok" if item.met else "MISSED")
+            rows.append((result.bench, item.name, _text(item.median), _text(item.low), _text(item.high), item.unit,
+                         item.target, verdict))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = []
+    for position, row in enumerate(rows):
+        lines.append("  ".join(cell.rjust(width) if column in (2, 3, 4) else cell.ljust(width)
+                               for column, (cell, width) in enumerate(zip(row, widths))).rstrip())
+        if position == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _round(value: float) -> float:
+    return round(value, 3) if abs(value) < 100 else round(value, 1)
+
+
+def _text(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"

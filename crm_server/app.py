@@ -10,15 +10,17 @@ import contextlib
 import functools
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+import certifi
 import httpx
 
 from crm_server import api, deliveries, errors, sandbox_control
@@ -36,6 +38,7 @@ from crm_server.telegram import AccountManager
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 3600
+STOP_DRAIN_SECONDS = 10.0  # at shutdown, how long buffered incoming messages may take to reach the outbox
 
 
 def create_app(settings: ServerSettings) -> Starlette:
@@ -98,11 +101,14 @@ async def start_state(settings: ServerSettings) -> AppState:
         follow_redirects=False,
     )
 
+    # Built once: loading the CA bundle costs ~15 ms of CPU, and every lane client would do it again.
+    tls = ssl.create_default_context(cafile=certifi.where())
+
     def lane_client() -> httpx.AsyncClient:
         # One per concurrent lane (see WebhookDelivery): two connections, one kept alive between lanes.
         return httpx.AsyncClient(timeout=httpx.Timeout(settings.webhook_timeout_seconds),
                                  limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
-                                 follow_redirects=False)
+                                 follow_redirects=False, verify=tls)
 
     delivery = WebhookDelivery(
         store.outbox,
@@ -119,7 +125,7 @@ async def start_state(settings: ServerSettings) -> AppState:
     )
     manager = AccountManager(store, settings)
     manager.incoming_handler = IncomingListener(
-        store.outbox, delivery.wake, on_enqueued=lambda added: metrics.incoming.inc(added)
+        store.outbox, delivery.wake, on_enqueued=lambda added: metrics.incoming.inc(added), feed=delivery
     )
     metrics.watch_connected(manager.connected_count)
     await delivery.start()
@@ -139,6 +145,12 @@ async def start_state(settings: ServerSettings) -> AppState:
 async def stop_state(state: AppState) -> None:
     # Accounts first: no new message is enqueued once the worker stops.
     await state.manager.stop()
+    listener = state.manager.incoming_handler
+    if isinstance(listener, IncomingListener):
+        # What the listener still buffers goes to the outbox now; if the store is down it is fetched again at the
+        # next start (the saved update state is behind it).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listener.drain(), STOP_DRAIN_SECONDS)
     await state.delivery.stop()
     await state.http.aclose()
     await state.store.close()

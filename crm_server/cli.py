@@ -89,10 +89,10 @@ async def serve(settings: ServerSettings) -> int:
     finally:
         await store.close()
 
-    print(f"CRM_URL={settings.public_url}", flush=True)
+    announce(f"CRM_URL={settings.public_url}")
     if admin_key is not None:
         # Printed once, on the first start: only its hash is stored.
-        print(f"CRM_API_KEY={admin_key}", flush=True)
+        announce(f"CRM_API_KEY={admin_key}")
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -106,9 +106,16 @@ async def serve(settings: ServerSettings) -> int:
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)
     if server.started:
-        print("READY", flush=True)
+        announce("READY")
     await serving
     return 0 if server.started else 1
+
+
+def announce(line: str) -> None:
+    """A line for whoever started us (NAME=value, READY) in one write: unbuffered (`python -u`), print() writes the
+    text and the newline separately, and a log line from another thread landing between them hid READY."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -3,16 +3,24 @@
 Each chat is a lane: the worker leases its head row and the rows behind it, posts them one by one, and stops the
 lane at the first retryable failure, so a chat's later messages wait behind its failing head while other chats
 keep flowing. Delivery is at-least-once: a crash between a post and its bookkeeping re-sends the same event id.
+
+A lane whose lease took every pending row of its chat stays open for a moment after its last post: the listener
+then inserts that chat's new messages already leased to it and hands them over in memory (`claim`, `hand_over`),
+so a busy chat costs no read of the outbox per message. Delivered rows are recorded for all lanes together, a few
+times a second; until then they keep their lease, so no worker takes them again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -23,14 +31,24 @@ from crm_server.webhook_signature import delivery_headers
 
 log = logging.getLogger("crm_server.delivery")
 
+# A closing lane waits this long for rows claimed for it (an INSERT in flight); later ones are released instead.
+CLAIM_WAIT_SECONDS = 5.0
+# Backoff while the store refuses to record delivered rows: they keep their lease meanwhile.
+RECORD_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    concurrency: int = 32  # lanes (chats) posting at once
-    lane_batch: int = 200  # rows leased per lane at a time
+    concurrency: int = 64  # lanes (chats) open at once
+    lane_batch: int = 200  # rows a lane takes per tenure; past it the chat gives its slot back
     lease_seconds: float = 120.0
     idle_poll_seconds: float = 1.0  # longest sleep when nothing is due and nobody wakes us
-    flush_every: int = 50  # delivered rows recorded per write; a crash re-sends at most this many per lane
+    # An emptied lane waits this long for the listener's next message of its chat before giving its slot back.
+    linger_seconds: float = 0.25
+    record_every_seconds: float = 0.02  # delivered rows of all lanes are recorded in one write per period
+    # After a wake-up, wait this long before looking for due lanes: the wake-ups of a burst (every new message,
+    # every finished lane) then share one query, and a chat's messages of those milliseconds share one lease.
+    gather_seconds: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,21 @@ class DeliveryResult:
     verdict: Verdict
     latency: float
     status: int | None
+
+
+@dataclass(eq=False)
+class LaneRun:
+    """One lane's tenure in this worker."""
+
+    lane: Lane
+    rows: deque[OutboxRow] = field(default_factory=deque)  # held (leased to us), not posted yet
+    open: bool = False  # takes the listener's new rows: its lease took every pending row of the chat
+    tainted: bool = False  # a row came before it could take it: rows may sit behind ours unleased, never open
+    claims: int = 0  # rows claimed for us whose INSERT has not returned yet
+    taken: int = 0  # rows held this tenure
+    closed: bool = False  # gave back what it held: a late hand-over is released, not posted
+    lease_until: float = 0.0
+    fed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class WebhookDelivery:
@@ -66,13 +99,67 @@ class WebhookDelivery:
         self._settings = settings or DeliverySettings()
         self._observers = observers or []
         self._owner = uuid.uuid4().hex
-        self._lanes: dict[Lane, asyncio.Task[None]] = {}
+        self._lanes: dict[Lane, LaneRun] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._delivered: list[tuple[int, int]] = []  # (row id, status) posted, not recorded yet
+        self._recorder: asyncio.Task[None] | None = None
+        self._closed_since_record = False
+        self._fed = False  # a listener hands rows over: lanes linger for them (without one, lingering is idle)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """New rows were enqueued (or a webhook re-registered): look now instead of at the next poll."""
         self._wakeup.set()
+
+    def enqueued(self, lanes: set[Lane]) -> None:
+        """New rows no run took: look for due lanes now, unless every one of these chats has a run here already
+        (it wakes us when it ends, and a look now would only scan the outbox for nothing)."""
+        if any(lane not in self._lanes for lane in lanes):
+            self._wakeup.set()
+
+    # --- the listener's side: new rows of open lanes are handed over in memory -------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """This worker's lease owner id: rows inserted for an open run carry it."""
+        return self._owner
+
+    def claim(self, lane: Lane, rows: int = 1) -> LaneRun | None:
+        """Reserve the next `rows` new rows of `lane` for its open run (insert them leased until
+        `run.lease_until`), or None.
+
+        Refusing is for good (the run closes): once a row of the chat is inserted unleased, every later one must
+        wait behind it, in the table, for the next tenure.
+        """
+        self._fed = True
+        run = self._lanes.get(lane)
+        if run is None:
+            return None
+        if not run.open or run.taken + run.claims >= self._settings.lane_batch:
+            run.open = False
+            run.tainted = True
+            return None
+        run.claims += rows
+        return run
+
+    def hand_over(self, run: LaneRun, rows: list[OutboxRow], claimed: int) -> None:
+        """The claimed rows are committed (`rows`: those that were new; a redelivered message is not)."""
+        run.claims -= claimed
+        if run.closed:  # it stopped waiting (shutdown): the rows are due again once their lease is released
+            if rows:
+                self._spawn(self._outbox.release([row.id for row in rows], self._owner), "outbox-release")
+            return
+        run.rows.extend(rows)
+        run.taken += len(rows)
+        run.fed.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="webhook-delivery")
@@ -81,10 +168,15 @@ class WebhookDelivery:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        lanes = list(self._lanes.values())
-        for lane in lanes:
-            lane.cancel()
-        await asyncio.gather(*lanes, return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._recorder is not None:
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
+        with contextlib.suppress(Exception):  # what is not recorded now is posted again after the restart
+            await self._record(self._take_delivered())
         clients, self._clients, self._idle_clients = self._clients, [], []
         await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
 
@@ -101,6 +193,8 @@ class WebhookDelivery:
         if self._client_factory is not None:
             self._idle_clients.append(client)
 
+    # --- scheduling ------------------------------------------------------------------------------------------------
+
     async def _run(self) -> None:
         while True:
             try:
@@ -110,18 +204,26 @@ class WebhookDelivery:
             except Exception:  # the store may be briefly unavailable; the next round tries again
                 log.exception("delivery round failed")
             await self._sleep_until_due()
+            if self._settings.gather_seconds:
+                await asyncio.sleep(self._settings.gather_seconds)
+                self._wakeup.clear()  # the wake-ups of these milliseconds are answered by the round about to run
 
     async def _fill_lanes(self) -> None:
         free = self._settings.concurrency - len(self._lanes)
         if free <= 0:
             return
         for lane in await self._outbox.due_lanes(time.time(), free, set(self._lanes)):
-            task = asyncio.create_task(self._drain(lane), name=f"lane-{lane.chat_id}")
-            self._lanes[lane] = task
-            task.add_done_callback(lambda _task, lane=lane: self._lane_done(lane))
+            run = LaneRun(lane)
+            self._lanes[lane] = run
+            task = asyncio.create_task(self._drain(run), name=f"lane-{lane.chat_id}")
+            self._tasks.add(task)
+            task.add_done_callback(lambda task, run=run: self._lane_done(run, task))
 
-    def _lane_done(self, lane: Lane) -> None:
-        self._lanes.pop(lane, None)
+    def _lane_done(self, run: LaneRun, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._lanes.get(run.lane) is run:
+            del self._lanes[run.lane]
+        self._closed_since_record = True
         self._wakeup.set()  # a slot is free: the next lane may be due
 
     async def _sleep_until_due(self) -> None:
@@ -142,65 +244,129 @@ class WebhookDelivery:
             pass
         self._wakeup.clear()
 
-    async def _drain(self, lane: Lane) -> None:
+    # --- one lane --------------------------------------------------------------------------------------------------
+
+    async def _drain(self, run: LaneRun) -> None:
         settings = self._settings
-        lease_until = time.time() + settings.lease_seconds
-        rows = await self._outbox.lease(lane, self._owner, lease_until, settings.lane_batch)
+        lane = run.lane
+        run.lease_until = time.time() + settings.lease_seconds
+        rows = await self._outbox.lease(lane, self._owner, run.lease_until, settings.lane_batch)
+        run.rows.extend(rows)
+        run.taken = len(rows)
         if not rows:
             return
-        webhook = await self._webhooks.get(lane.project_id, lane.phone)
-        http = self._take_client()
-        delivered: list[int] = []
-        # Rows whose outcome is written (delivered, retry scheduled, dead): their lease is cleared with it.
-        settled: set[int] = set()
-        last_status = 200
-        position = 0
-
-        async def flush_delivered() -> None:
-            nonlocal delivered
-            await self._outbox.mark_delivered(delivered, last_status, time.time())
-            settled.update(delivered)
-            delivered = []
-
+        http: httpx.AsyncClient | None = None
         try:
+            webhook = await self._webhooks.get(lane.project_id, lane.phone)
             if webhook is None or not webhook.enabled:
                 return
-            for position, row in enumerate(rows):
-                if time.time() > lease_until - settings.lease_seconds / 2:
-                    lease_until = time.time() + settings.lease_seconds
-                    await self._outbox.extend_lease([r.id for r in rows[position:]], self._owner, lease_until)
+            run.open = self._fed and not run.tainted and len(rows) < settings.lane_batch
+            http = self._take_client()
+            while await self._next_row(run):
+                if time.time() > run.lease_until - settings.lease_seconds / 2:
+                    run.lease_until = time.time() + settings.lease_seconds
+                    await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
+                row = run.rows.popleft()
                 outcome, status = await self._post(http, webhook, row)
                 if outcome.verdict is Verdict.DELIVERED:
-                    delivered.append(row.id)
-                    last_status = status or 200
-                    if len(delivered) >= settings.flush_every:
-                        await flush_delivered()
+                    self._record_later(row.id, status or 200)
                     continue
-                await flush_delivered()
-                now = time.time()
-                if outcome.verdict is Verdict.GONE:
-                    await self._webhooks.set_enabled(lane.project_id, lane.phone, False)
-                    await self._outbox.mark_failed_attempt(
-                        row, dead=False, next_attempt_at=now, status=status, error=outcome.error or "", now=now
-                    )
-                    settled.add(row.id)
-                    log.warning("webhook for %s/%s answered 410 Gone: disabled until it is registered again",
-                                lane.project_id, lane.phone)
-                    return
-                first_attempt = row.first_attempt_at or now
-                dead = outcome.verdict is Verdict.DEAD or self._schedule.gives_up(first_attempt, now)
-                await self._outbox.mark_failed_attempt(
-                    row, dead=dead, next_attempt_at=now + outcome.delay, status=status,
-                    error=outcome.error or "", now=now,
-                )
-                settled.add(row.id)
-                if not dead:
-                    return  # the head failed: the lane waits for its retry
+                run.open = False
+                if not await self._failed(lane, row, outcome, status):
+                    return  # the head waits for its retry (or the webhook is gone): the lane stops
         finally:
-            self._return_client(http)
-            await flush_delivered()
-            # Only the rows left untouched still carry our lease (a fully delivered lane needs no extra write).
-            await self._outbox.release([row.id for row in rows if row.id not in settled], self._owner)
+            run.open = False
+            if http is not None:
+                self._return_client(http)
+            await self._close_run(run)
+
+    async def _next_row(self, run: LaneRun) -> bool:
+        """Whether there is a row to post: one held, or one the listener hands over while the lane lingers."""
+        while not run.rows:
+            if not run.open and not run.claims:
+                return False
+            run.fed.clear()
+            try:
+                if run.claims:
+                    await run.fed.wait()  # an INSERT with our rows is in flight: they are ours to post
+                else:
+                    await asyncio.wait_for(run.fed.wait(), self._settings.linger_seconds)
+            except TimeoutError:
+                if not run.rows and not run.claims:
+                    run.open = False  # decided in the same step as the check: no claim can slip in between
+        return True
+
+    async def _close_run(self, run: LaneRun) -> None:
+        """Give back what the run still holds: rows not posted, and those claimed while it was stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLAIM_WAIT_SECONDS):
+                while run.claims:
+                    run.fed.clear()
+                    await run.fed.wait()
+        run.closed = True
+        if run.rows:
+            await self._outbox.release([row.id for row in run.rows], self._owner)
+            run.rows.clear()
+
+    async def _failed(self, lane: Lane, row: OutboxRow, outcome: "Outcome", status: int | None) -> bool:  # noqa: F821
+        """Record a failed post; True if the lane goes on (the row is a dead letter and the next one may go)."""
+        now = time.time()
+        if outcome.verdict is Verdict.GONE:
+            await self._webhooks.set_enabled(lane.project_id, lane.phone, False)
+            await self._outbox.mark_failed_attempt(
+                row, dead=False, next_attempt_at=now, status=status, error=outcome.error or "", now=now
+            )
+            log.warning("webhook for %s/%s answered 410 Gone: disabled until it is registered again",
+                        lane.project_id, lane.phone)
+            return False
+        first_attempt = row.first_attempt_at or now
+        dead = outcome.verdict is Verdict.DEAD or self._schedule.gives_up(first_attempt, now)
+        await self._outbox.mark_failed_attempt(
+            row, dead=dead, next_attempt_at=now + outcome.delay, status=status, error=outcome.error or "", now=now,
+        )
+        return dead
+
+    # --- recording delivered rows ------------------------------------------------------------------------------------
+
+    def _record_later(self, row_id: int, status: int) -> None:
+        self._delivered.append((row_id, status))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_soon(), name="outbox-delivered")
+
+    def _take_delivered(self) -> list[tuple[int, int]]:
+        taken, self._delivered = self._delivered, []
+        return taken
+
+    async def _record_soon(self) -> None:
+        attempt = 0
+        while self._delivered:
+            await asyncio.sleep(self._settings.record_every_seconds)
+            batch = self._take_delivered()
+            try:
+                await self._record(batch)
+            except asyncio.CancelledError:
+                self._delivered = batch + self._delivered
+                raise
+            except Exception as exc:
+                self._delivered = batch + self._delivered
+                delay = RECORD_RETRY_SECONDS[min(attempt, len(RECORD_RETRY_SECONDS) - 1)]
+                attempt += 1
+                log.warning("recording delivered webhooks failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            if self._closed_since_record:
+                # A chat that closed with rows behind these (inserted unleased) is due now that its head is done.
+                self._closed_since_record = False
+                self._wakeup.set()
+
+    async def _record(self, batch: list[tuple[int, int]]) -> None:
+        by_status: dict[int, list[int]] = {}
+        for row_id, status in batch:
+            by_status.setdefault(status, []).append(row_id)
+        now = time.time()
+        for status, ids in by_status.items():
+            await self._outbox.mark_delivered(ids, status, now)
 
     async def _post(self, http: httpx.AsyncClient, webhook: WebhookRecord,
                     row: OutboxRow) -> tuple["Outcome", int | None]:  # noqa: F821

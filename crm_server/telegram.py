@@ -16,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from telethon import TelegramClient, errors as tg_errors, events, functions, types, utils
 
@@ -84,8 +84,22 @@ class SessionTerminated(Exception):
 
 
 ClientStartedHook = Callable[[AccountKey, TelegramClient], Awaitable[None]]
-# Receives every incoming private message, in order per account; returns once the message is stored durably.
-IncomingHandler = Callable[[IncomingMessage], Awaitable[None]]
+
+
+class IncomingHandler(Protocol):
+    """Receives every incoming private message, in order per account (crm_server.listener.IncomingListener).
+
+    Calling it may return before the message is stored; `when_stored` runs `record` once everything handed over
+    so far is stored, which is when an update state covering those messages may be saved.
+    """
+
+    async def __call__(self, message: IncomingMessage) -> None: ...
+
+    def when_stored(self, owner: object, record: Callable[[], None]) -> None: ...
+
+
+# How long a send that lost its connection waits to learn whether the session was revoked (409, not 503).
+REVOKED_VERDICT_SECONDS = 1.0
 
 # Senders we have seen, so a known sender's names cost no request (UpdateShortMessage carries only the id).
 SENDER_CACHE_SIZE = 50_000
@@ -419,6 +433,13 @@ class AccountManager:
         if isinstance(exc, tg_errors.RPCError):
             return errors.TelegramError(f"Telegram error {exc.message}")
         if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError)):
+            # The connection may have just died of a revoked session (another request, or the update loop, saw the
+            # 401 first): give the supervisor a moment to say so rather than answer "try again".
+            deadline = time.monotonic() + REVOKED_VERDICT_SECONDS
+            while runtime.state != LOGGED_OUT and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if runtime.state == LOGGED_OUT:
+                return errors.AccountNotAuthorizedError("The Telegram session was revoked; log in again")
             return errors.AccountDisconnectedError()
         if isinstance(exc, Exception):
             log.exception("unexpected error while sending from an account")
@@ -722,7 +743,8 @@ class AccountManager:
         Telethon saves its update state on its own schedule, possibly ahead of a message still being handled;
         a crash then would skip that message for good. So the session ignores those saves, and we record the
         state at the one moment it is known to be covered: when Telethon's update loop, having dispatched (and,
-        with sequential_updates, awaited) everything it took so far, asks its queue for more.
+        with sequential_updates, awaited) everything it took so far, asks its queue for more; the handler then
+        records it as soon as the messages it was handed up to that point are committed (it writes in batches).
         """
         session.gate_update_state()
         client.add_event_handler(functools.partial(self._forward_message, key), events.NewMessage())
@@ -730,9 +752,12 @@ class AccountManager:
         wait_for_updates = queue.get
 
         def get() -> Any:
-            if not client._message_box.is_empty():
+            handler = self.incoming_handler
+            if handler is not None and not client._message_box.is_empty():
                 state, _channels = client._message_box.session_state()
-                session.set_safe_update_state(types.updates.State(**state, unread_count=0))
+                safe = types.updates.State(**state, unread_count=0)
+                # Recorded once the messages handed over so far are committed: the handler buffers them.
+                handler.when_stored(session, functools.partial(session.set_safe_update_state, safe))
             return wait_for_updates()
 
         queue.get = get  # type: ignore[method-assign]

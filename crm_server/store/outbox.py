@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
 from crm_server.store.schema import DEAD, DELIVERED, PENDING, outbox, webhooks
@@ -82,9 +83,21 @@ class OutboxTable:
         self._engine = engine
         self._skip_locked = engine.dialect.name == "postgresql"
 
-    def _insert(self, events: list[OutboxEvent], now: float) -> Any:
-        values = [
-            {
+    async def insert(self, events: list[OutboxEvent],
+                     leases: Mapping[Lane, tuple[str, float]] | None = None) -> list[OutboxRow]:
+        """Insert the events not already present, in order; returns the new rows.
+
+        `leases` (lane → owner, lease end) inserts those lanes' rows already leased: a worker that holds the lane
+        in memory delivers them without reading them back.
+        """
+        if not events:
+            return []
+        now = time.time()
+        leases = leases or {}
+        values = []
+        for event in events:
+            owner, until = leases.get(Lane(event.project_id, event.phone, event.chat_id), (None, None))
+            values.append({
                 "event_id": event.event_id,
                 "project_id": event.project_id,
                 "phone": event.phone,
@@ -95,28 +108,29 @@ class OutboxTable:
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
-            }
-            for event in events
-        ]
-        return (
+                "lease_owner": owner,
+                "lease_until": until,
+            })
+        statement = (
             insert_for(self._engine, outbox)
             .values(values)
             .on_conflict_do_nothing(
                 index_elements=[outbox.c.project_id, outbox.c.phone, outbox.c.chat_id, outbox.c.message_id]
             )
+            .returning(outbox.c.id, outbox.c.event_id)
         )
+        async with self._engine.begin() as connection:
+            ids = {row.event_id: row.id for row in (await connection.execute(statement)).all()}
+        return [
+            OutboxRow(id=ids[item["event_id"]], event_id=item["event_id"], project_id=item["project_id"],
+                      phone=item["phone"], chat_id=item["chat_id"], message_id=item["message_id"],
+                      body=item["payload"].encode(), attempts=0, first_attempt_at=None)
+            for item in values if item["event_id"] in ids
+        ]
 
-    async def enqueue(self, events: list[OutboxEvent], connection: AsyncConnection | None = None) -> int:
-        """Insert the events not already present; returns how many were new. Pass `connection` to share a step."""
-        if not events:
-            return 0
-        statement = self._insert(events, time.time())
-        if connection is not None:
-            result = await connection.execute(statement)
-        else:
-            async with self._engine.begin() as own:
-                result = await own.execute(statement)
-        return max(result.rowcount or 0, 0)
+    async def enqueue(self, events: list[OutboxEvent]) -> int:
+        """Insert the events not already present; returns how many were new."""
+        return len(await self.insert(events))
 
     async def due_lanes(self, now: float, limit: int, busy: set[Lane]) -> list[Lane]:
         """Chats whose head row is due, not leased by a live worker, and whose webhook is enabled."""
@@ -157,16 +171,21 @@ class OutboxTable:
             outbox.c.chat_id == lane.chat_id,
         )
         async with self._engine.begin() as connection:
-            head_query = select(outbox.c.id, outbox.c.lease_until, outbox.c.next_attempt_at).where(in_lane)
-            head_query = head_query.order_by(outbox.c.id).limit(1)
+            head: Any = None
             if self._skip_locked:
-                head_query = head_query.with_for_update(skip_locked=True)
-            head = (await connection.execute(head_query)).first()
-            if head is None or (head.lease_until is not None and head.lease_until >= now) or head.next_attempt_at > now:
-                return []
+                # Lock only the head, skipping it if another worker has it: that worker owns the lane.
+                head_query = select(outbox.c.id, outbox.c.lease_until, outbox.c.next_attempt_at).where(in_lane)
+                head = (await connection.execute(
+                    head_query.order_by(outbox.c.id).limit(1).with_for_update(skip_locked=True))).first()
+                if head is None:
+                    return []
             rows = (
                 await connection.execute(select(outbox).where(in_lane).order_by(outbox.c.id).limit(limit))
             ).all()
+            # On SQLite (one worker, one connection) the first row read is the head: one query instead of two.
+            head = head or (rows[0] if rows else None)
+            if head is None or (head.lease_until is not None and head.lease_until >= now) or head.next_attempt_at > now:
+                return []
             if not rows or rows[0].id != head.id:
                 return []
             await connection.execute(

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.crm_server.conftest import PROJECT_B
 from tests.crm_server.server_process import CrmServerProcess, hermetic_env, run_cli
 
@@ -38,3 +40,23 @@ def test_the_server_refuses_to_start_without_telegram_credentials_or_the_sandbox
     assert result.returncode == 2
     assert "TELEGRAM_API_ID" in result.stderr and "--sandbox" in result.stderr
     assert "READY" not in result.stdout
+
+
+def test_announced_lines_are_written_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Unbuffered, print() wrote "READY" and "\n" apart; a DEBUG log line between them hid READY from the parent
+    # (found as an intermittent start timeout by the reliability suite's secrets test).
+    from crm_server.cli import announce
+
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    announce("READY")
+    assert writes == ["READY\n"]

@@ -76,7 +76,7 @@ class Firing:
         except TimeoutError:
             return Answer(request, None, error=f"no answer within {self._timeout}s",
                           seconds=time.monotonic() - started)
-        except (OSError, ValueError, IndexError) as exc:
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             return Answer(request, None, error=f"{type(exc).__name__}: {exc}", seconds=time.monotonic() - started)
         return Answer(request, status, body.decode("utf-8", "replace"), headers, seconds=time.monotonic() - started)
 
@@ -86,44 +86,43 @@ class Firing:
 
 
 async def _exchange(request: FuzzRequest) -> tuple[int, dict[str, str], bytes]:
-    """One request on its own connection (`Connection: close`): the answer is everything up to the server's EOF."""
+    """One request on its own connection, the answer read by its length (or chunks). The connection is kept open
+    until the answer is in: a server that answers before reading a large body (401 first) would otherwise reset a
+    closed connection and lose the answer."""
     parts = urlsplit(request.url)
     target = parts.path or "/"
     if request.params:
         target += "?" + urlencode(list(request.params), quote_via=quote)
-    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
     lines += [f"{name}: {value}" for name, value in request.headers]
     if request.body is not None:
         lines.append(f"Content-Length: {len(request.body)}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=2**20)
     try:
         writer.write(head + (request.body or b""))
         await writer.drain()
-        raw = await reader.read(-1)
+        header_block = (await reader.readuntil(b"\r\n\r\n"))[:-4]
+        status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if request.method == "HEAD" or status in (204, 304):
+            body = b""
+        elif "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                chunks.append((await reader.readexactly(size + 2))[:-2])
+            body = b"".join(chunks)
+        else:
+            body = await reader.read(-1)
     finally:
         writer.close()
-    header_block, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
-    status = int(status_line.split(" ", 2)[1])
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunk(body)
     return status, headers, body
-
-
-def _dechunk(data: bytes) -> bytes:
-    chunks, position = [], 0
-    while True:
-        end = data.index(b"\r\n", position)
-        size = int(data[position:end].split(b";")[0], 16)
-        if size == 0:
-            return b"".join(chunks)
-        chunks.append(data[end + 2:end + 2 + size])
-        position = end + 2 + size + 2
 
 
 # --- the check ------------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 import httpx
 from cryptography.fernet import Fernet
-from cryptography.fernet import Fernet
 
 from supabase_local.database import LocalDatabase
 from supabase_local.keys import LocalKeys, local_keys, user_token
@@ -189,6 +188,15 @@ class ReliabilityStack:
         response = await self.crm_call(method, path, **kwargs)
         assert response.status_code == 200, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
+
+    async def failed_deliveries(self) -> float:
+        """Webhook posts crm_server (this run of it) will retry: the receiver was down or answered 5xx."""
+        text = (await self.crm_call("GET", "/metrics")).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('crm_webhook_deliveries_total{outcome="retry"}'))
+
+    async def outbox_pending(self) -> int:
+        return int((await self.http.get(f"{self.crm.url}/health")).json()["outbox_pending"])
 
     async def sandbox_user(self, **fields: Any) -> tuple[int, str]:
         """A simulated Telegram user: (user id, phone)."""

@@ -1,5 +1,5 @@
 """telegram-crm-webhook: an incoming Telegram message, posted by crm_server (or a server of the original plan),
-stored as the client's message in one database call, then announced to the organization.
+stored as the client's message and announced to the organization in one database call.
 
 Answers 5xx only when the database failed, so the sender retries exactly when retrying can help.
 """
@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 
 from functions._shared import signature
 from functions._shared.errors import IntegrationNotFoundError, ProjectMismatchError, WebhookSecretError
-from functions._shared.messages import ingest_incoming, notify_organization
+from functions._shared.messages import ingest_incoming
 from functions._shared.runtime import runtime_of
 from functions._shared.types import WebhookPayload, WebhookResponse, parse_json_object, validate_model
 
@@ -47,7 +47,8 @@ async def handler(request: Request) -> JSONResponse:
     if str(payload.project_id) != integration.organization_id:
         raise ProjectMismatchError(field="project_id")
 
-    # store: one round trip finds or creates the client and stores the message unless it is a redelivery
+    # store: one round trip checks the integration is still enabled, finds or creates the client, stores the message
+    # unless it is a redelivery, and tells the organization about a new one
     event_id = payload.event_id or (request.headers.get("webhook-id") if signed else None)
     metadata = {
         "source": "crm_server" if signed else "webhook",
@@ -56,11 +57,14 @@ async def handler(request: Request) -> JSONResponse:
         "chat_id": payload.chat_id,
         "telegram_message_id": payload.message_id,
     }
+    preview = payload.text or payload.file_name or "File"
     result = await ingest_incoming(db, {
         "p_organization_id": integration.organization_id,
         "p_integration_id": integration.id,
         "p_telegram_user_id": payload.from_id,
         "p_message_text": payload.text or "",
+        "p_notification_title": f"New Telegram message from {payload.sender_display_name}",
+        "p_notification_body": preview[:NOTIFICATION_PREVIEW_LENGTH],
         # The Telegram message id is the dedupe key (the event id when a sender gives only that); without either a
         # redelivery cannot be recognised, and two identical texts are two messages.
         "p_external_message_id": payload.message_id or (f"event:{event_id}" if event_id else None),
@@ -75,15 +79,6 @@ async def handler(request: Request) -> JSONResponse:
         "p_file_name": payload.file_name,
         "p_metadata": {name: value for name, value in metadata.items() if value is not None},
     })
-
-    # notify: tell the organization (best effort: the message is stored whatever happens here)
-    if not result.duplicate:
-        preview = payload.text or payload.file_name or "File"
-        await notify_organization(
-            db, organization_id=integration.organization_id,
-            title=f"New Telegram message from {payload.sender_display_name}",
-            body=preview[:NOTIFICATION_PREVIEW_LENGTH],
-            data={"clientId": result.client_id, "messageId": result.message_id, "integrationId": integration.id})
 
     # respond
     return JSONResponse(WebhookResponse(messageId=result.message_id, clientId=result.client_id,

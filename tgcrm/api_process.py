@@ -74,16 +74,22 @@ def serve_api(host: str, port: int, log_level: str) -> int:
         missing = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"api: missing or invalid settings: {missing}", file=sys.stderr)
         return 2
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                                           lifespan="on", log_config=None))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+                            log_config=None)
+    server = uvicorn.Server(config)
 
     async def run() -> int:
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
         if server.started:
-            print("READY", flush=True)
+            # One write (not print's text-then-newline): a log line from another thread must not split it.
+            sys.stdout.write("READY\n")
+            sys.stdout.flush()
         await serving
         return 0 if server.started else 1
 
-    return asyncio.run(run())
+    # uvicorn's own loop choice (uvloop when installed), as `uvicorn.run` would make it: this process is both the
+    # HTTP server and, through supabase-py, the HTTP client of its own REST gateway, so the loop is the hot path.
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        return runner.run(run())

@@ -23,6 +23,7 @@ from functions._shared.errors import (
 )
 from functions._shared.sealed_settings import SettingsSealer
 from functions._shared.types import ClientRow, IntegrationRow, Provider
+from functions._shared.webhook_key_cache import WebhookKeyCache
 
 MESSENGER = "telegram"
 TABLE = "messenger_integrations"
@@ -56,9 +57,10 @@ class IntegrationStore:
     """The functions' one way to `messenger_integrations`: rows come back as `IntegrationRow` with their settings
     opened, and settings go in sealed, so handlers never see a sealed value nor write a secret in clear."""
 
-    def __init__(self, db: AsyncClient, sealer: SettingsSealer) -> None:
+    def __init__(self, db: AsyncClient, sealer: SettingsSealer, webhook_key_cache_seconds: float = 0.0) -> None:
         self._db = db
         self._sealer = sealer
+        self._by_webhook_key = WebhookKeyCache(webhook_key_cache_seconds)
 
     # --- reading --------------------------------------------------------------------------------------------------
 
@@ -81,10 +83,19 @@ class IntegrationStore:
         return [self._opened(row) for row in found]
 
     async def find_by_webhook_key(self, webhook_key: str) -> IntegrationRow | None:
+        """The integration a webhook is for; enabled ones are remembered briefly (see webhook_key_cache.py for why
+        that is safe), so the caller must treat the answer as possibly a few seconds old."""
+        remembered = self._by_webhook_key.get(webhook_key)
+        if remembered is not None:
+            return remembered
         row = await first_row(
             self._db.table(TABLE).select(INTEGRATION_COLUMNS).eq("webhook_key", webhook_key).limit(1),
             "finding the integration by webhook key")
-        return self._opened(row) if row else None
+        if row is None:
+            return None
+        integration = self._opened(row)
+        self._by_webhook_key.remember(webhook_key, integration)
+        return integration
 
     # --- choosing -------------------------------------------------------------------------------------------------
 
@@ -153,6 +164,7 @@ class IntegrationStore:
         saved = await first_row(
             self._db.table(TABLE).update(changes).eq("id", integration_id).eq("organization_id", organization_id),
             "saving the integration")
+        self._by_webhook_key.forget_integration(integration_id)
         if saved is None:
             raise DatabaseError("The integration disappeared while it was being saved")
         return self._opened(saved)

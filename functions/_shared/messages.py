@@ -1,5 +1,5 @@
 """Writes of chat messages: the outgoing row after a send (idempotent by the send's key, retried, never skipped),
-the incoming message through `ingest_telegram_message`, and the organization's notification about it.
+and the incoming message with the organization's notification about it, through `ingest_telegram_webhook`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from postgrest.types import ReturnMethod
 from supabase import AsyncClient
 
 from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
-from functions._shared.errors import DatabaseError, MessageNotStoredError, ValidationFailedError
+from functions._shared.errors import (
+    DatabaseError,
+    IntegrationNotFoundError,
+    MessageNotStoredError,
+    ValidationFailedError,
+)
 from functions._shared.types import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SendRequest, SentMessage
 
 log = logging.getLogger("functions.messages")
@@ -21,6 +26,8 @@ log = logging.getLogger("functions.messages")
 OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, metadata"
 # Pauses between attempts to store an outgoing row the provider already sent (seconds).
 STORE_BACKOFF = (0.2, 0.5, 1.0, 2.0)
+# What ingest_telegram_webhook raises when the integration is disabled, deleted or not the organization's.
+INTEGRATION_GONE = "PT404"
 
 
 async def find_outgoing(db: AsyncClient, organization_id: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -112,27 +119,22 @@ async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow,
 
 
 async def ingest_incoming(db: AsyncClient, params: dict[str, Any]) -> IngestResult:
-    """One round trip: find or create the client, store the message unless it is a redelivery, touch the client."""
-    value = await rpc_value(db.rpc("ingest_telegram_message", params), "storing the incoming message")
+    """One round trip (`ingest_telegram_webhook`): check the integration is still enabled, find or create the
+    client, store the message unless it is a redelivery, touch the client, and notify the organization of a new
+    message (best effort, inside the database: a lost notification never loses the message).
+
+    An integration disabled or deleted since the caller found it is IntegrationNotFoundError (404), exactly like an
+    unknown webhook key.
+    """
+    try:
+        value = await rpc_value(db.rpc("ingest_telegram_webhook", params), "storing the incoming message")
+    except DatabaseError as exc:
+        if exc.pg_code == INTEGRATION_GONE:
+            raise IntegrationNotFoundError("Unknown or disabled webhook key") from exc
+        raise
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     try:
         return IngestResult.model_validate(value)
     except ValueError as exc:
-        raise DatabaseError("The database answered ingest_telegram_message unexpectedly") from exc
-
-
-async def notify_organization(db: AsyncClient, *, organization_id: str, title: str, body: str | None,
-                              data: dict[str, Any]) -> bool:
-    """A row for the CRM's push sender; never raises: a lost notification must not lose the message."""
-    try:
-        await rows(db.table("notifications").insert(
-            {"organization_id": organization_id, "type": "telegram_message", "title": title, "body": body,
-             "data": data}, returning=ReturnMethod.minimal), "notifying the organization")
-        return True
-    except DatabaseError as exc:
-        log.warning("could not notify organization %s: %s", organization_id, exc.message)
-        return False
-    except Exception:  # noqa: BLE001 - whatever failed, the message is stored and the answer must say so
-        log.exception("notifying organization %s failed", organization_id)
-        return False
+        raise DatabaseError("The database answered ingest_telegram_webhook unexpectedly") from exc

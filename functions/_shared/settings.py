@@ -54,12 +54,20 @@ class FunctionsSettings(BaseSettings):
     # Outbound calls (database REST API, crm_server, Wappi, JWKS). Sends wait longer: Telegram may pace them.
     http_timeout_seconds: float = Field(
         15.0, gt=0, validation_alias=AliasChoices("FUNCTIONS_HTTP_TIMEOUT_SECONDS", "http_timeout_seconds"))
+    # Connections supabase-py holds to the REST gateway: about the gateway's database pool, since more concurrent
+    # requests would only wait there (see runtime.py).
+    rest_connections: int = Field(
+        10, ge=1, validation_alias=AliasChoices("FUNCTIONS_REST_CONNECTIONS", "rest_connections"))
     send_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("FUNCTIONS_SEND_TIMEOUT_SECONDS", "send_timeout_seconds"))
     # Attempts to store an outgoing message after a successful send before giving up (never answer success without).
     store_attempts: int = Field(4, ge=1, validation_alias=AliasChoices("FUNCTIONS_STORE_ATTEMPTS", "store_attempts"))
     webhook_tolerance_seconds: int = Field(
         300, gt=0, validation_alias=AliasChoices("WEBHOOK_TOLERANCE_SECONDS", "webhook_tolerance_seconds"))
+    # How long the webhook remembers an enabled integration found by its key (0: never). Kept to a few seconds:
+    # a changed secret is seen that late (disabling is seen at once; see webhook_key_cache.py).
+    webhook_key_cache_seconds: float = Field(
+        2.0, ge=0, le=10, validation_alias=AliasChoices("WEBHOOK_KEY_CACHE_SECONDS", "webhook_key_cache_seconds"))
     cors_allow_origin: str = Field("*", validation_alias=AliasChoices("FUNCTIONS_CORS_ORIGIN", "cors_allow_origin"))
     supabase_config: Path = Field(
         DEFAULT_SUPABASE_CONFIG, validation_alias=AliasChoices("SUPABASE_CONFIG_TOML", "supabase_config"))

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from functions._shared.runtime import FunctionsRuntime
 from supabase_local.keys import user_token
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone
 from tests.functions.conftest import (
@@ -203,6 +204,33 @@ async def test_a_disabled_integration_is_404(http: httpx.AsyncClient, db: asyncp
     response = await post(http, hook, hook.payload())
     assert response.status_code == 404
     assert await count(db, "chat_messages", hook.organization.id) == 0
+
+
+async def test_an_integration_disabled_right_after_a_delivery_is_404_at_once(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    # The first delivery leaves the integration in the host's short-lived cache; the database still refuses.
+    assert (await post(http, hook, hook.payload())).status_code == 200
+    await db.execute("UPDATE public.messenger_integrations SET is_enabled = false WHERE id = $1", hook.integration_id)
+    response = await post(http, hook, hook.payload())
+    assert response.status_code == 404 and response.json()["code"] == "INTEGRATION_NOT_FOUND"
+    assert await count(db, "chat_messages", hook.organization.id) == 1
+    assert await count(db, "notifications", hook.organization.id) == 1
+
+
+async def test_a_deleted_integrations_key_is_unknown_once_the_cache_ttl_passed(
+        db: asyncpg.Pool, hook: Hook, functions_host: FunctionsHost) -> None:
+    settings = functions_host.settings.model_copy(update={"webhook_key_cache_seconds": 0.2})
+    runtime = await FunctionsRuntime.start(settings)
+    try:
+        assert await runtime.integrations.find_by_webhook_key(hook.key) is not None
+        await db.execute("DELETE FROM public.messenger_integrations WHERE id = $1", hook.integration_id)
+        # Within the TTL the remembered row answers (the store itself is refused by the database then) ...
+        assert await runtime.integrations.find_by_webhook_key(hook.key) is not None
+        await asyncio.sleep(0.25)
+        # ... after it, the key is unknown.
+        assert await runtime.integrations.find_by_webhook_key(hook.key) is None
+    finally:
+        await runtime.aclose()
 
 
 async def test_a_project_id_of_another_organization_is_refused(

@@ -102,6 +102,66 @@ async def test_twenty_concurrent_deliveries_store_one_message(service_client: As
     assert stored.count == 1
 
 
+def webhook_arguments(integration_id: str, external_id: str, telegram_user_id: str) -> dict[str, object]:
+    return {**ingest_arguments(integration_id, external_id, telegram_user_id),
+            "p_notification_title": "New Telegram message from Rpc", "p_notification_body": "Hello"}
+
+
+async def notifications_about(service_client: AsyncClient, message_id: str) -> list[dict[str, object]]:
+    found = await service_client.table("notifications").select("type,title,body,data") \
+        .eq("organization_id", DEMO_ORGANIZATION_ID).eq("data->>messageId", message_id).execute()
+    return list(found.data)
+
+
+async def test_ingest_webhook_notifies_a_new_message_once(service_client: AsyncClient, integration_id: str) -> None:
+    arguments = webhook_arguments(integration_id, f"ext-{uuid.uuid4()}", f"tg-{uuid.uuid4()}")
+    first = await service_client.rpc("ingest_telegram_webhook", arguments).execute()
+    assert first.data["duplicate"] is False
+    assert await notifications_about(service_client, first.data["message_id"]) == [{
+        "type": "telegram_message", "title": "New Telegram message from Rpc", "body": "Hello",
+        "data": {"clientId": first.data["client_id"], "messageId": first.data["message_id"],
+                 "integrationId": integration_id}}]
+
+
+async def test_ingest_webhook_redelivery_stores_and_notifies_nothing_new(service_client: AsyncClient,
+                                                                        integration_id: str) -> None:
+    arguments = webhook_arguments(integration_id, f"ext-{uuid.uuid4()}", f"tg-{uuid.uuid4()}")
+    results = await asyncio.gather(*(service_client.rpc("ingest_telegram_webhook", arguments).execute()
+                                     for _ in range(5)))
+    again = await service_client.rpc("ingest_telegram_webhook", arguments).execute()
+    assert sorted(result.data["duplicate"] for result in results) == [False] + [True] * 4
+    assert again.data["duplicate"] is True
+    assert len(await notifications_about(service_client, again.data["message_id"])) == 1
+
+
+async def test_ingest_webhook_refuses_a_disabled_integration_with_404(
+        service_client: AsyncClient, database_urls: DatabaseUrls, record_statuses: StatusRecorder) -> None:
+    conn = await asyncpg.connect(database_urls.admin)
+    try:
+        disabled_id = await conn.fetchval(
+            "INSERT INTO messenger_integrations (organization_id, provider, webhook_key, is_enabled)"
+            " VALUES ($1, 'telegram_crm', $2, false) RETURNING id::text", DEMO_ORGANIZATION_ID, f"rpc-{uuid.uuid4()}")
+        external_id = f"ext-{uuid.uuid4()}"
+        async with record_statuses(service_client) as statuses:
+            with pytest.raises(APIError) as raised:
+                await service_client.rpc("ingest_telegram_webhook",
+                                         webhook_arguments(disabled_id, external_id, f"tg-{uuid.uuid4()}")).execute()
+        stored = await conn.fetchval("SELECT count(*) FROM chat_messages WHERE external_message_id = $1",
+                                     external_id)
+    finally:
+        await conn.close()
+    assert (raised.value.code, statuses, stored) == ("PT404", [404], 0)
+
+
+async def test_ingest_webhook_refuses_an_integration_of_another_organization(
+        service_client: AsyncClient, integration_id: str) -> None:
+    arguments = {**webhook_arguments(integration_id, f"ext-{uuid.uuid4()}", f"tg-{uuid.uuid4()}"),
+                 "p_organization_id": str(uuid.uuid4())}
+    with pytest.raises(APIError) as raised:
+        await service_client.rpc("ingest_telegram_webhook", arguments).execute()
+    assert raised.value.code == "PT404"
+
+
 async def test_function_error_keeps_its_sqlstate(service_client: AsyncClient,
                                                  record_statuses: StatusRecorder) -> None:
     arguments = {"p_organization_id": None, "p_integration_id": None, "p_telegram_user_id": "1",

@@ -44,7 +44,8 @@ class DeliverySettings:
     lease_seconds: float = 120.0
     idle_poll_seconds: float = 1.0  # longest sleep when nothing is due and nobody wakes us
     # An emptied lane waits this long for the listener's next message of its chat before giving its slot back.
-    linger_seconds: float = 0.25
+    # (An idle lane gives its slot up at once when another chat waits for one.)
+    linger_seconds: float = 1.0
     record_every_seconds: float = 0.02  # delivered rows of all lanes are recorded in one write per period
     # After a wake-up, wait this long before looking for due lanes: the wake-ups of a burst (every new message,
     # every finished lane) then share one query, and a chat's messages of those milliseconds share one lease.
@@ -101,9 +102,12 @@ class WebhookDelivery:
         self._owner = uuid.uuid4().hex
         self._lanes: dict[Lane, LaneRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._delivered: list[tuple[int, int]] = []  # (row id, status) posted, not recorded yet
+        self._delivered: list[tuple[Lane, int, int]] = []  # (lane, row id, status) posted, not recorded yet
+        # Per chat, rows posted and being recorded: a new run of the chat skips them instead of waiting for the write.
+        self._unrecorded: dict[Lane, set[int]] = {}
         self._recorder: asyncio.Task[None] | None = None
         self._closed_since_record = False
+        self._running = False
         self._fed = False  # a listener hands rows over: lanes linger for them (without one, lingering is idle)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,10 +117,27 @@ class WebhookDelivery:
         self._wakeup.set()
 
     def enqueued(self, lanes: set[Lane]) -> None:
-        """New rows no run took: look for due lanes now, unless every one of these chats has a run here already
-        (it wakes us when it ends, and a look now would only scan the outbox for nothing)."""
-        if any(lane not in self._lanes for lane in lanes):
-            self._wakeup.set()
+        """New rows no run took. A chat with a run here already waits for it to end (it wakes us then). Other chats
+        start a run at once, without a look at the outbox for due chats: the run's lease checks the chat's head
+        row anyway. With no slot free, a lane idling for its chat's next message gives its slot up."""
+        if not self._running:
+            return
+        waiting = [lane for lane in lanes if lane not in self._lanes]
+        while waiting and len(self._lanes) < self._settings.concurrency:
+            self._start_run(waiting.pop())
+        if waiting:
+            self._yield_idle_slots(len(waiting))
+            self._wakeup.set()  # the scheduler starts them as slots free up
+
+    def _yield_idle_slots(self, wanted: int) -> None:
+        """Ask up to `wanted` lanes that idle for their chat's next message to leave now."""
+        for run in self._lanes.values():
+            if wanted <= 0:
+                return
+            if run.open and not run.rows and not run.claims:
+                run.open = False
+                run.fed.set()
+                wanted -= 1
 
     # --- the listener's side: new rows of open lanes are handed over in memory -------------------------------------
 
@@ -162,9 +183,11 @@ class WebhookDelivery:
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._running = True
         self._task = asyncio.create_task(self._run(), name="webhook-delivery")
 
     async def stop(self) -> None:
+        self._running = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -213,11 +236,16 @@ class WebhookDelivery:
         if free <= 0:
             return
         for lane in await self._outbox.due_lanes(time.time(), free, set(self._lanes)):
-            run = LaneRun(lane)
-            self._lanes[lane] = run
-            task = asyncio.create_task(self._drain(run), name=f"lane-{lane.chat_id}")
-            self._tasks.add(task)
-            task.add_done_callback(lambda task, run=run: self._lane_done(run, task))
+            # (Chats may have started meanwhile, see enqueued.)
+            if lane not in self._lanes and len(self._lanes) < self._settings.concurrency:
+                self._start_run(lane)
+
+    def _start_run(self, lane: Lane) -> None:
+        run = LaneRun(lane)
+        self._lanes[lane] = run
+        task = asyncio.create_task(self._drain(run), name=f"lane-{lane.chat_id}")
+        self._tasks.add(task)
+        task.add_done_callback(lambda task, run=run: self._lane_done(run, task))
 
     def _lane_done(self, run: LaneRun, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -250,7 +278,8 @@ class WebhookDelivery:
         settings = self._settings
         lane = run.lane
         run.lease_until = time.time() + settings.lease_seconds
-        rows = await self._outbox.lease(lane, self._owner, run.lease_until, settings.lane_batch)
+        rows = await self._outbox.lease(lane, self._owner, run.lease_until, settings.lane_batch,
+                                        skip=set(self._unrecorded.get(lane, ())))
         run.rows.extend(rows)
         run.taken = len(rows)
         if not rows:
@@ -269,7 +298,7 @@ class WebhookDelivery:
                 row = run.rows.popleft()
                 outcome, status = await self._post(http, webhook, row)
                 if outcome.verdict is Verdict.DELIVERED:
-                    self._record_later(row.id, status or 200)
+                    self._record_later(lane, row.id, status or 200)
                     continue
                 run.open = False
                 if not await self._failed(lane, row, outcome, status):
@@ -328,12 +357,13 @@ class WebhookDelivery:
 
     # --- recording delivered rows ------------------------------------------------------------------------------------
 
-    def _record_later(self, row_id: int, status: int) -> None:
-        self._delivered.append((row_id, status))
+    def _record_later(self, lane: Lane, row_id: int, status: int) -> None:
+        self._delivered.append((lane, row_id, status))
+        self._unrecorded.setdefault(lane, set()).add(row_id)
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_soon(), name="outbox-delivered")
 
-    def _take_delivered(self) -> list[tuple[int, int]]:
+    def _take_delivered(self) -> list[tuple[Lane, int, int]]:
         taken, self._delivered = self._delivered, []
         return taken
 
@@ -355,14 +385,20 @@ class WebhookDelivery:
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
+            for lane, row_id, _ in batch:
+                ids = self._unrecorded.get(lane)
+                if ids is not None:
+                    ids.discard(row_id)
+                    if not ids:
+                        del self._unrecorded[lane]
             if self._closed_since_record:
                 # A chat that closed with rows behind these (inserted unleased) is due now that its head is done.
                 self._closed_since_record = False
                 self._wakeup.set()
 
-    async def _record(self, batch: list[tuple[int, int]]) -> None:
+    async def _record(self, batch: list[tuple[Lane, int, int]]) -> None:
         by_status: dict[int, list[int]] = {}
-        for row_id, status in batch:
+        for _, row_id, status in batch:
             by_status.setdefault(status, []).append(row_id)
         now = time.time()
         for status, ids in by_status.items():

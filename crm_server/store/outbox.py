@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -161,8 +161,12 @@ class OutboxTable:
         async with self._engine.connect() as connection:
             return await connection.scalar(select(func.min(outbox.c.next_attempt_at)).where(outbox.c.state == PENDING))
 
-    async def lease(self, lane: Lane, owner: str, until: float, limit: int) -> list[OutboxRow]:
-        """Take the lane's head and the rows behind it, or nothing if another worker holds the head."""
+    async def lease(self, lane: Lane, owner: str, until: float, limit: int,
+                    skip: Collection[int] = ()) -> list[OutboxRow]:
+        """Take the lane's head and the rows behind it, or nothing if another worker holds the head.
+
+        `skip`: rows of the lane this worker has delivered but not recorded yet (they are done, not a head).
+        """
         now = time.time()
         in_lane = and_(
             outbox.c.state == PENDING,
@@ -170,6 +174,8 @@ class OutboxTable:
             outbox.c.phone == lane.phone,
             outbox.c.chat_id == lane.chat_id,
         )
+        if skip:
+            in_lane = and_(in_lane, outbox.c.id.not_in(list(skip)))
         async with self._engine.begin() as connection:
             head: Any = None
             if self._skip_locked:

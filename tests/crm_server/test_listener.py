@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from pathlib import Path
 
 import httpx
@@ -42,9 +42,10 @@ class GatedOutbox(OutboxTable):
         self.inserts.append(len(events))
         return await super().insert(events, leases)
 
-    async def lease(self, lane: Lane, owner: str, until: float, limit: int) -> list[OutboxRow]:
+    async def lease(self, lane: Lane, owner: str, until: float, limit: int,
+                    skip: Collection[int] = ()) -> list[OutboxRow]:
         self.leases += 1
-        return await super().lease(lane, owner, until, limit)
+        return await super().lease(lane, owner, until, limit, skip)
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +146,27 @@ async def test_open_lanes_get_new_messages_in_memory_once_each_in_chat_order(sto
     assert outbox.leases <= chats * 4, outbox.leases
     # And everything delivered is recorded as such.
     assert await outbox.pending_count() == 0
+
+
+async def test_a_lane_idling_for_its_chat_gives_its_slot_to_a_waiting_chat(store, receiver) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    outbox = GatedOutbox(store)
+    http = httpx.AsyncClient(timeout=5.0)
+    # One slot, and a lane would idle for its chat's next message far longer than this test waits.
+    worker = WebhookDelivery(outbox, store.webhooks, http, FAST,
+                             DeliverySettings(concurrency=1, linger_seconds=600.0, idle_poll_seconds=600.0))
+    listener = IncomingListener(outbox, worker.wake, feed=worker)
+    await worker.start()
+    try:
+        await listener(message(201, 1))
+        await until(lambda: len(receiver.accepted) == 1)
+        await listener(message(202, 1))  # another chat, while chat 201's lane holds the only slot
+        await until(lambda: len(receiver.accepted) == 2, timeout=20)
+        await listener(message(201, 2))
+        await until(lambda: len(receiver.accepted) == 3, timeout=20)
+    finally:
+        await worker.stop()
+        await http.aclose()
+    assert [(item.json["chat_id"], item.json["message_id"]) for item in receiver.accepted] == [
+        (201, 1), (202, 1), (201, 2)]

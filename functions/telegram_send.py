@@ -15,8 +15,7 @@ from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.errors import UpstreamError, WappiError
-from functions._shared.integrations import load_client
-from functions._shared.messages import earlier_send, store_outgoing, touch_client
+from functions._shared.messages import client_and_earlier_send, store_outgoing, touch_client
 from functions._shared.recipients import recipient_candidates
 from functions._shared.runtime import FunctionsRuntime, runtime_of
 from functions._shared.types import (
@@ -72,8 +71,7 @@ async def handler(request: Request) -> JSONResponse:
     caller = await authenticate(request, runtime.verifier, db)
 
     # load
-    client = await load_client(db, caller.organization_id, str(body.clientId))
-    earlier = await earlier_send(db, caller.organization_id, client.id, key)
+    client, earlier = await client_and_earlier_send(db, caller.organization_id, str(body.clientId), key)
     if earlier is not None:
         return replayed_response(earlier)
     chosen = await runtime.integrations.choose(caller.organization_id, client,

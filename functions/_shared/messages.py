@@ -19,6 +19,7 @@ from functions._shared.errors import (
     MessageNotStoredError,
     ValidationFailedError,
 )
+from functions._shared.integrations import load_client
 from functions._shared.types import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SendRequest, SentMessage
 
 log = logging.getLogger("functions.messages")
@@ -47,6 +48,20 @@ async def earlier_send(db: AsyncClient, organization_id: str, client_id: str,
         raise ValidationFailedError("This Idempotency-Key was already used for a message to another client",
                                     field="Idempotency-Key", code="IDEMPOTENCY_KEY_REUSED")
     return ChatMessageRow.model_validate(row)
+
+
+async def client_and_earlier_send(db: AsyncClient, organization_id: str, client_id: str,
+                                  idempotency_key: str) -> tuple[ClientRow, ChatMessageRow | None]:
+    """The send's client and, for a replayed request, the first send's row: two independent reads, run at once (a
+    round trip less per send). An unknown client is reported before a reused key, as if read one after the other."""
+    client, earlier = await asyncio.gather(load_client(db, organization_id, client_id),
+                                           earlier_send(db, organization_id, client_id, idempotency_key),
+                                           return_exceptions=True)
+    if isinstance(client, BaseException):
+        raise client
+    if isinstance(earlier, BaseException):
+        raise earlier
+    return client, earlier
 
 
 async def store_outgoing(db: AsyncClient, *, organization_id: str, client: ClientRow, integration: IntegrationRow,

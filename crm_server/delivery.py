@@ -67,10 +67,14 @@ class LaneRun:
 
     lane: Lane
     rows: deque[OutboxRow] = field(default_factory=deque)  # held (leased to us), not posted yet
-    open: bool = False  # takes the listener's new rows: its lease took every pending row of the chat
-    tainted: bool = False  # a row came before it could take it: rows may sit behind ours unleased, never open
+    leasing: bool = True  # its first lease is running: rows handed over meanwhile wait in `early`
+    early: list[OutboxRow] = field(default_factory=list)
+    complete: bool = False  # its lease took every pending row of the chat: newer rows may follow in memory
+    open: bool = False  # takes the listener's new rows (complete, and not stopping)
+    tainted: bool = False  # a row came it could not take: rows may sit behind ours unleased, never open
     claims: int = 0  # rows claimed for us whose INSERT has not returned yet
     taken: int = 0  # rows held this tenure
+    held: set[int] = field(default_factory=set)  # ids of the rows taken this tenure
     closed: bool = False  # gave back what it held: a late hand-over is released, not posted
     lease_until: float = 0.0
     fed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -150,6 +154,7 @@ class WebhookDelivery:
         """Reserve the next `rows` new rows of `lane` for its open run (insert them leased until
         `run.lease_until`), or None.
 
+        A run still leasing takes them too: its lease decides whether they follow the leased rows or go back.
         Refusing is for good (the run closes): once a row of the chat is inserted unleased, every later one must
         wait behind it, in the table, for the next tenure.
         """
@@ -157,7 +162,7 @@ class WebhookDelivery:
         run = self._lanes.get(lane)
         if run is None:
             return None
-        if not run.open or run.taken + run.claims >= self._settings.lane_batch:
+        if not (run.open or run.leasing) or run.tainted or run.taken + run.claims >= self._settings.lane_batch:
             run.open = False
             run.tainted = True
             return None
@@ -167,13 +172,25 @@ class WebhookDelivery:
     def hand_over(self, run: LaneRun, rows: list[OutboxRow], claimed: int) -> None:
         """The claimed rows are committed (`rows`: those that were new; a redelivered message is not)."""
         run.claims -= claimed
-        if run.closed:  # it stopped waiting (shutdown): the rows are due again once their lease is released
-            if rows:
-                self._spawn(self._outbox.release([row.id for row in rows], self._owner), "outbox-release")
-            return
-        run.rows.extend(rows)
-        run.taken += len(rows)
+        if run.leasing:
+            run.early.extend(rows)
+        elif run.closed or not run.complete:
+            # Stopped waiting (shutdown), or its lease left older rows in the table: these go back behind them.
+            returned = [row.id for row in rows if row.id not in run.held]
+            if returned:
+                self._spawn(self._outbox.release(returned, self._owner), "outbox-release")
+        else:
+            self._take(run, rows)
         run.fed.set()
+
+    @staticmethod
+    def _take(run: LaneRun, rows: list[OutboxRow]) -> None:
+        """Hold `rows` in chat order, once each: a row inserted just before the lease read it comes both ways."""
+        for row in sorted(rows, key=lambda row: row.id):
+            if row.id not in run.held:
+                run.held.add(row.id)
+                run.rows.append(row)
+                run.taken += 1
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -277,19 +294,29 @@ class WebhookDelivery:
     async def _drain(self, run: LaneRun) -> None:
         settings = self._settings
         lane = run.lane
-        run.lease_until = time.time() + settings.lease_seconds
-        rows = await self._outbox.lease(lane, self._owner, run.lease_until, settings.lane_batch,
-                                        skip=set(self._unrecorded.get(lane, ())))
-        run.rows.extend(rows)
-        run.taken = len(rows)
-        if not rows:
-            return
         http: httpx.AsyncClient | None = None
         try:
+            run.lease_until = time.time() + settings.lease_seconds
+            try:
+                leased = await self._outbox.lease(lane, self._owner, run.lease_until, settings.lane_batch,
+                                                  skip=set(self._unrecorded.get(lane, ())))
+            finally:
+                run.leasing = False
+            # Rows handed over during the lease are newer than every row it could not see; they follow it when it
+            # took the whole chat (an empty lease means the head is not ours to take: they wait behind it).
+            run.complete = bool(leased) and len(leased) < settings.lane_batch and not run.tainted
+            early, run.early = run.early, []
+            self._take(run, leased + early if run.complete else leased)
+            if not run.complete:
+                returned = [row.id for row in early if row.id not in run.held]
+                if returned:
+                    await self._outbox.release(returned, self._owner)
+            if not run.rows:
+                return
+            run.open = self._fed and run.complete and not run.tainted
             webhook = await self._webhooks.get(lane.project_id, lane.phone)
             if webhook is None or not webhook.enabled:
                 return
-            run.open = self._fed and not run.tainted and len(rows) < settings.lane_batch
             http = self._take_client()
             while await self._next_row(run):
                 if time.time() > run.lease_until - settings.lease_seconds / 2:
@@ -304,6 +331,7 @@ class WebhookDelivery:
                 if not await self._failed(lane, row, outcome, status):
                     return  # the head waits for its retry (or the webhook is gone): the lane stops
         finally:
+            run.leasing = False
             run.open = False
             if http is not None:
                 self._return_client(http)

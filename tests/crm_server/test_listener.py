@@ -141,9 +141,9 @@ async def test_open_lanes_get_new_messages_in_memory_once_each_in_chat_order(sto
     for item in receiver.accepted:
         per.setdefault(item.json["chat_id"], []).append(item.json["message_id"])
     assert all(numbers == list(range(1, per_chat + 1)) for numbers in per.values())
-    # Most messages went to their chat's open lane without a read of the outbox (without the feed: ~one per message;
-    # the exact count is in the next test, here messages may come while a lane is being leased and wait for the next).
-    assert outbox.leases < chats * per_chat / 2, outbox.leases
+    # The messages went to their chat's open lane without a read of the outbox: one lease per chat here, even with
+    # messages arriving while a lane is being leased (without the feed: ~one per message).
+    assert outbox.leases < chats * per_chat / 4, outbox.leases
 
 
 async def test_a_chat_whose_lane_is_open_costs_one_lease_for_all_its_messages(store, receiver) -> None:

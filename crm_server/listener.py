@@ -120,8 +120,7 @@ class IncomingListener:
             return {}
         counts: dict[Lane, int] = {}
         for event in batch:
-            lane = Lane(event.project_id, event.phone, event.chat_id)
-            counts[lane] = counts.get(lane, 0) + 1
+            counts[event.lane] = counts.get(event.lane, 0) + 1
         claims = {}
         for lane, count in counts.items():
             run = self._feed.claim(lane, count)
@@ -134,22 +133,21 @@ class IncomingListener:
         by_lane: dict[Lane, list[OutboxRow]] = {lane: [] for lane in claims}
         unclaimed: set[Lane] = set()
         for row in rows:
-            lane = Lane(row.project_id, row.phone, row.chat_id)
-            if lane in by_lane:
-                by_lane[lane].append(row)
+            if row.lane in by_lane:
+                by_lane[row.lane].append(row)
             else:
-                unclaimed.add(lane)
-        assert self._feed is not None or not claims
-        for lane, (run, claimed) in claims.items():
-            self._feed.hand_over(run, by_lane[lane], claimed)  # type: ignore[union-attr]
+                unclaimed.add(row.lane)
+        if self._feed is not None:  # (without one there are no claims)
+            for lane, (run, claimed) in claims.items():
+                self._feed.hand_over(run, by_lane[lane], claimed)
         return unclaimed
 
     async def _insert(self, batch: list[OutboxEvent], claims: dict[Lane, tuple[LaneRun, int]]) -> list[OutboxRow]:
+        owner = self._feed.owner if self._feed is not None else ""  # (without a feed there are no claims)
         attempt = 0
         while True:
             # Lease terms are read at each attempt: a lane extends its lease while a failing store holds us up.
-            leases = {lane: (self._feed.owner, run.lease_until) for lane, (run, _) in claims.items()
-                      if self._feed is not None}  # (claims is empty without a feed)
+            leases = {lane: (owner, run.lease_until) for lane, (run, _) in claims.items()}
             try:
                 return await self._outbox.insert(batch, leases)
             except asyncio.CancelledError:

@@ -21,6 +21,13 @@ from crm_server.store.schema import DEAD, DELIVERED, PENDING, outbox, webhooks
 
 
 @dataclass(frozen=True)
+class Lane:
+    project_id: str
+    phone: str
+    chat_id: str
+
+
+@dataclass(frozen=True)
 class OutboxEvent:
     """A normalized incoming message, ready to be enqueued."""
 
@@ -30,6 +37,10 @@ class OutboxEvent:
     chat_id: str
     message_id: int
     payload: dict[str, Any]
+
+    @property
+    def lane(self) -> Lane:
+        return Lane(self.project_id, self.phone, self.chat_id)
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,9 @@ class OutboxRow:
     attempts: int
     first_attempt_at: float | None
 
-
-@dataclass(frozen=True)
-class Lane:
-    project_id: str
-    phone: str
-    chat_id: str
+    @property
+    def lane(self) -> Lane:
+        return Lane(self.project_id, self.phone, self.chat_id)
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class OutboxTable:
         leases = leases or {}
         values = []
         for event in events:
-            owner, until = leases.get(Lane(event.project_id, event.phone, event.chat_id), (None, None))
+            owner, until = leases.get(event.lane, (None, None))
             values.append({
                 "event_id": event.event_id,
                 "project_id": event.project_id,

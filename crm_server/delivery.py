@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from crm_server.delivery_policy import RetrySchedule, Verdict, judge_response, judge_transport_error
+from crm_server.delivery_policy import Outcome, RetrySchedule, Verdict, judge_response, judge_transport_error
 from crm_server.store.outbox import Lane, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookRecord, WebhookTable
 from crm_server.webhook_signature import delivery_headers
@@ -365,7 +365,7 @@ class WebhookDelivery:
             await self._outbox.release([row.id for row in run.rows], self._owner)
             run.rows.clear()
 
-    async def _failed(self, lane: Lane, row: OutboxRow, outcome: "Outcome", status: int | None) -> bool:  # noqa: F821
+    async def _failed(self, lane: Lane, row: OutboxRow, outcome: Outcome, status: int | None) -> bool:
         """Record a failed post; True if the lane goes on (the row is a dead letter and the next one may go)."""
         now = time.time()
         if outcome.verdict is Verdict.GONE:
@@ -433,7 +433,7 @@ class WebhookDelivery:
             await self._outbox.mark_delivered(ids, status, now)
 
     async def _post(self, http: httpx.AsyncClient, webhook: WebhookRecord,
-                    row: OutboxRow) -> tuple["Outcome", int | None]:  # noqa: F821
+                    row: OutboxRow) -> tuple[Outcome, int | None]:
         headers = delivery_headers(webhook.secret, row.event_id, int(time.time()), row.body)
         attempt = row.attempts + 1
         started = time.perf_counter()

@@ -39,12 +39,8 @@ async def _through_the_stack(stack: object, config: OutboundConfig, run: int) ->
     assert isinstance(stack, ReliabilityStack)
     tenant = await stack.tenant(f"Bench outbound {run}")
     account = await stack.connect_account(tenant)
-    user_id, user_phone = await stack.sandbox_user(first_name="Receiver")
-    await stack.crm_ok("POST", "/sandbox/incoming", json={"account_phone": account.phone, "from": user_phone,
-                                                           "text": "hello"})
-    assert await stack.wait_for_incoming(tenant.organization_id, 1, timeout=60) == 1
-    pool = await stack.db()
-    client_id = str(await pool.fetchval("SELECT id FROM clients WHERE organization_id = $1", tenant.organization_id))
+    user_id, _, client_id = await stack.client_who_wrote(tenant, account.phone, "hello", timeout=60,
+                                                         first_name="Receiver")
 
     async def function_send(index: int) -> float:
         started = time.perf_counter()

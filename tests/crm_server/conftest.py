@@ -1,4 +1,5 @@
-"""Fixtures for crm_server: one server subprocess (sandbox mode) shared by the tests, and keys for two projects.
+"""Fixtures for crm_server: one server subprocess (sandbox mode) shared by the tests, keys for two projects, a fresh
+SQLite store per test and a webhook receiver per module.
 
 Tests that need their own server (restart, second server on one store) start one from `CrmServerProcess`.
 """
@@ -6,12 +7,15 @@ Tests that need their own server (restart, second server on one store) start one
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
+from crm_server.store import Store
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, run_cli
+from tests.helpers.receiver import Receiver, running_receiver
 
 PROJECT_A = "proj-a"
 PROJECT_B = "proj-b"
@@ -51,3 +55,18 @@ def client_a(crm_server: CrmServerProcess, project_keys: dict[str, str]) -> Iter
     client = crm_server.client(project_keys[PROJECT_A])
     yield client
     client.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh SQLite store of crm_server's own (test_store.py has its own, on both dialects)."""
+    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}", Fernet.generate_key())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a real socket, one per test module."""
+    with running_receiver() as running:
+        yield running

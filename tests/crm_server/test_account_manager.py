@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 
 from crm_server import errors
 from crm_server.sandbox import LOGIN_CODE, SandboxWorld, install, uninstall
@@ -23,13 +22,6 @@ def world() -> Iterator[SandboxWorld]:
     yield sandbox
     uninstall()
     sandbox.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}", Fernet.generate_key())
-    yield opened
-    await opened.close()
 
 
 def settings(tmp_path: Path, **overrides: object) -> ServerSettings:

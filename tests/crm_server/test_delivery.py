@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,25 +15,12 @@ from crm_server.delivery_policy import RetrySchedule
 from crm_server.store.database import Store
 from crm_server.store.outbox import OutboxEvent, OutboxTable
 from crm_server.webhook_signature import verify
-from tests.helpers.receiver import Receiver, running_receiver
+from tests.helpers.waiting import until
 
 PROJECT = "org-delivery"
 PHONE = "+79990001122"
 SECRET = "s3cret-for-signing"
 FAST = RetrySchedule(first_delay=0.1, max_delay=0.5, window=60.0)
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}", Fernet.generate_key())
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
@@ -66,15 +51,6 @@ async def run_worker(store: Store, outbox: OutboxTable, schedule: RetrySchedule 
 async def stop_worker(worker: WebhookDelivery, http: httpx.AsyncClient) -> None:
     await worker.stop()
     await http.aclose()
-
-
-async def until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise TimeoutError("condition not met")
 
 
 async def test_every_message_arrives_once_in_chat_order_and_signed(store, outbox, receiver) -> None:

@@ -17,7 +17,7 @@ import pytest
 from crm_server.sandbox import SandboxWorld
 from crm_server.webhook_signature import verify
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone, run_cli
-from tests.helpers.receiver import Receiver, running_receiver
+from tests.helpers.receiver import Receiver
 
 PROJECT = "proj-inbound"
 OTHER_PROJECT = "proj-inbound-other"
@@ -31,12 +31,6 @@ SERVER_ENV = {
     "CRM_WEBHOOK_LEASE_SECONDS": "2",
     "CRM_LEASE_TTL_SECONDS": "3",
 }
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ chat's new messages handed to its open lane in memory — still once each, in ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
-from collections.abc import AsyncIterator, Collection, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Collection
 
 import httpx
-import pytest
-from cryptography.fernet import Fernet
 
 from crm_server.delivery import DeliverySettings, WebhookDelivery
 from crm_server.delivery_policy import RetrySchedule
@@ -18,7 +16,8 @@ from crm_server.incoming import IncomingMessage
 from crm_server.listener import IncomingListener
 from crm_server.store.database import Store
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
-from tests.helpers.receiver import Receiver, running_receiver
+from tests.helpers.receiver import Receiver
+from tests.helpers.waiting import until
 
 PROJECT = "org-listener"
 PHONE = "+79990003344"
@@ -48,34 +47,12 @@ class GatedOutbox(OutboxTable):
         return await super().lease(lane, owner, until, limit, skip)
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}", Fernet.generate_key())
-    yield opened
-    await opened.close()
-
-
 def message(chat: int, number: int) -> IncomingMessage:
     return IncomingMessage(
         project_id=PROJECT, account_phone=PHONE, chat_id=chat, message_id=number, from_id=chat,
         from_username=None, from_first_name="Client", from_last_name=None, from_phone=None, text=f"m{number}",
         date=datetime.datetime(2026, 11, 25, tzinfo=datetime.UTC),
     )
-
-
-async def until(predicate, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise TimeoutError("condition not met")
 
 
 async def test_an_update_state_is_recorded_only_once_its_messages_are_committed(store) -> None:
@@ -114,17 +91,26 @@ async def test_messages_buffered_while_the_store_is_slow_share_one_insert(store)
     assert outbox.inserts == [1, 100]  # the 100 that came meanwhile: one INSERT
 
 
-async def test_open_lanes_get_new_messages_in_memory_once_each_in_chat_order(store, receiver) -> None:
+@contextlib.asynccontextmanager
+async def fed_worker(store: Store, receiver: Receiver,
+                     settings: DeliverySettings) -> AsyncIterator[tuple[GatedOutbox, IncomingListener]]:
+    """A delivery worker to the receiver and a listener that hands it new rows, stopped on the way out."""
     receiver.reset()
     await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
     outbox = GatedOutbox(store)
-    http = httpx.AsyncClient(timeout=5.0)
-    worker = WebhookDelivery(outbox, store.webhooks, http, FAST,
-                             DeliverySettings(concurrency=8, linger_seconds=2.0, record_every_seconds=0.01))
-    listener = IncomingListener(outbox, worker.wake, feed=worker)
-    await worker.start()
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        worker = WebhookDelivery(outbox, store.webhooks, http, FAST, settings)
+        await worker.start()
+        try:
+            yield outbox, IncomingListener(outbox, worker.wake, feed=worker)
+        finally:
+            await worker.stop()
+
+
+async def test_open_lanes_get_new_messages_in_memory_once_each_in_chat_order(store, receiver) -> None:
     chats, per_chat = 5, 20
-    try:
+    settings = DeliverySettings(concurrency=8, linger_seconds=2.0, record_every_seconds=0.01)
+    async with fed_worker(store, receiver, settings) as (outbox, listener):
         for number in range(1, per_chat + 1):
             for chat in range(chats):
                 await listener(message(100 + chat, number))
@@ -132,9 +118,6 @@ async def test_open_lanes_get_new_messages_in_memory_once_each_in_chat_order(sto
         await listener.drain()
         await until(lambda: len(receiver.accepted) >= chats * per_chat)
         await asyncio.sleep(0.3)
-    finally:
-        await worker.stop()
-        await http.aclose()
     ids = receiver.accepted_ids()
     assert len(ids) == chats * per_chat and len(set(ids)) == len(ids)
     per: dict[int, list[int]] = {}
@@ -144,52 +127,32 @@ async def test_open_lanes_get_new_messages_in_memory_once_each_in_chat_order(sto
     # The messages went to their chat's open lane without a read of the outbox: one lease per chat here, even with
     # messages arriving while a lane is being leased (without the feed: ~one per message).
     assert outbox.leases < chats * per_chat / 4, outbox.leases
+    # And everything delivered is recorded as such.
+    assert await outbox.pending_count() == 0
 
 
 async def test_a_chat_whose_lane_is_open_costs_one_lease_for_all_its_messages(store, receiver) -> None:
-    receiver.reset()
-    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
-    outbox = GatedOutbox(store)
-    http = httpx.AsyncClient(timeout=5.0)
-    worker = WebhookDelivery(outbox, store.webhooks, http, FAST,
-                             DeliverySettings(concurrency=8, linger_seconds=600.0, record_every_seconds=0.01))
-    listener = IncomingListener(outbox, worker.wake, feed=worker)
-    await worker.start()
     chats, per_chat = 3, 10
-    try:
+    settings = DeliverySettings(concurrency=8, linger_seconds=600.0, record_every_seconds=0.01)
+    async with fed_worker(store, receiver, settings) as (outbox, listener):
         for number in range(1, per_chat + 1):
             for chat in range(chats):
                 await listener(message(300 + chat, number))
             # Each message is delivered before the chat's next one comes: the lane is idle and open for it.
             await until(lambda: len(receiver.accepted) == chats * number)
-    finally:
-        await worker.stop()
-        await http.aclose()
     assert outbox.leases == chats  # the first message of each chat; the other 27 were handed over in memory
-    assert await outbox.pending_count() == 0
-    # And everything delivered is recorded as such.
     assert await outbox.pending_count() == 0
 
 
 async def test_a_lane_idling_for_its_chat_gives_its_slot_to_a_waiting_chat(store, receiver) -> None:
-    receiver.reset()
-    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
-    outbox = GatedOutbox(store)
-    http = httpx.AsyncClient(timeout=5.0)
     # One slot, and a lane would idle for its chat's next message far longer than this test waits.
-    worker = WebhookDelivery(outbox, store.webhooks, http, FAST,
-                             DeliverySettings(concurrency=1, linger_seconds=600.0, idle_poll_seconds=600.0))
-    listener = IncomingListener(outbox, worker.wake, feed=worker)
-    await worker.start()
-    try:
+    settings = DeliverySettings(concurrency=1, linger_seconds=600.0, idle_poll_seconds=600.0)
+    async with fed_worker(store, receiver, settings) as (_, listener):
         await listener(message(201, 1))
         await until(lambda: len(receiver.accepted) == 1)
         await listener(message(202, 1))  # another chat, while chat 201's lane holds the only slot
         await until(lambda: len(receiver.accepted) == 2, timeout=20)
         await listener(message(201, 2))
         await until(lambda: len(receiver.accepted) == 3, timeout=20)
-    finally:
-        await worker.stop()
-        await http.aclose()
     assert [(item.json["chat_id"], item.json["message_id"]) for item in receiver.accepted] == [
         (201, 1), (202, 1), (201, 2)]

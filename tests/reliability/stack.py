@@ -205,6 +205,17 @@ class ReliabilityStack:
                                    json={"phone": phone, "username": f"u{phone[1:]}", **fields})
         return int(answer["user_id"]), phone
 
+    async def client_who_wrote(self, tenant: Tenant, account_phone: str, text: str, *, timeout: float,
+                               **user_fields: Any) -> tuple[int, str, str]:
+        """A simulated user writes `text` to the account and the CRM stores it: (user id, user phone, client id)."""
+        user_id, user_phone = await self.sandbox_user(**user_fields)
+        await self.crm_ok("POST", "/sandbox/incoming", json={"account_phone": account_phone, "from": user_phone,
+                                                              "text": text})
+        assert await self.wait_for_incoming(tenant.organization_id, 1, timeout=timeout) == 1
+        pool = await self.db()
+        client_id = await pool.fetchval("SELECT id FROM clients WHERE organization_id = $1", tenant.organization_id)
+        return user_id, user_phone, str(client_id)
+
     def project_key(self, project_id: str) -> str:
         from tests.crm_server.server_process import run_cli
 

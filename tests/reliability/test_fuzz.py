@@ -73,12 +73,8 @@ async def targets(reliability_stack: ReliabilityStack) -> AsyncIterator[Targets]
     project_key = await asyncio.to_thread(stack.project_key, tenant.organization_id)
     other_key = await asyncio.to_thread(stack.project_key, other.organization_id)
     account = await stack.connect_account(tenant, crm_key=project_key)
-    user_id, user_phone = await stack.sandbox_user(first_name="Fuzzy")
-    await stack.crm_ok("POST", "/sandbox/incoming", json={"account_phone": account.phone, "from": user_phone,
-                                                           "text": "hi"})
-    assert await stack.wait_for_incoming(tenant.organization_id, 1, timeout=30) == 1
-    pool = await stack.db()
-    client_id = str(await pool.fetchval("SELECT id FROM clients WHERE organization_id = $1", tenant.organization_id))
+    user_id, user_phone, client_id = await stack.client_who_wrote(tenant, account.phone, "hi", timeout=30,
+                                                                  first_name="Fuzzy")
     webhook_key, webhook_secret = await stack.integration_secret(account.integration_id)
     expired = jwt.encode({"sub": tenant.user_id, "role": "authenticated", "aud": "authenticated",
                           "exp": int(time.time()) - 3600}, stack.keys.jwt_secret, algorithm="HS256")

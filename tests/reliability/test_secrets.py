@@ -88,14 +88,10 @@ async def test_no_secret_is_logged_or_stored_in_clear(debug_stack: ReliabilitySt
                                                                             "step": step, **extra})
         assert answer.status_code == 200 and answer.json()["status"] == expected, answer.text
     # A wrong code and a wrong password on the way are logged as failures, without the values tried.
-    _, user_phone = await stack.sandbox_user(first_name="Secretive")
 
     # A client writes; the webhook (signed with the secret) stores it; the manager replies from both hosts.
-    await stack.crm_ok("POST", "/sandbox/incoming", json={"account_phone": phone, "from": user_phone,
-                                                           "text": "hello there"})
-    assert await stack.wait_for_incoming(tenant.organization_id, 1, timeout=30) == 1
-    pool = await stack.db()
-    client_id = str(await pool.fetchval("SELECT id FROM clients WHERE organization_id = $1", tenant.organization_id))
+    _, user_phone, client_id = await stack.client_who_wrote(tenant, phone, "hello there", timeout=30,
+                                                            first_name="Secretive")
     for client in (in_process_functions, None):
         body = {"clientId": client_id, "text": "a reply"}
         reply = await (client.post("/telegram-send", headers=tenant.auth, json=body) if client else

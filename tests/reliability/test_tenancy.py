@@ -52,13 +52,10 @@ async def _organization(stack: ReliabilityStack, index: int) -> Organization:
         "provider": "wappi", "profileId": f"profile-{index}", "apiToken": f"wappi-token-{tenant.organization_id}"})
     assert saved.status_code == 200, saved.text
 
-    _, user_phone = await stack.sandbox_user(first_name=f"Customer{index}")
     text = f"private message of tenant {index} {time.time_ns()}"
-    await stack.crm_ok("POST", "/sandbox/incoming", json={"account_phone": account.phone, "from": user_phone,
-                                                           "text": text})
-    assert await stack.wait_for_incoming(tenant.organization_id, 1, timeout=30) == 1
+    _, user_phone, client_id = await stack.client_who_wrote(tenant, account.phone, text, timeout=30,
+                                                            first_name=f"Customer{index}")
     pool = await stack.db()
-    client_id = str(await pool.fetchval("SELECT id FROM clients WHERE organization_id = $1", tenant.organization_id))
 
     # A dead letter of this organization: its webhook refuses while the integration is disabled.
     await pool.execute("UPDATE messenger_integrations SET is_enabled = false WHERE id = $1", account.integration_id)

@@ -47,7 +47,7 @@ def crm_env() -> dict[str, str]:
 
 async def fill_outbox(state_dir: Path, project_id: str, phone: str, messages: int, chats: int) -> None:
     """`messages` incoming messages in the outbox, as the listener would have written them."""
-    from crm_server.incoming import IncomingMessage
+    from crm_server.webhooks.incoming import IncomingMessage
     from crm_server.settings import ServerSettings, load_session_key
     from crm_server.store import Store
 

@@ -146,7 +146,7 @@ async def prepare_accounts(state_dir: Path, count: int) -> None:
     from crm_server.sandbox import LOGIN_CODE, SandboxWorld, install, uninstall
     from crm_server.settings import ServerSettings, load_session_key
     from crm_server.store import Store
-    from crm_server.telegram import AccountManager
+    from crm_server.telegram.manager import AccountManager
 
     settings = ServerSettings(state_dir=state_dir, sandbox=True)
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -23,17 +23,18 @@ from starlette.routing import Route
 import certifi
 import httpx
 
-from crm_server import api, deliveries, errors, sandbox_control
+from crm_server import errors
+from crm_server.routes import api, deliveries, sandbox_control
 from crm_server.app_state import AppState
-from crm_server.auth import KeyAuthenticator
-from crm_server.delivery import DeliverySettings, WebhookDelivery
-from crm_server.delivery_policy import RetrySchedule
-from crm_server.listener import IncomingListener
+from crm_server.routes.auth import KeyAuthenticator
+from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from crm_server.webhooks.policy import RetrySchedule
+from crm_server.webhooks.listener import IncomingListener
 from crm_server.metrics import ServerMetrics
-from crm_server.openapi import build_openapi, render_docs
+from crm_server.routes.openapi import build_openapi, render_docs
 from crm_server.settings import ServerSettings, load_session_key
 from crm_server.store import Store
-from crm_server.telegram import AccountManager
+from crm_server.telegram.manager import AccountManager
 
 log = logging.getLogger(__name__)
 

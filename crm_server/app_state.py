@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 
-from crm_server.auth import KeyAuthenticator
-from crm_server.delivery import WebhookDelivery
+from crm_server.routes.auth import KeyAuthenticator
+from crm_server.webhooks.worker import WebhookDelivery
 from crm_server.metrics import ServerMetrics
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
-from crm_server.telegram import AccountManager
+from crm_server.telegram.manager import AccountManager
 
 
 @dataclass

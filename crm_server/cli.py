@@ -154,9 +154,9 @@ def login_command(args: argparse.Namespace) -> int:
 
 async def interactive_login(settings: ServerSettings, project_id: str, phone: str) -> int:
     from crm_server import errors
-    from crm_server.recipients import normalize_phone
+    from crm_server.telegram.recipients import normalize_phone
     from crm_server.store import Store
-    from crm_server.telegram import AccountManager
+    from crm_server.telegram.manager import AccountManager
 
     try:
         phone = normalize_phone(phone)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from crm_server.sandbox import SandboxWorld
-from crm_server.webhook_signature import verify
+from crm_server.webhooks.signature import verify
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone, run_cli
 from tests.helpers.receiver import Receiver
 

@@ -79,7 +79,7 @@ def test_whsec_secrets_sign_with_their_decoded_key() -> None:
 
 def test_matches_crm_servers_signer() -> None:
     """Both sides of the wire compute the same signature (crm_server signs, the webhook verifies)."""
-    from crm_server.webhook_signature import signature as server_signature
+    from crm_server.webhooks.signature import signature as server_signature
 
     now = int(time.time())
     signature.verify(SECRET, "evt_9", str(now), server_signature(SECRET, "evt_9", now, BODY), BODY)

@@ -12,7 +12,7 @@ from crm_server import errors
 from crm_server.sandbox import LOGIN_CODE, SandboxWorld, install, uninstall
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
-from crm_server.telegram import AccountKey, AccountManager
+from crm_server.telegram.manager import AccountKey, AccountManager
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ async def test_an_abandoned_login_gives_its_lease_back(world: SandboxWorld, stor
 async def test_a_dropped_connection_is_reconnected_and_sends_work_again(
     world: SandboxWorld, store: Store, tmp_path: Path
 ) -> None:
-    from crm_server.recipients import Recipient
+    from crm_server.telegram.recipients import Recipient
 
     started: list[object] = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crm_server.errors import ValidationError
-from crm_server.webhook_urls import validate_webhook_url
+from crm_server.webhooks.urls import validate_webhook_url
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from crm_server.delivery import DeliverySettings, WebhookDelivery
-from crm_server.delivery_policy import RetrySchedule
+from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from crm_server.webhooks.policy import RetrySchedule
 from crm_server.store.database import Store
 from crm_server.store.outbox import OutboxEvent, OutboxTable
-from crm_server.webhook_signature import verify
+from crm_server.webhooks.signature import verify
 from tests.helpers.waiting import until
 
 PROJECT = "org-delivery"

@@ -12,8 +12,8 @@ from starlette.routing import Route
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.auth import require_admin
-from crm_server.models import (
+from crm_server.routes.auth import require_admin
+from crm_server.routes.models import (
     SandboxAccountRequest,
     SandboxFloodRequest,
     SandboxIncomingRequest,
@@ -21,7 +21,7 @@ from crm_server.models import (
     SandboxSentQuery,
     SandboxUserRequest,
 )
-from crm_server.parsing import parse_body, parse_query
+from crm_server.routes.parsing import parse_body, parse_query
 
 
 def _sandbox_error(exc: Exception, field: str) -> errors.CrmError:

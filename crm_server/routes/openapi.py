@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from crm_server import models
+from crm_server.routes import models
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 

@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, Response
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.auth import require_project
-from crm_server.deliveries import iso
+from crm_server.routes.auth import require_project
+from crm_server.routes.deliveries import iso
 from crm_server.metrics import CONTENT_TYPE_LATEST
-from crm_server.models import (
+from crm_server.routes.models import (
     AccountPath,
     AccountQuery,
     AccountStatusEntry,
@@ -40,9 +40,9 @@ from crm_server.models import (
     StatusResponse,
     WebhookStatus,
 )
-from crm_server.parsing import parse_body, parse_path, parse_query
-from crm_server.recipients import parse_recipient
-from crm_server.webhook_urls import validate_webhook_url
+from crm_server.routes.parsing import parse_body, parse_path, parse_query
+from crm_server.telegram.recipients import parse_recipient
+from crm_server.webhooks.urls import validate_webhook_url
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 # How long a request waits for a concurrent request with the same Idempotency-Key to finish.

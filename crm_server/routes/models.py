@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from crm_server.recipients import normalize_phone, parse_recipient
+from crm_server.telegram.recipients import normalize_phone, parse_recipient
 
 
 def _recipient(value: str | int) -> str | int:

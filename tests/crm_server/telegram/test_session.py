@@ -9,7 +9,7 @@ from telethon.crypto import AuthKey
 from telethon.tl import types
 from telethon.tl.types.updates import State
 
-from crm_server.session import StoreSession
+from crm_server.telegram.session import StoreSession
 
 
 class Recorder:

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 from telethon import TelegramClient, errors as tg_errors, events, functions, types, utils
 
 from crm_server import errors
-from crm_server.incoming import IncomingMessage
-from crm_server.pacing import TokenBucket
-from crm_server.recipients import Recipient
-from crm_server.session import StoreSession
+from crm_server.webhooks.incoming import IncomingMessage
+from crm_server.telegram.pacing import TokenBucket
+from crm_server.telegram.recipients import Recipient
+from crm_server.telegram.session import StoreSession
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
 
@@ -87,7 +87,7 @@ ClientStartedHook = Callable[[AccountKey, TelegramClient], Awaitable[None]]
 
 
 class IncomingHandler(Protocol):
-    """Receives every incoming private message, in order per account (crm_server.listener.IncomingListener).
+    """Receives every incoming private message, in order per account (crm_server.webhooks.listener.IncomingListener).
 
     Calling it may return before the message is stored; `when_stored` runs `record` once everything handed over
     so far is stored, which is when an update state covering those messages may be saved.

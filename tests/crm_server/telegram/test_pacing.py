@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_server.pacing import TokenBucket
+from crm_server.telegram.pacing import TokenBucket
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from crm_server.delivery_policy import RetrySchedule, Verdict, judge_response, judge_transport_error, parse_retry_after
+from crm_server.webhooks.policy import RetrySchedule, Verdict, judge_response, judge_transport_error, parse_retry_after
 
 DEFAULT = RetrySchedule()
 

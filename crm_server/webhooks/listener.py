@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from crm_server.delivery import LaneRun
-from crm_server.incoming import IncomingMessage
+from crm_server.webhooks.worker import LaneRun
+from crm_server.webhooks.incoming import IncomingMessage
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ MAX_BUFFERED = 5000
 
 
 class LaneFeed(Protocol):
-    """What the listener needs of the delivery worker (crm_server.delivery.WebhookDelivery)."""
+    """What the listener needs of the delivery worker (crm_server.webhooks.worker.WebhookDelivery)."""
 
     @property
     def owner(self) -> str: ...

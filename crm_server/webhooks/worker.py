@@ -24,12 +24,12 @@ from typing import Any
 
 import httpx
 
-from crm_server.delivery_policy import Outcome, RetrySchedule, Verdict, judge_response, judge_transport_error
+from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_response, judge_transport_error
 from crm_server.store.outbox import Lane, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookRecord, WebhookTable
-from crm_server.webhook_signature import delivery_headers
+from crm_server.webhooks.signature import delivery_headers
 
-log = logging.getLogger("crm_server.delivery")
+log = logging.getLogger("crm_server.webhooks.worker")
 
 # A closing lane waits this long for rows claimed for it (an INSERT in flight); later ones are released instead.
 CLAIM_WAIT_SECONDS = 5.0

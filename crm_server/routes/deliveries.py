@@ -12,9 +12,9 @@ from starlette.responses import JSONResponse, Response
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.auth import require_project
-from crm_server.models import DeliveriesQuery, DeliveriesResponse, DeliveryEntry, DeliveryPath, RetryResponse
-from crm_server.parsing import parse_path, parse_query
+from crm_server.routes.auth import require_project
+from crm_server.routes.models import DeliveriesQuery, DeliveriesResponse, DeliveryEntry, DeliveryPath, RetryResponse
+from crm_server.routes.parsing import parse_path, parse_query
 from crm_server.store.schema import DEAD, DELIVERED, PENDING
 
 STATES = {"failed": DEAD, "dead": DEAD, "pending": PENDING, "delivered": DELIVERED}

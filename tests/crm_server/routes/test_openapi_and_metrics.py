@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_server.openapi import build_openapi
+from crm_server.routes.openapi import build_openapi
 from tests.crm_server.conftest import PROJECT_A
 from tests.crm_server.server_process import CrmClient, new_phone
 

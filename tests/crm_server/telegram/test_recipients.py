@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_server.recipients import Recipient, normalize_phone, parse_recipient
+from crm_server.telegram.recipients import Recipient, normalize_phone, parse_recipient
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Collection
 
 import httpx
 
-from crm_server.delivery import DeliverySettings, WebhookDelivery
-from crm_server.delivery_policy import RetrySchedule
-from crm_server.incoming import IncomingMessage
-from crm_server.listener import IncomingListener
+from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from crm_server.webhooks.policy import RetrySchedule
+from crm_server.webhooks.incoming import IncomingMessage
+from crm_server.webhooks.listener import IncomingListener
 from crm_server.store.database import Store
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from tests.helpers.receiver import Receiver

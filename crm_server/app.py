@@ -124,10 +124,10 @@ async def start_state(settings: ServerSettings) -> AppState:
         observers=[metrics.observe_delivery],
         client_factory=lane_client,
     )
-    manager = AccountManager(store, settings)
-    manager.incoming_handler = IncomingListener(
+    listener = IncomingListener(
         store.outbox, delivery.wake, on_enqueued=lambda added: metrics.incoming.inc(added), feed=delivery
     )
+    manager = AccountManager(store, settings, incoming=listener)
     metrics.watch_connected(manager.connected_count)
     await delivery.start()
     await manager.start()
@@ -146,7 +146,7 @@ async def start_state(settings: ServerSettings) -> AppState:
 async def stop_state(state: AppState) -> None:
     # Accounts first: no new message is enqueued once the worker stops.
     await state.manager.stop()
-    listener = state.manager.incoming_handler
+    listener = state.manager.incoming
     if isinstance(listener, IncomingListener):
         # What the listener still buffers goes to the outbox now; if the store is down it is fetched again at the
         # next start (the saved update state is behind it).

@@ -1,12 +1,13 @@
-"""Per-account send pacing: a token bucket that refuses sends a careful human operator would not make.
-
-It answers before Telegram's own FloodWait would, so an account is never pushed into a Telegram penalty.
+"""Pacing towards Telegram: per-account sends (a token bucket that refuses what a careful human operator would not
+send, before Telegram's own FloodWait would) and connection starts (a restart is not a burst of logins).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 class TokenBucket:
@@ -31,3 +32,27 @@ class TokenBucket:
             self._tokens -= 1.0
             return 0.0
         return (1.0 - self._tokens) / self._rate
+
+
+class ConnectPacer:
+    """At most `concurrency` connections being made at once, their starts at least `stagger_seconds` apart."""
+
+    def __init__(self, concurrency: int, stagger_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._gate = asyncio.Semaphore(concurrency)
+        self._stagger_seconds = stagger_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._stagger_lock = asyncio.Lock()
+        self._last_start = float("-inf")
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Held while one connection is made."""
+        async with self._gate:
+            async with self._stagger_lock:
+                delay = self._last_start + self._stagger_seconds - self._clock()
+                if delay > 0:
+                    await self._sleep(delay)
+                self._last_start = self._clock()
+            yield

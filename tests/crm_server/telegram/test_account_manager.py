@@ -12,7 +12,8 @@ from crm_server import errors
 from crm_server.sandbox import LOGIN_CODE, SandboxWorld, install, uninstall
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
-from crm_server.telegram.manager import AccountKey, AccountManager
+from crm_server.telegram.manager import AccountManager
+from crm_server.telegram.states import AccountKey
 
 
 @pytest.fixture

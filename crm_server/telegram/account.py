@@ -1,0 +1,413 @@
+"""`Account`: one Telegram account of one project in this process; it owns its client, session, pending login,
+lease and supervision, and sends from its client. It is handed what it needs (`AccountContext`), not the manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from telethon import TelegramClient, errors as tg_errors
+
+from crm_server import errors
+from crm_server.settings import ServerSettings
+from crm_server.store.accounts import AccountTable
+from crm_server.telegram import sending
+from crm_server.telegram.clients import ClientFactory, quiet_disconnect
+from crm_server.telegram.login import PendingLogin, login_error
+from crm_server.telegram.pacing import TokenBucket
+from crm_server.telegram.recipients import Recipient
+from crm_server.telegram.sending import SendResult
+from crm_server.telegram.session import StoreSession
+from crm_server.telegram.states import (
+    CONNECTION_ERRORS,
+    SETTLED_STATES,
+    TERMINAL_SESSION_ERRORS,
+    AccountKey,
+    AccountState,
+    LoginOutcome,
+    SessionTerminated,
+)
+
+log = logging.getLogger(__name__)
+
+# How long a send that lost its connection waits to learn whether the session was revoked (409, not 503).
+REVOKED_VERDICT_SECONDS = 1.0
+
+ClientStartedHook = Callable[[AccountKey, TelegramClient], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AccountContext:
+    """What the accounts of one manager share."""
+
+    table: AccountTable  # their rows in the store
+    owner_id: str  # this server's lease owner id
+    settings: ServerSettings
+    clients: ClientFactory
+    connect_slot: Callable[[], AbstractAsyncContextManager[None]]  # paces connection starts (ConnectPacer.slot)
+    on_client_started: list[ClientStartedHook]  # run for every new live client
+    stopping: Callable[[], bool]  # the server is shutting down: start and reconnect nothing
+
+
+class Account:
+    def __init__(self, key: AccountKey, context: AccountContext) -> None:
+        self.key = key
+        self._context = context
+        settings = context.settings
+        self.bucket = TokenBucket(settings.send_rate_per_minute / 60.0, settings.send_burst)
+        self.state = AccountState.AUTH_REQUIRED
+        self.user_id: int | None = None
+        self.username: str | None = None
+        self.client: TelegramClient | None = None
+        self.session: StoreSession | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._login: PendingLogin | None = None
+        self._flood_until = 0.0
+        # When this process took the account's lease (monotonic), None when it holds none.
+        self.lease_since: float | None = None
+        # Held by a login step, a start or a logout: the lease loop leaves a busy account alone.
+        self.lock = asyncio.Lock()
+        # Set while the state is one a waiting send can act on (connected, or definitely not coming back).
+        self.settled = asyncio.Event()
+
+    def set_state(self, state: AccountState) -> None:
+        self.state = state
+        if state in SETTLED_STATES:
+            self.settled.set()
+        else:
+            self.settled.clear()
+
+    @property
+    def running(self) -> bool:
+        """Holds (or is acquiring) the lease: a client is, or is about to be, live here."""
+        return (self._supervisor is not None and not self._supervisor.done()) or self._login is not None
+
+    @property
+    def live(self) -> bool:
+        return self.state == AccountState.CONNECTED and self.client is not None
+
+    # --- the lease ------------------------------------------------------------------------------------------------
+
+    async def acquire_lease(self) -> bool:
+        acquired = await self._context.table.acquire_lease(
+            self.key.project_id, self.key.phone, self._context.owner_id, self._context.settings.lease_ttl_seconds
+        )
+        if acquired and self.lease_since is None:
+            self.lease_since = time.monotonic()
+        return acquired
+
+    async def release_lease(self) -> None:
+        self.lease_since = None
+        await self._context.table.release_lease(self.key.project_id, self.key.phone, self._context.owner_id)
+
+    async def start(self) -> bool:
+        """Take the lease and start the supervisor that keeps the account connected. False if held elsewhere."""
+        async with self.lock:
+            if self.running or self._context.stopping():
+                return self.running
+            if not await self.acquire_lease():
+                self.set_state(AccountState.HELD_ELSEWHERE)
+                return False
+            self.set_state(AccountState.CONNECTING)
+            self._supervisor = asyncio.create_task(self.supervise(), name=f"crm-account-{self.key.phone}")
+            return True
+
+    # --- login ------------------------------------------------------------------------------------------------------
+
+    async def begin_login(self) -> int | None:
+        """Telegram sends the code. Returns the code's timeout in seconds, if Telegram gives one."""
+        async with self.lock:
+            if self.state == AccountState.CONNECTED:
+                raise errors.ValidationError("This account is already logged in", field="phone")
+            if not await self.acquire_lease():
+                raise errors.AccountDisconnectedError("Another crm_server instance runs this account")
+            # A fresh login replaces whatever ran before (a stale login, a dead or reconnecting client).
+            await self.stop(AccountState.AUTH_REQUIRED)
+            session = StoreSession()
+            dc = self._context.settings.telegram_dc_address()
+            if dc is not None:
+                session.set_dc(*dc)
+            client = self._context.clients.build(session, self.key)
+            try:
+                await client.connect()
+                sent = await client.send_code_request(self.key.phone)
+            except BaseException as exc:
+                await quiet_disconnect(client)
+                if isinstance(exc, tg_errors.RPCError):
+                    raise login_error(exc) from None
+                if isinstance(exc, CONNECTION_ERRORS):
+                    raise errors.AccountDisconnectedError("Cannot reach Telegram") from None
+                raise
+            self._login = PendingLogin(
+                client=client,
+                session=session,
+                phone_code_hash=sent.phone_code_hash,
+                expires_at=time.monotonic() + self._context.settings.login_ttl_seconds,
+            )
+            timeout = getattr(sent, "timeout", None)
+            return int(timeout) if timeout is not None else None
+
+    async def sign_in(self, code: str) -> LoginOutcome:
+        """Finish a login with the code; PASSWORD_REQUIRED when the account has 2FA."""
+        async with self.lock:
+            login = self._live_login()
+            try:
+                user = await login.client.sign_in(
+                    phone=self.key.phone, code=code, phone_code_hash=login.phone_code_hash
+                )
+            except tg_errors.SessionPasswordNeededError:
+                login.password_required = True
+                return LoginOutcome.PASSWORD_REQUIRED
+            except tg_errors.PhoneCodeExpiredError:
+                await self.drop_login()
+                raise errors.InvalidCodeError("The login code expired; request a new one", field="code") from None
+            except tg_errors.RPCError as exc:
+                raise login_error(exc) from None
+            await self.complete_login(user)
+            return LoginOutcome.AUTHORIZED
+
+    async def check_password(self, password: str) -> LoginOutcome:
+        async with self.lock:
+            login = self._live_login()
+            if not login.password_required:
+                raise errors.LoginNotStartedError("Sign in with the code before sending the 2FA password")
+            try:
+                user = await login.client.sign_in(password=password)
+            except tg_errors.RPCError as exc:
+                raise login_error(exc) from None
+            await self.complete_login(user)
+            return LoginOutcome.AUTHORIZED
+
+    async def complete_login(self, user: Any) -> None:
+        login = self._login
+        assert login is not None
+        key = self.key
+        self._login = None
+        login.session.enable_persistence(self._persist)
+        if self._context.clients.listening:
+            # Wake the update loop so it records the state loaded at sign-in: a restart from then on catches up.
+            await login.client.catch_up()
+        await self._context.table.mark_authorized(key.project_id, key.phone, user.id, user.username)
+        await login.session.flush()
+        self.session = login.session
+        self.user_id = user.id
+        self.username = user.username
+        self._flood_until = 0.0
+        # Live at once: a send right after sign-in must not race the supervisor task's first step.
+        self.client = login.client
+        self.set_state(AccountState.CONNECTED)
+        self._supervisor = asyncio.create_task(self.supervise(login.client), name=f"crm-account-{key.phone}")
+        log.info("account %s of project %s logged in", key.phone, key.project_id)
+
+    def _live_login(self) -> PendingLogin:
+        login = self._login
+        if login is None or login.expires_at < time.monotonic():
+            raise errors.LoginNotStartedError()
+        return login
+
+    async def drop_login(self) -> None:
+        login, self._login = self._login, None
+        if login is not None:
+            await quiet_disconnect(login.client)
+
+    async def drop_expired_login(self) -> None:
+        if self._login is not None and self._login.expires_at < time.monotonic():
+            async with self.lock:
+                await self.drop_login()
+
+    async def log_out(self) -> None:
+        """Log out of Telegram (best effort) and forget the session; the caller holds `lock`."""
+        await self.drop_login()
+        client = self.client
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            self._supervisor = None
+        if client is not None and client.is_connected():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.log_out(), timeout=10)
+        if self.session is not None:
+            self.session.disable_persistence()
+        if client is not None:
+            await quiet_disconnect(client)
+        self.client = None
+        self.session = None
+        self.set_state(AccountState.LOGGED_OUT)
+
+    # --- sending ----------------------------------------------------------------------------------------------------
+
+    async def send(self, recipient: Recipient, text: str | None, *, file_url: str | None, file_type: str | None,
+                   reply_to: int | None) -> SendResult:
+        """Send from the live client, paced; Telethon's refusals become the contract's errors."""
+        client = self.client
+        assert client is not None
+        remaining_flood = self._flood_until - time.monotonic()
+        if remaining_flood > 0:
+            raise errors.FloodWaitError(retry_after=remaining_flood)
+        wait = self.bucket.take()
+        if wait > 0:
+            raise errors.RateLimitedError(retry_after=wait)
+        try:
+            return await sending.send_to(client, recipient, text, file_url=file_url, file_type=file_type,
+                                         reply_to=reply_to)
+        except errors.CrmError:
+            raise
+        except BaseException as exc:
+            raise await self._send_failed(exc) from None
+
+    async def _send_failed(self, exc: BaseException) -> errors.CrmError:
+        """What the account learns from a failed send, then the error the caller gets (sending.SEND_ERRORS)."""
+        if isinstance(exc, tg_errors.FloodWaitError):
+            self._flood_until = time.monotonic() + exc.seconds
+        elif isinstance(exc, TERMINAL_SESSION_ERRORS):
+            await self.terminate()
+        elif isinstance(exc, CONNECTION_ERRORS):
+            # The connection may have just died of a revoked session (another request, or the update loop, saw the
+            # 401 first): give the supervisor a moment to say so rather than answer "try again".
+            deadline = time.monotonic() + REVOKED_VERDICT_SECONDS
+            while self.state != AccountState.LOGGED_OUT and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if self.state == AccountState.LOGGED_OUT:
+                return errors.AccountNotAuthorizedError(sending.REVOKED_MESSAGE)
+        return sending.send_error(exc)
+
+    # --- supervision ------------------------------------------------------------------------------------------------
+
+    async def supervise(self, client: TelegramClient | None = None) -> None:
+        """Keep the account connected: connect, wait for a disconnect, reconnect with backoff; stop on a dead session."""
+        context = self._context
+        backoff = 1.0
+        try:
+            while not context.stopping():
+                if client is None:
+                    self.set_state(
+                        AccountState.CONNECTING if self.state != AccountState.DISCONNECTED
+                        else AccountState.DISCONNECTED
+                    )
+                    try:
+                        async with context.connect_slot():
+                            client = await self.connect_stored()
+                    except SessionTerminated:
+                        await self.terminate(from_supervisor=True)
+                        return
+                    except Exception as exc:
+                        log.warning(
+                            "account %s: connect failed (%s); retrying in %.0fs",
+                            self.key.phone,
+                            type(exc).__name__,
+                            backoff,
+                        )
+                        self.set_state(AccountState.DISCONNECTED)
+                        await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                        backoff = min(backoff * 2, context.settings.reconnect_max_backoff_seconds)
+                        continue
+                self.client = client
+                self.set_state(AccountState.CONNECTED)
+                backoff = 1.0
+                await self._run_client_started_hooks(client)
+                try:
+                    # Resolves on a disconnect; raises the error that caused it (e.g. a 401 from GetDifference).
+                    await client.disconnected
+                except TERMINAL_SESSION_ERRORS:
+                    await self.terminate(from_supervisor=True)
+                    return
+                except Exception as exc:
+                    log.info("account %s: disconnected by %s", self.key.phone, type(exc).__name__)
+                if context.stopping():
+                    return
+                log.info("account %s: connection lost; reconnecting", self.key.phone)
+                self.set_state(AccountState.DISCONNECTED)
+                await quiet_disconnect(client)
+                client = None
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, context.settings.reconnect_max_backoff_seconds)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            # Never die silently: the lease loop restarts a supervisor that is no longer running.
+            log.exception("account %s: supervisor failed", self.key.phone)
+            self.set_state(AccountState.DISCONNECTED)
+
+    async def connect_stored(self) -> TelegramClient:
+        """A connected, authorized client from the stored session; SessionTerminated if the session is dead."""
+        key = self.key
+        if self.session is None:
+            data = await self._context.table.load_session(key.project_id, key.phone)
+            if data is None:
+                raise SessionTerminated()
+            self.session = StoreSession.from_bytes(data, self._persist)
+        client = self._context.clients.build(self.session, key)
+        try:
+            await client.connect()
+            me = await client.get_me()
+        except TERMINAL_SESSION_ERRORS:
+            await quiet_disconnect(client)
+            raise SessionTerminated() from None
+        except BaseException:
+            await quiet_disconnect(client)
+            raise
+        if me is None:
+            # get_me() swallows 401s: the key no longer belongs to a logged-in user.
+            await quiet_disconnect(client)
+            raise SessionTerminated()
+        self.user_id = me.id
+        self.username = me.username
+        return client
+
+    async def terminate(self, *, from_supervisor: bool = False) -> None:
+        """The session is dead: mark it logged_out, drop it, disconnect, and never reconnect it."""
+        if self.state == AccountState.LOGGED_OUT:
+            return
+        key = self.key
+        log.warning("account %s of project %s: session ended by Telegram; marked logged_out", key.phone, key.project_id)
+        self.set_state(AccountState.LOGGED_OUT)
+        if self.session is not None:
+            self.session.disable_persistence()
+        await self._context.table.mark_logged_out(key.project_id, key.phone)
+        await self.release_lease()
+        if not from_supervisor and self._supervisor is not None:
+            self._supervisor.cancel()
+        self._supervisor = None
+        client, self.client, self.session = self.client, None, None
+        if client is not None:
+            await quiet_disconnect(client)
+
+    async def stop(self, state: AccountState, *, save: bool = True) -> None:
+        """Disconnect without touching the stored status: shutdown, a new login, or a lost lease (save=False:
+        the new owner's session must not be overwritten with ours)."""
+        await self.drop_login()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if self.session is not None and not save:
+            self.session.disable_persistence()
+        if self.client is not None:
+            await quiet_disconnect(self.client)
+        if self.session is not None:
+            await self.session.flush()  # the update state Telethon saved while disconnecting
+            self.session.disable_persistence()
+        self.client = None
+        self.session = None
+        if self.state != AccountState.LOGGED_OUT:
+            self.set_state(state)
+
+    async def _persist(self, data: bytes) -> None:
+        key = self.key
+        if not await self._context.table.save_session(key.project_id, key.phone, data, self._context.owner_id):
+            log.warning("account %s: session not saved, this server no longer holds its lease", key.phone)
+
+    async def _run_client_started_hooks(self, client: TelegramClient) -> None:
+        for hook in list(self._context.on_client_started):
+            try:
+                await hook(self.key, client)
+            except Exception:
+                log.exception("on_client_started hook failed for account %s", self.key.phone)

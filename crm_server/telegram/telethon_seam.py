@@ -1,0 +1,72 @@
+"""Every touch of Telethon's private attributes outside the sandbox: its update queue's read and its message box.
+
+The listener needs both to save only update states whose messages are stored (see `telegram/updates.py`).
+`check_telethon_shape` fails loudly at start, and in a test, when Telethon no longer has the shape relied on here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from telethon import TelegramClient, types
+from telethon._updates.messagebox import MessageBox
+from telethon.client import telegrambaseclient, updates
+
+
+class TelethonShapeError(RuntimeError):
+    """Telethon changed under us: this module needs updating (the Telethon pin moved?)."""
+
+
+def before_each_update_read(client: TelegramClient, hook: Callable[[], None]) -> None:
+    """Run `hook` each time the client's update loop asks its queue for more updates.
+
+    At that moment the loop has dispatched everything it took so far, and with `sequential_updates` it has awaited
+    every handler: the message box's state then covers exactly the updates handed to us.
+    """
+    queue = client._updates_queue
+    wait_for_updates = queue.get
+
+    def get() -> Any:
+        hook()
+        return wait_for_updates()
+
+    queue.get = get  # type: ignore[method-assign]
+
+
+def update_state(client: TelegramClient) -> types.updates.State | None:
+    """The client's account-wide update state as Telethon would save it, or None before it has one."""
+    box = client._message_box
+    if box.is_empty():
+        return None
+    state, _channels = box.session_state()
+    return types.updates.State(**state, unread_count=0)
+
+
+def check_telethon_shape() -> None:
+    """Raise TelethonShapeError naming what changed if Telethon no longer has the shape used above."""
+    problems: list[str] = []
+    client_init = _source(telegrambaseclient.TelegramBaseClient.__init__)
+    if "self._updates_queue = asyncio.Queue()" not in client_init:
+        problems.append("TelegramBaseClient.__init__ no longer makes self._updates_queue an asyncio.Queue")
+    if "self._message_box = MessageBox(" not in client_init:
+        problems.append("TelegramBaseClient.__init__ no longer makes self._message_box a MessageBox")
+    if "self._updates_queue.get()" not in _source(updates.UpdateMethods._update_loop):
+        problems.append("UpdateMethods._update_loop no longer reads self._updates_queue.get()")
+    missing = [name for name in ("is_empty", "session_state") if not callable(getattr(MessageBox, name, None))]
+    if missing:
+        problems.append(f"MessageBox lost {missing}")
+    elif not set(inspect.signature(MessageBox.session_state).parameters) <= {"self"}:
+        problems.append("MessageBox.session_state takes arguments now")
+    if problems:
+        raise TelethonShapeError(
+            "Telethon's shape changed; crm_server/telegram/telethon_seam.py needs updating: " + "; ".join(problems)
+        )
+
+
+def _source(function: Any) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""

@@ -1,0 +1,126 @@
+"""Telethon's events → the Telethon-free events the webhook wing stores (today `IncomingMessage`).
+
+Every event type crm_server forwards is translated here, with what translating needs: the sender cache and media
+descriptors. `UpdateListener.attach` also gates the session's update state so it never runs ahead of the outbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from telethon import TelegramClient, events, types
+
+from crm_server.telegram import telethon_seam
+from crm_server.telegram.session import StoreSession
+from crm_server.telegram.states import AccountKey
+from crm_server.webhooks.incoming import IncomingMessage
+
+log = logging.getLogger(__name__)
+
+# Senders we have seen, so a known sender's names cost no request (UpdateShortMessage carries only the id).
+SENDER_CACHE_SIZE = 50_000
+
+
+class IncomingHandler(Protocol):
+    """Receives every incoming private message, in order per account (crm_server.webhooks.listener.IncomingListener).
+
+    Calling it may return before the message is stored; `when_stored` runs `record` once everything handed over
+    so far is stored, which is when an update state covering those messages may be saved.
+    """
+
+    async def __call__(self, message: IncomingMessage) -> None: ...
+
+    def when_stored(self, owner: object, record: Callable[[], None]) -> None: ...
+
+
+class SenderCache:
+    """The Users who wrote to each account, least recently seen dropped first."""
+
+    def __init__(self, size: int = SENDER_CACHE_SIZE) -> None:
+        self._size = size
+        self._senders: OrderedDict[tuple[AccountKey, int], Any] = OrderedDict()
+
+    async def sender_of(self, key: AccountKey, event: Any) -> Any:
+        """The sender's User: from the update, from our cache, or (once per sender) asked from Telegram."""
+        cache_key = (key, event.sender_id)
+        sender = event.sender if isinstance(event.sender, types.User) else self._senders.get(cache_key)
+        if sender is None:
+            try:
+                sender = await event.get_sender()
+            except Exception as exc:  # forward the message without names rather than hold it up
+                log.info("account %s: sender lookup failed (%s)", key.phone, type(exc).__name__)
+                return None
+        if isinstance(sender, types.User):
+            self._senders[cache_key] = sender
+            self._senders.move_to_end(cache_key)
+            if len(self._senders) > self._size:
+                self._senders.popitem(last=False)
+        return sender
+
+
+def media_descriptor(message: Any) -> tuple[str | None, str | None]:
+    """(file_type, file_name) of a message's media, or (None, None) for plain text."""
+    if message.media is None:
+        return None, None
+    for kind in ("photo", "voice", "video_note", "video", "audio", "sticker", "gif", "document", "contact", "geo"):
+        if getattr(message, kind, None):
+            file = message.file
+            return kind, (file.name if file is not None else None)
+    return type(message.media).__name__.removeprefix("MessageMedia").lower(), None
+
+
+class UpdateListener:
+    """Forwards each account's incoming private messages to `handler`, and keeps only covered update states."""
+
+    def __init__(self, handler: IncomingHandler, senders: SenderCache | None = None) -> None:
+        self._handler = handler
+        self._senders = senders or SenderCache()
+
+    def attach(self, client: TelegramClient, session: StoreSession, key: AccountKey) -> None:
+        """Listen on `client` (before connect(): catch-up starts as soon as the client connects).
+
+        Telethon saves its update state on its own schedule, possibly ahead of a message still being handled;
+        a crash then would skip that message for good. So the session ignores those saves, and we record the
+        state at the one moment it is known to be covered: when Telethon's update loop, having dispatched (and,
+        with sequential_updates, awaited) everything it took so far, asks its queue for more; the handler then
+        records it as soon as the messages it was handed up to that point are committed (it writes in batches).
+        """
+        session.gate_update_state()
+        client.add_event_handler(functools.partial(self._forward_message, key), events.NewMessage())
+
+        def record_covered_state() -> None:
+            state = telethon_seam.update_state(client)
+            if state is not None:
+                # Recorded once the messages handed over so far are committed: the handler buffers them.
+                self._handler.when_stored(session, functools.partial(session.set_safe_update_state, state))
+
+        telethon_seam.before_each_update_read(client, record_covered_state)
+
+    async def _forward_message(self, key: AccountKey, event: Any) -> None:
+        message = event.message
+        if message.out or not event.is_private or isinstance(message, types.MessageService):
+            return  # our own messages, groups and channels are not forwarded
+        sender = await self._senders.sender_of(key, event)
+        phone = getattr(sender, "phone", None)
+        file_type, file_name = media_descriptor(message)
+        await self._handler(
+            IncomingMessage(
+                project_id=key.project_id,
+                account_phone=key.phone,
+                chat_id=event.chat_id,
+                message_id=message.id,
+                from_id=event.sender_id,
+                from_username=getattr(sender, "username", None),
+                from_first_name=getattr(sender, "first_name", None),
+                from_last_name=getattr(sender, "last_name", None),
+                from_phone=f"+{phone}" if phone else None,
+                text=message.message or "",
+                date=message.date,
+                file_type=file_type,
+                file_name=file_name,
+            )
+        )

@@ -124,9 +124,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         observers=[metrics.observe_delivery],
         client_factory=lane_client,
     )
-    listener = IncomingListener(
-        store.outbox, delivery.wake, on_enqueued=lambda added: metrics.incoming.inc(added), feed=delivery
-    )
+    listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added))
     manager = AccountManager(store, settings, incoming=listener)
     metrics.watch_connected(manager.connected_count)
     await delivery.start()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from crm_server.webhooks.worker import DeliveryResult
+from crm_server.webhooks.posting import DeliveryResult
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
 

@@ -4,12 +4,13 @@ Telethon hands us one message at a time (sequential_updates) and reads the next 
 returned. Awaiting one INSERT + COMMIT per message capped an account at the store's round-trip rate (~45 msg/s with
 SQLite sharing its one connection with the delivery worker). So the handler only appends to a buffer and returns;
 a writer task inserts everything buffered in one transaction. Durability moves from the handler to the update
-state: the AccountManager asks `when_stored` to record an update state, and the listener records it only once every
+state: the Telegram wing asks `when_stored` to record an update state, and the listener records it only once every
 message handed over before that moment is committed. A crash loses at most the buffer, and the saved state is still
 behind it, so catch-up fetches those messages again (the outbox's unique key drops any that did land).
 
-With a `feed` (the delivery worker), a chat whose lane is open there gets its rows inserted already leased to it
-and handed over in memory after the commit: the worker posts them without reading the outbox.
+Each batch goes to one intake, the delivery worker (`accept`): a chat whose lane is open there gets its rows
+inserted already leased to it and handed over in memory after the commit, so the worker posts them without reading
+the outbox. The worker alone owns lanes, leases and runs; the listener only writes as told.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from crm_server.webhooks.worker import LaneRun
-from crm_server.webhooks.incoming import IncomingMessage
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
+from crm_server.webhooks.incoming import IncomingMessage
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +35,46 @@ BATCH_ROWS = 500
 MAX_BUFFERED = 5000
 
 
-class LaneFeed(Protocol):
-    """What the listener needs of the delivery worker (crm_server.webhooks.worker.WebhookDelivery)."""
+class Handover(Protocol):
+    """One batch on its way into the outbox, as its intake wants it written and told about."""
 
-    @property
-    def owner(self) -> str: ...
+    def leases(self) -> Mapping[Lane, tuple[str, float]]:
+        """Lane → (owner, lease end): those lanes' rows are inserted already leased (asked at each attempt)."""
+        ...
 
-    def claim(self, lane: Lane, rows: int) -> LaneRun | None: ...
+    def committed(self, rows: list[OutboxRow]) -> None:
+        """The batch is committed; `rows` are its new rows (a redelivered message is not)."""
+        ...
 
-    def hand_over(self, run: LaneRun, rows: list[OutboxRow], claimed: int) -> None: ...
 
-    def enqueued(self, lanes: set[Lane]) -> None: ...
+class Intake(Protocol):
+    """Who takes what the listener commits: the delivery worker (crm_server.webhooks.worker.WebhookDelivery)."""
+
+    def accept(self, batch: Sequence[OutboxEvent]) -> Handover: ...
+
+
+class PollingIntake:
+    """An intake with no lanes held open: new rows wait in the outbox, and `wake` tells whoever polls it."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def accept(self, batch: Sequence[OutboxEvent]) -> Handover:
+        return self
+
+    def leases(self) -> Mapping[Lane, tuple[str, float]]:
+        return {}
+
+    def committed(self, rows: list[OutboxRow]) -> None:
+        if rows:
+            self._wake()
 
 
 class IncomingListener:
-    def __init__(self, outbox: OutboxTable, wake: Callable[[], None],
-                 on_enqueued: Callable[[int], None] | None = None, feed: LaneFeed | None = None) -> None:
+    def __init__(self, outbox: OutboxTable, intake: Intake,
+                 on_enqueued: Callable[[int], None] | None = None) -> None:
         self._outbox = outbox
-        self._wake = wake
-        self._feed = feed
+        self._intake = intake
         self._on_enqueued = on_enqueued
         self._buffer: list[OutboxEvent] = []
         self._handed = 0  # messages handed to us since start
@@ -93,10 +114,10 @@ class IncomingListener:
     async def _write(self) -> None:
         while self._buffer:
             batch = self._buffer[:BATCH_ROWS]
-            claims = self._claim(batch)
-            rows = await self._insert(batch, claims)
+            handover = self._intake.accept(batch)
+            rows = await self._insert(batch, handover)
             del self._buffer[:len(batch)]
-            unclaimed = self._hand_over(rows, claims)
+            handover.committed(rows)
             self._stored += len(batch)
             if len(self._buffer) < MAX_BUFFERED:
                 self._room.set()
@@ -108,48 +129,12 @@ class IncomingListener:
                     log.exception("recording an update state failed")
             if self._on_enqueued is not None:
                 self._on_enqueued(len(rows))
-            if unclaimed:
-                if self._feed is not None:
-                    self._feed.enqueued(unclaimed)
-                else:
-                    self._wake()
 
-    def _claim(self, batch: list[OutboxEvent]) -> dict[Lane, tuple[LaneRun, int]]:
-        """Per chat of the batch: the open run that takes all its rows, and how many that is."""
-        if self._feed is None:
-            return {}
-        counts: dict[Lane, int] = {}
-        for event in batch:
-            counts[event.lane] = counts.get(event.lane, 0) + 1
-        claims = {}
-        for lane, count in counts.items():
-            run = self._feed.claim(lane, count)
-            if run is not None:
-                claims[lane] = (run, count)
-        return claims
-
-    def _hand_over(self, rows: list[OutboxRow], claims: dict[Lane, tuple[LaneRun, int]]) -> set[Lane]:
-        """Give the open runs their committed rows; returns the chats with new rows no run took."""
-        by_lane: dict[Lane, list[OutboxRow]] = {lane: [] for lane in claims}
-        unclaimed: set[Lane] = set()
-        for row in rows:
-            if row.lane in by_lane:
-                by_lane[row.lane].append(row)
-            else:
-                unclaimed.add(row.lane)
-        if self._feed is not None:  # (without one there are no claims)
-            for lane, (run, claimed) in claims.items():
-                self._feed.hand_over(run, by_lane[lane], claimed)
-        return unclaimed
-
-    async def _insert(self, batch: list[OutboxEvent], claims: dict[Lane, tuple[LaneRun, int]]) -> list[OutboxRow]:
-        owner = self._feed.owner if self._feed is not None else ""  # (without a feed there are no claims)
+    async def _insert(self, batch: list[OutboxEvent], handover: Handover) -> list[OutboxRow]:
         attempt = 0
         while True:
-            # Lease terms are read at each attempt: a lane extends its lease while a failing store holds us up.
-            leases = {lane: (owner, run.lease_until) for lane, (run, _) in claims.items()}
             try:
-                return await self._outbox.insert(batch, leases)
+                return await self._outbox.insert(batch, handover.leases())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -5,7 +5,7 @@ lane at the first retryable failure, so a chat's later messages wait behind its 
 keep flowing. Delivery is at-least-once: a crash between a post and its bookkeeping re-sends the same event id.
 
 A lane whose lease took every pending row of its chat stays open for a moment after its last post: the listener
-then inserts that chat's new messages already leased to it and hands them over in memory (`claim`, `hand_over`),
+then inserts that chat's new messages already leased to it and hands them over in memory (`accept`),
 so a busy chat costs no read of the outbox per message. Delivered rows are recorded for all lanes together, a few
 times a second; until then they keep their lease, so no worker takes them again.
 """
@@ -18,23 +18,22 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_response, judge_transport_error
-from crm_server.store.outbox import Lane, OutboxRow, OutboxTable
-from crm_server.store.webhooks import WebhookRecord, WebhookTable
-from crm_server.webhooks.signature import delivery_headers
+from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
+from crm_server.store.webhooks import WebhookTable
+from crm_server.webhooks.delivered import DeliveredRecorder
+from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict
+from crm_server.webhooks.posting import DeliveryResult, WebhookPoster
 
 log = logging.getLogger("crm_server.webhooks.worker")
 
 # A closing lane waits this long for rows claimed for it (an INSERT in flight); later ones are released instead.
 CLAIM_WAIT_SECONDS = 5.0
-# Backoff while the store refuses to record delivered rows: they keep their lease meanwhile.
-RECORD_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -50,15 +49,6 @@ class DeliverySettings:
     # After a wake-up, wait this long before looking for due lanes: the wake-ups of a burst (every new message,
     # every finished lane) then share one query, and a chat's messages of those milliseconds share one lease.
     gather_seconds: float = 0.005
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    """What one post ended as; handed to observers (metrics)."""
-
-    verdict: Verdict
-    latency: float
-    status: int | None
 
 
 @dataclass(eq=False)
@@ -78,6 +68,34 @@ class LaneRun:
     closed: bool = False  # gave back what it held: a late hand-over is released, not posted
     lease_until: float = 0.0
     fed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LaneHandover:
+    """One batch on its way from the listener into the outbox: which of its chats open runs take (`accept`)."""
+
+    def __init__(self, worker: WebhookDelivery, claims: dict[Lane, tuple[LaneRun, int]]) -> None:
+        self._worker = worker
+        self._claims = claims
+
+    def leases(self) -> dict[Lane, tuple[str, float]]:
+        """Lane → (owner, lease end) to insert rows with; read at each attempt, as a run extends its lease while a
+        failing store holds the insert up."""
+        owner = self._worker._owner
+        return {lane: (owner, run.lease_until) for lane, (run, _) in self._claims.items()}
+
+    def committed(self, rows: list[OutboxRow]) -> None:
+        """The batch is in the outbox (`rows`: the new ones): the runs take theirs, the other chats start one."""
+        by_lane: dict[Lane, list[OutboxRow]] = {lane: [] for lane in self._claims}
+        unclaimed: set[Lane] = set()
+        for row in rows:
+            if row.lane in by_lane:
+                by_lane[row.lane].append(row)
+            else:
+                unclaimed.add(row.lane)
+        for lane, (run, claimed) in self._claims.items():
+            self._worker._hand_over(run, by_lane[lane], claimed)
+        if unclaimed:
+            self._worker._enqueued(unclaimed)
 
 
 class WebhookDelivery:
@@ -102,14 +120,11 @@ class WebhookDelivery:
         self._clients: list[httpx.AsyncClient] = []
         self._schedule = schedule or RetrySchedule()
         self._settings = settings or DeliverySettings()
-        self._observers = observers or []
+        self._poster = WebhookPoster(self._schedule, observers or [])
         self._owner = uuid.uuid4().hex
         self._lanes: dict[Lane, LaneRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._delivered: list[tuple[Lane, int, int]] = []  # (lane, row id, status) posted, not recorded yet
-        # Per chat, rows posted and being recorded: a new run of the chat skips them instead of waiting for the write.
-        self._unrecorded: dict[Lane, set[int]] = {}
-        self._recorder: asyncio.Task[None] | None = None
+        self._recorder = DeliveredRecorder(outbox, self._settings.record_every_seconds, self._recorded)
         self._closed_since_record = False
         self._running = False
         self._fed = False  # a listener hands rows over: lanes linger for them (without one, lingering is idle)
@@ -120,7 +135,55 @@ class WebhookDelivery:
         """New rows were enqueued (or a webhook re-registered): look now instead of at the next poll."""
         self._wakeup.set()
 
-    def enqueued(self, lanes: set[Lane]) -> None:
+    # --- the listener's side: committed rows of open lanes are handed over in memory --------------------------------
+
+    def accept(self, batch: Sequence[OutboxEvent]) -> LaneHandover:
+        """The listener is about to insert `batch`: the chats with an open run here have their rows inserted already
+        leased to it (`leases()`), and once committed (`committed(rows)`) those rows go to their runs; chats without
+        one start a run."""
+        self._fed = True
+        counts: dict[Lane, int] = {}
+        for event in batch:
+            counts[event.lane] = counts.get(event.lane, 0) + 1
+        claims = {}
+        for lane, count in counts.items():
+            run = self._claim(lane, count)
+            if run is not None:
+                claims[lane] = (run, count)
+        return LaneHandover(self, claims)
+
+    def _claim(self, lane: Lane, rows: int) -> LaneRun | None:
+        """Reserve the next `rows` new rows of `lane` for its open run, or None.
+
+        A run still leasing takes them too: its lease decides whether they follow the leased rows or go back.
+        Refusing is for good (the run closes): once a row of the chat is inserted unleased, every later one must
+        wait behind it, in the table, for the next tenure.
+        """
+        run = self._lanes.get(lane)
+        if run is None:
+            return None
+        if not (run.open or run.leasing) or run.tainted or run.taken + run.claims >= self._settings.lane_batch:
+            run.open = False
+            run.tainted = True
+            return None
+        run.claims += rows
+        return run
+
+    def _hand_over(self, run: LaneRun, rows: list[OutboxRow], claimed: int) -> None:
+        """The claimed rows are committed (`rows`: those that were new; a redelivered message is not)."""
+        run.claims -= claimed
+        if run.leasing:
+            run.early.extend(rows)
+        elif run.closed or not run.complete:
+            # Stopped waiting (shutdown), or its lease left older rows in the table: these go back behind them.
+            returned = [row.id for row in rows if row.id not in run.held]
+            if returned:
+                self._spawn(self._outbox.release(returned, self._owner), "outbox-release")
+        else:
+            self._take(run, rows)
+        run.fed.set()
+
+    def _enqueued(self, lanes: set[Lane]) -> None:
         """New rows no run took. A chat with a run here already waits for it to end (it wakes us then). Other chats
         start a run at once, without a look at the outbox for due chats: the run's lease checks the chat's head
         row anyway. With no slot free, a lane idling for its chat's next message gives its slot up."""
@@ -142,46 +205,6 @@ class WebhookDelivery:
                 run.open = False
                 run.fed.set()
                 wanted -= 1
-
-    # --- the listener's side: new rows of open lanes are handed over in memory -------------------------------------
-
-    @property
-    def owner(self) -> str:
-        """This worker's lease owner id: rows inserted for an open run carry it."""
-        return self._owner
-
-    def claim(self, lane: Lane, rows: int = 1) -> LaneRun | None:
-        """Reserve the next `rows` new rows of `lane` for its open run (insert them leased until
-        `run.lease_until`), or None.
-
-        A run still leasing takes them too: its lease decides whether they follow the leased rows or go back.
-        Refusing is for good (the run closes): once a row of the chat is inserted unleased, every later one must
-        wait behind it, in the table, for the next tenure.
-        """
-        self._fed = True
-        run = self._lanes.get(lane)
-        if run is None:
-            return None
-        if not (run.open or run.leasing) or run.tainted or run.taken + run.claims >= self._settings.lane_batch:
-            run.open = False
-            run.tainted = True
-            return None
-        run.claims += rows
-        return run
-
-    def hand_over(self, run: LaneRun, rows: list[OutboxRow], claimed: int) -> None:
-        """The claimed rows are committed (`rows`: those that were new; a redelivered message is not)."""
-        run.claims -= claimed
-        if run.leasing:
-            run.early.extend(rows)
-        elif run.closed or not run.complete:
-            # Stopped waiting (shutdown), or its lease left older rows in the table: these go back behind them.
-            returned = [row.id for row in rows if row.id not in run.held]
-            if returned:
-                self._spawn(self._outbox.release(returned, self._owner), "outbox-release")
-        else:
-            self._take(run, rows)
-        run.fed.set()
 
     @staticmethod
     def _take(run: LaneRun, rows: list[OutboxRow]) -> None:
@@ -212,11 +235,7 @@ class WebhookDelivery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._recorder is not None:
-            self._recorder.cancel()
-            await asyncio.gather(self._recorder, return_exceptions=True)
-        with contextlib.suppress(Exception):  # what is not recorded now is posted again after the restart
-            await self._record(self._take_delivered())
+        await self._recorder.stop()
         clients, self._clients, self._idle_clients = self._clients, [], []
         await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
 
@@ -264,6 +283,12 @@ class WebhookDelivery:
         self._tasks.add(task)
         task.add_done_callback(lambda task, run=run: self._lane_done(run, task))
 
+    def _recorded(self) -> None:
+        if self._closed_since_record:
+            # A chat that closed with rows behind these (inserted unleased) is due now that its head is done.
+            self._closed_since_record = False
+            self._wakeup.set()
+
     def _lane_done(self, run: LaneRun, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if self._lanes.get(run.lane) is run:
@@ -299,7 +324,7 @@ class WebhookDelivery:
             run.lease_until = time.time() + settings.lease_seconds
             try:
                 leased = await self._outbox.lease(lane, self._owner, run.lease_until, settings.lane_batch,
-                                                  skip=set(self._unrecorded.get(lane, ())))
+                                                  skip=self._recorder.unrecorded(lane))
             finally:
                 run.leasing = False
             # Rows handed over during the lease are newer than every row it could not see; they follow it when it
@@ -323,9 +348,9 @@ class WebhookDelivery:
                     run.lease_until = time.time() + settings.lease_seconds
                     await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
                 row = run.rows.popleft()
-                outcome, status = await self._post(http, webhook, row)
+                outcome, status = await self._poster.post(http, webhook, row)
                 if outcome.verdict is Verdict.DELIVERED:
-                    self._record_later(lane, row.id, status or 200)
+                    self._recorder.add(lane, row.id, status or 200)
                     continue
                 run.open = False
                 if not await self._failed(lane, row, outcome, status):
@@ -382,75 +407,3 @@ class WebhookDelivery:
             row, dead=dead, next_attempt_at=now + outcome.delay, status=status, error=outcome.error or "", now=now,
         )
         return dead
-
-    # --- recording delivered rows ------------------------------------------------------------------------------------
-
-    def _record_later(self, lane: Lane, row_id: int, status: int) -> None:
-        self._delivered.append((lane, row_id, status))
-        self._unrecorded.setdefault(lane, set()).add(row_id)
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_soon(), name="outbox-delivered")
-
-    def _take_delivered(self) -> list[tuple[Lane, int, int]]:
-        taken, self._delivered = self._delivered, []
-        return taken
-
-    async def _record_soon(self) -> None:
-        attempt = 0
-        while self._delivered:
-            await asyncio.sleep(self._settings.record_every_seconds)
-            batch = self._take_delivered()
-            try:
-                await self._record(batch)
-            except asyncio.CancelledError:
-                self._delivered = batch + self._delivered
-                raise
-            except Exception as exc:
-                self._delivered = batch + self._delivered
-                delay = RECORD_RETRY_SECONDS[min(attempt, len(RECORD_RETRY_SECONDS) - 1)]
-                attempt += 1
-                log.warning("recording delivered webhooks failed (%s); retrying in %.1fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            for lane, row_id, _ in batch:
-                ids = self._unrecorded.get(lane)
-                if ids is not None:
-                    ids.discard(row_id)
-                    if not ids:
-                        del self._unrecorded[lane]
-            if self._closed_since_record:
-                # A chat that closed with rows behind these (inserted unleased) is due now that its head is done.
-                self._closed_since_record = False
-                self._wakeup.set()
-
-    async def _record(self, batch: list[tuple[Lane, int, int]]) -> None:
-        by_status: dict[int, list[int]] = {}
-        for _, row_id, status in batch:
-            by_status.setdefault(status, []).append(row_id)
-        now = time.time()
-        for status, ids in by_status.items():
-            await self._outbox.mark_delivered(ids, status, now)
-
-    async def _post(self, http: httpx.AsyncClient, webhook: WebhookRecord,
-                    row: OutboxRow) -> tuple[Outcome, int | None]:
-        headers = delivery_headers(webhook.secret, row.event_id, int(time.time()), row.body)
-        attempt = row.attempts + 1
-        started = time.perf_counter()
-        try:
-            response = await http.post(webhook.url, content=row.body, headers=headers)
-        except httpx.HTTPError as exc:
-            outcome = judge_transport_error(f"{type(exc).__name__}: {exc}"[:300], attempt, self._schedule)
-            self._observe(outcome.verdict, started, None)
-            return outcome, None
-        outcome = judge_response(
-            response.status_code, response.headers.get("retry-after"), attempt, self._schedule,
-            response.text[:200] if response.status_code >= 300 else "",
-        )
-        self._observe(outcome.verdict, started, response.status_code)
-        return outcome, response.status_code
-
-    def _observe(self, verdict: Verdict, started: float, status: int | None) -> None:
-        result = DeliveryResult(verdict=verdict, latency=time.perf_counter() - started, status=status)
-        for observer in self._observers:
-            observer(result)

@@ -13,7 +13,7 @@ import httpx
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.incoming import IncomingMessage
-from crm_server.webhooks.listener import IncomingListener
+from crm_server.webhooks.listener import IncomingListener, PollingIntake
 from crm_server.store.database import Store
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from tests.helpers.receiver import Receiver
@@ -58,7 +58,7 @@ def message(chat: int, number: int) -> IncomingMessage:
 async def test_an_update_state_is_recorded_only_once_its_messages_are_committed(store) -> None:
     outbox = GatedOutbox(store)
     woken: list[bool] = []
-    listener = IncomingListener(outbox, lambda: woken.append(True))
+    listener = IncomingListener(outbox, PollingIntake(lambda: woken.append(True)))
     recorded: list[str] = []
 
     listener.when_stored("account", lambda: recorded.append("nothing pending"))
@@ -80,7 +80,7 @@ async def test_an_update_state_is_recorded_only_once_its_messages_are_committed(
 
 async def test_messages_buffered_while_the_store_is_slow_share_one_insert(store) -> None:
     outbox = GatedOutbox(store)
-    listener = IncomingListener(outbox, lambda: None)
+    listener = IncomingListener(outbox, PollingIntake(lambda: None))
     outbox.open.clear()
     await listener(message(1, 1))
     await asyncio.sleep(0.05)  # the writer took this one and waits at the gate
@@ -102,7 +102,7 @@ async def fed_worker(store: Store, receiver: Receiver,
         worker = WebhookDelivery(outbox, store.webhooks, http, FAST, settings)
         await worker.start()
         try:
-            yield outbox, IncomingListener(outbox, worker.wake, feed=worker)
+            yield outbox, IncomingListener(outbox, worker)
         finally:
             await worker.stop()
 

@@ -24,17 +24,20 @@ import certifi
 import httpx
 
 from crm_server import errors
-from crm_server.routes import api, deliveries, sandbox_control
 from crm_server.app_state import AppState
-from crm_server.routes.auth import KeyAuthenticator
-from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
-from crm_server.webhooks.policy import RetrySchedule
-from crm_server.webhooks.listener import IncomingListener
+from crm_server.idempotency import IdempotencyKeys
 from crm_server.metrics import ServerMetrics
+from crm_server.routes import api, deliveries, sandbox_control
+from crm_server.routes.auth import KeyAuthenticator
 from crm_server.routes.openapi import build_openapi, render_docs
 from crm_server.settings import ServerSettings, load_session_key
 from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager
+from crm_server.webhooks.delivery_log import DeliveryLog
+from crm_server.webhooks.listener import IncomingListener
+from crm_server.webhooks.policy import RetrySchedule
+from crm_server.webhooks.registrations import WebhookRegistry
+from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +97,6 @@ async def start_state(settings: ServerSettings) -> AppState:
         # Before any TelegramClient is built: clients pick their sender class at construction.
         install(world)
     metrics = ServerMetrics()
-    # The process's shared HTTP client (pooled, bounded, with timeouts); webhook posts use one client per lane.
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-        limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2,
-                            max_keepalive_connections=settings.webhook_concurrency),
-        follow_redirects=False,
-    )
 
     # Built once: loading the CA bundle costs ~15 ms of CPU, and every lane client would do it again.
     tls = ssl.create_default_context(cafile=certifi.where())
@@ -114,13 +110,14 @@ async def start_state(settings: ServerSettings) -> AppState:
     delivery = WebhookDelivery(
         store.outbox,
         store.webhooks,
-        http,
-        RetrySchedule(
+        http=None,
+        schedule=RetrySchedule(
             first_delay=settings.webhook_retry_first_seconds,
             max_delay=settings.webhook_retry_max_seconds,
             window=settings.webhook_retry_window_seconds,
         ),
-        DeliverySettings(concurrency=settings.webhook_concurrency, lease_seconds=settings.webhook_lease_seconds),
+        settings=DeliverySettings(concurrency=settings.webhook_concurrency,
+                                  lease_seconds=settings.webhook_lease_seconds),
         observers=[metrics.observe_delivery],
         client_factory=lane_client,
     )
@@ -133,10 +130,13 @@ async def start_state(settings: ServerSettings) -> AppState:
         settings=settings,
         store=store,
         manager=manager,
-        authenticator=KeyAuthenticator(store),
+        authenticator=KeyAuthenticator(store.api_keys),
         metrics=metrics,
+        listener=listener,
         delivery=delivery,
-        http=http,
+        webhooks=WebhookRegistry(store.webhooks, on_registered=delivery.wake),
+        deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
+        idempotency=IdempotencyKeys(store.idempotency),
         world=world,
     )
 
@@ -144,14 +144,11 @@ async def start_state(settings: ServerSettings) -> AppState:
 async def stop_state(state: AppState) -> None:
     # Accounts first: no new message is enqueued once the worker stops.
     await state.manager.stop()
-    listener = state.manager.incoming
-    if isinstance(listener, IncomingListener):
-        # What the listener still buffers goes to the outbox now; if the store is down it is fetched again at the
-        # next start (the saved update state is behind it).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(listener.drain(), STOP_DRAIN_SECONDS)
+    # What the listener still buffers goes to the outbox now; if the store is down it is fetched again at the
+    # next start (the saved update state is behind it).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(state.listener.drain(), STOP_DRAIN_SECONDS)
     await state.delivery.stop()
-    await state.http.aclose()
     await state.store.close()
     if state.world is not None:
         from crm_server.sandbox import uninstall

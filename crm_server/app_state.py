@@ -1,18 +1,24 @@
-"""What the routes of one crm_server app share, built by the lifespan: settings, store, accounts, keys, metrics."""
+"""What the routes of one crm_server app share, built by the lifespan: settings, the services, keys, metrics.
+
+Routes speak to the services here (accounts, webhook registrations, the delivery log, idempotency keys), never to
+the store's tables; the store is kept only for the lifespan and housekeeping.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from crm_server.routes.auth import KeyAuthenticator
-from crm_server.webhooks.worker import WebhookDelivery
+from crm_server.idempotency import IdempotencyKeys
 from crm_server.metrics import ServerMetrics
+from crm_server.routes.auth import KeyAuthenticator
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager
+from crm_server.webhooks.delivery_log import DeliveryLog
+from crm_server.webhooks.listener import IncomingListener
+from crm_server.webhooks.registrations import WebhookRegistry
+from crm_server.webhooks.worker import WebhookDelivery
 
 
 @dataclass
@@ -22,7 +28,10 @@ class AppState:
     manager: AccountManager
     authenticator: KeyAuthenticator
     metrics: ServerMetrics
+    listener: IncomingListener
     delivery: WebhookDelivery
-    http: httpx.AsyncClient
+    webhooks: WebhookRegistry
+    deliveries: DeliveryLog
+    idempotency: IdempotencyKeys
     # The simulated Telegram (crm_server.sandbox.SandboxWorld) in sandbox mode, else None.
     world: Any = None

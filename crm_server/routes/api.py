@@ -5,10 +5,8 @@ Each endpoint reads top to bottom: authenticate → parse → authorize the proj
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import re
-import secrets
 import time
 
 from starlette.requests import Request
@@ -45,8 +43,6 @@ from crm_server.telegram.recipients import parse_recipient
 from crm_server.webhooks.urls import validate_webhook_url
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-# How long a request waits for a concurrent request with the same Idempotency-Key to finish.
-IDEMPOTENCY_WAIT_SECONDS = 15.0
 
 
 def _state(request: Request) -> AppState:
@@ -66,13 +62,7 @@ async def connect(request: Request) -> Response:
     account = await state.manager.register(body.project_id, body.phone)
     # Without a secret in the body, an existing registration keeps its secret; a new one gets a generated
     # secret, returned once in this response (the receiver needs it to check deliveries).
-    existing = None if body.secret else await state.store.webhooks.get(body.project_id, body.phone)
-    generated_secret = None if body.secret or existing else secrets.token_urlsafe(32)
-    secret = body.secret or (existing.secret if existing else None) or generated_secret
-    assert secret is not None
-    await state.store.webhooks.upsert(body.project_id, body.phone, webhook_url, secret)
-    # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
-    state.delivery.wake()
+    generated_secret = await state.webhooks.register(body.project_id, body.phone, webhook_url, body.secret or None)
     response = ConnectResponse(
         status="connected" if account.authorized else "auth_required",
         project_id=body.project_id,
@@ -96,7 +86,7 @@ async def send(request: Request) -> Response:
         raise errors.ValidationError("Idempotency-Key must be 1..255 visible ASCII characters", field="Idempotency-Key")
 
     if idempotency_key is not None:
-        replay = await _replay_or_claim(state, body.project_id, idempotency_key)
+        replay = await state.idempotency.replay_or_claim(body.project_id, idempotency_key)
         if replay is not None:
             return JSONResponse(replay, headers={"Idempotent-Replayed": "true"})
 
@@ -114,7 +104,7 @@ async def send(request: Request) -> Response:
     except BaseException as exc:
         if idempotency_key is not None:
             # Failed sends are not remembered: the caller may retry with the same key.
-            await asyncio.shield(state.store.idempotency.release(body.project_id, idempotency_key))
+            await state.idempotency.release(body.project_id, idempotency_key)
         state.metrics.sends.labels(getattr(exc, "code", "INTERNAL_ERROR")).inc()
         raise
     state.metrics.send_seconds.observe(time.perf_counter() - started)
@@ -127,22 +117,8 @@ async def send(request: Request) -> Response:
         date=result.date.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
     ).model_dump(mode="json")
     if idempotency_key is not None:
-        await state.store.idempotency.complete(body.project_id, idempotency_key, payload)
+        await state.idempotency.complete(body.project_id, idempotency_key, payload)
     return JSONResponse(payload)
-
-
-async def _replay_or_claim(state: AppState, project_id: str, key: str) -> dict[str, object] | None:
-    """The stored first response for this key, or None once this request owns the key and must send."""
-    deadline = time.monotonic() + IDEMPOTENCY_WAIT_SECONDS
-    while True:
-        claim = await state.store.idempotency.claim(project_id, key)
-        if claim.claimed:
-            return None
-        if claim.response is not None:
-            return claim.response
-        if time.monotonic() > deadline:
-            raise errors.IdempotencyInProgressError(retry_after=1)
-        await asyncio.sleep(0.05)
 
 
 async def status(request: Request) -> Response:
@@ -151,19 +127,18 @@ async def status(request: Request) -> Response:
     query = parse_query(request, StatusQuery)
     require_project(principal, query.project_id)
     accounts = await state.manager.status(query.project_id, query.phone)
-    webhook_urls = await state.store.webhooks.urls(query.project_id)
-    webhook_enabled = await state.store.webhooks.enabled_by_phone(query.project_id)
+    webhooks = await state.webhooks.statuses(query.project_id, query.phone)
     entries = []
     for account in accounts:
-        url = webhook_urls.get(account.phone)
+        registration = webhooks.get(account.phone)
         webhook = None
-        if url:
-            health = await state.store.outbox.health(query.project_id, account.phone)
+        if registration is not None:
+            health = registration.health
             webhook = WebhookStatus(
-                url=url,
-                enabled=webhook_enabled.get(account.phone, True),
+                url=registration.url,
+                enabled=registration.enabled,
                 pending=health.pending,
-                failed=health.failed,
+                failed=health.dead,
                 last_success_at=iso(health.last_success_at),
                 last_error=health.last_error,
             )
@@ -172,7 +147,7 @@ async def status(request: Request) -> Response:
                 phone=account.phone,
                 authorized=account.authorized,
                 connected=account.connected,
-                state=account.state,  # type: ignore[arg-type]
+                state=account.state,
                 user_id=account.user_id,
                 username=account.username,
                 webhook=webhook,
@@ -196,7 +171,7 @@ async def sign_in(request: Request) -> Response:
     body = await parse_body(request, SignInRequest)
     require_project(principal, body.project_id)
     outcome = await state.manager.sign_in(body.project_id, body.phone, body.code.strip())
-    return _json(SignInResponse(status=outcome))  # type: ignore[arg-type]
+    return _json(SignInResponse(status=outcome))
 
 
 async def password(request: Request) -> Response:
@@ -205,7 +180,7 @@ async def password(request: Request) -> Response:
     body = await parse_body(request, PasswordRequest)
     require_project(principal, body.project_id)
     outcome = await state.manager.check_password(body.project_id, body.phone, body.password)
-    return _json(PasswordResponse(status=outcome))  # type: ignore[arg-type]
+    return _json(PasswordResponse(status=outcome))
 
 
 async def logout(request: Request) -> Response:
@@ -215,12 +190,13 @@ async def logout(request: Request) -> Response:
     query = parse_query(request, AccountQuery)
     require_project(principal, query.project_id)
     await state.manager.logout(query.project_id, path.phone)
+    await state.webhooks.unregister(query.project_id, path.phone)
     return _json(LogoutResponse(status="logged_out"))
 
 
 async def health(request: Request) -> Response:
     state = _state(request)
-    pending = await state.store.outbox.pending_count()
+    pending = await state.deliveries.pending_count()
     return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=pending))
 
 

@@ -6,20 +6,26 @@ Successful lookups are cached briefly so a send does not pay a database round tr
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from starlette.requests import Request
 
 from crm_server.errors import ProjectForbiddenError, UnauthorizedError
 from crm_server.keys import ApiPrincipal, hash_key
-from crm_server.store import Store
 
 CACHE_SECONDS = 30.0
 MAX_KEY_LENGTH = 256
 
 
+class KeyLookup(Protocol):
+    """Who a key belongs to (crm_server.store.api_keys.ApiKeyTable)."""
+
+    async def authenticate(self, key: str) -> ApiPrincipal | None: ...
+
+
 class KeyAuthenticator:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, keys: KeyLookup) -> None:
+        self._keys = keys
         self._cache: dict[str, tuple[ApiPrincipal, float]] = {}
 
     async def authenticate(self, request: Request) -> ApiPrincipal:
@@ -31,7 +37,7 @@ class KeyAuthenticator:
         now = time.monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
-        principal = await self._store.api_keys.authenticate(key)
+        principal = await self._keys.authenticate(key)
         if principal is None:
             raise UnauthorizedError()
         if len(self._cache) > 10_000:

@@ -15,9 +15,12 @@ from crm_server.app_state import AppState
 from crm_server.routes.auth import require_project
 from crm_server.routes.models import DeliveriesQuery, DeliveriesResponse, DeliveryEntry, DeliveryPath, RetryResponse
 from crm_server.routes.parsing import parse_path, parse_query
-from crm_server.store.schema import DEAD, DELIVERED, PENDING
+from crm_server.webhooks.delivery_log import DeliveryRecord, OutboxState
 
-STATES = {"failed": DEAD, "dead": DEAD, "pending": PENDING, "delivered": DELIVERED}
+# The contract's words for the store's states: a dead letter is listed as "failed" ("dead" is accepted as a filter).
+STATES = {"failed": OutboxState.DEAD, "dead": OutboxState.DEAD, "pending": OutboxState.PENDING,
+          "delivered": OutboxState.DELIVERED}
+WIRE_STATES = {OutboxState.DEAD: "failed", OutboxState.PENDING: "pending", OutboxState.DELIVERED: "delivered"}
 
 
 def iso(moment: float | None) -> str | None:
@@ -26,19 +29,23 @@ def iso(moment: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _entry(record: DeliveryRecord) -> DeliveryEntry:
+    return DeliveryEntry(
+        id=record.id, event_id=record.event_id, project_id=record.project_id, phone=record.phone,
+        chat_id=record.chat_id, message_id=record.message_id, state=WIRE_STATES[record.state],
+        attempts=record.attempts, last_status=record.last_status, last_error=record.last_error,
+        next_attempt_at=iso(record.next_attempt_at) if record.state is OutboxState.PENDING else None,
+        created_at=iso(record.created_at), delivered_at=iso(record.delivered_at),
+    )
+
+
 async def list_deliveries(request: Request) -> Response:
     state: AppState = request.app.state.crm
     principal = await state.authenticator.authenticate(request)
     query = parse_query(request, DeliveriesQuery)
     require_project(principal, query.project_id)
-    rows = await state.store.outbox.list(query.project_id, STATES[query.state], limit=query.limit)
-    entries = [
-        DeliveryEntry(
-            **{**row, "next_attempt_at": iso(row["next_attempt_at"]) if row["state"] == "pending" else None,
-               "created_at": iso(row["created_at"]), "delivered_at": iso(row["delivered_at"])}
-        )
-        for row in rows
-    ]
+    records = await state.deliveries.list(query.project_id, STATES[query.state], limit=query.limit)
+    entries = [_entry(record) for record in records]
     return JSONResponse(DeliveriesResponse(deliveries=entries).model_dump(mode="json"))
 
 
@@ -48,7 +55,6 @@ async def retry_delivery(request: Request) -> Response:
     path = parse_path(request, DeliveryPath)
     # A project key may retry only its own project's dead letters; the store checks the row's project.
     project_id = None if principal.is_admin else principal.project_id
-    if not await state.store.outbox.retry(path.id, project_id):
+    if not await state.deliveries.retry(path.id, project_id):
         raise errors.DeliveryNotFoundError()
-    state.delivery.wake()
     return JSONResponse(RetryResponse(status="queued", id=path.id).model_dump(mode="json"), status_code=202)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from crm_server.telegram.recipients import normalize_phone, parse_recipient
+from crm_server.telegram.states import AccountState, LoginOutcome
 
 
 def _recipient(value: str | int) -> str | int:
@@ -112,7 +113,7 @@ class AccountStatusEntry(ResponseModel):
     phone: str
     authorized: bool
     connected: bool
-    state: Literal["auth_required", "connecting", "connected", "disconnected", "logged_out", "held_elsewhere"]
+    state: AccountState
     user_id: int | None
     username: str | None
     webhook: WebhookStatus | None
@@ -139,7 +140,7 @@ class SignInRequest(RequestModel):
 
 
 class SignInResponse(ResponseModel):
-    status: Literal["authorized", "password_required"]
+    status: LoginOutcome
 
 
 class PasswordRequest(RequestModel):
@@ -149,7 +150,7 @@ class PasswordRequest(RequestModel):
 
 
 class PasswordResponse(ResponseModel):
-    status: Literal["authorized"]
+    status: Literal[LoginOutcome.AUTHORIZED]
 
 
 class AccountQuery(RequestModel):

@@ -3,17 +3,17 @@
 SQLAlchemy Core on an async engine; SQLite by default, PostgreSQL when CRM_DATABASE_URL says so.
 """
 
-from crm_server.store.accounts import AUTH_REQUIRED, AUTHORIZED, LOGGED_OUT, AccountRecord
+from crm_server.store.accounts import AccountRecord
 from crm_server.store.database import Store
 from crm_server.store.idempotency import IdempotencyClaim
+from crm_server.store.schema import OutboxState, StoredStatus
 from crm_server.store.webhooks import WebhookRecord
 
 __all__ = [
-    "AUTHORIZED",
-    "AUTH_REQUIRED",
-    "LOGGED_OUT",
     "AccountRecord",
     "IdempotencyClaim",
+    "OutboxState",
     "Store",
+    "StoredStatus",
     "WebhookRecord",
 ]

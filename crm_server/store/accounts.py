@@ -13,18 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import accounts
-
-AUTH_REQUIRED = "auth_required"
-AUTHORIZED = "authorized"
-LOGGED_OUT = "logged_out"
+from crm_server.store.schema import StoredStatus, accounts
 
 
 @dataclass(frozen=True)
 class AccountRecord:
     project_id: str
     phone: str
-    status: str
+    status: StoredStatus
     user_id: int | None
     username: str | None
     lease_owner: str | None
@@ -32,7 +28,7 @@ class AccountRecord:
 
     @property
     def authorized(self) -> bool:
-        return self.status == AUTHORIZED
+        return self.status == StoredStatus.AUTHORIZED
 
     def leased_by_other(self, owner: str, now: float) -> bool:
         return (
@@ -47,7 +43,7 @@ def _record(row: object) -> AccountRecord:
     return AccountRecord(
         project_id=row.project_id,  # type: ignore[attr-defined]
         phone=row.phone,  # type: ignore[attr-defined]
-        status=row.status,  # type: ignore[attr-defined]
+        status=StoredStatus(row.status),  # type: ignore[attr-defined]
         user_id=row.user_id,  # type: ignore[attr-defined]
         username=row.username,  # type: ignore[attr-defined]
         lease_owner=row.lease_owner,  # type: ignore[attr-defined]
@@ -80,7 +76,7 @@ class AccountTable:
         async with self._engine.begin() as connection:
             await connection.execute(
                 insert_for(self._engine, accounts)
-                .values(project_id=project_id, phone=phone, status=AUTH_REQUIRED, created_at=now, updated_at=now)
+                .values(project_id=project_id, phone=phone, status=StoredStatus.AUTH_REQUIRED, created_at=now, updated_at=now)
                 .on_conflict_do_nothing(index_elements=[accounts.c.project_id, accounts.c.phone])
             )
             row = (await connection.execute(select(*_RECORD_COLUMNS).where(_key(project_id, phone)))).one()
@@ -122,7 +118,7 @@ class AccountTable:
             await connection.execute(
                 update(accounts)
                 .where(_key(project_id, phone))
-                .values(status=AUTHORIZED, user_id=user_id, username=username, updated_at=time.time())
+                .values(status=StoredStatus.AUTHORIZED, user_id=user_id, username=username, updated_at=time.time())
             )
 
     async def mark_logged_out(self, project_id: str, phone: str) -> None:
@@ -131,7 +127,7 @@ class AccountTable:
             await connection.execute(
                 update(accounts)
                 .where(_key(project_id, phone))
-                .values(status=LOGGED_OUT, session=None, updated_at=time.time())
+                .values(status=StoredStatus.LOGGED_OUT, session=None, updated_at=time.time())
             )
 
     async def delete(self, project_id: str, phone: str) -> None:
@@ -190,7 +186,7 @@ class AccountTable:
         """Authorized accounts no other live server holds: the ones this server should run."""
         now = time.time()
         query = select(*_RECORD_COLUMNS).where(
-            accounts.c.status == AUTHORIZED,
+            accounts.c.status == StoredStatus.AUTHORIZED,
             or_(
                 accounts.c.lease_owner.is_(None),
                 accounts.c.lease_owner == owner,

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import DEAD, DELIVERED, PENDING, outbox, webhooks
+from crm_server.store.schema import OutboxState, outbox, webhooks
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,58 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class DeliveryRecord:
+    """An outbox row as the operator's view lists it."""
+
+    id: int
+    event_id: str
+    project_id: str
+    phone: str
+    chat_id: str
+    message_id: int
+    state: OutboxState
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: float
+    created_at: float
+    delivered_at: float | None
+
+
+@dataclass(frozen=True)
 class WebhookHealth:
+    """How deliveries to one account's webhook are going."""
+
     pending: int
-    failed: int
+    dead: int
     last_success_at: float | None
     last_error: str | None
+
+
+def health_columns(project_id: Any, phone: Any) -> list[Any]:
+    """pending, dead, last_success_at, last_error of one (project, phone) as scalar subqueries (each on an index),
+    to select beside a webhook row or alone."""
+    mine = and_(outbox.c.project_id == project_id, outbox.c.phone == phone)
+
+    def count(state: OutboxState) -> Any:
+        return select(func.count()).where(mine, outbox.c.state == state).scalar_subquery()
+
+    return [
+        count(OutboxState.PENDING).label("pending"),
+        count(OutboxState.DEAD).label("dead"),
+        select(func.max(outbox.c.delivered_at)).where(mine).scalar_subquery().label("last_success_at"),
+        select(outbox.c.last_error)
+        .where(mine, outbox.c.last_error.is_not(None), outbox.c.state != OutboxState.DELIVERED)
+        .order_by(outbox.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("last_error"),
+    ]
+
+
+def health_of(row: Any) -> WebhookHealth:
+    return WebhookHealth(pending=int(row.pending or 0), dead=int(row.dead or 0),
+                         last_success_at=row.last_success_at, last_error=row.last_error)
 
 
 def encode_payload(payload: dict[str, Any]) -> str:
@@ -112,7 +159,7 @@ class OutboxTable:
                 "chat_id": event.chat_id,
                 "message_id": event.message_id,
                 "payload": encode_payload(event.payload),
-                "state": PENDING,
+                "state": OutboxState.PENDING,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
@@ -144,7 +191,7 @@ class OutboxTable:
         """Chats whose head row is due, not leased by a live worker, and whose webhook is enabled."""
         heads = (
             select(func.min(outbox.c.id).label("id"))
-            .where(outbox.c.state == PENDING)
+            .where(outbox.c.state == OutboxState.PENDING)
             .group_by(outbox.c.project_id, outbox.c.phone, outbox.c.chat_id)
             .subquery()
         )
@@ -167,7 +214,7 @@ class OutboxTable:
 
     async def next_due_at(self) -> float | None:
         async with self._engine.connect() as connection:
-            return await connection.scalar(select(func.min(outbox.c.next_attempt_at)).where(outbox.c.state == PENDING))
+            return await connection.scalar(select(func.min(outbox.c.next_attempt_at)).where(outbox.c.state == OutboxState.PENDING))
 
     async def lease(self, lane: Lane, owner: str, until: float, limit: int,
                     skip: Collection[int] = ()) -> list[OutboxRow]:
@@ -177,7 +224,7 @@ class OutboxTable:
         """
         now = time.time()
         in_lane = and_(
-            outbox.c.state == PENDING,
+            outbox.c.state == OutboxState.PENDING,
             outbox.c.project_id == lane.project_id,
             outbox.c.phone == lane.phone,
             outbox.c.chat_id == lane.chat_id,
@@ -235,7 +282,7 @@ class OutboxTable:
                 update(outbox)
                 .where(outbox.c.id.in_(ids))
                 .values(
-                    state=DELIVERED,
+                    state=OutboxState.DELIVERED,
                     delivered_at=now,
                     last_status=status,
                     attempts=outbox.c.attempts + 1,
@@ -252,7 +299,7 @@ class OutboxTable:
                 update(outbox)
                 .where(outbox.c.id == row.id)
                 .values(
-                    state=DEAD if dead else PENDING,
+                    state=OutboxState.DEAD if dead else OutboxState.PENDING,
                     attempts=outbox.c.attempts + 1,
                     next_attempt_at=next_attempt_at,
                     first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now),
@@ -265,23 +312,23 @@ class OutboxTable:
 
     async def retry(self, delivery_id: int, project_id: str | None) -> bool:
         """Put a dead letter back in its lane (an operator's retry); False if there is no such dead letter."""
-        where = [outbox.c.id == delivery_id, outbox.c.state == DEAD]
+        where = [outbox.c.id == delivery_id, outbox.c.state == OutboxState.DEAD]
         if project_id is not None:
             where.append(outbox.c.project_id == project_id)
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(outbox)
                 .where(*where)
-                .values(state=PENDING, next_attempt_at=time.time(), first_attempt_at=None, attempts=0)
+                .values(state=OutboxState.PENDING, next_attempt_at=time.time(), first_attempt_at=None, attempts=0)
             )
         return (result.rowcount or 0) > 0
 
-    async def list(self, project_id: str | None, state: str, limit: int = 100,
-                   delivered_since: float | None = None) -> list[dict[str, Any]]:
+    async def list(self, project_id: str | None, state: OutboxState, limit: int = 100,
+                   delivered_since: float | None = None) -> list[DeliveryRecord]:
         statement = select(outbox).where(outbox.c.state == state)
         if project_id is not None:
             statement = statement.where(outbox.c.project_id == project_id)
-        if state == DELIVERED:
+        if state == OutboxState.DELIVERED:
             since = delivered_since if delivered_since is not None else time.time() - 3600
             statement = statement.where(outbox.c.delivered_at >= since).order_by(outbox.c.id.desc())
         else:
@@ -289,56 +336,27 @@ class OutboxTable:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement.limit(limit))).all()
         return [
-            {
-                "id": row.id,
-                "event_id": row.event_id,
-                "project_id": row.project_id,
-                "phone": row.phone,
-                "chat_id": row.chat_id,
-                "message_id": row.message_id,
-                "state": "failed" if row.state == DEAD else row.state,
-                "attempts": row.attempts,
-                "last_status": row.last_status,
-                "last_error": row.last_error,
-                "next_attempt_at": row.next_attempt_at,
-                "created_at": row.created_at,
-                "delivered_at": row.delivered_at,
-            }
+            DeliveryRecord(
+                id=row.id, event_id=row.event_id, project_id=row.project_id, phone=row.phone, chat_id=row.chat_id,
+                message_id=row.message_id, state=OutboxState(row.state), attempts=row.attempts,
+                last_status=row.last_status, last_error=row.last_error, next_attempt_at=row.next_attempt_at,
+                created_at=row.created_at, delivered_at=row.delivered_at,
+            )
             for row in rows
         ]
 
     async def health(self, project_id: str, phone: str) -> WebhookHealth:
-        mine = and_(outbox.c.project_id == project_id, outbox.c.phone == phone)
         async with self._engine.connect() as connection:
-            counts = dict(
-                (
-                    await connection.execute(
-                        select(outbox.c.state, func.count()).where(mine, outbox.c.state != DELIVERED)
-                        .group_by(outbox.c.state)
-                    )
-                ).all()
-            )
-            last_success = await connection.scalar(select(func.max(outbox.c.delivered_at)).where(mine))
-            last_error = await connection.scalar(
-                select(outbox.c.last_error)
-                .where(mine, outbox.c.last_error.is_not(None), outbox.c.state != DELIVERED)
-                .order_by(outbox.c.id.desc())
-                .limit(1)
-            )
-        return WebhookHealth(
-            pending=int(counts.get(PENDING, 0)),
-            failed=int(counts.get(DEAD, 0)),
-            last_success_at=last_success,
-            last_error=last_error,
-        )
+            row = (await connection.execute(select(*health_columns(project_id, phone)))).one()
+        return health_of(row)
 
     async def pending_count(self) -> int:
         async with self._engine.connect() as connection:
-            return int(await connection.scalar(select(func.count()).where(outbox.c.state == PENDING)) or 0)
+            return int(await connection.scalar(select(func.count()).where(outbox.c.state == OutboxState.PENDING)) or 0)
 
     async def purge_delivered(self, older_than: float) -> int:
         async with self._engine.begin() as connection:
             result = await connection.execute(
-                delete(outbox).where(outbox.c.state == DELIVERED, outbox.c.delivered_at < older_than)
+                delete(outbox).where(outbox.c.state == OutboxState.DELIVERED, outbox.c.delivered_at < older_than)
             )
         return result.rowcount or 0

@@ -5,6 +5,8 @@ Times are Unix seconds (float) so lease and expiry comparisons are plain numbers
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,6 +23,29 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+
+class OutboxState(StrEnum):
+    """Where an outbox row is on its way to the webhook."""
+
+    # Waiting for its (next) attempt, or being posted under a lease.
+    PENDING = "pending"
+    # The webhook took it; kept a while for the operator's view, then purged.
+    DELIVERED = "delivered"
+    # A dead letter: the webhook refused it for good or retries ran out; waits for an operator's retry.
+    DEAD = "dead"
+
+
+class StoredStatus(StrEnum):
+    """What the store knows of an account's login (the runtime states are crm_server.telegram.states')."""
+
+    # No session worth keeping yet: it must log in.
+    AUTH_REQUIRED = "auth_required"
+    # Logged in: the encrypted session is here and any server may run it.
+    AUTHORIZED = "authorized"
+    # Telegram ended the session (or it logged out): the session is dropped, nothing tries it again.
+    LOGGED_OUT = "logged_out"
+
 
 api_keys = Table(
     "api_keys",
@@ -41,8 +66,8 @@ accounts = Table(
     Column("phone", String(32), nullable=False),
     # Fernet token of the serialized Telethon session (auth key, DC, update state, entity cache).
     Column("session", LargeBinary, nullable=True),
-    # auth_required | authorized | logged_out; "connected" is runtime state, not stored.
-    Column("status", String(32), nullable=False, default="auth_required"),
+    # A StoredStatus; "connected" is runtime state, not stored.
+    Column("status", String(32), nullable=False, default=StoredStatus.AUTH_REQUIRED.value),
     Column("user_id", BigInteger, nullable=True),
     Column("username", String(64), nullable=True),
     # Which live server process runs this account's client, and until when (renewed while it lives).
@@ -78,11 +103,6 @@ idempotency = Table(
     Column("created_at", Float, nullable=False, index=True),
 )
 
-# Outbox row states. "dead" is a dead letter: listed (as "failed") until an operator retries it.
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
-
 # Every incoming Telegram message, written before anything else happens to it, until its webhook took it.
 outbox = Table(
     "outbox",
@@ -96,7 +116,7 @@ outbox = Table(
     Column("message_id", BigInteger, nullable=False),
     # The exact JSON body that is posted (and signed).
     Column("payload", Text, nullable=False),
-    Column("state", String(16), nullable=False, default=PENDING),
+    Column("state", String(16), nullable=False, default=OutboxState.PENDING.value),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
     Column("first_attempt_at", Float, nullable=True),

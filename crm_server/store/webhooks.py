@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.dialect import insert_for
+from crm_server.store.outbox import WebhookHealth, health_columns, health_of
 from crm_server.store.schema import webhooks
 
 
@@ -20,6 +21,15 @@ class WebhookRecord:
     url: str
     secret: str
     enabled: bool
+
+
+@dataclass(frozen=True)
+class WebhookStatusRecord:
+    """A registration without its secret, with how its deliveries are going."""
+
+    url: str
+    enabled: bool
+    health: WebhookHealth
 
 
 class WebhookTable:
@@ -66,24 +76,18 @@ class WebhookTable:
                 .values(enabled=enabled, updated_at=time.time())
             )
 
-    async def urls(self, project_id: str) -> dict[str, str]:
-        """phone -> webhook URL for a project's accounts (no secrets decrypted)."""
+    async def statuses(self, project_id: str, phone: str | None = None) -> dict[str, WebhookStatusRecord]:
+        """phone → registration and delivery health for a project's webhooks, in one query (no secret decrypted)."""
+        statement = select(
+            webhooks.c.phone, webhooks.c.url, webhooks.c.enabled,
+            *health_columns(webhooks.c.project_id, webhooks.c.phone),
+        ).where(webhooks.c.project_id == project_id)
+        if phone is not None:
+            statement = statement.where(webhooks.c.phone == phone)
         async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(webhooks.c.phone, webhooks.c.url).where(webhooks.c.project_id == project_id)
-                )
-            ).all()
-        return {row.phone: row.url for row in rows}
-
-    async def enabled_by_phone(self, project_id: str) -> dict[str, bool]:
-        async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(webhooks.c.phone, webhooks.c.enabled).where(webhooks.c.project_id == project_id)
-                )
-            ).all()
-        return {row.phone: bool(row.enabled) for row in rows}
+            rows = (await connection.execute(statement)).all()
+        return {row.phone: WebhookStatusRecord(url=row.url, enabled=bool(row.enabled), health=health_of(row))
+                for row in rows}
 
     async def delete(self, project_id: str, phone: str) -> None:
         async with self._engine.begin() as connection:

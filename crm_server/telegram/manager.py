@@ -12,7 +12,7 @@ import uuid
 
 from crm_server import errors
 from crm_server.settings import ServerSettings
-from crm_server.store import Store
+from crm_server.store import Store, StoredStatus
 from crm_server.telegram import telethon_seam
 from crm_server.telegram.account import Account, AccountContext, ClientStartedHook
 from crm_server.telegram.clients import ClientFactory
@@ -80,7 +80,7 @@ class AccountManager:
             account = self._accounts.get(AccountKey(record.project_id, record.phone))
             if account is not None and account.state not in (AccountState.AUTH_REQUIRED, AccountState.HELD_ELSEWHERE):
                 state = account.state
-            elif record.status == "logged_out":
+            elif record.status == StoredStatus.LOGGED_OUT:
                 state = AccountState.LOGGED_OUT
             elif not record.authorized:
                 state = AccountState.AUTH_REQUIRED
@@ -124,7 +124,8 @@ class AccountManager:
         return await self._account(AccountKey(project_id, phone)).check_password(password)
 
     async def logout(self, project_id: str, phone: str) -> None:
-        """Log the account out of Telegram (best effort) and forget it: session, webhook, lease."""
+        """Log the account out of Telegram (best effort) and forget it: session and lease (its webhook registration
+        is the webhook wing's: the route removes it)."""
         record = await self._store.accounts.get(project_id, phone)
         if record is None:
             raise errors.AccountNotFoundError()
@@ -132,7 +133,6 @@ class AccountManager:
         account = self._account(key)
         async with account.lock:
             await account.log_out()
-            await self._store.webhooks.delete(project_id, phone)
             await self._store.accounts.delete(project_id, phone)
         self._accounts.pop(key, None)
 

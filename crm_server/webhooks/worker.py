@@ -103,7 +103,7 @@ class WebhookDelivery:
         self,
         outbox: OutboxTable,
         webhook_table: WebhookTable,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | None,
         schedule: RetrySchedule | None = None,
         settings: DeliverySettings | None = None,
         observers: list[Callable[[DeliveryResult], None]] | None = None,
@@ -111,6 +111,8 @@ class WebhookDelivery:
     ) -> None:
         self._outbox = outbox
         self._webhooks = webhook_table
+        if http is None and client_factory is None:
+            raise ValueError("WebhookDelivery posts through `http` or clients from `client_factory`")
         self._http = http
         # With a factory, each lane posts through a client of its own (kept for the next lane, connections and all):
         # httpx's pool looks at every connection it holds on every request, so one client shared by 32 lanes spent
@@ -241,6 +243,7 @@ class WebhookDelivery:
 
     def _take_client(self) -> httpx.AsyncClient:
         if self._client_factory is None:
+            assert self._http is not None
             return self._http
         if self._idle_clients:
             return self._idle_clients.pop()

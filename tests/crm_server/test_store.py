@@ -149,7 +149,8 @@ async def test_webhooks_upsert_per_account_with_the_secret_encrypted(store: Stor
     await store.webhooks.upsert("org-1", "+15550004444", "https://b.example/h", "second-secret")
     webhook = await store.webhooks.get("org-1", "+15550004444")
     assert webhook is not None and webhook.url == "https://b.example/h" and webhook.secret == "second-secret"
-    assert await store.webhooks.urls("org-1") == {"+15550004444": "https://b.example/h"}
+    assert {phone: status.url for phone, status in (await store.webhooks.statuses("org-1")).items()} == {
+        "+15550004444": "https://b.example/h"}
     async with store.engine.connect() as connection:
         raw = await connection.scalar(select(webhooks.c.secret))
     assert b"second-secret" not in raw
@@ -170,3 +171,42 @@ async def test_a_store_opened_with_another_key_cannot_read_sessions(tmp_path: Pa
             await second.accounts.load_session("org-1", "+15550005555")
     finally:
         await second.close()
+
+
+async def test_webhook_statuses_carry_each_accounts_delivery_health_in_one_query(store: Store) -> None:
+    from sqlalchemy import event
+
+    from crm_server.store import OutboxState
+    from crm_server.store.outbox import OutboxEvent
+
+    await store.webhooks.upsert("org-1", "+15550001111", "https://a.example/h", "secret-a")
+    await store.webhooks.upsert("org-1", "+15550002222", "https://b.example/h", "secret-b")
+    await store.webhooks.upsert("org-2", "+15550001111", "https://c.example/h", "secret-c")
+    rows = await store.outbox.insert([
+        OutboxEvent(f"evt-{project}-{phone}-{n}", project, phone, "7", n, {"n": n})
+        for project, phone, count in (("org-1", "+15550001111", 4), ("org-2", "+15550001111", 2))
+        for n in range(1, count + 1)
+    ])
+    first, second, third = rows[0], rows[1], rows[2]
+    await store.outbox.mark_delivered([first.id], 200, now=1000.0)
+    await store.outbox.mark_failed_attempt(second, dead=True, next_attempt_at=0, status=400, error="bad", now=1001.0)
+    await store.outbox.mark_failed_attempt(third, dead=False, next_attempt_at=0, status=503, error="later", now=1002.0)
+
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (before_cursor_execute: statement is 3rd)
+    event.listen(store.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        statuses = await store.webhooks.statuses("org-1")
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", listener)
+    assert len(statements) == 1
+
+    busy, idle = statuses["+15550001111"], statuses["+15550002222"]
+    assert (busy.url, busy.enabled) == ("https://a.example/h", True)
+    assert (busy.health.pending, busy.health.dead, busy.health.last_success_at) == (2, 1, 1000.0)
+    assert busy.health.last_error == "later"  # the newest error of a row not delivered
+    assert (idle.health.pending, idle.health.dead, idle.health.last_success_at, idle.health.last_error) == (
+        0, 0, None, None)
+    assert set(await store.webhooks.statuses("org-1", "+15550002222")) == {"+15550002222"}
+    assert (await store.webhooks.statuses("org-2"))["+15550001111"].health.pending == 2  # per project
+    assert (await store.outbox.list("org-1", OutboxState.DEAD))[0].state is OutboxState.DEAD

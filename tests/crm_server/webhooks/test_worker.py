@@ -14,6 +14,7 @@ from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.store.database import Store
 from crm_server.store.outbox import OutboxEvent, OutboxTable
+from crm_server.store.schema import OutboxState
 from crm_server.webhooks.signature import verify
 from tests.helpers.waiting import until
 
@@ -121,18 +122,18 @@ async def test_a_rejected_message_becomes_a_dead_letter_and_can_be_retried(store
     worker, http = await run_worker(store, outbox)
     try:
         await until(lambda: len(receiver.accepted) == 3)
-        dead = await outbox.list(PROJECT, "dead")
-        assert [row["message_id"] for row in dead] == [2] and dead[0]["state"] == "failed"
-        assert (await outbox.health(PROJECT, PHONE)).failed == 1
+        dead = await outbox.list(PROJECT, OutboxState.DEAD)
+        assert [row.message_id for row in dead] == [2] and dead[0].state is OutboxState.DEAD
+        assert (await outbox.health(PROJECT, PHONE)).dead == 1
         rejecting["on"] = False
-        assert await outbox.retry(dead[0]["id"], "another-project") is False  # tenancy: not theirs
-        assert await outbox.retry(dead[0]["id"], PROJECT) is True
+        assert await outbox.retry(dead[0].id, "another-project") is False  # tenancy: not theirs
+        assert await outbox.retry(dead[0].id, PROJECT) is True
         worker.wake()
         await until(lambda: len(receiver.accepted) == 4)
     finally:
         await stop_worker(worker, http)
     assert [item.json["message_id"] for item in receiver.accepted] == [1, 3, 4, 2]
-    assert (await outbox.health(PROJECT, PHONE)).failed == 0
+    assert (await outbox.health(PROJECT, PHONE)).dead == 0
 
 
 async def test_a_failing_chat_does_not_hold_up_the_others(store, outbox, receiver) -> None:
@@ -181,13 +182,13 @@ async def test_unreachable_receiver_is_retried_until_the_window_closes(store, ou
     worker, http = await run_worker(store, outbox, schedule)
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (await outbox.health(PROJECT, PHONE)).failed == 0:
+        while time.monotonic() < deadline and (await outbox.health(PROJECT, PHONE)).dead == 0:
             await asyncio.sleep(0.05)
     finally:
         await stop_worker(worker, http)
-    dead = await outbox.list(PROJECT, "dead")
-    assert len(dead) == 1 and dead[0]["attempts"] >= 3
-    assert "Connect" in (dead[0]["last_error"] or "")
+    dead = await outbox.list(PROJECT, OutboxState.DEAD)
+    assert len(dead) == 1 and dead[0].attempts >= 3
+    assert "Connect" in (dead[0].last_error or "")
 
 
 async def test_several_workers_share_a_postgresql_outbox_without_double_delivery(local_database, receiver) -> None:

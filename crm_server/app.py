@@ -26,9 +26,10 @@ import httpx
 from crm_server import errors
 from crm_server.app_state import AppState
 from crm_server.idempotency import IdempotencyKeys
+from crm_server.keys import KeyAuthenticator
 from crm_server.metrics import ServerMetrics
 from crm_server.routes import api, deliveries, sandbox_control
-from crm_server.routes.auth import KeyAuthenticator
+from crm_server.routes.auth import authenticate
 from crm_server.routes.openapi import build_openapi, render_docs
 from crm_server.settings import ServerSettings, load_session_key
 from crm_server.store import Store
@@ -181,13 +182,13 @@ def _docs_html(sandbox: bool) -> str:
 
 async def openapi_json(request: Request) -> Response:
     state: AppState = request.app.state.crm
-    await state.authenticator.authenticate(request)
+    await authenticate(request)
     return Response(_openapi_json(state.settings.sandbox), media_type="application/json")
 
 
 async def docs(request: Request) -> Response:
     state: AppState = request.app.state.crm
-    await state.authenticator.authenticate(request)
+    await authenticate(request)
     return HTMLResponse(_docs_html(state.settings.sandbox))
 
 

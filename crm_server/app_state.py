@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from crm_server.idempotency import IdempotencyKeys
+from crm_server.keys import KeyAuthenticator
 from crm_server.metrics import ServerMetrics
-from crm_server.routes.auth import KeyAuthenticator
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.routes.auth import require_project
+from crm_server.routes.auth import authenticate, require_project
 from crm_server.routes.deliveries import iso
 from crm_server.metrics import CONTENT_TYPE_LATEST
 from crm_server.routes.models import (
@@ -55,7 +55,7 @@ def _json(model: object, status_code: int = 200, **kwargs: object) -> JSONRespon
 
 async def connect(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     body = await parse_body(request, ConnectRequest)
     require_project(principal, body.project_id)
     webhook_url = await validate_webhook_url(body.webhook_url, allow_private=state.settings.allow_private_webhooks)
@@ -76,7 +76,7 @@ async def connect(request: Request) -> Response:
 
 async def send(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     body = await parse_body(request, SendRequest)
     require_project(principal, body.project_id)
     if body.text is None and body.file_url is None:
@@ -123,7 +123,7 @@ async def send(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     query = parse_query(request, StatusQuery)
     require_project(principal, query.project_id)
     accounts = await state.manager.status(query.project_id, query.phone)
@@ -158,7 +158,7 @@ async def status(request: Request) -> Response:
 
 async def send_code(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     body = await parse_body(request, SendCodeRequest)
     require_project(principal, body.project_id)
     timeout = await state.manager.send_code(body.project_id, body.phone)
@@ -167,7 +167,7 @@ async def send_code(request: Request) -> Response:
 
 async def sign_in(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     body = await parse_body(request, SignInRequest)
     require_project(principal, body.project_id)
     outcome = await state.manager.sign_in(body.project_id, body.phone, body.code.strip())
@@ -176,7 +176,7 @@ async def sign_in(request: Request) -> Response:
 
 async def password(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     body = await parse_body(request, PasswordRequest)
     require_project(principal, body.project_id)
     outcome = await state.manager.check_password(body.project_id, body.phone, body.password)
@@ -185,7 +185,7 @@ async def password(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     state = _state(request)
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     path = parse_path(request, AccountPath)
     query = parse_query(request, AccountQuery)
     require_project(principal, query.project_id)
@@ -202,5 +202,5 @@ async def health(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    await state.authenticator.authenticate(request)
+    await authenticate(request)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

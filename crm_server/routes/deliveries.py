@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.routes.auth import require_project
+from crm_server.routes.auth import authenticate, require_project
 from crm_server.routes.models import DeliveriesQuery, DeliveriesResponse, DeliveryEntry, DeliveryPath, RetryResponse
 from crm_server.routes.parsing import parse_path, parse_query
 from crm_server.webhooks.delivery_log import DeliveryRecord, OutboxState
@@ -41,7 +41,7 @@ def _entry(record: DeliveryRecord) -> DeliveryEntry:
 
 async def list_deliveries(request: Request) -> Response:
     state: AppState = request.app.state.crm
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     query = parse_query(request, DeliveriesQuery)
     require_project(principal, query.project_id)
     records = await state.deliveries.list(query.project_id, STATES[query.state], limit=query.limit)
@@ -51,7 +51,7 @@ async def list_deliveries(request: Request) -> Response:
 
 async def retry_delivery(request: Request) -> Response:
     state: AppState = request.app.state.crm
-    principal = await state.authenticator.authenticate(request)
+    principal = await authenticate(request)
     path = parse_path(request, DeliveryPath)
     # A project key may retry only its own project's dead letters; the store checks the row's project.
     project_id = None if principal.is_admin else principal.project_id

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.routes.auth import require_admin
+from crm_server.routes.auth import authenticate, require_admin
 from crm_server.routes.models import (
     SandboxAccountRequest,
     SandboxFloodRequest,
@@ -38,7 +38,7 @@ def _sandbox_error(exc: Exception, field: str) -> errors.CrmError:
 
 async def _admin_state(request: Request) -> AppState:
     state: AppState = request.app.state.crm
-    require_admin(await state.authenticator.authenticate(request))
+    require_admin(await authenticate(request))
     return state
 
 

@@ -76,7 +76,8 @@ class AccountTable:
         async with self._engine.begin() as connection:
             await connection.execute(
                 insert_for(self._engine, accounts)
-                .values(project_id=project_id, phone=phone, status=StoredStatus.AUTH_REQUIRED, created_at=now, updated_at=now)
+                .values(project_id=project_id, phone=phone, status=StoredStatus.AUTH_REQUIRED, created_at=now,
+                        updated_at=now)
                 .on_conflict_do_nothing(index_elements=[accounts.c.project_id, accounts.c.phone])
             )
             row = (await connection.execute(select(*_RECORD_COLUMNS).where(_key(project_id, phone)))).one()

@@ -281,7 +281,7 @@ class Account:
     # --- supervision ------------------------------------------------------------------------------------------------
 
     async def supervise(self, client: TelegramClient | None = None) -> None:
-        """Keep the account connected: connect, wait for a disconnect, reconnect with backoff; stop on a dead session."""
+        """Keep the account connected: connect, await a disconnect, reconnect with backoff; stop on a dead session."""
         context = self._context
         backoff = 1.0
         try:

@@ -243,13 +243,6 @@ class WebhookResponse(BaseModel):
     duplicate: bool
 
 
-class ErrorResponse(BaseModel):
-    success: bool = False
-    error: str
-    code: str
-    field: str | None = None
-
-
 # --- integration settings (messenger_integrations.settings) ---------------------------------------------------------
 
 class TelegramCrmSettings(BaseModel):

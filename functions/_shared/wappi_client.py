@@ -1,4 +1,4 @@
-"""Calls to Wappi.pro's personal-Telegram API (see WAPPI.md): sync text send, file by URL, account status.
+"""Calls to Wappi.pro's personal-Telegram API (see WAPPI.md): sync text send and file by URL.
 
 Wappi reports errors as non-2xx answers or as 2xx `{"status": "error", "detail": ...}`, sometimes not in JSON; all of
 them become `WappiError`, retryable (worth a failover) for transport errors and 5xx.
@@ -18,10 +18,6 @@ log = logging.getLogger("functions.wappi_client")
 
 # Detail texts meaning "Telegram does not know this recipient": the next way to address the client may work.
 RECIPIENT_NOT_FOUND_MARKERS = ("PEER_NOT_FOUND", "IMPORT_FAILED", "no peer")
-
-
-def is_recipient_not_found(error: WappiError) -> bool:
-    return error.code == "RECIPIENT_NOT_FOUND"
 
 
 class WappiClient:
@@ -44,9 +40,6 @@ class WappiClient:
             payload["file_name"] = file_name
         data = await self._request("POST", "/tapi/sync/message/file/url/send", settings, json=payload)
         return _sent(data)
-
-    async def status(self, settings: WappiSettings) -> dict[str, Any]:
-        return await self._request("GET", "/tapi/sync/get/status", settings)
 
     async def _request(self, method: str, path: str, settings: WappiSettings,
                        json: dict[str, Any] | None = None) -> dict[str, Any]:

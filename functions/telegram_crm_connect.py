@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.errors import IntegrationNotFoundError, UpstreamError
+from functions._shared.errors import ConnectRefusedError, IntegrationNotFoundError, UpstreamError
 from functions._shared.runtime import runtime_of
 from functions._shared.types import (
     ConnectRequest,
@@ -63,7 +63,7 @@ async def handler(request: Request) -> JSONResponse:
                                       phone=body.crmPhoneNumber, secret=secret)
     except UpstreamError as exc:
         # Whatever the server said, for the admin it is "the server refused": 502 with its message, nothing saved.
-        raise UpstreamError(exc.message, code=exc.code, status_code=502) from exc
+        raise ConnectRefusedError(exc) from exc
 
     # store (the store seals the API key and the secret)
     if existing is not None:

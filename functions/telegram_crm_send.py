@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.errors import CrmServerRejectedError
+from functions._shared.errors import RecipientNotFoundError
 from functions._shared.messages import client_and_earlier_send, store_outgoing, touch_client
 from functions._shared.recipients import recipient_candidates
 from functions._shared.runtime import FunctionsRuntime, runtime_of
@@ -35,7 +35,7 @@ async def send_with_telegram_crm(runtime: FunctionsRuntime, organization_id: str
     finds them. Shared with telegram-send, which calls it in-process."""
     settings = integration.telegram_crm_settings()
     crm = runtime.crm(settings)
-    not_found: CrmServerRejectedError | None = None
+    not_found: RecipientNotFoundError | None = None
     for to in recipient_candidates(client, "telegram_crm"):
         try:
             # The same key for every attempt: crm_server forgets a key whose send failed, and remembers one that
@@ -43,9 +43,7 @@ async def send_with_telegram_crm(runtime: FunctionsRuntime, organization_id: str
             result = await crm.send(project_id=organization_id, phone=settings.crmPhoneNumber, to=to,
                                     text=body.text, file_url=body.fileUrl, file_name=body.fileName,
                                     file_type=body.fileType, idempotency_key=key)
-        except CrmServerRejectedError as exc:
-            if exc.code != "RECIPIENT_NOT_FOUND":
-                raise
+        except RecipientNotFoundError as exc:
             not_found = exc
             continue
         return SentMessage(message_id=result.message_id,

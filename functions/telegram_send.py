@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.errors import UpstreamError, WappiError
+from functions._shared.errors import RecipientNotFoundError, UpstreamError
 from functions._shared.messages import client_and_earlier_send, store_outgoing, touch_client
 from functions._shared.recipients import recipient_candidates
 from functions._shared.runtime import FunctionsRuntime, runtime_of
@@ -37,16 +37,14 @@ async def send_with_wappi(runtime: FunctionsRuntime, integration: IntegrationRow
                           body: SendRequest) -> SentMessage:
     """Send through Wappi.pro's sync API, trying the client's addresses in order until Telegram finds them."""
     settings = integration.wappi_settings()
-    not_found: WappiError | None = None
+    not_found: RecipientNotFoundError | None = None
     for recipient in recipient_candidates(client, "wappi"):
         try:
             if body.fileUrl:
                 return await runtime.wappi.send_file_by_url(settings, recipient, body.fileUrl, caption=body.text,
                                                             file_name=body.fileName)
             return await runtime.wappi.send_text(settings, recipient, body.text or "")
-        except WappiError as exc:
-            if exc.code != "RECIPIENT_NOT_FOUND":
-                raise
+        except RecipientNotFoundError as exc:
             not_found = exc
     assert not_found is not None
     raise not_found

@@ -20,7 +20,8 @@ from functions._shared.errors import (
     MessageNotStoredError,
 )
 from functions._shared.integrations import load_client
-from functions._shared.types import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SendRequest, SentMessage
+from functions._shared.rows import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SentMessage
+from functions._shared.sending import SendRequest
 
 log = logging.getLogger("functions.messages")
 

@@ -15,16 +15,10 @@ from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.messages import client_and_earlier_send, store_outgoing, touch_client
+from functions._shared.parsing import idempotency_key, parse_json_object, validate_model
+from functions._shared.rows import Provider
 from functions._shared.runtime import runtime_of
-from functions._shared.sending import replayed_response, send_with_failover
-from functions._shared.types import (
-    Provider,
-    SendRequest,
-    SendResponse,
-    idempotency_key,
-    parse_json_object,
-    validate_model,
-)
+from functions._shared.sending import SendRequest, SendResponse, replayed_response, send_with_failover
 
 
 async def handle_send(request: Request, *, providers: Collection[Provider], fail_over: bool) -> JSONResponse:

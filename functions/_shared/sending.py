@@ -6,16 +6,61 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+from uuid import UUID
 
+from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.responses import JSONResponse
 
 from functions._shared.errors import RecipientNotFoundError, UpstreamError
+from functions._shared.parsing import MAX_TEXT_LENGTH, RequestModel
 from functions._shared.recipients import recipient_candidates
+from functions._shared.rows import ChatMessageRow, ClientRow, IntegrationRow, Provider, SentMessage
 from functions._shared.runtime import FunctionsRuntime
-from functions._shared.types import ChatMessageRow, ClientRow, IntegrationRow, SendRequest, SendResponse, SentMessage
 
 log = logging.getLogger("functions.sending")
 
+
+# --- what the send functions (telegram-send, telegram-crm-send) take and answer ---------------------------------------
+
+class SendRequest(RequestModel):
+    """telegram-crm-send and telegram-send: what to send to which client."""
+
+    clientId: UUID
+    text: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
+    fileUrl: str | None = Field(None, max_length=2000)
+    fileName: str | None = Field(None, max_length=255)
+    fileType: str | None = Field(None, max_length=100)
+    integrationId: UUID | None = None
+    senderName: str | None = Field(None, max_length=200)
+
+    @field_validator("fileUrl")
+    @classmethod
+    def _file_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _something_to_send(self) -> SendRequest:
+        if (self.text is None or not self.text.strip()) and self.fileUrl is None:
+            raise ValueError("text or fileUrl is required")
+        return self
+
+
+class SendResponse(BaseModel):
+    success: bool = True
+    messageId: str | int | None
+    savedMessageId: str
+    integrationId: str
+    provider: Provider
+    failedOver: bool = False
+
+
+# --- sending ----------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SendOutcome:

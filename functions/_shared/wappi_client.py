@@ -18,7 +18,7 @@ from functions._shared.errors import (
     WappiError,
     WappiUnreachableError,
 )
-from functions._shared.types import SentMessage, WappiSettings
+from functions._shared.rows import SentMessage, WappiSettings
 
 log = logging.getLogger("functions.wappi_client")
 

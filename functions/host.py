@@ -1,7 +1,8 @@
-"""The functions host: one Starlette app serving every edge function at `/<name>` (mounted at `/functions/v1`).
+"""The functions host: one Starlette app serving every edge function at `/<name>` (mounted at `/functions/v1`),
+assembled from one Route per function and the exception handlers that turn errors into the contract's JSON.
 
-Does what Supabase's edge gateway does around a function: CORS preflight, method check, request size limit,
-`verify_jwt` from supabase/config.toml, and JSON errors in the contract's shape.
+Does what Supabase's edge gateway does around a function: CORS preflight, method check, request size limit and
+`verify_jwt` from supabase/config.toml.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import time
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ log = logging.getLogger("functions.host")
 Handler = Callable[[Request], Awaitable[Response]]
 CORS_ALLOW_HEADERS = ("authorization, x-client-info, apikey, content-type, idempotency-key, x-lovable-secret, "
                       "webhook-id, webhook-timestamp, webhook-signature")
+# The methods a route takes to the gateway, which answers a function's other ones with the contract's 405 (Starlette's
+# own check would answer HEAD for a GET function, and its 405 is plain text). Anything else is Starlette's plain 405.
+ROUTED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,19 @@ class EdgeFunction:
     verify_jwt: bool = True
 
 
-FUNCTIONS: dict[str, EdgeFunction] = {
-    function.name: function for function in (
-        EdgeFunction("telegram-crm-connect", telegram_crm_connect.handler, ("POST",)),
-        EdgeFunction("telegram-crm-send", telegram_crm_send.handler, ("POST",)),
-        EdgeFunction("telegram-crm-webhook", telegram_crm_webhook.handler, ("POST",)),
-        EdgeFunction("telegram-send", telegram_send.handler, ("POST",)),
-        # Static form metadata without secrets: the admin page may load it before anyone signs in.
-        EdgeFunction("telegram-providers", telegram_providers.handler, ("GET",), verify_jwt=False),
-        # The admin page's operations that need an integration's secrets (crm_server key, sandbox admin key).
-        EdgeFunction("telegram-crm-auth", telegram_crm_auth.handler, ("POST",)),
-        EdgeFunction("telegram-crm-status", telegram_crm_status.handler, ("GET", "POST")),
-        EdgeFunction("telegram-crm-sandbox", telegram_crm_sandbox.handler, ("POST",)),
-        EdgeFunction("telegram-integration-save", telegram_integration_save.handler, ("POST",)),
-    )
-}
+FUNCTIONS: tuple[EdgeFunction, ...] = (
+    EdgeFunction("telegram-crm-connect", telegram_crm_connect.handler, ("POST",)),
+    EdgeFunction("telegram-crm-send", telegram_crm_send.handler, ("POST",)),
+    EdgeFunction("telegram-crm-webhook", telegram_crm_webhook.handler, ("POST",)),
+    EdgeFunction("telegram-send", telegram_send.handler, ("POST",)),
+    # Static form metadata without secrets: the admin page may load it before anyone signs in.
+    EdgeFunction("telegram-providers", telegram_providers.handler, ("GET",), verify_jwt=False),
+    # The admin page's operations that need an integration's secrets (crm_server key, sandbox admin key).
+    EdgeFunction("telegram-crm-auth", telegram_crm_auth.handler, ("POST",)),
+    EdgeFunction("telegram-crm-status", telegram_crm_status.handler, ("GET", "POST")),
+    EdgeFunction("telegram-crm-sandbox", telegram_crm_sandbox.handler, ("POST",)),
+    EdgeFunction("telegram-integration-save", telegram_integration_save.handler, ("POST",)),
+)
 
 
 def read_verify_jwt(config_path: Path) -> dict[str, bool]:
@@ -118,40 +120,7 @@ def create_functions_app(settings: FunctionsSettings) -> Starlette:
         log.warning("FUNCTIONS_SETTINGS_KEY is not set: integration secrets (crmApiKey, secret, apiToken) are stored "
                     "in clear in messenger_integrations.settings; set it to a Fernet key to seal them")
     holder = RuntimeHolder(settings)
-    cors = {"Access-Control-Allow-Origin": settings.cors_allow_origin,
-            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS}
-
-    async def dispatch(request: Request) -> Response:
-        started = time.monotonic()
-        name = request.path_params["name"]
-        function = FUNCTIONS.get(name)
-        try:
-            response = await _serve(request, function, name)
-        except FunctionError as exc:
-            response = error_response(exc)
-        except Exception:  # noqa: BLE001 - the one place an unexpected error becomes a JSON 500
-            log.exception("function %s failed", name)
-            response = error_response(FunctionError())
-        response.headers.update(cors)
-        log.info("%s %s -> %d (%.0f ms)", request.method, name, response.status_code,
-                 (time.monotonic() - started) * 1000)
-        return response
-
-    async def _serve(request: Request, function: EdgeFunction | None, name: str) -> Response:
-        if function is None:
-            raise FunctionNotFoundError(f"No function named {name}")
-        allowed = ", ".join((*function.methods, "OPTIONS"))
-        if request.method == "OPTIONS":
-            return PlainTextResponse("ok", headers={"Access-Control-Allow-Methods": allowed})
-        if request.method not in function.methods:
-            raise MethodNotAllowedError(headers={"Allow": allowed})
-        request = await _with_limited_body(request, settings.max_request_bytes)
-        runtime = await holder.get()
-        request.scope["functions_runtime"] = runtime
-        if verify_jwt.get(name, function.verify_jwt):
-            claims = await runtime.verifier.verify(bearer_token(request))
-            request.scope.setdefault("state", {})["jwt_claims"] = claims
-        return await function.handler(request)
+    gateway = EdgeGateway(holder, verify_jwt, settings.max_request_bytes, settings.cors_allow_origin)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -161,11 +130,83 @@ def create_functions_app(settings: FunctionsSettings) -> Starlette:
         finally:
             await holder.close()
 
-    app = Starlette(routes=[Route("/{name}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
-                                                                 "HEAD"])],
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            *(gateway.route(function) for function in FUNCTIONS),
+            # Any other name is the contract's 404 (a deeper path stays Starlette's own plain 404).
+            Route("/{name}", gateway.no_such_function, methods=ROUTED_METHODS),
+        ],
+        lifespan=lifespan,
+        exception_handlers={
+            FunctionError: gateway.function_error,
+            Exception: gateway.unexpected_error,
+        },
+    )
     app.state.runtime_holder = holder
     return app
+
+
+class EdgeGateway:
+    """What runs around every function, and the answers of the exception handlers: every answer carries the CORS
+    headers and is logged once, with the function's name and how long it took."""
+
+    def __init__(self, holder: RuntimeHolder, verify_jwt: Mapping[str, bool], max_request_bytes: int,
+                 cors_allow_origin: str) -> None:
+        self._holder = holder
+        self._verify_jwt = verify_jwt
+        self._max_request_bytes = max_request_bytes
+        self._cors = {"Access-Control-Allow-Origin": cors_allow_origin,
+                      "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS}
+
+    def route(self, function: EdgeFunction) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return self._answered(request, await self._serve(request, function))
+
+        return Route(f"/{function.name}", endpoint, methods=ROUTED_METHODS, name=function.name)
+
+    async def _serve(self, request: Request, function: EdgeFunction) -> Response:
+        self._arrived(request, function.name)
+        allowed = ", ".join((*function.methods, "OPTIONS"))
+        if request.method == "OPTIONS":
+            return PlainTextResponse("ok", headers={"Access-Control-Allow-Methods": allowed})
+        if request.method not in function.methods:
+            raise MethodNotAllowedError(headers={"Allow": allowed})
+        request = await _with_limited_body(request, self._max_request_bytes)
+        runtime = await self._holder.get()
+        request.scope["functions_runtime"] = runtime
+        if self._verify_jwt.get(function.name, function.verify_jwt):
+            claims = await runtime.verifier.verify(bearer_token(request))
+            request.scope.setdefault("state", {})["jwt_claims"] = claims
+        return await function.handler(request)
+
+    async def no_such_function(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self._arrived(request, name)
+        raise FunctionNotFoundError(f"No function named {name}")
+
+    async def function_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FunctionError)
+        return self._answered(request, error_response(exc))
+
+    async def unexpected_error(self, request: Request, exc: Exception) -> Response:
+        # The one place an unexpected error becomes a JSON 500 (Starlette raises it on afterwards, to the server).
+        log.error("function %s failed", self._arrival(request)[0], exc_info=exc)
+        return self._answered(request, error_response(FunctionError()))
+
+    @staticmethod
+    def _arrived(request: Request, name: str) -> None:
+        request.scope["functions_arrival"] = (name, time.monotonic())
+
+    @staticmethod
+    def _arrival(request: Request) -> tuple[str, float]:
+        return request.scope.get("functions_arrival", (request.url.path, time.monotonic()))
+
+    def _answered(self, request: Request, response: Response) -> Response:
+        response.headers.update(self._cors)
+        name, started = self._arrival(request)
+        log.info("%s %s -> %d (%.0f ms)", request.method, name, response.status_code,
+                 (time.monotonic() - started) * 1000)
+        return response
 
 
 def create_standalone_app(settings: FunctionsSettings) -> Starlette:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from functions._shared.auth import authenticate
 from functions._shared.errors import IntegrationNotFoundError
 from functions._shared.runtime import runtime_of
-from functions._shared.types import RequestModel, parse_json_object, validate_model
+from functions._shared.parsing import RequestModel, parse_json_object, validate_model
 
 Step = Literal["send-code", "sign-in", "password"]
 

@@ -6,22 +6,78 @@ so a failed connect leaves nothing behind.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
+from urllib.parse import urlsplit
+from uuid import UUID
 
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.errors import IntegrationNotFoundError, UpstreamError
+from functions._shared.errors import ConnectRefusedError, IntegrationNotFoundError, UpstreamError
+from functions._shared.parsing import RequestModel, parse_json_object, validate_model
+from functions._shared.phones import normalize_phone
+from functions._shared.rows import IntegrationRow, TelegramCrmSettings
 from functions._shared.runtime import runtime_of
-from functions._shared.types import (
-    ConnectRequest,
-    ConnectResponse,
-    IntegrationRow,
-    TelegramCrmSettings,
-    parse_json_object,
-    validate_model,
-)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _http_url(value: str, *, allow_http_loopback: bool) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    if parts.scheme == "http" and not (allow_http_loopback and is_loopback_host(parts.hostname)):
+        raise ValueError("must use https (plain http only to a loopback host on a local stack)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must not carry credentials, a query or a fragment")
+    return value.rstrip("/")
+
+
+class ConnectRequest(RequestModel):
+    """telegram-crm-connect: where the CRM server is, its key, and the Telegram account's phone."""
+
+    crmApiUrl: str = Field(min_length=1, max_length=2000)
+    crmApiKey: str = Field(min_length=1, max_length=1000)
+    crmPhoneNumber: str = Field(min_length=1, max_length=40)
+    integrationId: UUID | None = None
+    name: str | None = Field(None, max_length=200)
+
+    @field_validator("crmApiUrl")
+    @classmethod
+    def _crm_api_url(cls, value: str, info: ValidationInfo) -> str:
+        allow = bool((info.context or {}).get("allow_http_loopback"))
+        return _http_url(value.strip(), allow_http_loopback=allow)
+
+    @field_validator("crmApiKey")
+    @classmethod
+    def _crm_api_key(cls, value: str) -> str:
+        value = value.strip()
+        if not value or not value.isprintable():
+            raise ValueError("must be the API key crm_server printed")
+        return value
+
+    @field_validator("crmPhoneNumber")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        return normalize_phone(value)
+
+
+class ConnectResponse(BaseModel):
+    success: bool = True
+    integrationId: str
+    webhookUrl: str
+    isPrimary: bool
+    status: str
 
 
 async def handler(request: Request) -> JSONResponse:
@@ -63,7 +119,7 @@ async def handler(request: Request) -> JSONResponse:
                                       phone=body.crmPhoneNumber, secret=secret)
     except UpstreamError as exc:
         # Whatever the server said, for the admin it is "the server refused": 502 with its message, nothing saved.
-        raise UpstreamError(exc.message, code=exc.code, status_code=502) from exc
+        raise ConnectRefusedError(exc) from exc
 
     # store (the store seals the API key and the secret)
     if existing is not None:

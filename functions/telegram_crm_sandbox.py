@@ -17,7 +17,7 @@ from functions._shared.crm_client import CrmClient
 from functions._shared.errors import FunctionNotFoundError, IntegrationNotFoundError
 from functions._shared.phones import normalize_phone
 from functions._shared.runtime import runtime_of
-from functions._shared.types import MAX_TEXT_LENGTH, RequestModel, parse_json_object, validate_model
+from functions._shared.parsing import MAX_TEXT_LENGTH, RequestModel, parse_json_object, validate_model
 
 
 class SandboxIncomingRequest(RequestModel):

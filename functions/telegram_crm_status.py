@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse
 from functions._shared.auth import authenticate
 from functions._shared.errors import FunctionError
 from functions._shared.runtime import FunctionsRuntime, runtime_of
-from functions._shared.types import IntegrationRow, RequestModel, parse_json_object, validate_model
+from functions._shared.parsing import RequestModel, parse_json_object, validate_model
+from functions._shared.rows import IntegrationRow
 
 
 class StatusRequest(RequestModel):

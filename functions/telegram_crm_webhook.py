@@ -7,18 +7,130 @@ Answers 5xx only when the database failed, so the sender retries exactly when re
 from __future__ import annotations
 
 import hmac
+from datetime import datetime, timezone
+from typing import Annotated
+from uuid import UUID
 
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared import signature
 from functions._shared.errors import IntegrationNotFoundError, ProjectMismatchError, WebhookSecretError
 from functions._shared.messages import ingest_incoming
+from functions._shared.parsing import RequestModel, parse_json_object, validate_model
+from functions._shared.phones import normalize_phone, normalize_phone_or_none
 from functions._shared.runtime import runtime_of
-from functions._shared.types import WebhookPayload, WebhookResponse, parse_json_object, validate_model
 
 NOTIFICATION_PREVIEW_LENGTH = 200
 MAX_WEBHOOK_KEY_LENGTH = 200
+
+
+def _telegram_id(value: object) -> object:
+    """Telegram ids arrive as JSON numbers or numeric strings; both become the decimal string."""
+    if isinstance(value, bool):
+        raise ValueError("must be a Telegram id (an integer)")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and value.strip().isascii():
+        return str(int(value.strip()))
+    raise ValueError("must be a Telegram id (an integer)")
+
+
+def _optional_telegram_id(value: object) -> object:
+    return None if value is None or value == "" else _telegram_id(value)
+
+
+def _phone_text(value: object) -> object:
+    # Some senders put phones as JSON numbers (digits without `+`).
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+TelegramId = Annotated[str, BeforeValidator(_telegram_id)]
+OptionalTelegramId = Annotated[str | None, BeforeValidator(_optional_telegram_id)]
+
+
+class WebhookPayload(RequestModel):
+    """What crm_server posts, and the minimal payload of the original plan
+    (`{project_id, account_phone, from_id, from_username, text}`): everything else is optional."""
+
+    event_id: str | None = Field(None, max_length=200)
+    project_id: UUID
+    account_phone: str = Field(max_length=40)
+    from_id: TelegramId
+    from_username: str | None = Field(None, max_length=100)
+    from_first_name: str | None = Field(None, max_length=500)
+    from_last_name: str | None = Field(None, max_length=500)
+    from_phone: str | None = Field(None, max_length=40)
+    chat_id: OptionalTelegramId = None
+    message_id: OptionalTelegramId = None
+    text: str | None = None
+    timestamp: datetime | None = None
+    file_url: str | None = Field(None, max_length=2000)
+    file_type: str | None = Field(None, max_length=100)
+    file_name: str | None = Field(None, max_length=255)
+
+    @field_validator("event_id", mode="before")
+    @classmethod
+    def _event_id(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("account_phone", mode="before")
+    @classmethod
+    def _account_phone_text(cls, value: object) -> object:
+        return _phone_text(value)
+
+    @field_validator("account_phone")
+    @classmethod
+    def _account_phone(cls, value: str) -> str:
+        return normalize_phone(value)
+
+    @field_validator("from_phone", mode="before")
+    @classmethod
+    def _from_phone(cls, value: object) -> object:
+        # A sender's phone is a nice-to-have: an unreadable one is dropped rather than losing the message.
+        value = _phone_text(value)
+        return normalize_phone_or_none(value) if isinstance(value, str) else value
+
+    @field_validator("from_username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        value = (value or "").strip().lstrip("@")
+        return value or None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # The contract's timestamps are UTC; a naive one is read as UTC rather than the server's local time.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+    @model_validator(mode="after")
+    def _has_content(self) -> WebhookPayload:
+        if not (self.text or self.file_url):
+            raise ValueError("text or file_url is required")
+        return self
+
+    @property
+    def sender_display_name(self) -> str:
+        full = " ".join(part for part in (self.from_first_name, self.from_last_name) if part).strip()
+        if full:
+            return full
+        if self.from_username:
+            return "@" + self.from_username
+        return self.from_phone or f"Telegram {self.from_id}"
+
+
+class WebhookResponse(BaseModel):
+    success: bool = True
+    messageId: str
+    clientId: str
+    duplicate: bool
 
 
 async def handler(request: Request) -> JSONResponse:

@@ -17,7 +17,8 @@ from functions._shared.auth import authenticate
 from functions._shared.errors import IntegrationNotFoundError, ValidationFailedError
 from functions._shared.providers import PROVIDERS
 from functions._shared.runtime import runtime_of
-from functions._shared.types import RequestModel, WappiSettings, parse_json_object, validate_model
+from functions._shared.parsing import RequestModel, parse_json_object, validate_model
+from functions._shared.rows import WappiSettings
 
 # Providers saved as plain settings, and the model their settings must satisfy.
 SETTINGS_MODELS: dict[str, type[BaseModel]] = {"wappi": WappiSettings}

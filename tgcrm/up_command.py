@@ -16,7 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from tgcrm.local_commands import _env_int, add_stack_options, port_is_busy, write_env_file
 from tgcrm.stack import (
@@ -29,6 +29,11 @@ from tgcrm.stack import (
     report,
     state_files_present,
 )
+
+if TYPE_CHECKING:
+    # For annotations only: at run time both are imported where they are used, so `tgcrm --help` stays light.
+    from crm_server.store import Store
+    from supabase_local.database import LocalDatabase
 
 DEMO_ORGANIZATION_ID = "00000000-0000-4000-8000-000000000001"
 DEMO_USER_ID = "00000000-0000-4000-8000-0000000000a1"
@@ -221,16 +226,16 @@ class UpCommand:
             report(f"{signal.Signals(signum).name} received")
         self.stop.set()
 
-    async def _start(self, database: object) -> LocalStack:
+    async def _start(self, database: LocalDatabase) -> LocalStack:
         from supabase_local.keys import local_keys, user_token
 
         options = self.options
         # Not cancellable half-way: a Ctrl-C now lets PostgreSQL finish starting, then stops it.
-        self._postgres_start = asyncio.ensure_future(asyncio.to_thread(database.start))  # type: ignore[attr-defined]
+        self._postgres_start = asyncio.ensure_future(asyncio.to_thread(database.start))
         await asyncio.shield(self._postgres_start)
-        await database.prepare(seed=True)  # type: ignore[attr-defined]
+        await database.prepare(seed=True)
         keys = local_keys(options.state_dir)
-        urls = database.urls()  # type: ignore[attr-defined]
+        urls = database.urls()
         try:
             admin_key, demo_key = await ensure_crm_keys(options)
         except Exception as exc:  # noqa: BLE001 - a bad CRM_SESSION_KEY or CRM_DATABASE_URL: name the step
@@ -355,8 +360,8 @@ async def ensure_crm_keys(options: UpOptions) -> tuple[str, str]:
     return admin_key, demo_key
 
 
-async def _saved_or_new_key(store: object, path: Path, project_id: str | None) -> str:
-    api_keys = store.api_keys  # type: ignore[attr-defined]
+async def _saved_or_new_key(store: Store, path: Path, project_id: str | None) -> str:
+    api_keys = store.api_keys
     if path.exists():
         saved = path.read_text().strip()
         principal = await api_keys.authenticate(saved) if saved else None

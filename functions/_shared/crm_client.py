@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from functions._shared.errors import (
     CrmServerRejectedError,
@@ -18,9 +18,38 @@ from functions._shared.errors import (
     crm_server_error,
     retry_after_seconds,
 )
-from functions._shared.types import CrmConnectResult, CrmSendResult
 
 log = logging.getLogger("functions.crm_client")
+
+
+# --- crm_server's answers -------------------------------------------------------------------------------------------
+
+class CrmAccount(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    authorized: bool = False
+    user_id: int | str | None = None
+    username: str | None = None
+
+
+class CrmConnectResult(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str
+    project_id: str | None = None
+    phone: str | None = None
+    webhook_url: str | None = None
+    account: CrmAccount | None = None
+
+
+class CrmSendResult(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = "sent"
+    message_id: int | str | None = None
+    chat_id: int | str | None = None
+    to_user_id: int | str | None = None
+    date: str | int | None = None
 
 
 class CrmClient:

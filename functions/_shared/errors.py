@@ -7,6 +7,7 @@ they become HTTP.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from starlette.responses import JSONResponse
 
@@ -18,15 +19,11 @@ class FunctionError(Exception):
     code = "INTERNAL_ERROR"
     default_message = "Internal error"
 
-    def __init__(self, message: str | None = None, *, field: str | None = None, code: str | None = None,
-                 status_code: int | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str | None = None, *, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.message = message or self.default_message
         super().__init__(self.message)
         self.field = field
-        if code is not None:
-            self.code = code
-        if status_code is not None:
-            self.status_code = status_code
         self.extra_headers = dict(headers or {})
 
     def headers(self) -> dict[str, str]:
@@ -49,6 +46,13 @@ class ValidationFailedError(FunctionError):
     status_code = 422
     code = "VALIDATION_ERROR"
     default_message = "Invalid request"
+
+
+class IdempotencyKeyReusedError(ValidationFailedError):
+    """A replayed Idempotency-Key whose first send went to another client."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "This Idempotency-Key was already used for a message to another client"
 
 
 class PayloadTooLargeError(FunctionError):
@@ -149,11 +153,32 @@ class UpstreamError(FunctionError):
     default_message = "The messaging provider failed"
 
     def __init__(self, message: str | None = None, *, retryable: bool = False, upstream_status: int | None = None,
-                 upstream_code: str | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+                 upstream_code: str | None = None, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, field=field, headers=headers)
         self.retryable = retryable
         self.upstream_status = upstream_status
         self.upstream_code = upstream_code
+
+
+class RecipientNotFoundError(UpstreamError):
+    """Telegram does not know this address (crm_server or Wappi said so): the next way to address the client may
+    work, so the senders try it before answering this."""
+
+    status_code = 422
+    code = "RECIPIENT_NOT_FOUND"
+    default_message = "Telegram cannot find this recipient"
+
+
+class ConnectRefusedError(UpstreamError):
+    """crm_server refused (or could not take) a connect. Whatever it said, for the admin it is "the server refused":
+    502 with the refusal's message, under the refusal's own code, which this class relays as it is."""
+
+    status_code = 502
+
+    def __init__(self, refusal: UpstreamError) -> None:
+        super().__init__(refusal.message)
+        self.code = refusal.code
 
 
 class CrmServerUnreachableError(UpstreamError):
@@ -162,15 +187,128 @@ class CrmServerUnreachableError(UpstreamError):
 
 
 class CrmServerRejectedError(UpstreamError):
-    """crm_server answered with an error; `status_code`/`code` are chosen by `crm_server_error`."""
+    """crm_server answered with an error our caller cannot act on (or in a shape we cannot read); the answers they
+    can act on are the subclasses below, chosen by `crm_server_error`."""
 
     code = "CRM_SERVER_ERROR"
     default_message = "The CRM Telegram server returned an error"
 
 
+class CrmServerAuthFailedError(CrmServerRejectedError):
+    """crm_server refused the integration's stored API key (its 401/403): our misconfiguration, so 502 for our
+    caller, never their own 401/403."""
+
+    code = "CRM_SERVER_AUTH_FAILED"
+    default_message = "The CRM server rejected the integration's API key"
+
+
+class CrmServerThrottledError(CrmServerRejectedError):
+    """crm_server answered 429 under a code the table of `crm_server_error` does not know: 429 again, under
+    crm_server's own code, relayed as it is (a new kind of limit reaches the caller by its name)."""
+
+    status_code = 429
+    default_message = "The CRM server asks to slow down"
+
+    def __init__(self, relayed_code: str, message: str | None = None, *, retryable: bool = False,
+                 upstream_status: int | None = None, upstream_code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, retryable=retryable, upstream_status=upstream_status, upstream_code=upstream_code,
+                         headers=headers)
+        self.code = relayed_code
+
+
+# crm_server's answers that reach the caller under crm_server's code: they describe the account or the recipient,
+# which the caller can act on.
+
+class TelegramAccountNotFoundError(CrmServerRejectedError):
+    status_code = 404
+    code = "ACCOUNT_NOT_FOUND"
+    default_message = "The Telegram account of this integration is not on the CRM server; connect again"
+
+
+class TelegramAccountNotAuthorizedError(CrmServerRejectedError):
+    status_code = 409
+    code = "ACCOUNT_NOT_AUTHORIZED"
+    default_message = "The Telegram account of this integration is not logged in; log in first"
+
+
+class InvalidPhoneError(CrmServerRejectedError):
+    status_code = 422
+    code = "INVALID_PHONE"
+    default_message = "Telegram rejected this phone number"
+
+
+class RecipientPrivacyError(CrmServerRejectedError):
+    status_code = 403
+    code = "RECIPIENT_PRIVACY"
+    default_message = "The recipient's privacy settings do not allow this message"
+
+
+class FloodWaitError(CrmServerRejectedError):
+    status_code = 429
+    code = "FLOOD_WAIT"
+    default_message = "Telegram asks this account to wait before sending again"
+
+
+class RateLimitedError(CrmServerRejectedError):
+    status_code = 429
+    code = "RATE_LIMITED"
+    default_message = "This account sends too fast; wait before sending again"
+
+
+class TelegramFailedError(CrmServerRejectedError):
+    status_code = 502
+    code = "TELEGRAM_ERROR"
+    default_message = "Telegram returned an error"
+
+
+class AccountDisconnectedError(CrmServerRejectedError):
+    status_code = 503
+    code = "ACCOUNT_DISCONNECTED"
+    default_message = "The Telegram account is not connected right now; try again shortly"
+
+
+class IdempotencyInProgressError(CrmServerRejectedError):
+    status_code = 409
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    default_message = "A send with this Idempotency-Key is still in progress; retry shortly"
+
+
+# The login steps of the admin page: the person typing can fix these.
+
+class InvalidLoginCodeError(CrmServerRejectedError):
+    status_code = 422
+    code = "INVALID_CODE"
+    default_message = "The login code is wrong or expired"
+
+
+class PasswordInvalidError(CrmServerRejectedError):
+    status_code = 422
+    code = "PASSWORD_INVALID"
+    default_message = "The two-step verification password is wrong"
+
+
+class LoginNotStartedError(CrmServerRejectedError):
+    status_code = 409
+    code = "LOGIN_NOT_STARTED"
+    default_message = "No login is in progress for this account; request a new code"
+
+
 class WappiError(UpstreamError):
     code = "WAPPI_ERROR"
     default_message = "Wappi.pro returned an error"
+
+
+class WappiUnreachableError(WappiError):
+    code = "WAPPI_UNREACHABLE"
+    default_message = "Wappi.pro could not be reached"
+
+
+class WappiAuthFailedError(WappiError):
+    """Wappi refused the integration's API token (its 401/403): our caller's 502, as for crm_server's refusal."""
+
+    code = "WAPPI_AUTH_FAILED"
+    default_message = "Wappi.pro rejected the integration's API token"
 
 
 class DatabaseError(FunctionError):
@@ -183,8 +321,8 @@ class DatabaseError(FunctionError):
     code = "DATABASE_ERROR"
     default_message = "The database is unavailable; try again"
 
-    def __init__(self, message: str | None = None, *, pg_code: str | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str | None = None, *, pg_code: str | None = None) -> None:
+        super().__init__(message)
         self.pg_code = pg_code
 
 
@@ -205,49 +343,39 @@ class MessageNotStoredError(FunctionError):
                        "to save it without sending twice")
 
 
-# crm_server's codes that reach the caller as they are (they describe the account or the recipient, which the
-# caller can act on); 401/403 on the server's side mean our stored API key is wrong: that is a 502 for our caller.
-_PASSED_THROUGH = {
-    "ACCOUNT_NOT_FOUND": (404, "The Telegram account of this integration is not on the CRM server; connect again"),
-    "ACCOUNT_NOT_AUTHORIZED": (409, "The Telegram account of this integration is not logged in; log in first"),
-    "RECIPIENT_NOT_FOUND": (422, "Telegram cannot find this recipient"),
-    "INVALID_PHONE": (422, "Telegram rejected this phone number"),
-    "RECIPIENT_PRIVACY": (403, "The recipient's privacy settings do not allow this message"),
-    "FLOOD_WAIT": (429, "Telegram asks this account to wait before sending again"),
-    "RATE_LIMITED": (429, "This account sends too fast; wait before sending again"),
-    "TELEGRAM_ERROR": (502, "Telegram returned an error"),
-    "ACCOUNT_DISCONNECTED": (503, "The Telegram account is not connected right now; try again shortly"),
-    "IDEMPOTENCY_IN_PROGRESS": (409, "A send with this Idempotency-Key is still in progress; retry shortly"),
-    # The login steps of the admin page: the person typing can fix these.
-    "INVALID_CODE": (422, "The login code is wrong or expired"),
-    "PASSWORD_INVALID": (422, "The two-step verification password is wrong"),
-    "LOGIN_NOT_STARTED": (409, "No login is in progress for this account; request a new code"),
-}
+# crm_server's codes that reach the caller as they are, each as its class (RecipientNotFoundError is Wappi's answer
+# too: one class, whichever provider said it).
+CRM_SERVER_CODES: dict[str, type[UpstreamError]] = {error.code: error for error in (
+    TelegramAccountNotFoundError, TelegramAccountNotAuthorizedError, RecipientNotFoundError, InvalidPhoneError,
+    RecipientPrivacyError, FloodWaitError, RateLimitedError, TelegramFailedError, AccountDisconnectedError,
+    IdempotencyInProgressError, InvalidLoginCodeError, PasswordInvalidError, LoginNotStartedError,
+)}
 
 
 def crm_server_error(status: int, code: str | None, message: str | None,
-                     retry_after: str | None = None) -> CrmServerRejectedError:
-    """The answer our caller gets for an error response of crm_server."""
-    retryable = status >= 500 or status == 408
+                     retry_after: str | None = None) -> UpstreamError:
+    """The answer our caller gets for an error response of crm_server: by its code when CRM_SERVER_CODES has it,
+    else by its status (401/403: our key; 429: slow down; anything else: 502)."""
+    answer: dict[str, Any] = {"retryable": status >= 500 or status == 408, "upstream_status": status,
+                              "upstream_code": code}
+    relayed = {"Retry-After": retry_after} if retry_after else {}
     server_message = message or f"HTTP {status}"
-    headers = {"Retry-After": retry_after} if retry_after else {}
-    if status in (401, 403) and code != "RECIPIENT_PRIVACY":
-        return CrmServerRejectedError(f"The CRM server rejected the integration's API key: {server_message}",
-                                      code="CRM_SERVER_AUTH_FAILED", status_code=502, retryable=False,
-                                      upstream_status=status, upstream_code=code)
-    if code in _PASSED_THROUGH:
-        mapped_status, text = _PASSED_THROUGH[code]
+    by_code = CRM_SERVER_CODES.get(code) if code else None
+    # 401/403 mean crm_server refused our stored API key, whatever the code; except the recipient's privacy
+    # refusal, which crm_server answers as 403 too.
+    if status in (401, 403) and by_code is not RecipientPrivacyError:
+        return CrmServerAuthFailedError(f"{CrmServerAuthFailedError.default_message}: {server_message}", **answer)
+    if by_code is not None:
+        text = by_code.default_message
         if status == 429 and retry_after:
             text = f"{text} ({retry_after} s)"
-        return CrmServerRejectedError(f"{text}: {server_message}", code=code, status_code=mapped_status,
-                                      headers=headers, retryable=retryable, upstream_status=status,
-                                      upstream_code=code)
+        return by_code(f"{text}: {server_message}", headers=relayed, **answer)
     if status == 429:
-        return CrmServerRejectedError(f"The CRM server asks to slow down: {server_message}",
-                                      code=code or "RATE_LIMITED", status_code=429, headers=headers, retryable=False,
-                                      upstream_status=status, upstream_code=code)
-    return CrmServerRejectedError(f"The CRM server answered {status}: {server_message}", status_code=502,
-                                  retryable=retryable, upstream_status=status, upstream_code=code)
+        slow_down = f"{CrmServerThrottledError.default_message}: {server_message}"
+        if code:
+            return CrmServerThrottledError(code, slow_down, headers=relayed, **answer)
+        return RateLimitedError(slow_down, headers=relayed, **answer)
+    return CrmServerRejectedError(f"The CRM server answered {status}: {server_message}", **answer)
 
 
 def error_body(error: FunctionError) -> dict[str, object]:

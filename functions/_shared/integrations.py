@@ -22,7 +22,7 @@ from functions._shared.errors import (
     IntegrationNotFoundError,
 )
 from functions._shared.sealed_settings import SettingsSealer
-from functions._shared.types import ClientRow, IntegrationRow, Provider
+from functions._shared.rows import ClientRow, IntegrationRow, Provider
 from functions._shared.webhook_key_cache import WebhookKeyCache
 
 MESSENGER = "telegram"

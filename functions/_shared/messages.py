@@ -15,12 +15,13 @@ from supabase import AsyncClient
 from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
 from functions._shared.errors import (
     DatabaseError,
+    IdempotencyKeyReusedError,
     IntegrationNotFoundError,
     MessageNotStoredError,
-    ValidationFailedError,
 )
 from functions._shared.integrations import load_client
-from functions._shared.types import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SendRequest, SentMessage
+from functions._shared.rows import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SentMessage
+from functions._shared.sending import SendRequest
 
 log = logging.getLogger("functions.messages")
 
@@ -45,8 +46,7 @@ async def earlier_send(db: AsyncClient, organization_id: str, client_id: str,
     if row is None:
         return None
     if str(row["client_id"]) != client_id:
-        raise ValidationFailedError("This Idempotency-Key was already used for a message to another client",
-                                    field="Idempotency-Key", code="IDEMPOTENCY_KEY_REUSED")
+        raise IdempotencyKeyReusedError(field="Idempotency-Key")
     return ChatMessageRow.model_validate(row)
 
 

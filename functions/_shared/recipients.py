@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functions._shared.errors import RecipientUnknownError
 from functions._shared.phones import normalize_phone_or_none, phone_digits
-from functions._shared.types import ClientRow, Provider
+from functions._shared.rows import ClientRow, Provider
 
 
 def recipient_candidates(client: ClientRow, provider: Provider) -> list[str]:

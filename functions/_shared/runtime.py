@@ -15,7 +15,7 @@ from functions._shared.crm_client import CrmClient
 from functions._shared.integrations import IntegrationStore
 from functions._shared.sealed_settings import SettingsSealer
 from functions._shared.settings import FunctionsSettings
-from functions._shared.types import TelegramCrmSettings
+from functions._shared.rows import TelegramCrmSettings
 from functions._shared.wappi_client import WappiClient
 
 

@@ -1,7 +1,8 @@
-"""Calls to Wappi.pro's personal-Telegram API (see WAPPI.md): sync text send, file by URL, account status.
+"""Calls to Wappi.pro's personal-Telegram API (see WAPPI.md): sync text send and file by URL.
 
 Wappi reports errors as non-2xx answers or as 2xx `{"status": "error", "detail": ...}`, sometimes not in JSON; all of
-them become `WappiError`, retryable (worth a failover) for transport errors and 5xx.
+them become a `WappiError` (a `RecipientNotFoundError` when Telegram does not know the address), retryable (worth a
+failover) for transport errors and 5xx.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from typing import Any
 
 import httpx
 
-from functions._shared.errors import WappiError
-from functions._shared.types import SentMessage, WappiSettings
+from functions._shared.errors import (
+    RecipientNotFoundError,
+    WappiAuthFailedError,
+    WappiError,
+    WappiUnreachableError,
+)
+from functions._shared.rows import SentMessage, WappiSettings
 
 log = logging.getLogger("functions.wappi_client")
 
 # Detail texts meaning "Telegram does not know this recipient": the next way to address the client may work.
 RECIPIENT_NOT_FOUND_MARKERS = ("PEER_NOT_FOUND", "IMPORT_FAILED", "no peer")
-
-
-def is_recipient_not_found(error: WappiError) -> bool:
-    return error.code == "RECIPIENT_NOT_FOUND"
 
 
 class WappiClient:
@@ -45,9 +47,6 @@ class WappiClient:
         data = await self._request("POST", "/tapi/sync/message/file/url/send", settings, json=payload)
         return _sent(data)
 
-    async def status(self, settings: WappiSettings) -> dict[str, Any]:
-        return await self._request("GET", "/tapi/sync/get/status", settings)
-
     async def _request(self, method: str, path: str, settings: WappiSettings,
                        json: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -56,8 +55,8 @@ class WappiClient:
                                                  headers={"Authorization": settings.apiToken})
         except httpx.HTTPError as exc:
             log.warning("Wappi unreachable at %s: %r", self._base_url, exc)
-            raise WappiError(f"Wappi.pro could not be reached: {str(exc) or type(exc).__name__}",
-                             code="WAPPI_UNREACHABLE", retryable=True) from exc
+            raise WappiUnreachableError(f"Wappi.pro could not be reached: {str(exc) or type(exc).__name__}",
+                                        retryable=True) from exc
         try:
             data = response.json()
         except ValueError:
@@ -67,12 +66,12 @@ class WappiClient:
             raise WappiError(f"Wappi.pro failed ({response.status_code}): {detail}", retryable=True,
                              upstream_status=response.status_code)
         if response.status_code in (401, 403):
-            raise WappiError(f"Wappi.pro rejected the integration's API token: {detail}", code="WAPPI_AUTH_FAILED",
-                             upstream_status=response.status_code)
+            raise WappiAuthFailedError(f"Wappi.pro rejected the integration's API token: {detail}",
+                                       upstream_status=response.status_code)
         if not response.is_success or not isinstance(data, dict) or data.get("status") == "error":
             if any(marker.lower() in detail.lower() for marker in RECIPIENT_NOT_FOUND_MARKERS):
-                raise WappiError(f"Telegram cannot find this recipient: {detail}", code="RECIPIENT_NOT_FOUND",
-                                 status_code=422, upstream_status=response.status_code)
+                raise RecipientNotFoundError(f"Telegram cannot find this recipient: {detail}",
+                                             upstream_status=response.status_code)
             raise WappiError(f"Wappi.pro returned an error: {detail}", upstream_status=response.status_code)
         return data
 

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from functions._shared.types import IntegrationRow
+from functions._shared.rows import IntegrationRow
 
 
 class WebhookKeyCache:

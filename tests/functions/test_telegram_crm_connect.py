@@ -8,16 +8,24 @@ import asyncpg
 import httpx
 import pytest
 
+from functions._shared.errors import ValidationFailedError
+from functions._shared.parsing import validate_model
 from functions._shared.sealed_settings import SettingsSealer
+from functions.telegram_crm_connect import ConnectRequest
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone, run_cli
 from tests.functions.conftest import Organization, connect_account, count, create_wappi_integration, stored_settings
 from tests.helpers.net import free_port
 
 MakeOrganization = Callable[[], Awaitable[Organization]]
+LOCAL = {"allow_http_loopback": True}
 
 
 def connect_body(crm: CrmServerProcess, **fields: object) -> dict[str, object]:
     return {"crmApiUrl": crm.url, "crmApiKey": crm.admin_key, "crmPhoneNumber": new_phone(), **fields}
+
+
+def connect(**fields: object) -> dict[str, object]:
+    return {"crmApiUrl": "https://crm.example.com", "crmApiKey": "key", "crmPhoneNumber": "+79990000001", **fields}
 
 
 async def test_connect_registers_the_webhook_and_saves_a_primary_integration(
@@ -212,3 +220,43 @@ async def test_another_organizations_integration_cannot_be_updated(
     assert row["organization_id"] == owner.id
     assert row["settings"]["crmPhoneNumber"] == connected.phone
 
+
+# --- the request, validated at the edge -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"crmApiUrl": "ftp://crm.example.com"}, "crmApiUrl"),
+    ({"crmApiUrl": "http://crm.example.com"}, "crmApiUrl"),
+    ({"crmApiUrl": "https://user:pw@crm.example.com"}, "crmApiUrl"),
+    ({"crmApiKey": ""}, "crmApiKey"),
+    ({"crmApiKey": "   "}, "crmApiKey"),
+    ({"crmPhoneNumber": "12"}, "crmPhoneNumber"),
+    ({"crmPhoneNumber": 79990000001}, "crmPhoneNumber"),
+    ({"integrationId": "not-a-uuid"}, "integrationId"),
+])
+def test_bad_connect_fields_are_422_naming_the_field(fields: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationFailedError) as caught:
+        validate_model(ConnectRequest, connect(**fields), context=LOCAL)
+    assert (caught.value.status_code, caught.value.field) == (422, field)
+
+
+def test_a_missing_connect_field_is_named() -> None:
+    body = connect()
+    del body["crmApiKey"]
+    with pytest.raises(ValidationFailedError) as caught:
+        validate_model(ConnectRequest, body)
+    assert caught.value.field == "crmApiKey"
+    assert "required" in caught.value.message
+
+
+def test_http_is_allowed_only_to_loopback_and_only_when_enabled() -> None:
+    assert validate_model(ConnectRequest, connect(crmApiUrl="http://127.0.0.1:8090/"), LOCAL).crmApiUrl == \
+        "http://127.0.0.1:8090"
+    assert validate_model(ConnectRequest, connect(crmApiUrl="http://localhost:8090"), LOCAL)
+    with pytest.raises(ValidationFailedError):
+        validate_model(ConnectRequest, connect(crmApiUrl="http://127.0.0.1:8090"), {"allow_http_loopback": False})
+    with pytest.raises(ValidationFailedError):
+        validate_model(ConnectRequest, connect(crmApiUrl="http://10.0.0.5:8090"), LOCAL)
+
+
+def test_connect_phone_is_normalised() -> None:
+    assert validate_model(ConnectRequest, connect(crmPhoneNumber="7 999 000 00 01")).crmPhoneNumber == "+79990000001"

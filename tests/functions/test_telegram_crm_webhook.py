@@ -15,7 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from functions._shared.errors import ValidationFailedError
+from functions._shared.parsing import validate_model
 from functions._shared.runtime import FunctionsRuntime
+from functions.telegram_crm_webhook import WebhookPayload
 from supabase_local.keys import user_token
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone
 from tests.functions.conftest import (
@@ -29,6 +32,7 @@ from tests.functions.conftest import (
 )
 
 MakeOrganization = Callable[[], Awaitable[Organization]]
+ORG = str(uuid.uuid4())
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,39 @@ async def test_a_malformed_field_is_422_naming_it(
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert await count(db, "chat_messages", hook.organization.id) == 0
+
+
+def test_minimal_payload_of_the_original_plan_is_accepted() -> None:
+    payload = validate_model(WebhookPayload, {"project_id": ORG, "account_phone": "79990000001", "from_id": 42,
+                                              "from_username": "ivan", "text": "hi"})
+    assert (payload.account_phone, payload.from_id, payload.message_id) == ("+79990000001", "42", None)
+    assert payload.sender_display_name == "@ivan"
+
+
+def test_full_payload_normalises_ids_and_phones() -> None:
+    payload = validate_model(WebhookPayload, {
+        "event_id": "evt", "project_id": ORG, "account_phone": "+79990000001", "from_id": "42",
+        "from_username": "@ivan", "from_first_name": "Ivan", "from_phone": "7 999 123 45 67", "chat_id": 42,
+        "message_id": 7, "text": "hi", "timestamp": "2026-01-02T03:04:05Z", "unknown_field": [1]})
+    assert (payload.from_username, payload.from_phone, payload.chat_id, payload.message_id) == \
+        ("ivan", "+79991234567", "42", "7")
+    assert payload.timestamp is not None and payload.timestamp.tzinfo is not None
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"project_id": "nope"}, "project_id"),
+    ({"from_id": "abc"}, "from_id"),
+    ({"from_id": True}, "from_id"),
+    ({"account_phone": "x"}, "account_phone"),
+    ({"text": None}, "text"),
+    ({"text": 5}, "text"),
+    ({"timestamp": "yesterday"}, "timestamp"),
+])
+def test_malformed_webhook_fields_are_named(fields: dict[str, object], field: str) -> None:
+    body = {"project_id": ORG, "account_phone": "79990000001", "from_id": 1, "text": "hi", **fields}
+    with pytest.raises(ValidationFailedError) as caught:
+        validate_model(WebhookPayload, body)
+    assert caught.value.field == field
 
 
 async def test_a_failing_notification_never_loses_the_message(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functions._shared.types import IntegrationRow
+from functions._shared.rows import IntegrationRow
 from functions._shared.webhook_key_cache import WebhookKeyCache
 
 

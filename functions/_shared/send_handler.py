@@ -1,0 +1,62 @@
+"""The one handler behind telegram-send and telegram-crm-send (parse → authorize → load → act → store → respond):
+the two functions differ only in which providers may send and whether a failed send fails over.
+
+The send carries an Idempotency-Key and its row is stored under the same key, so a retried request sends once and
+stores one row; success is never answered without the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime, timezone
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from functions._shared.auth import authenticate
+from functions._shared.messages import client_and_earlier_send, store_outgoing, touch_client
+from functions._shared.parsing import idempotency_key, parse_json_object, validate_model
+from functions._shared.rows import Provider
+from functions._shared.runtime import runtime_of
+from functions._shared.sending import SendRequest, SendResponse, replayed_response, send_with_failover
+
+
+async def handle_send(request: Request, *, providers: Collection[Provider], fail_over: bool) -> JSONResponse:
+    runtime = runtime_of(request)
+    db = runtime.db
+
+    # parse
+    body = validate_model(SendRequest, parse_json_object(await request.body()))
+    key = idempotency_key(request.headers)
+
+    # authorize
+    caller = await authenticate(request, runtime.verifier, db)
+
+    # load
+    client, earlier = await client_and_earlier_send(db, caller.organization_id, str(body.clientId), key)
+    if earlier is not None:
+        return replayed_response(earlier)
+    chosen = await runtime.integrations.choose(caller.organization_id, client,
+                                               str(body.integrationId) if body.integrationId else None,
+                                               providers=providers)
+
+    # act: the chosen integration, or (when allowed) once another one when the chosen one is down
+    outcome = await send_with_failover(runtime, caller.organization_id, chosen, client, body, key,
+                                       fail_over=fail_over)
+    integration, sent = outcome.integration, outcome.sent
+
+    # store
+    metadata: dict[str, object] = {"provider": integration.provider, "integrationId": integration.id,
+                                   "sentBy": caller.user_id, "telegramChatId": sent.chat_id,
+                                   "messageId": sent.message_id}
+    if outcome.failover is not None:
+        metadata["failover"] = outcome.failover
+    saved_id = await store_outgoing(db, organization_id=caller.organization_id, client=client,
+                                    integration=integration, request=body, sent=sent, idempotency_key=key,
+                                    metadata=metadata, attempts=runtime.settings.store_attempts)
+    await touch_client(db, caller.organization_id, client, sent, datetime.now(timezone.utc))
+
+    # respond
+    return JSONResponse(SendResponse(messageId=sent.message_id, savedMessageId=saved_id, integrationId=integration.id,
+                                     provider=integration.provider,
+                                     failedOver=outcome.failover is not None).model_dump())

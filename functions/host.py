@@ -160,7 +160,14 @@ class EdgeGateway:
 
     def route(self, function: EdgeFunction) -> Route:
         async def endpoint(request: Request) -> Response:
-            return self._answered(request, await self._serve(request, function))
+            try:
+                return self._answered(request, await self._serve(request, function))
+            except FunctionError:
+                raise  # the exception handler answers it
+            except Exception as exc:
+                # Answered here, not by an `Exception` handler: Starlette re-raises after those, and the server
+                # would log the traceback a second time.
+                return await self.unexpected_error(request, exc)
 
         return Route(f"/{function.name}", endpoint, methods=ROUTED_METHODS, name=function.name)
 
@@ -189,7 +196,7 @@ class EdgeGateway:
         return self._answered(request, error_response(exc))
 
     async def unexpected_error(self, request: Request, exc: Exception) -> Response:
-        # The one place an unexpected error becomes a JSON 500 (Starlette raises it on afterwards, to the server).
+        # The one place an unexpected error becomes a JSON 500, logged once.
         log.error("function %s failed", self._arrival(request)[0], exc_info=exc)
         return self._answered(request, error_response(FunctionError()))
 

@@ -123,3 +123,28 @@ async def test_provider_form_is_served_without_a_token(host: httpx.AsyncClient) 
     assert crm_fields["crmApiKey"]["inputType"] == "password" and crm_fields["crmApiKey"]["required"]
     assert crm_fields["crmPhoneNumber"]["label"]["ru"]
     assert {field["key"] for field in providers["wappi"]["fields"]} >= {"profileId", "apiToken"}
+
+
+async def test_an_unexpected_error_is_a_json_500_logged_once_and_not_raised_to_the_server(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from functions import host as host_module
+
+    async def broken(request: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(host_module, "FUNCTIONS", [
+        dataclasses.replace(function, handler=broken) if function.name == "telegram-providers" else function
+        for function in host_module.FUNCTIONS])
+    settings = FunctionsSettings(supabase_url="http://127.0.0.1:9", supabase_service_role_key="service",
+                                 supabase_jwt_secret=SECRET)
+    app = create_functions_app(settings)
+    # ASGITransport raises what the app raises on to its server: an answered error must not reach it.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://functions") as client:
+        with caplog.at_level(logging.ERROR):
+            response = await client.get("/telegram-providers")
+    await app.state.runtime_holder.close()
+    assert response.status_code == 500 and response.json() == {
+        "success": False, "error": "Internal error", "code": "INTERNAL_ERROR"}
+    assert len([record for record in caplog.records if record.exc_info]) == 1

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from telethon.tl import types
 
-from crm_server.sandbox.world import SandboxWorld, SimMedia, SimMessage, SimUser
+from crm_server.sandbox.world import SERVICE_USER_ID, SandboxWorld, SimMedia, SimMessage, SimUser
 
 # Telegram answers BoolTrue/BoolFalse and vectors with these bare constructors.
 BOOL_TRUE = struct.pack("<I", 0x997275B5)
@@ -49,6 +49,9 @@ def user(world: SandboxWorld, viewer_id: int, sim: SimUser, *, contact: bool | N
         username=sim.username,
         phone=sim.phone if show_phone else None,
         status=types.UserStatusRecently(),
+        # Telegram's service account is marked as Telegram marks it.
+        verified=(sim.id == SERVICE_USER_ID) or None,
+        support=(sim.id == SERVICE_USER_ID) or None,
     )
 
 

@@ -28,6 +28,9 @@ _log = logging.getLogger(__name__)
 
 # Telegram user ids are plain positive integers; starting high keeps them from looking like test counters.
 _FIRST_USER_ID = 100_000_001
+# Telegram's own service account ("Telegram", +42777): it sends login codes and new-login alerts to every account.
+SERVICE_USER_ID = 777000
+SERVICE_USER_PHONE = "42777"
 # A new account's pts: Telegram never uses 0 (PERSISTENT_TIMESTAMP_EMPTY), so the first message gets pts 2.
 _INITIAL_PTS = 1
 # Unanswered `account.getPassword` challenges kept in memory; they are single-use and short-lived.
@@ -215,6 +218,8 @@ class SandboxWorld:
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO users (id, phone, first_name) VALUES (?, ?, 'Telegram')",
+                             (SERVICE_USER_ID, SERVICE_USER_PHONE))
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
             self._secret: bytes = self._db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
         self._live = _live_sessions_for(self.path)
@@ -637,7 +642,8 @@ class SandboxWorld:
         row = db.execute("SELECT id FROM users WHERE phone = ?", (digits,)).fetchone()
         if row is not None:
             return int(row[0])
-        (next_id,) = db.execute("SELECT COALESCE(MAX(id) + 1, ?) FROM users", (_FIRST_USER_ID,)).fetchone()
+        (next_id,) = db.execute("SELECT COALESCE(MAX(id) + 1, ?) FROM users WHERE id >= ?",
+                                (_FIRST_USER_ID, _FIRST_USER_ID)).fetchone()
         db.execute(
             "INSERT INTO users (id, phone, first_name) VALUES (?, ?, ?)",
             (next_id, digits, first_name or f"User {digits[-4:]}"),

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Senders we have seen, so a known sender's names cost no request (UpdateShortMessage carries only the id).
 SENDER_CACHE_SIZE = 50_000
+# Telegram's service account: it sends the account's login codes and new-login alerts. Never a client: forwarded,
+# every manager of the organization would read the next login code.
+TELEGRAM_SERVICE_USER_ID = 777000
 
 
 class IncomingHandler(Protocol):
@@ -104,6 +107,10 @@ class UpdateListener:
         message = event.message
         if message.out or not event.is_private or isinstance(message, types.MessageService):
             return  # our own messages, groups and channels are not forwarded
+        if event.chat_id == TELEGRAM_SERVICE_USER_ID:
+            # (Its text is never logged: it holds login codes.)
+            log.info("account %s: a notification from Telegram was not forwarded", key.phone)
+            return
         sender = await self._senders.sender_of(key, event)
         phone = getattr(sender, "phone", None)
         file_type, file_name = media_descriptor(message)

@@ -124,6 +124,26 @@ def test_our_own_outgoing_messages_are_not_forwarded(admin, fresh_receiver) -> N
     assert [item.json["text"] for item in fresh_receiver.accepted] == ["first", "second"]
 
 
+def test_telegrams_service_messages_are_never_forwarded_nor_logged(admin, fresh_receiver, server) -> None:
+    """Login codes and new-login alerts come from Telegram's service user (777000): forwarded, every manager of the
+    organization would read the account's next login code in a 'client' chat."""
+    account = connect_account(admin, fresh_receiver)
+    client = make_users(admin, 1, "svc")[0]
+    code_text = "Login code: 40718. Do not give this code to anyone, even if they say they are from Telegram!"
+    write(admin, account, "777000", code_text)
+    write(admin, account, client, "a real client")
+    fresh_receiver.wait_for(lambda r: any(item.json["text"] == "a real client" for item in r.accepted))
+    deadline = time.monotonic() + 10
+    while admin.ok(admin.get("/webhooks/deliveries", params={"project_id": PROJECT, "state": "pending"}))[
+            "deliveries"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    delivered = admin.ok(admin.get("/webhooks/deliveries", params={"project_id": PROJECT, "state": "delivered",
+                                                                    "limit": 1000}))["deliveries"]
+    assert "777000" not in {entry["chat_id"] for entry in delivered}
+    assert [item.json["text"] for item in fresh_receiver.accepted] == ["a real client"]
+    assert "40718" not in server.log_text()
+
+
 def test_500_messages_from_20_users_arrive_once_each_in_chat_order(admin, fresh_receiver) -> None:
     account = connect_account(admin, fresh_receiver)
     senders = make_users(admin, 20, "burst")

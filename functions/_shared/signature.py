@@ -1,37 +1,20 @@
-"""Standard Webhooks signatures: `webhook-signature: v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>`.
-
-Verification accepts any of several space-separated signatures (key rotation), within a time window, in constant time.
+"""Standard Webhooks verification of what telegram-crm-webhook receives: the headers come together, the timestamp is
+within the window, and one `v1` signature matches. The signing rules are crm_server.webhooks.signature's: one
+implementation for both ends of the wire (they had drifted apart on `whsec_` keys).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from collections.abc import Mapping
 
+from crm_server.webhooks.signature import signature as sign
+from crm_server.webhooks.signature import signing_key, verify as signature_matches
 from functions._shared.errors import WebhookSignatureError
 
+__all__ = ["DEFAULT_TOLERANCE_SECONDS", "has_signature_headers", "sign", "signing_key", "verify"]
+
 DEFAULT_TOLERANCE_SECONDS = 300
-# Standard Webhooks secrets may be written `whsec_<base64 key>`; any other secret is used as its UTF-8 bytes.
-_SECRET_PREFIX = "whsec_"
-
-
-def signing_key(secret: str) -> bytes:
-    if secret.startswith(_SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(_SECRET_PREFIX):], validate=True)
-        except ValueError:
-            pass
-    return secret.encode()
-
-
-def sign(secret: str, message_id: str, timestamp: int | str, body: bytes) -> str:
-    """The `webhook-signature` value for one message (what crm_server sends; tests use it too)."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
 
 
 def has_signature_headers(headers: Mapping[str, str]) -> bool:
@@ -51,15 +34,6 @@ def verify(secret: str, message_id: str | None, timestamp: str | None, signature
     current = time.time() if now is None else now
     if abs(current - sent_at) > tolerance_seconds:
         raise WebhookSignatureError("webhook-timestamp is outside the allowed window")
-    # Signed over the header exactly as sent.
-    expected = sign(secret, message_id, timestamp, body)
-    expected_bytes = expected.split(",", 1)[1].encode()
-    matched = False
-    for candidate in signature_header.split():
-        version, _, value = candidate.partition(",")
-        if version != "v1" or not value:
-            continue
-        # Compare every candidate (no early exit), each in constant time.
-        matched |= hmac.compare_digest(value.encode(), expected_bytes)
-    if not matched:
+    # Signed over the header exactly as sent, with the rules crm_server signs by (one implementation).
+    if not signature_matches(secret, message_id, timestamp, body, signature_header):
         raise WebhookSignatureError("webhook-signature does not match")

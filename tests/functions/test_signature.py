@@ -83,3 +83,12 @@ def test_matches_crm_servers_signer() -> None:
 
     now = int(time.time())
     signature.verify(SECRET, "evt_9", str(now), server_signature(SECRET, "evt_9", now, BODY), BODY)
+
+
+def test_matches_crm_servers_signer_for_a_whsec_secret() -> None:
+    """A `whsec_` secret signs with its decoded key on both sides (crm_server used to sign with the raw string)."""
+    from crm_server.webhooks.signature import signature as server_signature
+
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    now = int(time.time())
+    signature.verify(secret, "evt_9", str(now), server_signature(secret, "evt_9", now, BODY), BODY)

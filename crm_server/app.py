@@ -49,6 +49,8 @@ STOP_DRAIN_SECONDS = 10.0  # at shutdown, how long buffered incoming messages ma
 def create_app(settings: ServerSettings) -> Starlette:
     routes = [
         Route("/integration/lovable/connect", api.connect, methods=["POST"]),
+        Route("/integration/lovable/pause", api.pause, methods=["POST"]),
+        Route("/integration/lovable/disconnect", api.disconnect, methods=["POST"]),
         Route("/telegram/send", api.send, methods=["POST"]),
         Route("/telegram/status", api.status, methods=["GET"]),
         Route("/telegram/auth/send-code", api.send_code, methods=["POST"]),
@@ -135,7 +137,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         metrics=metrics,
         listener=listener,
         delivery=delivery,
-        webhooks=WebhookRegistry(store.webhooks, on_registered=delivery.wake),
+        webhooks=WebhookRegistry(store.webhooks, store.outbox, delivery),
         deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
         idempotency=IdempotencyKeys(store.idempotency),
         world=world,

@@ -79,6 +79,12 @@ class AccountNotFoundError(CrmError):
     default_message = "No such Telegram account for this project"
 
 
+class RegistrationNotFoundError(CrmError):
+    status_code = 404
+    code = "REGISTRATION_NOT_FOUND"
+    default_message = "This account has no webhook registration; connect it first"
+
+
 class DeliveryNotFoundError(CrmError):
     status_code = 404
     code = "DELIVERY_NOT_FOUND"

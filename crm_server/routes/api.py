@@ -5,6 +5,7 @@ Each endpoint reads top to bottom: authenticate → parse → authorize the proj
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 import time
@@ -24,10 +25,14 @@ from crm_server.routes.models import (
     AccountSummary,
     ConnectRequest,
     ConnectResponse,
+    DisconnectRequest,
+    DisconnectResponse,
     HealthResponse,
     LogoutResponse,
     PasswordRequest,
     PasswordResponse,
+    PauseRequest,
+    PauseResponse,
     SendCodeRequest,
     SendCodeResponse,
     SendRequest,
@@ -72,6 +77,30 @@ async def connect(request: Request) -> Response:
         secret=generated_secret,
     )
     return _json(response, exclude={"secret"} if generated_secret is None else None)
+
+
+async def pause(request: Request) -> Response:
+    state = _state(request)
+    principal = await authenticate(request)
+    body = await parse_body(request, PauseRequest)
+    require_project(principal, body.project_id)
+    pending = await state.webhooks.pause(body.project_id, body.phone, body.paused)
+    if pending is None:
+        raise errors.RegistrationNotFoundError(field="phone")
+    return _json(PauseResponse(status="paused" if body.paused else "active", pending=pending))
+
+
+async def disconnect(request: Request) -> Response:
+    state = _state(request)
+    principal = await authenticate(request)
+    body = await parse_body(request, DisconnectRequest)
+    require_project(principal, body.project_id)
+    # Idempotent: disconnecting what is not registered (any more) is done already; a caller may retry.
+    dropped = await state.webhooks.disconnect(body.project_id, body.phone)
+    if body.logout:
+        with contextlib.suppress(errors.AccountNotFoundError):
+            await state.manager.logout(body.project_id, body.phone)
+    return _json(DisconnectResponse(status="logged_out" if body.logout else "disconnected", dropped=dropped))
 
 
 async def send(request: Request) -> Response:
@@ -137,6 +166,7 @@ async def status(request: Request) -> Response:
             webhook = WebhookStatus(
                 url=registration.url,
                 enabled=registration.enabled,
+                paused=registration.paused,
                 pending=health.pending,
                 failed=health.dead,
                 last_success_at=iso(health.last_success_at),
@@ -190,7 +220,7 @@ async def logout(request: Request) -> Response:
     query = parse_query(request, AccountQuery)
     require_project(principal, query.project_id)
     await state.manager.logout(query.project_id, path.phone)
-    await state.webhooks.unregister(query.project_id, path.phone)
+    await state.webhooks.disconnect(query.project_id, path.phone)
     return _json(LogoutResponse(status="logged_out"))
 
 

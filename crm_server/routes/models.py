@@ -75,6 +75,28 @@ class ConnectResponse(ResponseModel):
     secret: str | None = Field(None, description="Only when the server generated it: shown once, keep it")
 
 
+class PauseRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    paused: StrictBool
+
+
+class PauseResponse(ResponseModel):
+    status: Literal["paused", "active"]
+    pending: int = Field(description="Events waiting for this registration")
+
+
+class DisconnectRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    logout: StrictBool = False
+
+
+class DisconnectResponse(ResponseModel):
+    status: Literal["disconnected", "logged_out"]
+    dropped: int = Field(description="Undelivered events of the registration, dropped with it")
+
+
 class SendRequest(RequestModel):
     project_id: ProjectId
     phone: Phone
@@ -103,6 +125,8 @@ class WebhookStatus(ResponseModel):
     url: str
     # False after the receiver answered 410 Gone: messages wait until a connect registers the webhook again.
     enabled: bool
+    # Paused by its integration (POST /integration/lovable/pause): messages wait, pending, until resumed.
+    paused: bool
     pending: int
     failed: int
     last_success_at: str | None

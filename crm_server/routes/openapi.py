@@ -44,6 +44,21 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST",
+        "/integration/lovable/pause",
+        "Pause (events stay pending, never dead) or resume (delivered in order) an account's webhook",
+        models.PauseResponse,
+        body=models.PauseRequest,
+        errors=(400, 401, 403, 404, 422),
+    ),
+    Operation(
+        "POST",
+        "/integration/lovable/disconnect",
+        "Remove an account's webhook registration and its undelivered events; with logout, log it out too",
+        models.DisconnectResponse,
+        body=models.DisconnectRequest,
+    ),
+    Operation(
+        "POST",
         "/telegram/send",
         "Send a text (and optionally a file by URL) from an account",
         models.SendResponse,

@@ -18,6 +18,7 @@ from crm_server.store.cipher import SecretCipher
 from crm_server.store.idempotency import IdempotencyTable
 from crm_server.store.outbox import OutboxTable
 from crm_server.store.schema import metadata
+from crm_server.store.upgrade import add_missing_columns
 from crm_server.store.webhooks import WebhookTable
 
 
@@ -61,6 +62,7 @@ class Store:
         engine = create_engine(url)
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
+            await connection.run_sync(add_missing_columns)
         return cls(engine, SecretCipher(session_key))
 
     async def close(self) -> None:

@@ -202,6 +202,7 @@ class OutboxTable:
             .where(
                 outbox.c.next_attempt_at <= now,
                 webhooks.c.enabled.is_(True),
+                webhooks.c.paused.is_(False),
                 or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
             )
             .order_by(outbox.c.id)
@@ -349,6 +350,15 @@ class OutboxTable:
         async with self._engine.connect() as connection:
             row = (await connection.execute(select(*health_columns(project_id, phone)))).one()
         return health_of(row)
+
+    async def drop_pending(self, project_id: str, phone: str) -> int:
+        """Delete the account's undelivered rows (pending and dead): its registration is being removed."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                delete(outbox).where(outbox.c.project_id == project_id, outbox.c.phone == phone,
+                                     outbox.c.state != OutboxState.DELIVERED)
+            )
+        return result.rowcount or 0
 
     async def pending_count(self) -> int:
         async with self._engine.connect() as connection:

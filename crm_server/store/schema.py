@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -87,7 +88,10 @@ webhooks = Table(
     Column("url", Text, nullable=False),
     # Fernet token of the shared secret sent as X-Lovable-Secret and used to sign deliveries.
     Column("secret", LargeBinary, nullable=False),
+    # False after the receiver answered 410 Gone, until a connect registers it again.
     Column("enabled", Boolean, nullable=False, default=True),
+    # Paused by its integration (disabled in the CRM): events wait, pending, until it is resumed.
+    Column("paused", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("project_id", "phone", name="uq_webhooks_project_phone"),

@@ -21,6 +21,7 @@ class WebhookRecord:
     url: str
     secret: str
     enabled: bool
+    paused: bool
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class WebhookStatusRecord:
 
     url: str
     enabled: bool
+    paused: bool
     health: WebhookHealth
 
 
@@ -45,7 +47,7 @@ class WebhookTable:
         )
         statement = statement.on_conflict_do_update(
             index_elements=[webhooks.c.project_id, webhooks.c.phone],
-            set_={"url": url, "secret": encrypted, "enabled": True, "updated_at": now},
+            set_={"url": url, "secret": encrypted, "enabled": True, "paused": False, "updated_at": now},
         )
         async with self._engine.begin() as connection:
             await connection.execute(statement)
@@ -65,6 +67,7 @@ class WebhookTable:
             url=row.url,
             secret=self._cipher.decrypt(row.secret).decode(),
             enabled=row.enabled,
+            paused=bool(row.paused),
         )
 
     async def set_enabled(self, project_id: str, phone: str, enabled: bool) -> None:
@@ -76,21 +79,34 @@ class WebhookTable:
                 .values(enabled=enabled, updated_at=time.time())
             )
 
+    async def set_paused(self, project_id: str, phone: str, paused: bool) -> bool:
+        """Pause or resume delivery to the registration; False when there is none."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(webhooks)
+                .where(webhooks.c.project_id == project_id, webhooks.c.phone == phone)
+                .values(paused=paused, updated_at=time.time())
+            )
+        return (result.rowcount or 0) > 0
+
     async def statuses(self, project_id: str, phone: str | None = None) -> dict[str, WebhookStatusRecord]:
         """phone → registration and delivery health for a project's webhooks, in one query (no secret decrypted)."""
         statement = select(
-            webhooks.c.phone, webhooks.c.url, webhooks.c.enabled,
+            webhooks.c.phone, webhooks.c.url, webhooks.c.enabled, webhooks.c.paused,
             *health_columns(webhooks.c.project_id, webhooks.c.phone),
         ).where(webhooks.c.project_id == project_id)
         if phone is not None:
             statement = statement.where(webhooks.c.phone == phone)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
-        return {row.phone: WebhookStatusRecord(url=row.url, enabled=bool(row.enabled), health=health_of(row))
+        return {row.phone: WebhookStatusRecord(url=row.url, enabled=bool(row.enabled), paused=bool(row.paused),
+                                              health=health_of(row))
                 for row in rows}
 
-    async def delete(self, project_id: str, phone: str) -> None:
+    async def delete(self, project_id: str, phone: str) -> bool:
+        """Remove the registration; False when there was none."""
         async with self._engine.begin() as connection:
-            await connection.execute(
+            result = await connection.execute(
                 delete(webhooks).where(webhooks.c.project_id == project_id, webhooks.c.phone == phone)
             )
+        return (result.rowcount or 0) > 0

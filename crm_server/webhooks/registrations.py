@@ -1,25 +1,35 @@
 """`WebhookRegistry`: where each account's events are delivered, with the secret they are signed with.
 
-Connect registers (keeping an existing secret when none is given, generating one for a new registration), logout
-unregisters, and the status route reads every registration of a project with its delivery health in one query.
+Connect registers (keeping an existing secret when none is given, generating one for a new registration); pause
+holds delivery (events stay pending, never dead) until resumed; disconnect removes the registration and what was
+still waiting for it. The status route reads every registration of a project with its delivery health in one query.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from typing import Protocol
 
+from crm_server.store.outbox import OutboxTable
 from crm_server.store.webhooks import WebhookStatusRecord, WebhookTable
 
 
+class Lanes(Protocol):
+    """The delivery worker, as the registry needs it (crm_server.webhooks.worker.WebhookDelivery)."""
+
+    def wake(self) -> None: ...
+
+    def halt(self, project_id: str, phone: str) -> None: ...
+
+
 class WebhookRegistry:
-    def __init__(self, table: WebhookTable, on_registered: Callable[[], None]) -> None:
+    def __init__(self, table: WebhookTable, outbox: OutboxTable, lanes: Lanes) -> None:
         self._table = table
-        # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
-        self._on_registered = on_registered
+        self._outbox = outbox
+        self._lanes = lanes
 
     async def register(self, project_id: str, phone: str, url: str, secret: str | None) -> str | None:
-        """Register (or re-enable) the webhook; returns the secret when this call generated it (shown once)."""
+        """Register (or re-enable and resume) the webhook; returns the secret when this call generated it."""
         generated = None
         if secret is None:
             existing = await self._table.get(project_id, phone)
@@ -28,11 +38,29 @@ class WebhookRegistry:
             else:
                 secret = generated = secrets.token_urlsafe(32)
         await self._table.upsert(project_id, phone, url, secret)
-        self._on_registered()
+        # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
+        self._lanes.wake()
         return generated
 
-    async def unregister(self, project_id: str, phone: str) -> None:
+    async def pause(self, project_id: str, phone: str, paused: bool) -> int | None:
+        """Pause or resume; the account's pending events, or None when it has no registration."""
+        if not await self._table.set_paused(project_id, phone, paused):
+            return None
+        if paused:
+            self._lanes.halt(project_id, phone)
+        else:
+            self._lanes.wake()  # in chat order, from each chat's head
+        statuses = await self._table.statuses(project_id, phone)
+        return statuses[phone].health.pending if phone in statuses else 0
+
+    async def disconnect(self, project_id: str, phone: str) -> int:
+        """Remove the registration and the events still waiting for it; returns how many were dropped.
+
+        Events of the account arriving later wait, pending, for a new registration (as before any connect)."""
+        self._lanes.halt(project_id, phone)
+        dropped = await self._outbox.drop_pending(project_id, phone)
         await self._table.delete(project_id, phone)
+        return dropped
 
     async def statuses(self, project_id: str, phone: str | None = None) -> dict[str, WebhookStatusRecord]:
         """phone → registration and delivery health (pending, dead letters, last success, last error)."""

@@ -66,6 +66,7 @@ class LaneRun:
     taken: int = 0  # rows held this tenure
     held: set[int] = field(default_factory=set)  # ids of the rows taken this tenure
     closed: bool = False  # gave back what it held: a late hand-over is released, not posted
+    halted: bool = False  # its account was paused or disconnected: post nothing more, give the rest back
     lease_until: float = 0.0
     fed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -132,6 +133,16 @@ class WebhookDelivery:
         self._fed = False  # a listener hands rows over: lanes linger for them (without one, lingering is idle)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    def halt(self, project_id: str, phone: str) -> None:
+        """The account's registration was paused or removed: its runs post nothing more (a post in flight ends)
+        and give back what they hold, so it waits in the outbox."""
+        for run in self._lanes.values():
+            if run.lane.project_id == project_id and run.lane.phone == phone:
+                run.halted = True
+                run.open = False
+                run.tainted = True  # claims no new rows: they wait in the table
+                run.fed.set()
 
     def wake(self) -> None:
         """New rows were enqueued (or a webhook re-registered): look now instead of at the next poll."""
@@ -343,10 +354,10 @@ class WebhookDelivery:
                 return
             run.open = self._fed and run.complete and not run.tainted
             webhook = await self._webhooks.get(lane.project_id, lane.phone)
-            if webhook is None or not webhook.enabled:
+            if webhook is None or not webhook.enabled or webhook.paused:
                 return
             http = self._take_client()
-            while await self._next_row(run):
+            while await self._next_row(run) and not run.halted:
                 if time.time() > run.lease_until - settings.lease_seconds / 2:
                     run.lease_until = time.time() + settings.lease_seconds
                     await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)

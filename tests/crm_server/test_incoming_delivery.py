@@ -144,6 +144,60 @@ def test_telegrams_service_messages_are_never_forwarded_nor_logged(admin, fresh_
     assert "40718" not in server.log_text()
 
 
+def test_a_paused_registration_keeps_events_pending_and_resuming_delivers_them_in_order(
+        admin, fresh_receiver) -> None:
+    account = connect_account(admin, fresh_receiver)
+    client = make_users(admin, 1, "pause")[0]
+    write(admin, account, client, "before the pause")
+    fresh_receiver.wait_for(lambda r: len(r.accepted) == 1)
+    deadline = time.monotonic() + 10  # delivered rows are recorded a few times a second
+    while admin.account(PROJECT, account)["webhook"]["pending"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    paused = admin.ok(admin.post("/integration/lovable/pause",
+                                 json={"project_id": PROJECT, "phone": account, "paused": True}))
+    assert paused == {"status": "paused", "pending": 0}
+    for number in range(20):
+        write(admin, account, client, f"while paused {number}")
+    deadline = time.monotonic() + 10
+    while admin.account(PROJECT, account)["webhook"]["pending"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a paused registration must not be posted to, however long it waits
+    webhook = admin.account(PROJECT, account)["webhook"]
+    assert (webhook["pending"], webhook["failed"], webhook["paused"]) == (20, 0, True)
+    assert len(fresh_receiver.accepted) == 1
+
+    resumed = admin.ok(admin.post("/integration/lovable/pause",
+                                  json={"project_id": PROJECT, "phone": account, "paused": False}))
+    assert resumed == {"status": "active", "pending": 20}
+    fresh_receiver.wait_for(lambda r: len(r.accepted) == 21)
+    assert [item.json["text"] for item in fresh_receiver.accepted][1:] == [f"while paused {n}" for n in range(20)]
+
+
+def test_disconnect_removes_the_registration_and_its_waiting_events_and_logs_out_when_asked(
+        admin, fresh_receiver) -> None:
+    account = connect_account(admin, fresh_receiver)
+    client = make_users(admin, 1, "disc")[0]
+    admin.ok(admin.post("/integration/lovable/pause", json={"project_id": PROJECT, "phone": account, "paused": True}))
+    for number in range(3):
+        write(admin, account, client, f"never delivered {number}")
+    deadline = time.monotonic() + 10
+    while admin.account(PROJECT, account)["webhook"]["pending"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    answer = admin.ok(admin.post("/integration/lovable/disconnect", json={"project_id": PROJECT, "phone": account}))
+    assert answer == {"status": "disconnected", "dropped": 3}
+    assert admin.account(PROJECT, account)["webhook"] is None
+    assert admin.account(PROJECT, account)["authorized"] is True  # still logged in: only the registration went
+    again = admin.ok(admin.post("/integration/lovable/disconnect",
+                                json={"project_id": PROJECT, "phone": account, "logout": True}))
+    assert again == {"status": "logged_out", "dropped": 0}
+    accounts = admin.ok(admin.get("/telegram/status", params={"project_id": PROJECT}))["accounts"]
+    assert account not in {entry["phone"] for entry in accounts}
+    missing = admin.post("/integration/lovable/pause", json={"project_id": PROJECT, "phone": account, "paused": True})
+    assert missing.status_code == 404 and missing.json()["code"] == "REGISTRATION_NOT_FOUND"
+    assert fresh_receiver.accepted == []
+
+
 def test_500_messages_from_20_users_arrive_once_each_in_chat_order(admin, fresh_receiver) -> None:
     account = connect_account(admin, fresh_receiver)
     senders = make_users(admin, 20, "burst")

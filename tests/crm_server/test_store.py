@@ -210,3 +210,34 @@ async def test_webhook_statuses_carry_each_accounts_delivery_health_in_one_query
     assert set(await store.webhooks.statuses("org-1", "+15550002222")) == {"+15550002222"}
     assert (await store.webhooks.statuses("org-2"))["+15550001111"].health.pending == 2  # per project
     assert (await store.outbox.list("org-1", OutboxState.DEAD))[0].state is OutboxState.DEAD
+
+
+async def test_a_store_made_before_a_column_existed_gets_it_with_its_default(
+        dialect_admin_url: str | None, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from crm_server.store.cipher import SecretCipher
+    from crm_server.store.database import create_engine
+
+    key = Fernet.generate_key()
+    url = (f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}" if dialect_admin_url is None
+           else await _postgres_url(dialect_admin_url))
+    engine = create_engine(url)
+    async with engine.begin() as connection:  # the webhooks table as crm_server made it before `paused`
+        await connection.execute(text(
+            "CREATE TABLE webhooks (id INTEGER PRIMARY KEY, project_id VARCHAR(128) NOT NULL, phone VARCHAR(32) NOT NULL,"
+            " url TEXT NOT NULL, secret BYTEA NOT NULL, enabled BOOLEAN NOT NULL, created_at FLOAT NOT NULL,"
+            " updated_at FLOAT NOT NULL, CONSTRAINT uq_webhooks_project_phone UNIQUE (project_id, phone))"
+            .replace("BYTEA", "BLOB" if dialect_admin_url is None else "BYTEA")))
+        await connection.execute(text(
+            "INSERT INTO webhooks (id, project_id, phone, url, secret, enabled, created_at, updated_at)"
+            " VALUES (1, 'org-1', '+15550009999', 'https://a.example/h', :secret, true, 0, 0)"),
+            {"secret": SecretCipher(key).encrypt(b"old-secret")})
+    await engine.dispose()
+    store = await Store.open(url, key)
+    try:
+        webhook = await store.webhooks.get("org-1", "+15550009999")
+        assert webhook is not None and webhook.paused is False
+        assert await store.webhooks.set_paused("org-1", "+15550009999", True)
+    finally:
+        await store.close()

@@ -8,6 +8,8 @@ from tests.crm_server.server_process import CrmClient, new_phone
 
 CONTRACT_OPERATIONS = {
     ("post", "/integration/lovable/connect"),
+    ("post", "/integration/lovable/pause"),
+    ("post", "/integration/lovable/disconnect"),
     ("post", "/telegram/send"),
     ("get", "/telegram/status"),
     ("post", "/telegram/auth/send-code"),

@@ -7,6 +7,7 @@ so a failed connect leaves nothing behind.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -16,11 +17,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.errors import ConnectRefusedError, IntegrationNotFoundError, UpstreamError
+from functions._shared.errors import (
+    ConnectRefusedError,
+    IntegrationMisconfiguredError,
+    IntegrationNotFoundError,
+    UpstreamError,
+)
 from functions._shared.parsing import RequestModel, parse_json_object, validate_model
 from functions._shared.phones import normalize_phone
 from functions._shared.rows import IntegrationRow, TelegramCrmSettings
-from functions._shared.runtime import runtime_of
+from functions._shared.runtime import FunctionsRuntime, runtime_of
+
+log = logging.getLogger("functions.telegram_crm_connect")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -72,6 +80,24 @@ class ConnectRequest(RequestModel):
         return normalize_phone(value)
 
 
+async def _unregister_previous_account(runtime: FunctionsRuntime, organization_id: str, existing: IntegrationRow,
+                                       settings: TelegramCrmSettings) -> None:
+    """Disconnect the account the integration pointed at before, when that was another phone or server."""
+    try:
+        previous = existing.telegram_crm_settings()
+    except IntegrationMisconfiguredError:
+        return  # settings that never connected anything
+    if (previous.crmApiUrl, previous.crmPhoneNumber) == (settings.crmApiUrl, settings.crmPhoneNumber):
+        return
+    try:
+        await runtime.crm(previous).disconnect(project_id=organization_id, phone=previous.crmPhoneNumber)
+    except UpstreamError as exc:
+        # The new account is connected already; the old server may be gone for good. Its messages, should it still
+        # post, are keyed by their own account and cannot be mistaken for the new one's.
+        log.warning("integration %s re-pointed, but its previous account could not be disconnected (%s)",
+                    existing.id, exc.code)
+
+
 class ConnectResponse(BaseModel):
     success: bool = True
     integrationId: str
@@ -120,6 +146,10 @@ async def handler(request: Request) -> JSONResponse:
     except UpstreamError as exc:
         # Whatever the server said, for the admin it is "the server refused": 502 with its message, nothing saved.
         raise ConnectRefusedError(exc) from exc
+
+    # act: a re-pointed integration's old account stops posting here (its messages would land in this integration)
+    if existing is not None:
+        await _unregister_previous_account(runtime, caller.organization_id, existing, settings)
 
     # store (the store seals the API key and the secret)
     if existing is not None:

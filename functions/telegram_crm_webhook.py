@@ -181,6 +181,9 @@ async def handler(request: Request) -> JSONResponse:
         # redelivery cannot be recognised, and two identical texts are two messages.
         "p_external_message_id": payload.message_id or (f"event:{event_id}" if event_id else None),
         "p_telegram_chat_id": payload.chat_id or payload.from_id,
+        # With the chat and the message id, the account makes the redelivery key: another account's message 5
+        # (a re-pointed integration, another organization) is another message.
+        "p_account_phone": payload.account_phone,
         "p_telegram_username": payload.from_username,
         "p_first_name": payload.from_first_name,
         "p_last_name": payload.from_last_name,

@@ -66,6 +66,14 @@ class CrmClient:
         data = await self._post("/integration/lovable/connect", body, timeout=self._timeout)
         return _parse(CrmConnectResult, data, "/integration/lovable/connect")
 
+    async def pause(self, *, project_id: str, phone: str, paused: bool) -> dict[str, Any]:
+        return await self._post("/integration/lovable/pause",
+                                {"project_id": project_id, "phone": phone, "paused": paused}, timeout=self._timeout)
+
+    async def disconnect(self, *, project_id: str, phone: str, logout: bool = False) -> dict[str, Any]:
+        return await self._post("/integration/lovable/disconnect",
+                                {"project_id": project_id, "phone": phone, "logout": logout}, timeout=self._timeout)
+
     async def send(self, *, project_id: str, phone: str, to: str, text: str | None, file_url: str | None = None,
                    file_name: str | None = None, file_type: str | None = None,
                    idempotency_key: str | None = None) -> CrmSendResult:

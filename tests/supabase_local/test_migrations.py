@@ -92,3 +92,66 @@ async def test_a_failing_migration_leaves_nothing_behind(database_urls: Database
 
 def test_migrations_directory_is_the_projects() -> None:
     assert MIGRATIONS_DIR.name == "migrations" and MIGRATIONS_DIR.parent.name == "supabase"
+
+
+async def test_the_redelivery_key_migration_keeps_every_row_and_lets_any_integration_go(
+        local_database: LocalDatabase, tmp_path) -> None:
+    """A database from before 20261201090000, with the states its defects left: orphaned rows whose Telegram ids
+    overlap across organizations, and rows without account metadata. Upgraded, nothing is lost and removal works."""
+    import shutil
+    import uuid
+    from urllib.parse import urlsplit
+
+    from supabase_local.migrations import bootstrap
+
+    name = f"upgrade_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(local_database.admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    before = tmp_path / "before"
+    before.mkdir()
+    for migration in list_migrations():
+        if migration.version < "20261201090000":
+            shutil.copy(migration.path, before / migration.path.name)
+    conn = await asyncpg.connect(local_database.admin_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        # Roles are the cluster's: bootstrap keeps the authenticator's password the other tests connect with.
+        await bootstrap(conn, urlsplit(local_database.urls().authenticator).password or "")
+        await apply_migrations(conn, before)
+        orgs = [await conn.fetchval("INSERT INTO organizations (name) VALUES ($1) RETURNING id", f"o{n}")
+                for n in range(2)]
+        integrations, clients = [], []
+        for number, org in enumerate(orgs):
+            integrations.append(await conn.fetchval(
+                "INSERT INTO messenger_integrations (organization_id, provider, settings) "
+                "VALUES ($1, 'telegram_crm', $2::jsonb) RETURNING id", org, f'{{"crmPhoneNumber": "+7999000000{number}"}}'))
+            clients.append(await conn.fetchval(
+                "INSERT INTO clients (organization_id, name, telegram_user_id, telegram_chat_id) "
+                "VALUES ($1, 'c', '42', '42') RETURNING id", org))
+        insert = ("INSERT INTO chat_messages (organization_id, client_id, integration_id, message_type, is_outgoing, "
+                  "external_message_id, metadata, message_text) VALUES ($1, $2, $3, 'client', false, '5', $4::jsonb, $5)")
+        # Organization 0: message 5 with its metadata, then its integration removed (the row is orphaned).
+        await conn.execute(insert, orgs[0], clients[0], integrations[0],
+                           '{"account_phone": "+79990000000", "chat_id": "42"}', "org0")
+        await conn.execute("DELETE FROM messenger_integrations WHERE id = $1", integrations[0])
+        # Organization 1: message 5 without metadata (an older sender), its integration still there.
+        await conn.execute(insert, orgs[1], clients[1], integrations[1], "{}", "org1")
+
+        await apply_migrations(conn)
+
+        rows = await conn.fetch("SELECT organization_id, external_account, external_chat_id, message_text "
+                                "FROM chat_messages ORDER BY message_text")
+        assert [(row["external_account"], row["external_chat_id"], row["message_text"]) for row in rows] == [
+            ("+79990000000", "42", "org0"), ("+79990000001", "42", "org1")]
+        # Removing the other integration used to fail here: two orphaned "message 5" were one key.
+        await conn.execute("DELETE FROM messenger_integrations WHERE id = $1", integrations[1])
+        assert await conn.fetchval("SELECT count(*) FROM chat_messages WHERE integration_id IS NULL") == 2
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(local_database.admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        finally:
+            await admin.close()

@@ -10,16 +10,22 @@ import asyncio
 import getpass
 import logging
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
-from crm_server.settings import ServerSettings, load_session_key
+from crm_server.settings import ServerSettings, existing_state_problem, load_session_key
+
+SERVER_STATE_HELP = "state folder, created when missing (TGCRM_STATE_DIR, default .local)"
+# `keys create` and `login` write into a server's state; they never make one.
+EXISTING_STATE_HELP = ("the state folder of the crm_server to use, as `tgcrm up` or `tgcrm server` made it "
+                       "(TGCRM_STATE_DIR, default .local in the current directory); refused if it is not one")
 
 
 def add_commands(subparsers: Any) -> None:
     server = subparsers.add_parser("server", help="run crm_server (HTTP API + Telegram accounts)")
     server.add_argument("--sandbox", action="store_true", default=None, help="use the offline Telegram sandbox")
-    _add_common(server)
+    server.add_argument("--state-dir", type=Path, help=SERVER_STATE_HELP)
     server.add_argument("--host", help="listen address (TGCRM_HOST, default 127.0.0.1)")
     server.add_argument("--port", type=int, help="listen port (TGCRM_CRM_PORT, default 8090)")
     server.set_defaults(handler=server_command)
@@ -28,21 +34,28 @@ def add_commands(subparsers: Any) -> None:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create an API key and print it once")
     scope = create.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--project", help="the project (organization id) the key is bound to")
+    scope.add_argument("--project", type=organization_id, metavar="ORGANIZATION_ID",
+                       help="the project the key is bound to: an organization id (a UUID)")
     scope.add_argument("--admin", action="store_true", help="a key for every project")
-    _add_common(create)
+    create.add_argument("--state-dir", type=Path, help=EXISTING_STATE_HELP)
     create.set_defaults(handler=keys_create_command)
 
     login = subparsers.add_parser("login", help="log a Telegram account in, interactively (code, then 2FA)")
-    login.add_argument("--project", required=True, help="the project the account belongs to")
+    login.add_argument("--project", required=True, type=organization_id, metavar="ORGANIZATION_ID",
+                       help="the project the account belongs to: an organization id (a UUID)")
     login.add_argument("--phone", required=True, help="the account's phone, +…")
     login.add_argument("--sandbox", action="store_true", default=None, help="log in to the offline sandbox")
-    _add_common(login)
+    login.add_argument("--state-dir", type=Path, help=EXISTING_STATE_HELP)
     login.set_defaults(handler=login_command)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path, help="state folder (TGCRM_STATE_DIR, default .local)")
+def organization_id(value: str) -> str:
+    """`--project`: projects are the CRM's organizations, whose ids are UUIDs. The canonical form is the one requests
+    carry (PostgreSQL's), so a key bound to `ABC…` or `{abc…}` matches them too."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an organization id (a UUID), got {value!r}") from None
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -123,6 +136,10 @@ def announce(line: str) -> None:
 
 def keys_create_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    problem = existing_state_problem(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     project_id = None if args.admin else args.project
     print(asyncio.run(create_key(settings, project_id)))
     return 0
@@ -143,6 +160,10 @@ async def create_key(settings: ServerSettings, project_id: str | None) -> str:
 
 def login_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    problem = existing_state_problem(settings, sandbox_world=settings.sandbox)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     configure_logging("warning")
     try:
         settings.telegram_credentials()

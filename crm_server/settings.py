@@ -14,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Telegram's test data centre (DC 2). Test accounts use phones 99966XYYYY and code XXXXX.
 TEST_DC = (2, "149.154.167.40", 443)
+# What a server keeps in its state folder: the store (unless CRM_DATABASE_URL) and the key sessions and webhook
+# secrets are encrypted with (unless CRM_SESSION_KEY). Both are made by the first `tgcrm server` or `tgcrm up`.
+STORE_FILE = "crm.sqlite3"
+SESSION_KEY_FILE = "crm_session.key"
 
 
 class ServerSettings(BaseSettings):
@@ -98,7 +102,7 @@ class ServerSettings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'crm.sqlite3'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / STORE_FILE}"
 
     @property
     def resolved_sandbox_world(self) -> Path:
@@ -132,6 +136,30 @@ class ServerSettings(BaseSettings):
             raise ValueError(f"TELEGRAM_DC must be 'test' or 'dc_id:ip:port', got {value!r}") from None
 
 
+def existing_state_problem(settings: ServerSettings, sandbox_world: bool = False) -> str | None:
+    """Why `settings` do not lead to an existing server's state, or None when they do (with `sandbox_world`, also the
+    sandbox's simulated Telegram the server runs on).
+
+    For the commands that write into a server's state without being that server (`keys create`, `login`): they must
+    never make a state of their own, since a key or session stored where no server looks is silently useless.
+    """
+    folder = settings.state_dir.resolve()
+    point_at_it = "run this where `tgcrm up` or `tgcrm server` keeps its state, or point at that folder with " \
+                  "--state-dir or TGCRM_STATE_DIR"
+    if not settings.database_url and not (folder / STORE_FILE).is_file():
+        return f"{folder} is not a tgcrm state folder (it has no {STORE_FILE}, crm_server's store): {point_at_it}"
+    if not settings.session_key and not (folder / SESSION_KEY_FILE).is_file():
+        # A session sealed with a key made up here could never be opened by the server that has the real one.
+        return (f"{folder} has no {SESSION_KEY_FILE}: set CRM_SESSION_KEY to the key the server runs with, or "
+                f"{point_at_it}")
+    world = settings.resolved_sandbox_world.resolve()
+    if sandbox_world and not world.is_file():
+        # An account logged in to a world of its own would be unknown to the sandbox the server simulates.
+        return (f"there is no sandbox world at {world}: start the server on the sandbox first (`tgcrm up`, or "
+                f"`tgcrm server --sandbox`), or {point_at_it}")
+    return None
+
+
 def load_session_key(settings: ServerSettings) -> bytes:
     """The Fernet key sessions and webhook secrets are encrypted with.
 
@@ -141,7 +169,7 @@ def load_session_key(settings: ServerSettings) -> bytes:
         key = settings.session_key.encode()
         Fernet(key)  # fail at start, not at the first encryption, if the key is malformed
         return key
-    path = settings.state_dir / "crm_session.key"
+    path = settings.state_dir / SESSION_KEY_FILE
     if path.exists():
         return path.read_bytes().strip()
     settings.state_dir.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ from crm_server.store import Store
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, run_cli
 from tests.helpers.receiver import Receiver, running_receiver
 
-PROJECT_A = "proj-a"
-PROJECT_B = "proj-b"
+# Organization ids, as the CRM has them (`keys create --project` takes only a UUID).
+PROJECT_A = "5f0c2a6e-1d4b-4e8a-9c3f-00000000000a"
+PROJECT_B = "5f0c2a6e-1d4b-4e8a-9c3f-00000000000b"
 # Small burst so the rate-limit test needs few sends; every other test uses its own account.
 SHARED_SERVER_ENV = {"CRM_SEND_BURST": "5", "CRM_SEND_RATE_PER_MINUTE": "30"}
 

@@ -19,8 +19,8 @@ from crm_server.webhooks.signature import verify
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone, run_cli
 from tests.helpers.receiver import Receiver
 
-PROJECT = "proj-inbound"
-OTHER_PROJECT = "proj-inbound-other"
+PROJECT = "2b7e1c9a-6f3d-4a5b-8c2e-000000000001"
+OTHER_PROJECT = "2b7e1c9a-6f3d-4a5b-8c2e-000000000002"
 SECRET = "inbound-webhook-secret-1"
 SERVER_ENV = {
     "CRM_ALLOW_PRIVATE_WEBHOOKS": "1",

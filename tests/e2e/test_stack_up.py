@@ -241,6 +241,27 @@ async def _other_organization_user(dsn: str) -> str:
     return user_id
 
 
+# --- the command line beside a running stack -------------------------------------------------------------------------
+
+def test_keys_create_and_login_from_another_folder_reach_the_stack_named_by_tgcrm_state_dir(
+        stack: StackProcess, crm_admin: httpx.Client, tmp_path: Path) -> None:
+    organization_id, phone = stack.values["DEMO_ORGANIZATION_ID"], new_phone()
+    env = {**hermetic_env(), "TGCRM_STATE_DIR": str(stack.state_dir)}
+    created = subprocess.run([sys.executable, "-m", "tgcrm", "keys", "create", "--project", organization_id],
+                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    project_status = httpx.get(f"{stack.values['CRM_URL']}/telegram/status", params={"project_id": organization_id},
+                               headers={"X-API-Key": created.stdout.strip()}, timeout=30)
+    assert project_status.status_code == 200, project_status.text
+    login = subprocess.run([sys.executable, "-m", "tgcrm", "login", "--sandbox", "--project", organization_id,
+                            "--phone", phone], input=f"{LOGIN_CODE}\n", capture_output=True, text=True, timeout=60,
+                           env=env, cwd=tmp_path)
+    assert login.returncode == 0, login.stdout + login.stderr
+    accounts = crm_admin.get("/telegram/status", params={"project_id": organization_id, "phone": phone}).json()
+    assert [account["phone"] for account in accounts["accounts"]] == [phone]
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- supervision ----------------------------------------------------------------------------------------------------
 
 def test_a_killed_child_is_reported_and_restarted(stack: StackProcess, crm_admin: httpx.Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -172,7 +173,7 @@ async def test_a_key_of_another_project_is_502_and_nothing_is_saved(
         http: httpx.AsyncClient, crm: CrmServerProcess, db: asyncpg.Pool, make_organization: MakeOrganization
 ) -> None:
     organization = await make_organization()
-    other_key = run_cli("keys", "create", "--project", "someone-else", state_dir=crm.state_dir).strip()
+    other_key = run_cli("keys", "create", "--project", str(uuid.uuid4()), state_dir=crm.state_dir).strip()
     response = await http.post("/telegram-crm-connect", headers=organization.auth,
                                json=connect_body(crm, crmApiKey=other_key))
     assert response.status_code == 502, response.text

@@ -29,6 +29,7 @@ from functions import (
     telegram_crm_send,
     telegram_crm_status,
     telegram_crm_webhook,
+    telegram_integration_remove,
     telegram_integration_save,
     telegram_providers,
     telegram_send,
@@ -75,6 +76,7 @@ FUNCTIONS: tuple[EdgeFunction, ...] = (
     EdgeFunction("telegram-crm-status", telegram_crm_status.handler, ("GET", "POST")),
     EdgeFunction("telegram-crm-sandbox", telegram_crm_sandbox.handler, ("POST",)),
     EdgeFunction("telegram-integration-save", telegram_integration_save.handler, ("POST",)),
+    EdgeFunction("telegram-integration-remove", telegram_integration_remove.handler, ("POST",)),
 )
 
 

@@ -226,6 +226,12 @@ class TelegramAccountNotFoundError(CrmServerRejectedError):
     default_message = "The Telegram account of this integration is not on the CRM server; connect again"
 
 
+class RegistrationNotFoundError(CrmServerRejectedError):
+    status_code = 404
+    code = "REGISTRATION_NOT_FOUND"
+    default_message = "The CRM server has no webhook registered for this integration's account; connect again"
+
+
 class TelegramAccountNotAuthorizedError(CrmServerRejectedError):
     status_code = 409
     code = "ACCOUNT_NOT_AUTHORIZED"
@@ -346,7 +352,8 @@ class MessageNotStoredError(FunctionError):
 # crm_server's codes that reach the caller as they are, each as its class (RecipientNotFoundError is Wappi's answer
 # too: one class, whichever provider said it).
 CRM_SERVER_CODES: dict[str, type[UpstreamError]] = {error.code: error for error in (
-    TelegramAccountNotFoundError, TelegramAccountNotAuthorizedError, RecipientNotFoundError, InvalidPhoneError,
+    TelegramAccountNotFoundError, RegistrationNotFoundError, TelegramAccountNotAuthorizedError,
+    RecipientNotFoundError, InvalidPhoneError,
     RecipientPrivacyError, FloodWaitError, RateLimitedError, TelegramFailedError, AccountDisconnectedError,
     IdempotencyInProgressError, InvalidLoginCodeError, PasswordInvalidError, LoginNotStartedError,
 )}

@@ -153,12 +153,11 @@ class IntegrationStore:
             raise DatabaseError("The database did not return the saved integration")
         return self._opened(saved)
 
-    async def update(self, organization_id: str, integration_id: str, *, settings: Mapping[str, Any],
+    async def update(self, organization_id: str, integration_id: str, *, settings: Mapping[str, Any] | None,
                      name: str | None = None, webhook_key: str | None = None,
                      is_enabled: bool | None = None) -> IntegrationRow:
-        """The organization's integration with `settings` (sealed) replaced; None leaves the other fields as they
-        are."""
-        changes: dict[str, Any] = {"settings": self._sealer.seal(settings)}
+        """The organization's integration with `settings` (sealed) replaced; None leaves a field as it is."""
+        changes: dict[str, Any] = {} if settings is None else {"settings": self._sealer.seal(settings)}
         optional = {"name": name, "webhook_key": webhook_key, "is_enabled": is_enabled}
         changes.update({column: value for column, value in optional.items() if value is not None})
         saved = await first_row(
@@ -168,6 +167,12 @@ class IntegrationStore:
         if saved is None:
             raise DatabaseError("The integration disappeared while it was being saved")
         return self._opened(saved)
+
+    async def delete(self, organization_id: str, integration_id: str) -> None:
+        """Remove the integration; its messages stay, as history (their integration_id becomes NULL)."""
+        await rows(self._db.table(TABLE).delete().eq("id", integration_id).eq("organization_id", organization_id),
+                   "removing the integration")
+        self._by_webhook_key.forget_integration(integration_id)
 
     async def _has_primary(self, organization_id: str) -> bool:
         row = await first_row(

@@ -3,6 +3,7 @@ mixing up messages, and with crm_server told each time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -15,6 +16,7 @@ from tests.functions.conftest import (
     connect_account,
     full_payload,
     integration_secret,
+    sandbox_user,
     webhook_request,
 )
 
@@ -87,3 +89,81 @@ async def test_a_re_pointed_integration_stores_the_new_accounts_messages_and_unr
     # The old phone no longer posts to this integration; the new one does.
     assert await webhook_of(crm_admin, organization.id, first.phone) is None
     assert await webhook_of(crm_admin, organization.id, second_phone) is not None
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_disabled_integrations_keep_their_messages_waiting_and_enabling_delivers_them_in_order(
+        http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
+        make_organization: MakeOrganization) -> None:
+    organization = await make_organization()
+    connected = await connect_account(http, crm, crm_admin, organization)
+    _, client_phone, _ = sandbox_user(crm_admin, first_name="Waiting")
+
+    disable = await http.post("/telegram-integration-save", headers=organization.auth, json={
+        "provider": "telegram_crm", "integrationId": connected.integration_id, "isEnabled": False})
+    assert disable.status_code == 200, disable.text
+    assert disable.json()["isEnabled"] is False
+    texts = [f"while disabled {number}" for number in range(20)]
+    for text in texts:
+        crm_admin.ok(crm_admin.post("/sandbox/incoming",
+                                    json={"account_phone": connected.phone, "from": client_phone, "text": text}))
+
+    async def all_waiting() -> bool:
+        webhook = crm_admin.account(organization.id, connected.phone)["webhook"]
+        return bool(webhook["pending"] == 20)
+
+    await wait_until(all_waiting)
+    await asyncio.sleep(0.5)
+    webhook = crm_admin.account(organization.id, connected.phone)["webhook"]
+    assert (webhook["pending"], webhook["failed"], webhook["paused"]) == (20, 0, True)  # none dead
+    assert await incoming_rows(db, organization.id) == []
+
+    enable = await http.post("/telegram-integration-save", headers=organization.auth, json={
+        "provider": "telegram_crm", "integrationId": connected.integration_id, "isEnabled": True})
+    assert enable.status_code == 200, enable.text
+
+    async def all_stored() -> bool:
+        return len(await incoming_rows(db, organization.id)) == 20
+
+    await wait_until(all_stored)
+    stored = await db.fetch("SELECT message_text FROM public.chat_messages WHERE organization_id = $1 "
+                            "AND NOT is_outgoing ORDER BY external_message_id::bigint", organization.id)
+    assert [row["message_text"] for row in stored] == texts
+    assert crm_admin.account(organization.id, connected.phone)["webhook"]["failed"] == 0
+
+
+async def test_removing_an_integration_tells_crm_server_first_and_keeps_the_history(
+        http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
+        make_organization: MakeOrganization) -> None:
+    organization = await make_organization()
+    connected = await connect_account(http, crm, crm_admin, organization)
+    _, client_phone, _ = sandbox_user(crm_admin, first_name="History")
+    crm_admin.ok(crm_admin.post("/sandbox/incoming",
+                                json={"account_phone": connected.phone, "from": client_phone, "text": "kept"}))
+
+    async def stored() -> bool:
+        return len(await incoming_rows(db, organization.id)) == 1
+
+    await wait_until(stored)
+    other = await make_organization()
+    refused = await http.post("/telegram-integration-remove", headers=other.auth,
+                              json={"integrationId": connected.integration_id, "logout": True})
+    assert refused.status_code == 404  # another organization's integration is not theirs to remove
+
+    removed = await http.post("/telegram-integration-remove", headers=organization.auth,
+                              json={"integrationId": connected.integration_id, "logout": True})
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {"success": True, "integrationId": connected.integration_id,
+                              "crmServer": "logged_out", "dropped": 0}
+    accounts = crm_admin.ok(crm_admin.get("/telegram/status", params={"project_id": organization.id}))["accounts"]
+    assert connected.phone not in {account["phone"] for account in accounts}
+    assert await db.fetchval("SELECT count(*) FROM public.messenger_integrations WHERE id = $1",
+                             connected.integration_id) == 0
+    rows = await incoming_rows(db, organization.id)
+    assert [(row["integration_id"], row["message_text"]) for row in rows] == [(None, "kept")]

@@ -13,8 +13,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from functions._shared.errors import (
+    NOT_SENT_TRANSPORT_ERRORS,
     CrmServerRejectedError,
     CrmServerUnreachableError,
+    Delivery,
+    SendOutcomeUnknownError,
     crm_server_error,
     retry_after_seconds,
 )
@@ -81,7 +84,7 @@ class CrmClient:
         optional = {"text": text, "file_url": file_url, "file_name": file_name, "file_type": file_type}
         body.update({name: value for name, value in optional.items() if value})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        data = await self._post("/telegram/send", body, timeout=self._send_timeout, headers=headers)
+        data = await self._post("/telegram/send", body, timeout=self._send_timeout, headers=headers, sending=True)
         return _parse(CrmSendResult, data, "/telegram/send")
 
     # The admin page's operations on an account: status, login steps (code, then 2FA password).
@@ -114,12 +117,12 @@ class CrmClient:
                                 timeout=self._timeout)
 
     async def _post(self, path: str, body: dict[str, Any], *, timeout: float,
-                    headers: dict[str, str] | None = None) -> dict[str, Any]:
-        return await self._request("POST", path, body=body, timeout=timeout, headers=headers)
+                    headers: dict[str, str] | None = None, sending: bool = False) -> dict[str, Any]:
+        return await self._request("POST", path, body=body, timeout=timeout, headers=headers, sending=sending)
 
     async def _request(self, method: str, path: str, *, timeout: float, body: dict[str, Any] | None = None,
-                       params: dict[str, str] | None = None,
-                       headers: dict[str, str] | None = None) -> dict[str, Any]:
+                       params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                       sending: bool = False) -> dict[str, Any]:
         url = self._base_url + path
         try:
             response = await self._http.request(method, url, json=body, params=params, timeout=timeout,
@@ -127,8 +130,13 @@ class CrmClient:
         except httpx.HTTPError as exc:
             log.warning("crm_server unreachable at %s: %r", url, exc)
             reason = str(exc) or type(exc).__name__
-            raise CrmServerUnreachableError(f"The CRM Telegram server at {self._base_url} could not be reached: "
-                                            f"{reason}", retryable=True) from exc
+            if sending and not isinstance(exc, NOT_SENT_TRANSPORT_ERRORS):
+                # The request was sent and no answer came: the message may be out (crm_server dedupes a retry).
+                raise SendOutcomeUnknownError() from exc
+            raise CrmServerUnreachableError(
+                f"The CRM Telegram server at {self._base_url} could not be reached: {reason}", retryable=True,
+                delivery=Delivery.NOT_SENT_HERE if isinstance(exc, NOT_SENT_TRANSPORT_ERRORS) else Delivery.UNKNOWN,
+            ) from exc
         try:
             data = response.json()
         except ValueError:

@@ -7,8 +7,10 @@ they become HTTP.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Any
 
+import httpx
 from starlette.responses import JSONResponse
 
 
@@ -143,22 +145,68 @@ class RecipientUnknownError(FunctionError):
     default_message = "The client has no Telegram chat id, user id, username or phone to write to"
 
 
+# Transport failures that happen before a request is sent: nothing can have gone out.
+NOT_SENT_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
 # --- upstream services ----------------------------------------------------------------------------------------------
 
+class Delivery(StrEnum):
+    """What a failed send proves about the message. Only proof that nothing went out allows sending it again
+    elsewhere: a failover after a timeout sent the message twice."""
+
+    # Refused before anything was sent (a malformed request, a recipient Telegram does not know): not sent, and
+    # another integration would be refused alike.
+    NOT_SENT = "not_sent"
+    # This integration cannot send now, and said so before sending (unreachable, our key refused, the account
+    # missing, logged out or throttled): not sent; another integration may.
+    NOT_SENT_HERE = "not_sent_here"
+    # It may have gone out (no answer in time, a 5xx after the request was taken): never sent again elsewhere.
+    UNKNOWN = "unknown"
+
+
 class UpstreamError(FunctionError):
-    """A provider (crm_server or Wappi) failed. `retryable`: a transport error or 5xx, worth a failover."""
+    """A provider (crm_server or Wappi) failed. `retryable`: transient (a transport error or 5xx). `delivery`: what
+    the failure proves about a message being sent (only NOT_SENT_HERE allows a failover)."""
 
     status_code = 502
     code = "PROVIDER_ERROR"
     default_message = "The messaging provider failed"
+    delivery = Delivery.UNKNOWN
 
     def __init__(self, message: str | None = None, *, retryable: bool = False, upstream_status: int | None = None,
                  upstream_code: str | None = None, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, delivery: Delivery | None = None) -> None:
         super().__init__(message, field=field, headers=headers)
         self.retryable = retryable
         self.upstream_status = upstream_status
         self.upstream_code = upstream_code
+        if delivery is not None:
+            self.delivery = delivery
+
+
+class SendOutcomeUnknownError(UpstreamError):
+    """The provider took the send and did not answer in time: the message may have gone out. The answer carries the
+    request's Idempotency-Key; retrying the same request with it sends at most once."""
+
+    status_code = 504
+    code = "SEND_OUTCOME_UNKNOWN"
+    default_message = ("The messaging provider did not answer in time; the message may have been sent. Retry with "
+                       "the same Idempotency-Key: it is sent at most once")
+
+    def __init__(self, message: str | None = None, *, idempotency_key: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, retryable=True, **kwargs)
+        self.idempotency_key = idempotency_key
+
+
+class EarlierSendUnknownError(FunctionError):
+    """A request with this Idempotency-Key went to a provider that cannot dedupe (Wappi) and its outcome is unknown:
+    it is never sent again under this key."""
+
+    status_code = 409
+    code = "SEND_OUTCOME_UNKNOWN"
+    default_message = ("An earlier send with this Idempotency-Key may have gone out; check the chat, and send it "
+                       "again as a new message if it is missing")
 
 
 class RecipientNotFoundError(UpstreamError):
@@ -168,6 +216,7 @@ class RecipientNotFoundError(UpstreamError):
     status_code = 422
     code = "RECIPIENT_NOT_FOUND"
     default_message = "Telegram cannot find this recipient"
+    delivery = Delivery.NOT_SENT
 
 
 class ConnectRefusedError(UpstreamError):
@@ -182,8 +231,11 @@ class ConnectRefusedError(UpstreamError):
 
 
 class CrmServerUnreachableError(UpstreamError):
+    """No connection could be made (refused, no route, connect timeout): nothing was sent."""
+
     code = "CRM_SERVER_UNREACHABLE"
     default_message = "The CRM Telegram server could not be reached"
+    delivery = Delivery.NOT_SENT_HERE
 
 
 class CrmServerRejectedError(UpstreamError):
@@ -211,9 +263,9 @@ class CrmServerThrottledError(CrmServerRejectedError):
 
     def __init__(self, relayed_code: str, message: str | None = None, *, retryable: bool = False,
                  upstream_status: int | None = None, upstream_code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, delivery: Delivery | None = None) -> None:
         super().__init__(message, retryable=retryable, upstream_status=upstream_status, upstream_code=upstream_code,
-                         headers=headers)
+                         headers=headers, delivery=delivery)
         self.code = relayed_code
 
 
@@ -248,6 +300,7 @@ class RecipientPrivacyError(CrmServerRejectedError):
     status_code = 403
     code = "RECIPIENT_PRIVACY"
     default_message = "The recipient's privacy settings do not allow this message"
+    delivery = Delivery.NOT_SENT  # the recipient's refusal, not the account's: another account is refused alike
 
 
 class FloodWaitError(CrmServerRejectedError):
@@ -278,6 +331,7 @@ class IdempotencyInProgressError(CrmServerRejectedError):
     status_code = 409
     code = "IDEMPOTENCY_IN_PROGRESS"
     default_message = "A send with this Idempotency-Key is still in progress; retry shortly"
+    delivery = Delivery.UNKNOWN  # the first request may yet send it: never elsewhere meanwhile
 
 
 # The login steps of the admin page: the person typing can fix these.
@@ -306,8 +360,11 @@ class WappiError(UpstreamError):
 
 
 class WappiUnreachableError(WappiError):
+    """No connection could be made: nothing was sent."""
+
     code = "WAPPI_UNREACHABLE"
     default_message = "Wappi.pro could not be reached"
+    delivery = Delivery.NOT_SENT_HERE
 
 
 class WappiAuthFailedError(WappiError):
@@ -315,6 +372,7 @@ class WappiAuthFailedError(WappiError):
 
     code = "WAPPI_AUTH_FAILED"
     default_message = "Wappi.pro rejected the integration's API token"
+    delivery = Delivery.NOT_SENT_HERE
 
 
 class DatabaseError(FunctionError):
@@ -359,15 +417,27 @@ CRM_SERVER_CODES: dict[str, type[UpstreamError]] = {error.code: error for error 
 )}
 
 
+def _delivery_of(status: int) -> Delivery:
+    """What crm_server's status proves about a send: it answers these before it sends (our key, the account, its
+    login, its pacing); any other 4xx is a refusal of the message itself; a 5xx may come after Telegram took it."""
+    if status in (401, 403, 404, 409, 429):
+        return Delivery.NOT_SENT_HERE
+    if 400 <= status < 500:
+        return Delivery.NOT_SENT
+    return Delivery.UNKNOWN
+
+
 def crm_server_error(status: int, code: str | None, message: str | None,
                      retry_after: str | None = None) -> UpstreamError:
     """The answer our caller gets for an error response of crm_server: by its code when CRM_SERVER_CODES has it,
     else by its status (401/403: our key; 429: slow down; anything else: 502)."""
     answer: dict[str, Any] = {"retryable": status >= 500 or status == 408, "upstream_status": status,
-                              "upstream_code": code}
+                              "upstream_code": code, "delivery": _delivery_of(status)}
     relayed = {"Retry-After": retry_after} if retry_after else {}
     server_message = message or f"HTTP {status}"
     by_code = CRM_SERVER_CODES.get(code) if code else None
+    if by_code is not None and "delivery" in vars(by_code):
+        answer["delivery"] = by_code.delivery  # the code knows better than the status
     # 401/403 mean crm_server refused our stored API key, whatever the code; except the recipient's privacy
     # refusal, which crm_server answers as 403 too.
     if status in (401, 403) and by_code is not RecipientPrivacyError:
@@ -389,6 +459,8 @@ def error_body(error: FunctionError) -> dict[str, object]:
     body: dict[str, object] = {"success": False, "error": error.message, "code": error.code}
     if error.field is not None:
         body["field"] = error.field
+    if isinstance(error, SendOutcomeUnknownError) and error.idempotency_key is not None:
+        body["idempotencyKey"] = error.idempotency_key  # what the caller retries with
     return body
 
 

@@ -15,6 +15,7 @@ from supabase import AsyncClient
 from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
 from functions._shared.errors import (
     DatabaseError,
+    IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     IntegrationNotFoundError,
     MessageNotStoredError,
@@ -25,7 +26,9 @@ from functions._shared.sending import SendRequest
 
 log = logging.getLogger("functions.messages")
 
-OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, metadata"
+OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, message_status, metadata"
+# An outgoing row claimed before a send through a provider that cannot dedupe retries (Wappi), until it answered.
+SENDING = "sending"
 # Pauses between attempts to store an outgoing row the provider already sent (seconds).
 STORE_BACKOFF = (0.2, 0.5, 1.0, 2.0)
 # What ingest_telegram_webhook raises when the integration is disabled, deleted or not the organization's.
@@ -64,14 +67,9 @@ async def client_and_earlier_send(db: AsyncClient, organization_id: str, client_
     return client, earlier
 
 
-async def store_outgoing(db: AsyncClient, *, organization_id: str, client: ClientRow, integration: IntegrationRow,
-                         request: SendRequest, sent: SentMessage, idempotency_key: str, metadata: dict[str, Any],
-                         attempts: int) -> str:
-    """Store the sent message and return its row id; retried, and an existing row with the key is the answer.
-
-    Raises MessageNotStoredError when every attempt failed: the caller must not be told "success" without a row.
-    """
-    row = {
+def _outgoing_row(organization_id: str, client: ClientRow, integration: IntegrationRow, request: SendRequest,
+                  idempotency_key: str) -> dict[str, Any]:
+    return {
         "organization_id": organization_id,
         "client_id": client.id,
         "integration_id": integration.id,
@@ -81,16 +79,76 @@ async def store_outgoing(db: AsyncClient, *, organization_id: str, client: Clien
         "message_status": "sent",
         "is_outgoing": True,
         "is_read": True,
-        "external_message_id": str(sent.message_id) if sent.message_id is not None else None,
         "idempotency_key": idempotency_key,
         "file_url": request.fileUrl,
         "file_type": request.fileType,
         "file_name": request.fileName,
         "sender_name": request.senderName,
-        "metadata": metadata,
     }
+
+
+class SendClaims:
+    """`claim_send` / `release_claim` for one send request (functions._shared.sending.SendClaims)."""
+
+    def __init__(self, db: AsyncClient, organization_id: str, client: ClientRow, request: SendRequest,
+                 idempotency_key: str) -> None:
+        self._db = db
+        self._organization_id = organization_id
+        self._client = client
+        self._request = request
+        self._idempotency_key = idempotency_key
+
+    async def claim(self, integration: IntegrationRow) -> str:
+        return await claim_send(self._db, organization_id=self._organization_id, client=self._client,
+                                integration=integration, request=self._request, idempotency_key=self._idempotency_key)
+
+    async def release(self, row_id: str) -> None:
+        await release_claim(self._db, self._organization_id, row_id)
+
+
+async def claim_send(db: AsyncClient, *, organization_id: str, client: ClientRow, integration: IntegrationRow,
+                     request: SendRequest, idempotency_key: str) -> str:
+    """Store the message as `sending` under its key before a provider that cannot dedupe sends it: a retry then
+    finds it and never sends again, whatever happened after (no answer, or an answer we failed to store)."""
+    row = {**_outgoing_row(organization_id, client, integration, request, idempotency_key),
+           "message_status": SENDING, "metadata": {"provider": integration.provider, "integrationId": integration.id}}
+    try:
+        claimed = await first_row(db.table("chat_messages").insert(row), "claiming the send")
+    except DatabaseError as exc:
+        if exc.pg_code == UNIQUE_VIOLATION:
+            raise IdempotencyInProgressError() from exc  # a concurrent request with this key holds it
+        raise
+    if claimed is None:
+        raise DatabaseError("The database did not return the claimed message")
+    return str(claimed["id"])
+
+
+async def release_claim(db: AsyncClient, organization_id: str, row_id: str) -> None:
+    """The provider refused the send: nothing went out, so the key may send again (here or elsewhere)."""
+    await rows(db.table("chat_messages").delete(returning=ReturnMethod.minimal).eq("id", row_id)
+               .eq("organization_id", organization_id).eq("message_status", SENDING), "releasing the claimed send")
+
+
+async def store_outgoing(db: AsyncClient, *, organization_id: str, client: ClientRow, integration: IntegrationRow,
+                         request: SendRequest, sent: SentMessage, idempotency_key: str, metadata: dict[str, Any],
+                         attempts: int) -> str:
+    """Store the sent message and return its row id; retried, and an existing row with the key is the answer.
+
+    Raises MessageNotStoredError when every attempt failed: the caller must not be told "success" without a row.
+    """
+    row = {**_outgoing_row(organization_id, client, integration, request, idempotency_key),
+           "external_message_id": str(sent.message_id) if sent.message_id is not None else None,
+           "metadata": metadata}
     for attempt in range(attempts):
         try:
+            if sent.claimed_row_id is not None:
+                # The claim becomes the sent message (its integration too: a failover may have sent it).
+                completed = await first_row(
+                    db.table("chat_messages").update(row).eq("id", sent.claimed_row_id)
+                    .eq("organization_id", organization_id), "completing the sent message")
+                if completed is not None:
+                    return str(completed["id"])
+                raise DatabaseError("The claimed message disappeared before it was completed")
             stored = await first_row(db.table("chat_messages").insert(row), "storing the sent message")
             if stored is not None:
                 return str(stored["id"])

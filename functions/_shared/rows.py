@@ -83,6 +83,8 @@ class ChatMessageRow(BaseModel):
     id: str
     integration_id: str | None = None
     external_message_id: str | None = None
+    # "sent", or "sending" while (or after) a send through a provider that cannot dedupe had no answer.
+    message_status: str = "sent"
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -100,3 +102,6 @@ class SentMessage(BaseModel):
     message_id: str | int | None
     chat_id: str | None = None
     to_user_id: str | None = None
+    # The row claimed for this send before it went out (providers that cannot dedupe a retry): completed, not
+    # inserted, when the message is stored.
+    claimed_row_id: str | None = None

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.messages import client_and_earlier_send, store_outgoing, touch_client
+from functions._shared.errors import EarlierSendUnknownError, SendOutcomeUnknownError
+from functions._shared.messages import SENDING, SendClaims, client_and_earlier_send, store_outgoing, touch_client
 from functions._shared.parsing import idempotency_key, parse_json_object, validate_model
 from functions._shared.rows import Provider
 from functions._shared.runtime import runtime_of
@@ -35,14 +36,21 @@ async def handle_send(request: Request, *, providers: Collection[Provider], fail
     # load
     client, earlier = await client_and_earlier_send(db, caller.organization_id, str(body.clientId), key)
     if earlier is not None:
+        if earlier.message_status == SENDING:
+            raise EarlierSendUnknownError()  # it may have gone out: never sent again under this key
         return replayed_response(earlier)
     chosen = await runtime.integrations.choose(caller.organization_id, client,
                                                str(body.integrationId) if body.integrationId else None,
                                                providers=providers)
 
     # act: the chosen integration, or (when allowed) once another one when the chosen one is down
-    outcome = await send_with_failover(runtime, caller.organization_id, chosen, client, body, key,
-                                       fail_over=fail_over)
+    claims = SendClaims(db, caller.organization_id, client, body, key)
+    try:
+        outcome = await send_with_failover(runtime, caller.organization_id, chosen, client, body, key, claims,
+                                           fail_over=fail_over)
+    except SendOutcomeUnknownError as exc:
+        exc.idempotency_key = key  # the caller retries with it: sent at most once
+        raise
     integration, sent = outcome.integration, outcome.sent
 
     # store

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.responses import JSONResponse
 
-from functions._shared.errors import RecipientNotFoundError, UpstreamError
+from functions._shared.errors import Delivery, RecipientNotFoundError, UpstreamError
 from functions._shared.parsing import MAX_TEXT_LENGTH, RequestModel
 from functions._shared.recipients import recipient_candidates
 from functions._shared.rows import ChatMessageRow, ClientRow, IntegrationRow, Provider, SentMessage
@@ -62,6 +63,14 @@ class SendResponse(BaseModel):
 
 # --- sending ----------------------------------------------------------------------------------------------------------
 
+class SendClaims(Protocol):
+    """The send's row claimed before a provider that cannot dedupe a retry sends (functions._shared.messages)."""
+
+    async def claim(self, integration: IntegrationRow) -> str: ...
+
+    async def release(self, row_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class SendOutcome:
     """Which integration sent, what its provider answered, and, after a failover, from which one and why."""
@@ -72,26 +81,37 @@ class SendOutcome:
 
 
 async def send_with_failover(runtime: FunctionsRuntime, organization_id: str, chosen: IntegrationRow,
-                             client: ClientRow, body: SendRequest, key: str, *, fail_over: bool) -> SendOutcome:
-    """Send through `chosen`; when it fails with a transport error or 5xx and `fail_over` allows, once more through
-    another enabled integration of the organization."""
+                             client: ClientRow, body: SendRequest, key: str, claims: SendClaims, *,
+                             fail_over: bool) -> SendOutcome:
+    """Send through `chosen`; when it refused before sending anything (unreachable, our key refused, the account
+    missing, logged out or throttled) and `fail_over` allows, once more through another enabled integration of the
+    organization. Never after a timeout or a 5xx: the first one may have sent it."""
     try:
-        return SendOutcome(chosen, await send_through(runtime, organization_id, chosen, client, body, key))
+        return SendOutcome(chosen, await send_through(runtime, organization_id, chosen, client, body, key, claims))
     except UpstreamError as exc:
         backup = (await runtime.integrations.failover(organization_id, chosen)
-                  if fail_over and exc.retryable else None)
+                  if fail_over and exc.delivery is Delivery.NOT_SENT_HERE else None)
         if backup is None:
             raise
-        log.warning("integration %s failed (%s); failing over to %s", chosen.id, exc.message, backup.id)
-        sent = await send_through(runtime, organization_id, backup, client, body, key)
+        log.warning("integration %s failed (%s); failing over to %s", chosen.id, exc.code, backup.id)
+        sent = await send_through(runtime, organization_id, backup, client, body, key, claims)
         return SendOutcome(backup, sent, failover={"fromIntegrationId": chosen.id, "reason": exc.message})
 
 
 async def send_through(runtime: FunctionsRuntime, organization_id: str, integration: IntegrationRow,
-                       client: ClientRow, body: SendRequest, key: str) -> SentMessage:
+                       client: ClientRow, body: SendRequest, key: str, claims: SendClaims) -> SentMessage:
     if integration.provider == "telegram_crm":
+        # crm_server dedupes by the Idempotency-Key itself: a retry of this key never sends twice there.
         return await send_with_telegram_crm(runtime, organization_id, integration, client, body, key)
-    return await send_with_wappi(runtime, integration, client, body)
+    # Wappi cannot dedupe: the row is claimed under the key first, so a retry finds it instead of sending again.
+    row_id = await claims.claim(integration)
+    try:
+        sent = await send_with_wappi(runtime, integration, client, body)
+    except UpstreamError as exc:
+        if exc.delivery is not Delivery.UNKNOWN:
+            await claims.release(row_id)  # refused: nothing went out, the key may send again
+        raise
+    return sent.model_copy(update={"claimed_row_id": row_id})
 
 
 async def send_with_telegram_crm(runtime: FunctionsRuntime, organization_id: str, integration: IntegrationRow,

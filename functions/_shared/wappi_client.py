@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 
 from functions._shared.errors import (
+    NOT_SENT_TRANSPORT_ERRORS,
+    Delivery,
     RecipientNotFoundError,
+    SendOutcomeUnknownError,
     WappiAuthFailedError,
     WappiError,
     WappiUnreachableError,
@@ -55,6 +58,8 @@ class WappiClient:
                                                  headers={"Authorization": settings.apiToken})
         except httpx.HTTPError as exc:
             log.warning("Wappi unreachable at %s: %r", self._base_url, exc)
+            if not isinstance(exc, NOT_SENT_TRANSPORT_ERRORS):
+                raise SendOutcomeUnknownError() from exc  # sent, never answered: it may be out
             raise WappiUnreachableError(f"Wappi.pro could not be reached: {str(exc) or type(exc).__name__}",
                                         retryable=True) from exc
         try:
@@ -63,8 +68,10 @@ class WappiClient:
             data = None
         detail = _detail(data, response)
         if response.status_code >= 500:
+            # 503 is a refusal before the work (maintenance, overload); any other 5xx may come after the send.
             raise WappiError(f"Wappi.pro failed ({response.status_code}): {detail}", retryable=True,
-                             upstream_status=response.status_code)
+                             upstream_status=response.status_code,
+                             delivery=Delivery.NOT_SENT_HERE if response.status_code == 503 else Delivery.UNKNOWN)
         if response.status_code in (401, 403):
             raise WappiAuthFailedError(f"Wappi.pro rejected the integration's API token: {detail}",
                                        upstream_status=response.status_code)
@@ -72,7 +79,10 @@ class WappiClient:
             if any(marker.lower() in detail.lower() for marker in RECIPIENT_NOT_FOUND_MARKERS):
                 raise RecipientNotFoundError(f"Telegram cannot find this recipient: {detail}",
                                              upstream_status=response.status_code)
-            raise WappiError(f"Wappi.pro returned an error: {detail}", upstream_status=response.status_code)
+            # Wappi said no (a 4xx, or `status: error`); an answer we cannot read says nothing about the message.
+            refused = not response.is_success or isinstance(data, dict)
+            raise WappiError(f"Wappi.pro returned an error: {detail}", upstream_status=response.status_code,
+                             delivery=Delivery.NOT_SENT if refused else Delivery.UNKNOWN)
         return data
 
 

@@ -183,18 +183,18 @@ async def test_an_explicit_integration_wins(
     assert len(wappi_standin.sent_by(chosen_profile)) == 1
 
 
-@pytest.mark.parametrize("failure", ["json 500", "text 502"])
-async def test_a_failing_integration_fails_over_once_and_records_it(
+@pytest.mark.parametrize("failure", ["503 maintenance", "401 token refused"])
+async def test_an_integration_that_refused_before_sending_fails_over_once_and_records_it(
         http: httpx.AsyncClient, db: asyncpg.Pool, wappi_standin: WappiStandIn,
         make_organization: MakeOrganization, failure: str) -> None:
     organization = await make_organization()
     primary_id, primary_profile = await wappi_integration(db, wappi_standin, organization, primary=True)
     backup_id, backup_profile = await wappi_integration(db, wappi_standin, organization)
     client_id = await create_client(db, organization.id, username="failover_friend")
-    if failure == "json 500":
-        wappi_standin.fail_next(500, "internal")
+    if failure == "503 maintenance":
+        wappi_standin.fail_next(503, "maintenance")
     else:
-        wappi_standin.fail_next(502, raw="<html>Bad Gateway</html>")
+        wappi_standin.fail_next(401, "wrong token")
     response = await send(http, organization, clientId=client_id, text="one way or another")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -202,8 +202,92 @@ async def test_a_failing_integration_fails_over_once_and_records_it(
     assert wappi_standin.sent_by(primary_profile) == []
     assert [m["body"] for m in wappi_standin.sent_by(backup_profile)] == ["one way or another"]
     row = await db.fetchrow("SELECT * FROM public.chat_messages WHERE id = $1", body["savedMessageId"])
-    assert row["integration_id"] == backup_id
+    assert (row["integration_id"], row["message_status"]) == (backup_id, "sent")
     assert row["metadata"]["failover"]["fromIntegrationId"] == primary_id
+    assert await count(db, "chat_messages", organization.id) == 1  # the released claim left nothing behind
+
+
+@pytest.mark.parametrize("failure", ["json 500", "text 502"])
+async def test_a_failure_that_may_come_after_the_send_never_fails_over_nor_resends(
+        http: httpx.AsyncClient, db: asyncpg.Pool, wappi_standin: WappiStandIn,
+        make_organization: MakeOrganization, failure: str) -> None:
+    """A 500 or a proxy's 502 may come after Wappi sent it: failing over (or retrying) would send it twice."""
+    organization = await make_organization()
+    _, primary_profile = await wappi_integration(db, wappi_standin, organization, primary=True)
+    _, backup_profile = await wappi_integration(db, wappi_standin, organization)
+    client_id = await create_client(db, organization.id, username="maybe_sent")
+    if failure == "json 500":
+        wappi_standin.fail_next(500, "internal")
+    else:
+        wappi_standin.fail_next(502, raw="<html>Bad Gateway</html>")
+    key = f"maybe-{uuid.uuid4()}"
+    response = await http.post("/telegram-send", headers={**organization.auth, "Idempotency-Key": key},
+                               json={"clientId": client_id, "text": "at most once"})
+    assert response.status_code == 502, response.text
+    assert wappi_standin.sent_by(backup_profile) == []
+
+    retried = await http.post("/telegram-send", headers={**organization.auth, "Idempotency-Key": key},
+                              json={"clientId": client_id, "text": "at most once"})
+    assert retried.status_code == 409 and retried.json()["code"] == "SEND_OUTCOME_UNKNOWN", retried.text
+    assert wappi_standin.sent_by(primary_profile) == [] and wappi_standin.sent_by(backup_profile) == []
+    row = await db.fetchrow("SELECT message_status, message_text FROM public.chat_messages "
+                            "WHERE organization_id = $1 AND idempotency_key = $2", organization.id, key)
+    assert (row["message_status"], row["message_text"]) == ("sending", "at most once")  # the manager sees it
+
+
+async def test_a_retry_after_a_wappi_send_that_was_not_stored_never_sends_again(
+        http: httpx.AsyncClient, db: asyncpg.Pool, wappi_standin: WappiStandIn,
+        make_organization: MakeOrganization) -> None:
+    """Wappi sent it, and the row stayed claimed (the database failed before it was completed): the retry finds
+    the claim and does not send."""
+    organization = await make_organization()
+    integration_id, profile_id = await wappi_integration(db, wappi_standin, organization, primary=True)
+    client_id = await create_client(db, organization.id, username="sent_not_stored")
+    key = f"lost-{uuid.uuid4()}"
+    await db.execute(
+        "INSERT INTO public.chat_messages (organization_id, client_id, integration_id, message_text, message_type, "
+        "message_status, is_outgoing, idempotency_key) VALUES ($1, $2, $3, 'hello', 'manager', 'sending', true, $4)",
+        organization.id, client_id, integration_id, key)
+    retried = await http.post("/telegram-send", headers={**organization.auth, "Idempotency-Key": key},
+                              json={"clientId": client_id, "text": "hello"})
+    assert retried.status_code == 409 and retried.json()["code"] == "SEND_OUTCOME_UNKNOWN", retried.text
+    assert wappi_standin.sent_by(profile_id) == []
+
+
+async def test_a_crm_server_that_took_the_send_without_answering_is_a_504_with_the_key_and_no_failover(
+        http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
+        wappi_standin: WappiStandIn, make_organization: MakeOrganization) -> None:
+    import asyncio
+    import contextlib
+
+    organization = await make_organization()
+    connected = await connect_account(http, crm, crm_admin, organization)
+    _, backup_profile = await wappi_integration(db, wappi_standin, organization)
+    client_id = await create_client(db, organization.id, username="no_answer")
+    # A server that takes the request and goes away without an answer (as crm_server dying after Telegram took the
+    # message; a timeout is the same case, only slower).
+    taken = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            taken.set()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await db.execute("UPDATE public.messenger_integrations SET settings = jsonb_set(settings, '{crmApiUrl}', $2) "
+                     "WHERE id = $1", connected.integration_id, f"http://127.0.0.1:{port}")
+    try:
+        response = await send(http, organization, clientId=client_id, text="no answer")
+    finally:
+        server.close()
+    assert taken.is_set()
+    assert response.status_code == 504, response.text
+    body = response.json()
+    assert body["code"] == "SEND_OUTCOME_UNKNOWN" and body["idempotencyKey"]
+    assert wappi_standin.sent_by(backup_profile) == []
+    assert await count(db, "chat_messages", organization.id) == 0
 
 
 async def test_an_unreachable_crm_server_fails_over_to_wappi(

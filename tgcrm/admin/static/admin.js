@@ -32,6 +32,7 @@
       primary: 'Primary', makePrimary: 'Make primary', logIn: 'Log in', remove: 'Remove',
       enable: 'Enable', disable: 'Disable',
       confirmRemove: 'Remove the integration "{name}"? Its messages stay in the chats.',
+      confirmLogout: 'Also log this Telegram account out of the server? (OK: log out; Cancel: keep it logged in)',
       stateAuthorized: 'Logged in', stateNotAuthorized: 'Not logged in', stateNotOnServer: 'Not on the server',
       stateError: 'Server error', stateNotChecked: 'Not checked', stateUnknown: 'Checking…',
       connected: 'connected', disconnected: 'disconnected',
@@ -73,6 +74,7 @@
       primary: 'Основная', makePrimary: 'Сделать основной', logIn: 'Войти', remove: 'Удалить',
       enable: 'Включить', disable: 'Выключить',
       confirmRemove: 'Удалить интеграцию «{name}»? Сообщения в чатах останутся.',
+      confirmLogout: 'Заодно выйти из этого аккаунта Telegram на сервере? (OK — выйти, Отмена — оставить вход)',
       stateAuthorized: 'Вход выполнен', stateNotAuthorized: 'Вход не выполнен', stateNotOnServer: 'Нет на сервере',
       stateError: 'Ошибка сервера', stateNotChecked: 'Не проверяется', stateUnknown: 'Проверка…',
       connected: 'на связи', disconnected: 'нет связи',
@@ -391,18 +393,22 @@
   async function setEnabled(checkbox, integration) {
     clearNotice();
     try {
-      await withBusy(checkbox, () => rest(`messenger_integrations?id=eq.${integration.id}`,
-        { method: 'PATCH', body: { is_enabled: checkbox.checked }, prefer: 'return=minimal' }));
+      // Through the function, not the row: it pauses (or resumes) the account's delivery on the server too, so
+      // messages wait while the integration is off instead of being refused.
+      await withBusy(checkbox, () => callFunction('telegram-integration-save',
+        { provider: integration.provider, integrationId: integration.id, isEnabled: checkbox.checked }));
     } catch (error) { showError(error); }
     await loadIntegrations();
   }
 
   async function removeIntegration(button, integration) {
     if (!window.confirm(t('confirmRemove', { name: integration.name || integration.provider }))) return;
+    const logout = integration.provider === 'telegram_crm' && window.confirm(t('confirmLogout'));
     clearNotice();
     try {
-      await withBusy(button, () => rest(`messenger_integrations?id=eq.${integration.id}`,
-        { method: 'DELETE', prefer: 'return=minimal' }));
+      // The function tells the server first (the account stops posting here), then removes the row.
+      await withBusy(button, () => callFunction('telegram-integration-remove',
+        { integrationId: integration.id, logout }));
     } catch (error) { showError(error); }
     if (state.loginIntegrationId === integration.id) closeLogin();
     await loadIntegrations();

@@ -171,3 +171,20 @@ def test_a_reply_from_the_chat_view_reaches_the_sandbox(page, stack: StackProces
     sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
     assert sent.status_code == 200
     assert Story.reply_text in [entry["text"] for entry in sent.json()]
+
+
+def test_a_reply_to_a_demo_client_of_the_seed_is_sent(page,  # type: ignore[no-untyped-def]
+                                                       crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    # What a newcomer tries first: the demo clients are simulated users of the sandbox.
+    page.click("#clients li:has-text('Ivan Petrov')")
+    expect(page.locator("#chat-title")).to_have_text("Ivan Petrov")
+    text = f"Hello Ivan {uuid.uuid4().hex[:8]}"
+    page.fill("#reply-text", text)
+    page.click("#reply-send")
+    expect(page.locator("#messages .bubble.out", has_text=text)).to_be_visible()
+    expect(page.locator("#reply-text")).to_have_value("")
+    expect(page.locator("#notice")).to_be_hidden()
+    sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
+    assert text in [entry["text"] for entry in sent.json()]

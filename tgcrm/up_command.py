@@ -289,6 +289,8 @@ class UpCommand:
         ])
         self._stack = stack
         await stack.start()
+        if options.sandbox:
+            await seed_sandbox_users(database.admin_url, options.crm_url, admin_key)
 
         values = {
             "SUPABASE_URL": options.api_url,
@@ -313,6 +315,20 @@ class UpCommand:
         mode = "the offline Telegram sandbox (login code 12345)" if options.sandbox else "real Telegram"
         report(f"ready: admin page {options.api_url}/admin/ · crm_server on {mode} · Ctrl-C stops everything")
         return stack
+
+
+async def seed_sandbox_users(database_url: str, crm_url: str, admin_key: str) -> None:
+    """The seed's demo clients become simulated users of the sandbox (before READY, so a reply to one works from
+    the first moment); a failure is reported and the stack runs on."""
+    from tgcrm.demo_clients import create_sandbox_users, load_demo_clients
+
+    try:
+        clients = await load_demo_clients(database_url)
+    except Exception as exc:  # noqa: BLE001 - asyncpg's or OSError: a warning, not a reason to stop
+        report(f"could not read the demo clients to make them sandbox users: {type(exc).__name__}: {exc}")
+        return
+    for problem in await create_sandbox_users(crm_url, admin_key, clients):
+        report(problem)
 
 
 def ensure_functions_settings_key(state_dir: Path) -> str:

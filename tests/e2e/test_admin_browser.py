@@ -2,12 +2,16 @@
 
 The story a newcomer follows: sign in as the demo user, add a telegram_crm integration through the form (a bad phone
 is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
-see the message in the chat view, reply, and find the reply among what the account sent in the sandbox.
+see the message in the chat view, reply, and find the reply among what the account sent in the sandbox; reply to a
+demo client of the seed. Then what goes wrong: a reply that fails stays beside its message with a retry that can
+never send twice, errors read as plain sentences in the page's language, the language switch keeps the open chat,
+the page works 390 px wide, and the login code takes digits only.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import tempfile
 import time
 import uuid
@@ -17,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from functions._shared.errors import FunctionError
 from tests.e2e.stack_process import LOGIN_CODE, StackProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,6 +29,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 DELIVERY_TIMEOUT_MS = 45_000
+# A reply the page shows from chat_messages (not its own bubble while sending): telegram-send has stored it.
+STORED_REPLY = "#messages .bubble.out[data-message-id]"
 _PHONES = itertools.count(int(time.time()) % 1_000_000)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt install chromium)")
@@ -58,6 +65,13 @@ def stack() -> Iterator[StackProcess]:
 @pytest.fixture(scope="module")
 def crm_admin(stack: StackProcess) -> Iterator[httpx.Client]:
     with stack.crm_admin() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def api(stack: StackProcess) -> Iterator[httpx.Client]:
+    """The demo user's REST and functions client (what the page itself talks to), for setting the scene."""
+    with stack.client() as client:
         yield client
 
 
@@ -161,7 +175,7 @@ def test_a_reply_from_the_chat_view_reaches_the_sandbox(page, stack: StackProces
 
     page.fill("#reply-text", Story.reply_text)
     page.click("#reply-send")
-    expect(page.locator("#messages .bubble.out", has_text=Story.reply_text)).to_be_visible()
+    expect(page.locator(STORED_REPLY, has_text=Story.reply_text)).to_be_visible()
     expect(page.locator("#reply-text")).to_have_value("")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -171,3 +185,299 @@ def test_a_reply_from_the_chat_view_reaches_the_sandbox(page, stack: StackProces
     sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
     assert sent.status_code == 200
     assert Story.reply_text in [entry["text"] for entry in sent.json()]
+
+
+def test_a_reply_to_a_demo_client_of_the_seed_is_sent(page,  # type: ignore[no-untyped-def]
+                                                       crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    # What a newcomer tries first: the demo clients are simulated users of the sandbox.
+    page.click("#clients li:has-text('Ivan Petrov')")
+    expect(page.locator("#chat-title")).to_have_text("Ivan Petrov")
+    text = f"Hello Ivan {uuid.uuid4().hex[:8]}"
+    page.fill("#reply-text", text)
+    page.click("#reply-send")
+    expect(page.locator(STORED_REPLY, has_text=text)).to_be_visible()
+    expect(page.locator("#reply-text")).to_have_value("")
+    expect(page.locator("#notice")).to_be_hidden()
+    sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
+    assert text in [entry["text"] for entry in sent.json()]
+
+
+# --- when something goes wrong -----------------------------------------------------------------------------------
+
+SEND_URL = "**/functions/v1/telegram-send"
+INTERNAL_NAMES = ("crm_server", "telegram_crm", "webhook", "вебхук")
+
+
+def assert_manager_text(text: str) -> None:
+    """A sentence a manager can read: no HTTP status, no machine code, no name of our internals."""
+    assert text.strip(), "empty error text"
+    assert not re.search(r"\b[1-5]\d\d\b", text), f"an HTTP status in {text!r}"
+    assert not re.search(r"\b[A-Z]+(?:_[A-Z]+)+\b", text), f"a machine code in {text!r}"
+    assert "HTTP" not in text, text
+    for name in INTERNAL_NAMES:
+        assert name not in text.lower(), f"{name!r} in {text!r}"
+
+
+def integration_id(api: httpx.Client, name: str = "Sales") -> str:
+    rows = api.get("/rest/v1/messenger_integrations", params={"select": "id", "name": f"eq.{name}"}).json()
+    assert len(rows) == 1, rows
+    return str(rows[0]["id"])
+
+
+def set_enabled(api: httpx.Client, enabled: bool) -> None:
+    """Straight through REST, as the demo user: the page's own Enable control is not what these tests are about."""
+    answer = api.patch("/rest/v1/messenger_integrations", params={"id": f"eq.{integration_id(api)}"},
+                       json={"is_enabled": enabled})
+    assert answer.status_code in (200, 204), answer.text
+
+
+def sent_texts(crm_admin: httpx.Client) -> list[str]:
+    return [entry["text"] for entry in crm_admin.get("/sandbox/sent",
+                                                     params={"account_phone": Story.account_phone}).json()]
+
+
+def send_keys(page) -> list[str | None]:  # type: ignore[no-untyped-def]
+    """The Idempotency-Key of every telegram-send the page makes from now on."""
+    keys: list[str | None] = []
+    page.on("request", lambda request: keys.append(request.headers.get("idempotency-key"))
+            if request.url.endswith("/functions/v1/telegram-send") and request.method == "POST" else None)
+    return keys
+
+
+def pause_polling(page, paused: bool) -> None:  # type: ignore[no-untyped-def]
+    """As when the tab is in the background: the page skips its polls (so a test decides when it reloads)."""
+    page.evaluate("(paused) => Object.defineProperty(document, 'hidden', {value: paused, configurable: true})",
+                  paused)
+
+
+def test_a_failed_reply_shows_beside_its_message_with_a_retry(page, api: httpx.Client,  # type: ignore[no-untyped-def]
+                                                              crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    page.click("#clients li:has-text('Ivan Petrov')")
+    keys = send_keys(page)
+    text = f"Sent while disabled {uuid.uuid4().hex[:8]}"
+    set_enabled(api, False)
+    try:
+        page.fill("#reply-text", text)
+        page.click("#reply-send")
+        failed = page.locator("#messages .bubble.out.failed", has_text=text)
+        expect(failed).to_be_visible()
+        expect(failed.locator(".send-error")).to_contain_text("Enable")
+        assert_manager_text(failed.locator(".send-error").inner_text())
+        expect(page.locator("#notice")).to_be_hidden()
+        expect(page.locator("#reply-text")).to_have_value("")
+    finally:
+        set_enabled(api, True)
+
+    failed.locator("button.retry").click()
+    expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_have_count(0)
+    expect(page.locator(STORED_REPLY, has_text=text)).to_have_count(1)
+    assert sent_texts(crm_admin).count(text) == 1
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+
+
+def test_a_reply_telegram_cannot_deliver_says_why_beside_it(page, api: httpx.Client,  # type: ignore[no-untyped-def]
+                                                            stack: StackProcess) -> None:
+    from playwright.sync_api import expect
+
+    name = f"Nobody {uuid.uuid4().hex[:6]}"
+    created = api.post("/rest/v1/clients", json={"organization_id": stack.values["DEMO_ORGANIZATION_ID"],
+                                                 "name": name, "phone": new_phone()})
+    assert created.status_code == 201, created.text
+    page.click("#refresh-clients")
+    page.click(f"#clients li:has-text('{name}')")
+    text = f"To nobody Telegram knows {uuid.uuid4().hex[:8]}"
+    page.fill("#reply-text", text)
+    page.click("#reply-send")
+    failed = page.locator("#messages .bubble.out.failed", has_text=text)
+    expect(failed.locator(".send-error")).to_contain_text("Telegram cannot find this client")
+    assert_manager_text(failed.locator(".send-error").inner_text())
+    expect(page.locator("#notice")).to_be_hidden()
+    failed.locator("button.discard").click()
+    expect(page.locator("#messages .bubble", has_text=text)).to_have_count(0)
+
+
+def test_a_retry_after_a_lost_answer_sends_only_once(page,  # type: ignore[no-untyped-def]
+                                                     crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import Route, expect
+
+    def lose_the_answer(route: Route) -> None:
+        route.fetch()  # the function sends and stores the message; the page never hears back
+        route.fulfill(status=504, content_type="text/plain", body="Gateway Timeout")
+
+    page.click("#clients li:has-text('Ivan Petrov')")
+    keys = send_keys(page)
+    text = f"Answer lost {uuid.uuid4().hex[:8]}"
+    pause_polling(page, True)
+    page.route(SEND_URL, lose_the_answer)
+    try:
+        page.fill("#reply-text", text)
+        page.click("#reply-send")
+        failed = page.locator("#messages .bubble.out.failed", has_text=text)
+        expect(failed).to_be_visible()
+        assert_manager_text(failed.locator(".send-error").inner_text())
+    finally:
+        page.unroute(SEND_URL)
+    failed.locator("button.retry").click()
+    expect(page.locator(STORED_REPLY, has_text=text)).to_have_count(1)
+    expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_have_count(0)
+    pause_polling(page, False)
+    assert sent_texts(crm_admin).count(text) == 1
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+
+
+def test_a_lost_answer_shows_as_sent_once_the_stored_message_appears(page,  # type: ignore[no-untyped-def]
+                                                                      crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import Route, expect
+
+    def lose_the_answer(route: Route) -> None:
+        route.fetch()
+        route.abort("timedout")
+
+    page.click("#clients li:has-text('Ivan Petrov')")
+    text = f"Answer lost, not retried {uuid.uuid4().hex[:8]}"
+    page.route(SEND_URL, lose_the_answer)
+    try:
+        page.fill("#reply-text", text)
+        page.click("#reply-send")
+        expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_be_visible()
+    finally:
+        page.unroute(SEND_URL)
+    # The next poll finds the stored message under the same Idempotency-Key: it was sent after all.
+    expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_have_count(0)
+    expect(page.locator(STORED_REPLY, has_text=text)).to_have_count(1)
+    assert sent_texts(crm_admin).count(text) == 1
+
+
+def every_error_code() -> list[str]:
+    codes, classes = set(), [FunctionError]
+    while classes:
+        error = classes.pop()
+        codes.add(error.code)
+        classes.extend(error.__subclasses__())
+    return sorted(codes | {"NOT_FOUND"})  # NOT_FOUND: the admin page's own local sign-in route
+
+
+def test_every_error_code_reads_as_a_plain_sentence_in_both_languages(page) -> None:  # type: ignore[no-untyped-def]
+    texts = page.evaluate("""(codes) => {
+      const text = (error, lang, context) => window.tgcrmAdmin.errorText(error, lang, context);
+      const out = {};
+      for (const lang of ['en', 'ru']) {
+        for (const code of codes) {
+          for (const status of [400, 500]) {
+            out[`${lang}:${code}:${status}`] = text({code, status}, lang);
+            out[`${lang}:${code}:${status}:send`] = text({code, status}, lang, 'send');
+          }
+        }
+        for (const status of [0, 400, 404, 409, 422, 429, 500, 502, 503, 504]) {
+          out[`${lang}:fallback:${status}`] = text({code: 'SOMETHING_NEW', status}, lang);
+          out[`${lang}:fallback:${status}:send`] = text({code: 'SOMETHING_NEW', status}, lang, 'send');
+        }
+      }
+      return out;
+    }""", every_error_code())
+    for name, text in texts.items():
+        assert_manager_text(text)
+        if name.startswith("ru:"):
+            assert re.search("[а-яА-Я]", text), f"{name} is not Russian: {text!r}"
+    for lang in ("en", "ru"):
+        # A code with its own sentence reads the same whatever the status; one without gets the status's fallback.
+        unmapped = [code for code in every_error_code() for context in ("", ":send")
+                    if texts[f"{lang}:{code}:400{context}"] != texts[f"{lang}:{code}:500{context}"]]
+        assert unmapped == [], f"codes without their own {lang} sentence: {unmapped}"
+        # A generic sentence per class of failure: unreachable, refused, failed on the server.
+        assert len({texts[f"{lang}:fallback:{status}"] for status in (0, 400, 500)}) == 3
+
+
+def test_switching_the_language_keeps_the_open_chat(page, api: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.click("#clients li:has-text('Ivan Petrov')")
+    text = f"Not sent, to read in Russian {uuid.uuid4().hex[:8]}"
+    set_enabled(api, False)
+    try:
+        page.fill("#reply-text", text)
+        page.click("#reply-send")
+        expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_be_visible()
+    finally:
+        set_enabled(api, True)
+
+    page.select_option("#lang", "ru")
+    expect(page.locator("#clients-card h2")).to_have_text("Клиенты")
+    expect(page.locator("#chat-title")).to_have_text("Ivan Petrov")
+    expect(page.locator("#chat-subtitle")).to_contain_text("+79990000001")
+    expect(page.locator("#clients li.selected")).to_contain_text("Ivan Petrov")
+    expect(page.locator("#reply-form")).to_be_visible()
+    failed = page.locator("#messages .bubble.out.failed", has_text=text)
+    expect(failed.locator(".send-error")).to_contain_text(re.compile("[а-яА-Я]"))
+    expect(failed.locator("button.retry")).to_have_text("Повторить")
+
+
+def assert_fits_the_window(page, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Nothing sticks out sideways (so nothing scrolls horizontally, nor hides behind an overflow)."""
+    overflowing = page.evaluate("""() => [...document.querySelectorAll('body *')].filter((node) => {
+      const box = node.getBoundingClientRect();
+      return box.width > 0 && box.height > 0 && (box.right > window.innerWidth + 0.5 || box.left < -0.5);
+    }).map((node) => `${node.tagName.toLowerCase()}#${node.id}.${node.className}`)""")
+    assert overflowing == [], f"{what}: wider than the window: {overflowing}"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), what
+
+
+def test_the_page_works_390_px_wide(page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # The failed message of the test before stays in the chat: every screenshot shows one.
+    for lang in ("ru", "en"):
+        page.select_option("#lang", lang)
+        for width, height in ((390, 844), (1280, 900)):
+            page.set_viewport_size({"width": width, "height": height})
+            expect(page.locator("#chat-title")).to_have_text("Ivan Petrov")
+            assert_fits_the_window(page, f"{lang} {width} px")
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(ARTIFACTS / f"admin_{lang}_{width}.png"), full_page=True)
+
+    # The chat is usable at 390 px: open a client from the list, reply, see the reply.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("#clients li:has-text('Maria Smirnova')")
+    expect(page.locator("#chat-title")).to_have_text("Maria Smirnova")
+    expect(page.locator("#reply-text")).to_be_in_viewport()
+    text = f"From a phone-sized window {uuid.uuid4().hex[:8]}"
+    page.fill("#reply-text", text)
+    page.click("#reply-send")
+    expect(page.locator(STORED_REPLY, has_text=text)).to_be_in_viewport()
+    expect(page.locator("#messages .bubble.out.failed")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "admin_en_390_chat.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_the_login_code_takes_digits_only(page, crm_admin: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    sign_ins: list[str] = []
+    page.on("request", lambda request: sign_ins.append(request.post_data or "")
+            if request.url.endswith("/functions/v1/telegram-crm-auth") and '"sign-in"' in (request.post_data or "")
+            else None)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click("#add-integration")
+    page.select_option("#provider-select", "telegram_crm")
+    page.fill("#field-crmPhoneNumber", new_phone())
+    page.fill("#field-name", "Support")
+    page.click("#integration-submit")
+    page.click("#login-send-code")
+    for typed in ("12a45", "12 345", "１２３４５"):
+        page.fill("#login-code", typed)
+        page.click("#login-step-code button[type=submit]")
+        expect(page.locator("#login-code-error")).to_contain_text("digits")
+    assert sign_ins == []
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert_fits_the_window(page, "the login panel at 390 px")
+    page.locator("#login-panel").screenshot(path=str(ARTIFACTS / "admin_en_390_login.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.fill("#login-code", LOGIN_CODE)
+    page.click("#login-step-code button[type=submit]")
+    expect(page.locator("#login-done")).to_be_visible()
+    assert len(sign_ins) == 1

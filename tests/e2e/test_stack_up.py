@@ -157,6 +157,31 @@ def test_connect_login_incoming_message_and_reply(stack: StackProcess, api: http
     assert stored["is_outgoing"] is True and stored["client_id"] == message["client_id"]
 
 
+# The two clients supabase/seed.sql gives the demo organization.
+SEED_CLIENTS = {"00000000-0000-4000-8000-0000000000c1": "+79990000001",  # Ivan Petrov, @ivan_petrov
+                "00000000-0000-4000-8000-0000000000c2": "+79990000002"}  # Maria Smirnova, a phone only
+
+
+def test_a_reply_to_the_seed_clients_reaches_them_in_the_sandbox(stack: StackProcess, api: httpx.Client,
+                                                                  crm_admin: httpx.Client) -> None:
+    phone = new_phone()
+    integration_id = connect_and_log_in(api, stack, phone)
+    texts = {}
+    for client_id in SEED_CLIENTS:
+        texts[client_id] = f"Hello from the demo {uuid.uuid4().hex[:8]}"
+        sent = api.post("/functions/v1/telegram-send",
+                        json={"clientId": client_id, "text": texts[client_id], "integrationId": integration_id})
+        assert sent.status_code == 200, sent.text
+
+    received_by = {entry["text"]: entry["to_user_id"]
+                   for entry in crm_admin.get("/sandbox/sent", params={"account_phone": phone}).json()}
+    for client_id, client_phone in SEED_CLIENTS.items():
+        # /sandbox/users is idempotent by phone: it answers the simulated user `tgcrm up` made for the seed.
+        user = crm_admin.post("/sandbox/users", json={"phone": client_phone})
+        assert user.status_code == 200, user.text
+        assert received_by[texts[client_id]] == user.json()["user_id"]
+
+
 def test_sandbox_function_makes_a_simulated_user_write(stack: StackProcess, api: httpx.Client) -> None:
     phone = new_phone()
     integration_id = connect_and_log_in(api, stack, phone)
@@ -321,6 +346,11 @@ def test_sigint_stops_every_child_and_postgres_and_state_survives_a_restart(stac
             status = again.get("/functions/v1/telegram-crm-status", params={"integrationId": integration_id})
             assert status.status_code == 200, status.text
             assert status.json()["integrations"][0]["state"] == "authorized"
+            # The demo clients were made sandbox users again, which the sandbox took as the users it has.
+            reply = again.post("/functions/v1/telegram-send", json={
+                "clientId": next(iter(SEED_CLIENTS)), "text": "Still there?", "integrationId": integration_id})
+            assert reply.status_code == 200, reply.text
+        assert "demo client" not in stack.log_path.read_text(errors="replace")
     finally:
         assert stack.stop(signal.SIGTERM) == 0
 

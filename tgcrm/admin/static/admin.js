@@ -24,8 +24,8 @@
       sandboxAccount: 'To the account', sandboxFrom: 'From', sandboxPhone: 'Their phone', sandboxName: 'Their name',
       sandboxText: 'Message', sandboxTextPlaceholder: 'Hello! Is the offer still valid?',
       sandboxSend: 'Write to the account', sandboxNewPerson: 'Someone new…',
-      sandboxNoAccount: 'Connect a telegram_crm integration first.',
-      sandboxSent: 'The simulated user wrote; the message appears in the chat once crm_server delivers it.',
+      sandboxNoAccount: 'Connect an integration with your own Telegram server first.',
+      sandboxSent: 'The simulated user wrote; the message appears in the chat once the Telegram server delivers it.',
       clients: 'Clients', noClients: 'No clients yet.', chat: 'Chat',
       pickClient: 'Choose a client to see the conversation.', noMessages: 'No messages with this client yet.',
       replyPlaceholder: 'Write a reply…', send: 'Send',
@@ -36,13 +36,13 @@
       stateAuthorized: 'Logged in', stateNotAuthorized: 'Not logged in', stateNotOnServer: 'Not on the server',
       stateError: 'Server error', stateNotChecked: 'Not checked', stateUnknown: 'Checking…',
       connected: 'connected', disconnected: 'disconnected',
-      webhook: 'webhook: {pending} pending, {failed} failed',
+      deliveries: 'incoming: {pending} waiting, {failed} failed',
       required: 'Required', invalidPhone: 'Enter a phone number in international format, e.g. +79990000000',
       invalidUrl: 'Enter a URL starting with https:// (http:// only for a local server)',
       connectedOk: 'Integration saved.', needsLogin: 'Now log the Telegram account in.',
-      networkError: 'The server could not be reached. Is the stack running?',
       sessionExpired: 'Your session has expired: sign in again.',
-      outgoing: 'you', failed: 'failed',
+      outgoing: 'you', failed: 'failed', sending: 'sending…', notSent: 'not sent', retry: 'Retry', discard: 'Discard',
+      codeDigitsOnly: 'The code has digits only: type the digits Telegram sent, e.g. 12345.',
     },
     ru: {
       admin: 'Администрирование', sandboxMode: 'Песочница', loading: 'Загрузка…', signOut: 'Выйти',
@@ -66,8 +66,8 @@
       sandboxAccount: 'Аккаунту', sandboxFrom: 'От кого', sandboxPhone: 'Его телефон', sandboxName: 'Его имя',
       sandboxText: 'Сообщение', sandboxTextPlaceholder: 'Здравствуйте! Предложение ещё в силе?',
       sandboxSend: 'Написать аккаунту', sandboxNewPerson: 'Новый человек…',
-      sandboxNoAccount: 'Сначала подключите интеграцию telegram_crm.',
-      sandboxSent: 'Пользователь написал; сообщение появится в чате, когда crm_server его доставит.',
+      sandboxNoAccount: 'Сначала подключите интеграцию с собственным Telegram-сервером.',
+      sandboxSent: 'Пользователь написал; сообщение появится в чате, когда Telegram-сервер его доставит.',
       clients: 'Клиенты', noClients: 'Клиентов пока нет.', chat: 'Чат',
       pickClient: 'Выберите клиента, чтобы увидеть переписку.', noMessages: 'С этим клиентом ещё нет сообщений.',
       replyPlaceholder: 'Напишите ответ…', send: 'Отправить',
@@ -78,23 +78,209 @@
       stateAuthorized: 'Вход выполнен', stateNotAuthorized: 'Вход не выполнен', stateNotOnServer: 'Нет на сервере',
       stateError: 'Ошибка сервера', stateNotChecked: 'Не проверяется', stateUnknown: 'Проверка…',
       connected: 'на связи', disconnected: 'нет связи',
-      webhook: 'вебхук: в очереди {pending}, ошибок {failed}',
+      deliveries: 'входящие: ждут {pending}, ошибок {failed}',
       required: 'Обязательное поле', invalidPhone: 'Введите номер в международном формате, например +79990000000',
       invalidUrl: 'Введите адрес, начинающийся с https:// (http:// только для локального сервера)',
       connectedOk: 'Интеграция сохранена.', needsLogin: 'Теперь войдите в аккаунт Telegram.',
-      networkError: 'Сервер недоступен. Стек запущен?',
       sessionExpired: 'Сессия истекла: войдите снова.',
-      outgoing: 'вы', failed: 'ошибка',
+      outgoing: 'вы', failed: 'ошибка', sending: 'отправляется…', notSent: 'не отправлено', retry: 'Повторить',
+      discard: 'Убрать',
+      codeDigitsOnly: 'Код состоит только из цифр: введите цифры, которые прислал Telegram, например 12345.',
+    },
+  };
+
+  // What a manager reads when something fails: a sentence per error `code` of the functions' JSON error body
+  // (functions/_shared/errors.py), a few worded for where they appear (`contexts`), a sentence per field for
+  // VALIDATION_ERROR, and a generic one per class of failure for any code not listed. Never the server's own message,
+  // an HTTP status or the name of one of our parts.
+  const ERRORS = {
+    en: {
+      codes: {
+        INTERNAL_ERROR: 'Something went wrong on the server. Try again in a moment.',
+        INVALID_JSON: 'The server could not read what the page sent. Reload the page and try again.',
+        VALIDATION_ERROR: 'Some of the entered data is not valid. Check it and try again.',
+        IDEMPOTENCY_KEY_REUSED: 'This message was already sent to another client, so it was not sent again.',
+        PAYLOAD_TOO_LARGE: 'This is too large to send.',
+        FUNCTION_NOT_FOUND: 'This action is not available on this server.',
+        METHOD_NOT_ALLOWED: 'This action is not available on this server.',
+        NOT_FOUND: 'This is not available here. Reload the page and try again.',
+        UNAUTHORIZED: 'Your session has expired: sign in again.',
+        INVALID_TOKEN: 'Your session has expired: sign in again.',
+        ORGANIZATION_NOT_FOUND: 'Your user does not belong to an organization yet. Ask an administrator to add you.',
+        INVALID_SECRET: 'The Telegram server could not prove who it is. Connect the integration again.',
+        INVALID_SIGNATURE: 'The Telegram server could not prove who it is. Connect the integration again.',
+        PROJECT_MISMATCH: 'The Telegram server is set up for another organization. Connect the integration again.',
+        PROJECT_FORBIDDEN: 'This API key belongs to another organization. Use the key made for yours.',
+        INTEGRATION_NOT_FOUND: 'This integration no longer exists. Reload the page.',
+        INTEGRATION_DISABLED: 'This integration is disabled. Enable it under Telegram integrations and try again.',
+        INTEGRATION_MISCONFIGURED: "This integration's settings are incomplete. Connect it again.",
+        CLIENT_NOT_FOUND: 'This client no longer exists. Reload the client list.',
+        CLIENT_HAS_NO_TELEGRAM: 'This client has no Telegram username, phone or chat to write to. Add one first.',
+        PROVIDER_ERROR: 'The messaging service failed. Try again in a moment.',
+        RECIPIENT_NOT_FOUND: "Telegram cannot find this client by their username or phone. Check the client's details.",
+        CRM_SERVER_UNREACHABLE: 'The Telegram server could not be reached. Try again in a moment.',
+        CRM_SERVER_ERROR: 'The Telegram server answered with an error. Try again in a moment.',
+        CRM_SERVER_AUTH_FAILED: 'The Telegram server refused the API key. Connect the integration again with a '
+          + 'valid key.',
+        ACCOUNT_NOT_FOUND: 'The Telegram account of this integration is not on its server. Connect it again.',
+        ACCOUNT_NOT_AUTHORIZED: 'The Telegram account is not logged in. Log it in under Telegram integrations.',
+        INVALID_PHONE: 'Telegram does not accept this phone number. Check it and try again.',
+        RECIPIENT_PRIVACY: "The client's Telegram privacy settings do not allow messages from this account.",
+        FLOOD_WAIT: 'Telegram asks this account to wait before sending again. Try again later.',
+        FLOOD_WAIT_SECONDS: 'Telegram asks this account to wait before sending again. Try again in {wait}.',
+        RATE_LIMITED: 'This account is sending too fast. Wait a little and try again.',
+        TELEGRAM_ERROR: 'Telegram answered with an error. Try again in a moment.',
+        ACCOUNT_DISCONNECTED: 'The Telegram account is offline right now. Try again shortly.',
+        IDEMPOTENCY_IN_PROGRESS: 'This message is still being sent. Wait a moment, then try again.',
+        INVALID_CODE: 'The code is wrong or has expired. Check it, or request a new code.',
+        PASSWORD_INVALID: 'The password is wrong. Try again.',
+        LOGIN_NOT_STARTED: 'The login has expired. Request a new code.',
+        WAPPI_ERROR: 'Wappi.pro answered with an error. Try again in a moment.',
+        WAPPI_UNREACHABLE: 'Wappi.pro could not be reached. Try again in a moment.',
+        WAPPI_AUTH_FAILED: 'Wappi.pro refused the API token. Save the integration again with a valid token.',
+        DATABASE_ERROR: 'The database is not available right now. Try again in a moment.',
+        SETTINGS_KEY_MISMATCH: "The integration's saved secrets cannot be opened on this server. Ask your "
+          + 'administrator.',
+        MESSAGE_NOT_STORED: 'The message was sent but not saved. Try again: it will be saved without being sent twice.',
+      },
+      contexts: {
+        send: {
+          INTEGRATION_NOT_FOUND: 'No Telegram account is enabled to send from. Enable or connect one under Telegram '
+            + 'integrations, then retry.',
+          INTEGRATION_DISABLED: 'The Telegram account for this chat is disabled. Enable it under Telegram '
+            + 'integrations, then retry.',
+          ACCOUNT_NOT_AUTHORIZED: 'The Telegram account is not logged in. Log it in under Telegram integrations, '
+            + 'then retry.',
+          MESSAGE_NOT_STORED: 'The message was sent but not saved. Retry to save it: it is never sent twice.',
+          INTERRUPTED: 'The page was closed while this message was being sent. Retry: it is never sent twice.',
+          fallback: {
+            network: 'The server could not be reached. Check the connection and retry: it is never sent twice.',
+            refused: 'The server refused this message. Check it and retry.',
+            server: 'The server failed or did not answer, so this may not have been sent. Retry: it is never sent '
+              + 'twice.',
+          },
+        },
+      },
+      fields: {
+        crmApiUrl: 'Enter the server address, starting with https:// (http:// only for a server on this computer).',
+        crmApiKey: 'Enter the API key your Telegram server printed for your organization.',
+        crmPhoneNumber: 'Enter a phone number in international format, e.g. +79990000000',
+        profileId: 'Enter the profile ID from your Wappi.pro dashboard.',
+        apiToken: 'Enter the API token from Wappi.pro.',
+        code: 'Enter the login code Telegram sent.',
+        password: 'Enter the two-step verification password.',
+        text: 'The message is empty or too long.',
+        fromPhone: 'Enter a phone number in international format, e.g. +79990000000',
+      },
+      fallback: {
+        network: 'The server could not be reached. Check the connection and try again.',
+        refused: 'The server refused this request. Check what you entered and try again.',
+        server: 'Something went wrong on the server. Try again in a moment.',
+      },
+      seconds: '{n} s', minutes: 'about {n} min',
+    },
+    ru: {
+      codes: {
+        INTERNAL_ERROR: 'На сервере что-то пошло не так. Попробуйте ещё раз чуть позже.',
+        INVALID_JSON: 'Сервер не смог прочитать запрос страницы. Обновите страницу и попробуйте снова.',
+        VALIDATION_ERROR: 'Часть введённых данных неверна. Проверьте их и попробуйте снова.',
+        IDEMPOTENCY_KEY_REUSED: 'Это сообщение уже отправлено другому клиенту, поэтому повторно не отправлено.',
+        PAYLOAD_TOO_LARGE: 'Это слишком большой объём для отправки.',
+        FUNCTION_NOT_FOUND: 'Это действие недоступно на этом сервере.',
+        METHOD_NOT_ALLOWED: 'Это действие недоступно на этом сервере.',
+        NOT_FOUND: 'Здесь это недоступно. Обновите страницу и попробуйте снова.',
+        UNAUTHORIZED: 'Сессия истекла: войдите снова.',
+        INVALID_TOKEN: 'Сессия истекла: войдите снова.',
+        ORGANIZATION_NOT_FOUND: 'Ваш пользователь ещё не входит ни в одну организацию. Попросите администратора '
+          + 'добавить вас.',
+        INVALID_SECRET: 'Telegram-сервер не смог подтвердить, что это он. Подключите интеграцию заново.',
+        INVALID_SIGNATURE: 'Telegram-сервер не смог подтвердить, что это он. Подключите интеграцию заново.',
+        PROJECT_MISMATCH: 'Telegram-сервер настроен для другой организации. Подключите интеграцию заново.',
+        PROJECT_FORBIDDEN: 'Этот API-ключ принадлежит другой организации. Используйте ключ, выданный для вашей.',
+        INTEGRATION_NOT_FOUND: 'Этой интеграции больше нет. Обновите страницу.',
+        INTEGRATION_DISABLED: 'Интеграция выключена. Включите её в разделе «Интеграции Telegram» и попробуйте снова.',
+        INTEGRATION_MISCONFIGURED: 'Настройки интеграции неполные. Подключите её заново.',
+        CLIENT_NOT_FOUND: 'Этого клиента больше нет. Обновите список клиентов.',
+        CLIENT_HAS_NO_TELEGRAM: 'У клиента нет имени пользователя, телефона или чата в Telegram. Сначала добавьте их.',
+        PROVIDER_ERROR: 'Сервис сообщений не сработал. Попробуйте ещё раз чуть позже.',
+        RECIPIENT_NOT_FOUND: 'Telegram не находит клиента по имени пользователя или телефону. Проверьте данные '
+          + 'клиента.',
+        CRM_SERVER_UNREACHABLE: 'Telegram-сервер недоступен. Попробуйте ещё раз чуть позже.',
+        CRM_SERVER_ERROR: 'Telegram-сервер ответил ошибкой. Попробуйте ещё раз чуть позже.',
+        CRM_SERVER_AUTH_FAILED: 'Telegram-сервер не принял API-ключ. Подключите интеграцию заново с верным ключом.',
+        ACCOUNT_NOT_FOUND: 'Аккаунта Telegram этой интеграции нет на её сервере. Подключите его заново.',
+        ACCOUNT_NOT_AUTHORIZED: 'Вход в аккаунт Telegram не выполнен. Войдите в разделе «Интеграции Telegram».',
+        INVALID_PHONE: 'Telegram не принимает этот номер телефона. Проверьте его и попробуйте снова.',
+        RECIPIENT_PRIVACY: 'Настройки приватности клиента в Telegram не разрешают сообщения от этого аккаунта.',
+        FLOOD_WAIT: 'Telegram просит этот аккаунт подождать с отправкой. Попробуйте позже.',
+        FLOOD_WAIT_SECONDS: 'Telegram просит этот аккаунт подождать с отправкой. Попробуйте через {wait}.',
+        RATE_LIMITED: 'Аккаунт отправляет слишком часто. Подождите немного и попробуйте снова.',
+        TELEGRAM_ERROR: 'Telegram ответил ошибкой. Попробуйте ещё раз чуть позже.',
+        ACCOUNT_DISCONNECTED: 'Аккаунт Telegram сейчас не в сети. Попробуйте чуть позже.',
+        IDEMPOTENCY_IN_PROGRESS: 'Это сообщение ещё отправляется. Подождите немного и попробуйте снова.',
+        INVALID_CODE: 'Код неверный или устарел. Проверьте его или запросите новый.',
+        PASSWORD_INVALID: 'Неверный пароль. Попробуйте снова.',
+        LOGIN_NOT_STARTED: 'Время входа истекло. Запросите новый код.',
+        WAPPI_ERROR: 'Wappi.pro ответил ошибкой. Попробуйте ещё раз чуть позже.',
+        WAPPI_UNREACHABLE: 'Wappi.pro недоступен. Попробуйте ещё раз чуть позже.',
+        WAPPI_AUTH_FAILED: 'Wappi.pro не принял API-токен. Сохраните интеграцию заново с верным токеном.',
+        DATABASE_ERROR: 'База данных сейчас недоступна. Попробуйте ещё раз чуть позже.',
+        SETTINGS_KEY_MISMATCH: 'Сохранённые секреты интеграции нельзя открыть на этом сервере. Обратитесь к '
+          + 'администратору.',
+        MESSAGE_NOT_STORED: 'Сообщение отправлено, но не сохранено. Попробуйте снова: оно сохранится без повторной '
+          + 'отправки.',
+      },
+      contexts: {
+        send: {
+          INTEGRATION_NOT_FOUND: 'Нет включённого аккаунта Telegram для отправки. Включите или подключите его в '
+            + 'разделе «Интеграции Telegram» и повторите.',
+          INTEGRATION_DISABLED: 'Аккаунт Telegram этого чата выключен. Включите его в разделе «Интеграции Telegram» '
+            + 'и повторите.',
+          ACCOUNT_NOT_AUTHORIZED: 'Вход в аккаунт Telegram не выполнен. Войдите в разделе «Интеграции Telegram» и '
+            + 'повторите.',
+          MESSAGE_NOT_STORED: 'Сообщение отправлено, но не сохранено. Повторите, чтобы сохранить: дважды оно не '
+            + 'уйдёт.',
+          INTERRUPTED: 'Страницу закрыли во время отправки. Повторите: дважды сообщение не уйдёт.',
+          fallback: {
+            network: 'Сервер недоступен. Проверьте связь и повторите: дважды сообщение не уйдёт.',
+            refused: 'Сервер не принял это сообщение. Проверьте его и повторите.',
+            server: 'Сервер не сработал или не ответил, сообщение могло не уйти. Повторите: дважды оно не уйдёт.',
+          },
+        },
+      },
+      fields: {
+        crmApiUrl: 'Введите адрес сервера, начинающийся с https:// (http:// только для сервера на этом компьютере).',
+        crmApiKey: 'Введите API-ключ, который ваш Telegram-сервер выдал для вашей организации.',
+        crmPhoneNumber: 'Введите номер в международном формате, например +79990000000',
+        profileId: 'Введите ID профиля из личного кабинета Wappi.pro.',
+        apiToken: 'Введите API-токен из Wappi.pro.',
+        code: 'Введите код входа, который прислал Telegram.',
+        password: 'Введите пароль двухэтапной проверки.',
+        text: 'Сообщение пустое или слишком длинное.',
+        fromPhone: 'Введите номер в международном формате, например +79990000000',
+      },
+      fallback: {
+        network: 'Сервер недоступен. Проверьте связь и попробуйте снова.',
+        refused: 'Сервер отклонил запрос. Проверьте введённые данные и попробуйте снова.',
+        server: 'На сервере что-то пошло не так. Попробуйте ещё раз чуть позже.',
+      },
+      seconds: '{n} с', minutes: 'примерно {n} мин',
     },
   };
 
   const SESSION_KEY = 'tgcrm-admin-session';
   const LANG_KEY = 'tgcrm-admin-lang';
+  const OUTBOX_KEY = 'tgcrm-admin-outbox';
   const POLL_MS = 2500;
+  const NARROW = window.matchMedia('(max-width: 860px)');
 
   const state = {
     lang: 'en', config: null, session: null, providers: [], integrations: [], statuses: {}, clients: [],
-    clientId: null, clientsSignature: '', messagesSignature: '', loginIntegrationId: null, busy: 0, pollTimer: null,
+    clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], loginIntegrationId: null,
+    loginHint: [], notice: null, busy: 0, pollTimer: null,
+    // Replies not yet seen among the stored messages: {key (the Idempotency-Key), clientId, text, at, status:
+    // 'sending' | 'failed' | 'sent', error}. A retry resends under the same key, so it can never send twice.
+    outbox: [],
   };
 
   const $ = (id) => document.getElementById(id);
@@ -126,12 +312,14 @@
 
   // --- talking to the server ----------------------------------------------------------------------------------
 
+  // `message` is the server's own text, for the console only; managers read errorText(error).
   class ApiError extends Error {
-    constructor(message, code, field, status) {
+    constructor(message, code, field, status, retryAfter) {
       super(message);
       this.code = code;
       this.field = field;
       this.status = status;
+      this.retryAfter = retryAfter;
     }
   }
 
@@ -140,7 +328,7 @@
     try {
       response = await fetch(url, options);
     } catch (error) {
-      throw new ApiError(t('networkError'), 'NETWORK_ERROR', null, 0);
+      throw new ApiError(String(error), null, null, 0, null);
     }
     const text = await response.text();
     let data = null;
@@ -151,7 +339,10 @@
       const body = data && typeof data === 'object' ? data : {};
       const message = body.error || body.message || body.msg || `HTTP ${response.status}`;
       if (response.status === 401 && state.session) expireSession();
-      throw new ApiError(message, body.code, body.field, response.status);
+      const retryAfter = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+      throw new ApiError(message, typeof body.code === 'string' ? body.code : null,
+        typeof body.field === 'string' ? body.field : null, response.status,
+        Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null);
     }
     return data;
   }
@@ -170,8 +361,8 @@
       { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   }
 
-  function callFunction(name, body, method = 'POST') {
-    const headers = authHeaders();
+  function callFunction(name, body, method = 'POST', extraHeaders = {}) {
+    const headers = { ...authHeaders(), ...extraHeaders };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     return request(`${state.config.supabaseUrl}/functions/v1/${name}`,
       { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -192,22 +383,56 @@
     }
   }
 
-  function showNotice(message, kind) {
-    $('notice-text').textContent = message;
-    $('notice').className = `notice${kind === 'info' ? ' info' : ''}`;
+  // The banner at the top: `text` is a function, so that switching the language rewords what is shown.
+  function showNotice(text, kind) {
+    state.notice = { text: typeof text === 'function' ? text : () => text, kind };
+    renderNotice();
+  }
+
+  function renderNotice() {
+    if (!state.notice) { $('notice').hidden = true; return; }
+    $('notice-text').textContent = state.notice.text();
+    $('notice').className = `notice${state.notice.kind === 'info' ? ' info' : ''}`;
     $('notice').hidden = false;
   }
 
-  function showError(error) {
-    const code = error && error.code && error.code !== 'NETWORK_ERROR' ? ` (${error.code})` : '';
-    showNotice(`${error && error.message ? error.message : String(error)}${code}`, 'error');
+  function showError(error, context) {
+    if (error && !(error instanceof ApiError)) console.error(error);
+    showNotice(() => errorText(error, state.lang, context), 'error');
   }
 
-  function clearNotice() { $('notice').hidden = true; }
+  function clearNotice() {
+    state.notice = null;
+    renderNotice();
+  }
 
   function fieldError(id, message) {
     const target = $(id);
     if (target) target.textContent = message || '';
+  }
+
+  function waitText(seconds, table) {
+    if (seconds < 90) return table.seconds.replace('{n}', String(seconds));
+    return table.minutes.replace('{n}', String(Math.ceil(seconds / 60)));
+  }
+
+  // The sentence a manager reads for a failed request, in `lang`: by the error's code (as worded for `context`,
+  // e.g. 'send', when that says more), by the field at fault, or generically by the class of failure.
+  function errorText(error, lang, context) {
+    const table = ERRORS[lang] || ERRORS.en;
+    const code = error && typeof error.code === 'string' ? error.code : null;
+    const status = error && Number.isInteger(error.status) ? error.status : 500;
+    const wording = (context && table.contexts[context]) || {};
+    if (code === 'VALIDATION_ERROR' && error.field && table.fields[error.field]) return table.fields[error.field];
+    if (code === 'FLOOD_WAIT' && error.retryAfter) {
+      return table.codes.FLOOD_WAIT_SECONDS.replace('{wait}', waitText(error.retryAfter, table));
+    }
+    if (code && Object.hasOwn(wording, code) && code !== 'fallback') return wording[code];
+    if (code && Object.hasOwn(table.codes, code)) return table.codes[code];
+    const fallback = wording.fallback || table.fallback;
+    if (status === 0) return fallback.network;
+    if (status === 401) return table.codes.INVALID_TOKEN;
+    return status >= 500 ? fallback.server : fallback.refused;
   }
 
   // --- session --------------------------------------------------------------------------------------------------
@@ -236,7 +461,7 @@
     saveSession(null);
     stopPolling();
     showSignIn();
-    showNotice(t('sessionExpired'), 'error');
+    showNotice(() => t('sessionExpired'), 'error');
   }
 
   function showSignIn() {
@@ -270,10 +495,17 @@
     saveSession(null);
     stopPolling();
     state.clientId = null;
+    state.messageRows = [];
+    state.outbox = [];
+    sessionStorage.removeItem(OUTBOX_KEY);
+    $('reply-form').hidden = true;
+    renderChat();
+    renderChatHeader();
     showSignIn();
   }
 
   async function enterWorkspace() {
+    restoreOutbox();
     $('sign-in').hidden = true;
     $('workspace').hidden = false;
     $('sign-out').hidden = false;
@@ -316,9 +548,7 @@
       state.statuses = {};
       for (const status of answer.integrations || []) state.statuses[status.integrationId] = status;
     } catch (error) {
-      for (const integration of state.integrations) {
-        state.statuses[integration.id] = { state: 'error', error: error.message };
-      }
+      for (const integration of state.integrations) state.statuses[integration.id] = { state: 'error' };
     }
     renderIntegrations();
   }
@@ -332,15 +562,14 @@
       not_checked: ['', t('stateNotChecked')],
     };
     const [kind, label] = labels[status.state] || ['', status.state];
-    const main = el('span', { class: `status ${kind}`, 'data-state': status.state, title: status.error || '' },
+    const main = el('span', { class: `status ${kind}`, 'data-state': status.state },
       status.state === 'authorized' && status.username ? `${label} · @${status.username}` : label);
     const details = [];
     if (status.phone) details.push(status.phone);
     if (status.state === 'authorized') details.push(status.connected ? t('connected') : t('disconnected'));
     if (status.webhook) {
-      details.push(t('webhook', { pending: status.webhook.pending ?? 0, failed: status.webhook.failed ?? 0 }));
+      details.push(t('deliveries', { pending: status.webhook.pending ?? 0, failed: status.webhook.failed ?? 0 }));
     }
-    if (status.error) details.push(status.error);
     return el('div', {}, main, details.length ? el('div', { class: 'muted small', text: details.join(' · ') }) : null);
   }
 
@@ -373,6 +602,17 @@
         el('td', {}, enabled),
         el('td', {}, statusCell(integration)),
         actions));
+    }
+    labelColumns($('integrations'));
+  }
+
+  // On a narrow screen each row is a small card: every cell shows its column's name (CSS: td[data-label]::before).
+  function labelColumns(table) {
+    const names = [...table.querySelectorAll('thead th')].map((th) => th.textContent.trim());
+    for (const row of table.querySelectorAll('tbody tr')) {
+      [...row.children].forEach((cell, index) => {
+        if (names[index]) cell.dataset.label = names[index]; else delete cell.dataset.label;
+      });
     }
   }
 
@@ -421,7 +661,7 @@
     const select = $('provider-select');
     const previous = select.value;
     select.replaceChildren(...state.providers.map((provider) => el('option',
-      { value: provider.key, text: `${localized(provider.label)} (${provider.key})` })));
+      { value: provider.key, text: localized(provider.label) })));
     if (previous && providerInfo(previous)) select.value = previous;
     renderProviderFields();
     $('integration-form').hidden = false;
@@ -494,7 +734,7 @@
       const input = error.field && $(fieldInputId(error.field));
       if (input) {
         input.classList.add('invalid');
-        fieldError(`${input.id}-error`, error.message);
+        fieldError(`${input.id}-error`, errorText(error, state.lang));
         input.focus();
       } else {
         showError(error);
@@ -502,7 +742,8 @@
       return;
     }
     $('integration-form').hidden = true;
-    showNotice(answer.status === 'auth_required' ? `${t('connectedOk')} ${t('needsLogin')}` : t('connectedOk'), 'info');
+    const needsLogin = answer.status === 'auth_required';
+    showNotice(() => (needsLogin ? `${t('connectedOk')} ${t('needsLogin')}` : t('connectedOk')), 'info');
     await loadIntegrations();
     if (provider.key === 'telegram_crm' && answer.status === 'auth_required') {
       const integration = state.integrations.find((row) => row.id === answer.integrationId);
@@ -516,7 +757,7 @@
     state.loginIntegrationId = integration.id;
     const status = state.statuses[integration.id];
     $('login-phone').textContent = (status && status.phone) || integration.name || '';
-    $('login-hint').textContent = '';
+    setLoginHint([]);
     $('login-step-start').hidden = false;
     $('login-step-code').hidden = true;
     $('login-step-password').hidden = true;
@@ -543,7 +784,7 @@
         { integrationId: state.loginIntegrationId, step, ...extra }));
     } catch (error) {
       if (errorId && ['INVALID_CODE', 'PASSWORD_INVALID', 'VALIDATION_ERROR'].includes(error.code)) {
-        fieldError(errorId, error.message);
+        fieldError(errorId, errorText(error, state.lang));
       } else {
         showError(error);
       }
@@ -554,22 +795,32 @@
   async function loginSendCode(event) {
     const answer = await loginStep(event.currentTarget, 'send-code', {}, null);
     if (!answer) return;
-    const hints = [t('codeSent', { phone: answer.phone })];
-    if (state.config.sandbox) hints.push(t('codeSentSandbox'));
-    $('login-hint').textContent = hints.join(' ');
+    const hints = [['codeSent', { phone: answer.phone }]];
+    if (state.config.sandbox) hints.push(['codeSentSandbox']);
+    setLoginHint(hints);
     $('login-step-start').hidden = true;
     $('login-step-code').hidden = false;
     $('login-code').focus();
   }
 
+  // The hint above the login steps, as [key, vars] pairs (so that switching the language rewords it).
+  function setLoginHint(parts) {
+    state.loginHint = parts;
+    $('login-hint').textContent = parts.map(([key, vars]) => t(key, vars)).join(' ');
+  }
+
   async function loginSignIn(event) {
     event.preventDefault();
-    const code = $('login-code').value.trim();
-    if (!code) { fieldError('login-code-error', t('required')); return; }
+    const input = $('login-code');
+    const code = input.value.trim();
+    // Telegram's login codes are digits: anything else is a typo, said here rather than by a round trip.
+    const problem = !code ? t('required') : /^[0-9]+$/.test(code) ? '' : t('codeDigitsOnly');
+    input.classList.toggle('invalid', Boolean(problem));
+    if (problem) { fieldError('login-code-error', problem); input.focus(); return; }
     const answer = await loginStep(event.submitter || null, 'sign-in', { code }, 'login-code-error');
     if (!answer) return;
     if (answer.status === 'password_required') {
-      $('login-hint').textContent = t('passwordNeeded');
+      setLoginHint([['passwordNeeded']]);
       $('login-step-code').hidden = true;
       $('login-step-password').hidden = false;
       $('login-password').focus();
@@ -587,7 +838,7 @@
   }
 
   async function loginFinished() {
-    $('login-hint').textContent = '';
+    setLoginHint([]);
     $('login-step-code').hidden = true;
     $('login-step-password').hidden = true;
     $('login-done').hidden = false;
@@ -648,11 +899,11 @@
     try {
       await withBusy($('sandbox-send'), () => callFunction('telegram-crm-sandbox', body));
     } catch (error) {
-      if (error.field) fieldError('sandbox-error', error.message); else showError(error);
+      if (error.field) fieldError('sandbox-error', errorText(error, state.lang)); else showError(error);
       return;
     }
     $('sandbox-text').value = '';
-    showNotice(t('sandboxSent'), 'info');
+    showNotice(() => t('sandboxSent'), 'info');
     if (client) openChat(client);
   }
 
@@ -674,6 +925,7 @@
     }
     renderClients();
     renderSandboxSenders();
+    renderChatHeader();
   }
 
   function renderClients() {
@@ -683,24 +935,38 @@
     for (const client of state.clients) {
       const meta = [client.phone, client.telegram_username ? `@${client.telegram_username}` : null]
         .filter(Boolean).join(' · ');
+      const pick = () => openChat(client, { reveal: true });
       const item = el('li', { 'data-client-id': client.id, class: client.id === state.clientId ? 'selected' : '',
-        tabindex: '0', onclick: () => openChat(client),
-        onkeydown: (event) => { if (event.key === 'Enter') openChat(client); } },
+        tabindex: '0', onclick: pick, onkeydown: (event) => { if (event.key === 'Enter') pick(); } },
       el('span', { class: 'client-name', text: client.name }),
       el('span', { class: 'client-meta', text: meta || '—' }));
       list.append(item);
     }
   }
 
-  function openChat(client) {
+  function openChat(client, { reveal = false } = {}) {
+    const changed = client.id !== state.clientId;
     state.clientId = client.id;
-    state.messagesSignature = null;
-    $('chat-title').textContent = client.name;
-    $('chat-subtitle').textContent = [client.phone, client.telegram_username ? `@${client.telegram_username}` : null]
-      .filter(Boolean).join(' · ');
+    if (changed) {
+      state.messagesSignature = null;
+      state.messageRows = [];
+      renderChat();
+    }
+    renderChatHeader();
     $('reply-form').hidden = false;
     renderClients();
     loadMessages();
+    // One column (a phone): the chat is below the list, so bring it into view.
+    if (reveal && NARROW.matches) $('chat-card').scrollIntoView({ block: 'start' });
+  }
+
+  // The open chat's header: the client's name and contacts, whatever the language (only "Chat" is translated).
+  function renderChatHeader() {
+    const client = state.clients.find((row) => row.id === state.clientId);
+    $('chat-title').textContent = client ? client.name : t('chat');
+    $('chat-subtitle').textContent = client
+      ? [client.phone, client.telegram_username ? `@${client.telegram_username}` : null].filter(Boolean).join(' · ')
+      : '';
   }
 
   function formatTime(iso) {
@@ -715,7 +981,8 @@
     let rows;
     try {
       const load = () => rest('chat_messages?select=id,message_text,message_type,is_outgoing,created_at,'
-        + `message_status,sender_name,file_url,file_name&client_id=eq.${clientId}&order=created_at.desc&limit=200`);
+        + 'message_status,sender_name,file_url,file_name,idempotency_key'
+        + `&client_id=eq.${clientId}&order=created_at.desc&limit=200`);
       rows = quiet ? await load() : await withBusy(null, load);
     } catch (error) {
       if (!quiet) showError(error);
@@ -723,19 +990,30 @@
     }
     if (clientId !== state.clientId) return;
     rows.reverse();
+    // A reply whose answer was lost (or that failed after sending) is stored under its key: it was sent.
+    const stored = new Set(rows.map((row) => row.idempotency_key).filter(Boolean));
+    const settled = forgetStored(clientId, stored);
     const signature = rows.map((row) => `${row.id}:${row.message_status}`).join(',');
-    if (signature === state.messagesSignature) return;
+    if (signature === state.messagesSignature && !settled) return;
     state.messagesSignature = signature;
-    renderMessages(rows);
+    state.messageRows = rows;
+    renderChat();
   }
 
   // Only web links become clickable: a stored URL is data from outside (a `javascript:` one would run here).
   function isWebUrl(value) { return typeof value === 'string' && /^https?:\/\//i.test(value); }
 
-  function renderMessages(rows) {
+  function renderChat() {
     const box = $('messages');
+    const rows = state.messageRows;
+    const stored = new Set(rows.map((row) => row.idempotency_key).filter(Boolean));
+    const pending = state.outbox.filter((entry) => entry.clientId === state.clientId && !stored.has(entry.key));
     box.replaceChildren();
-    if (!rows.length) {
+    if (!state.clientId) {
+      box.append(el('p', { class: 'muted empty', id: 'chat-empty', text: t('pickClient') }));
+      return;
+    }
+    if (!rows.length && !pending.length) {
       box.append(el('p', { class: 'muted empty', text: t('noMessages') }));
       return;
     }
@@ -751,19 +1029,113 @@
         el('span', { class: 'meta', text: meta }));
       box.append(bubble);
     }
+    for (const entry of pending) box.append(outboxBubble(entry));
     box.scrollTop = box.scrollHeight;
+  }
+
+  // A reply the server has not confirmed: sending, sent (until the stored row shows up), or failed, with why and a
+  // retry beside it, where the manager is looking.
+  function outboxBubble(entry) {
+    const label = { sending: t('sending'), failed: t('notSent'), sent: '' }[entry.status];
+    const meta = [t('outgoing'), formatTime(entry.at), label].filter(Boolean).join(' · ');
+    const bubble = el('div', { class: `bubble out ${entry.status}`, 'data-idempotency-key': entry.key },
+      el('span', { class: 'text', text: entry.text }),
+      el('span', { class: 'meta', text: meta }));
+    if (entry.status === 'failed') {
+      bubble.append(el('div', { class: 'send-failure', role: 'alert' },
+        el('span', { class: 'send-error', text: errorText(entry.error, state.lang, 'send') }),
+        el('span', { class: 'send-actions' },
+          el('button', { type: 'button', class: 'retry', text: t('retry'), onclick: () => deliver(entry) }),
+          el('button', { type: 'button', class: 'link discard', text: t('discard'),
+            onclick: () => { dropFromOutbox(entry.key); renderChat(); } }))));
+    }
+    return bubble;
+  }
+
+  function newIdempotencyKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') return window.crypto.randomUUID();
+    // Plain http to another host is not a secure context, where randomUUID is missing: a v4 UUID by hand.
+    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = [...bytes].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   }
 
   async function sendReply(event) {
     event.preventDefault();
-    clearNotice();
     const text = $('reply-text').value.trim();
     if (!text || !state.clientId) return;
-    try {
-      await withBusy($('reply-send'), () => callFunction('telegram-send', { clientId: state.clientId, text }));
-    } catch (error) { showError(error); return; }
+    clearNotice();
+    const entry = { key: newIdempotencyKey(), clientId: state.clientId, text, at: new Date().toISOString(),
+      status: 'sending', error: null };
+    state.outbox.push(entry);
     $('reply-text').value = '';
-    await loadMessages();
+    await deliver(entry);
+  }
+
+  // Send (or resend) one reply. The Idempotency-Key is the entry's for every attempt: if an earlier attempt did
+  // send, telegram-send answers with that message instead of sending again.
+  async function deliver(entry) {
+    if (entry.attempting) return;  // a double click on Retry
+    entry.status = 'sending';
+    entry.error = null;
+    entry.attempting = true;
+    saveOutbox();
+    renderChat();
+    try {
+      await withBusy(null, () => callFunction('telegram-send', { clientId: entry.clientId, text: entry.text },
+        'POST', { 'Idempotency-Key': entry.key }));
+      entry.status = 'sent';
+    } catch (error) {
+      if (!(error instanceof ApiError)) console.error(error);
+      entry.status = 'failed';
+      entry.error = { code: error.code || null, field: error.field || null, status: error.status ?? 500,
+        retryAfter: error.retryAfter || null };
+    } finally {
+      entry.attempting = false;
+    }
+    saveOutbox();
+    if (entry.clientId !== state.clientId) return;
+    renderChat();
+    if (entry.status === 'sent') {
+      state.messagesSignature = null;
+      await loadMessages({ quiet: true });
+    }
+  }
+
+  // Entries of `clientId` whose key is among the stored messages are done; true when any was dropped.
+  function forgetStored(clientId, storedKeys) {
+    const before = state.outbox.length;
+    state.outbox = state.outbox.filter((entry) => entry.clientId !== clientId || !storedKeys.has(entry.key)
+      || entry.attempting);
+    if (state.outbox.length === before) return false;
+    saveOutbox();
+    return true;
+  }
+
+  function dropFromOutbox(key) {
+    state.outbox = state.outbox.filter((entry) => entry.key !== key);
+    saveOutbox();
+  }
+
+  // Kept for the tab's life (sessionStorage), per user: a reload keeps the failed replies and their keys.
+  function saveOutbox() {
+    if (!state.session) return;
+    const kept = state.outbox.map(({ attempting, ...entry }) => entry);
+    sessionStorage.setItem(OUTBOX_KEY, JSON.stringify({ userId: state.session.userId, entries: kept }));
+  }
+
+  function restoreOutbox() {
+    state.outbox = [];
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || 'null');
+      if (!saved || saved.userId !== state.session.userId || !Array.isArray(saved.entries)) return;
+      state.outbox = saved.entries.filter((entry) => entry && entry.key && entry.clientId && entry.text)
+        .map((entry) => (entry.status === 'sending'
+          // Closed while sending: it may or may not have gone; a retry under the same key settles it.
+          ? { ...entry, status: 'failed', error: { code: 'INTERRUPTED', status: 0 } } : entry));
+    } catch (error) { state.outbox = []; }
   }
 
   // --- polling for new messages ----------------------------------------------------------------------------------
@@ -798,9 +1170,12 @@
       renderIntegrations();
       renderSandboxSenders();
       if (!$('integration-form').hidden) renderProviderFields();
-      state.messagesSignature = null;
-      if (state.clientId) loadMessages({ quiet: true });
+      // The open chat stays open: only its words change (dates, "you", why a reply failed).
+      renderChatHeader();
+      renderChat();
+      setLoginHint(state.loginHint);
     }
+    renderNotice();
   }
 
   // --- start -----------------------------------------------------------------------------------------------------
@@ -835,6 +1210,10 @@
     $('reply-text').addEventListener('keydown', (event) => {
       if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) $('reply-form').requestSubmit();
     });
+    $('login-code').addEventListener('input', () => {
+      $('login-code').classList.remove('invalid');
+      fieldError('login-code-error', '');
+    });
 
     try {
       state.config = await withBusy(null, () => request('config.json'));
@@ -851,6 +1230,11 @@
     } catch (error) { state.session = null; }
     if (state.session) await enterWorkspace(); else showSignIn();
   }
+
+  // For the browser tests (and a curious console): the sentence a manager would read for an error.
+  window.tgcrmAdmin = Object.freeze({
+    errorText: (error, lang, context) => errorText(error, lang || state.lang, context),
+  });
 
   document.addEventListener('DOMContentLoaded', boot);
 })();

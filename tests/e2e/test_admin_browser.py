@@ -481,3 +481,62 @@ def test_the_login_code_takes_digits_only(page, crm_admin: httpx.Client) -> None
     page.click("#login-step-code button[type=submit]")
     expect(page.locator("#login-done")).to_be_visible()
     assert len(sign_ins) == 1
+
+
+# --- an integration's life, from the page ------------------------------------------------------------------------
+
+def crm_webhook(crm_admin: httpx.Client, stack: StackProcess) -> dict | None:  # type: ignore[type-arg]
+    """The Sales account's registration on crm_server (None when it has none), as crm_server itself reports it."""
+    accounts = crm_admin.get("/telegram/status", params={
+        "project_id": stack.values["DEMO_ORGANIZATION_ID"], "phone": Story.account_phone}).json()["accounts"]
+    return accounts[0]["webhook"] if accounts else None
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_disabling_from_the_page_holds_messages_and_enabling_delivers_them(  # type: ignore[no-untyped-def]
+        page, crm_admin: httpx.Client, stack: StackProcess) -> None:
+    from playwright.sync_api import expect
+
+    page.evaluate("window.scrollTo(0, 0)")
+    switch = page.locator("#integrations tbody tr", has_text="Sales").locator("input[type=checkbox]")
+    switch.uncheck()
+    wait_for(lambda: (crm_webhook(crm_admin, stack) or {}).get("paused") is True)
+    text = f"Written while the integration is off {uuid.uuid4().hex[:8]}"
+    written = crm_admin.post("/sandbox/incoming", json={"account_phone": Story.account_phone,
+                                                        "from": Story.sender_phone, "text": text})
+    assert written.status_code == 200, written.text
+    wait_for(lambda: (crm_webhook(crm_admin, stack) or {}).get("pending") == 1)
+    assert (crm_webhook(crm_admin, stack) or {})["failed"] == 0  # waiting, not a dead letter
+
+    switch.check()
+    page.click(f"#clients li:has-text('{Story.sender_name}')")
+    expect(page.locator("#messages .bubble.in", has_text=text)).to_be_visible(timeout=DELIVERY_TIMEOUT_MS)
+    assert (crm_webhook(crm_admin, stack) or {})["failed"] == 0
+
+
+def test_removing_from_the_page_tells_the_server_and_keeps_the_chat(  # type: ignore[no-untyped-def]
+        page, crm_admin: httpx.Client, stack: StackProcess) -> None:
+    from playwright.sync_api import expect
+
+    dialogs: list[str] = []
+
+    def accept(dialog) -> None:  # type: ignore[no-untyped-def]
+        dialogs.append(dialog.message)
+        dialog.accept()  # remove it, and log the account out too
+
+    page.on("dialog", accept)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#integrations tbody tr", has_text="Sales").locator("button.danger").click()
+    expect(page.locator("#integrations tbody tr", has_text="Sales")).to_have_count(0)
+    assert len(dialogs) == 2, dialogs
+    accounts = crm_admin.get("/telegram/status", params={
+        "project_id": stack.values["DEMO_ORGANIZATION_ID"]}).json()["accounts"]
+    assert Story.account_phone not in {account["phone"] for account in accounts}  # logged out, forgotten
+    page.click(f"#clients li:has-text('{Story.sender_name}')")
+    expect(page.locator("#messages .bubble.in", has_text=Story.incoming_text)).to_be_visible()  # history stays

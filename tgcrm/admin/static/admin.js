@@ -132,6 +132,10 @@
         TELEGRAM_ERROR: 'Telegram answered with an error. Try again in a moment.',
         ACCOUNT_DISCONNECTED: 'The Telegram account is offline right now. Try again shortly.',
         IDEMPOTENCY_IN_PROGRESS: 'This message is still being sent. Wait a moment, then try again.',
+        SEND_OUTCOME_UNKNOWN: 'The messaging service did not confirm this message, so it may have been sent. Retry: '
+          + "it is never sent twice; if it still fails, check the client's chat in Telegram.",
+        REGISTRATION_NOT_FOUND: 'This Telegram account is not connected to the CRM on its server. Connect the '
+          + 'integration again.',
         INVALID_CODE: 'The code is wrong or has expired. Check it, or request a new code.',
         PASSWORD_INVALID: 'The password is wrong. Try again.',
         LOGIN_NOT_STARTED: 'The login has expired. Request a new code.',
@@ -218,6 +222,10 @@
         TELEGRAM_ERROR: 'Telegram ответил ошибкой. Попробуйте ещё раз чуть позже.',
         ACCOUNT_DISCONNECTED: 'Аккаунт Telegram сейчас не в сети. Попробуйте чуть позже.',
         IDEMPOTENCY_IN_PROGRESS: 'Это сообщение ещё отправляется. Подождите немного и попробуйте снова.',
+        SEND_OUTCOME_UNKNOWN: 'Сервис сообщений не подтвердил отправку, поэтому сообщение могло уйти. Повторите — '
+          + 'дважды оно не отправится; если ошибка повторится, проверьте чат клиента в Telegram.',
+        REGISTRATION_NOT_FOUND: 'Этот аккаунт Telegram не подключён к CRM на своём сервере. Подключите интеграцию '
+          + 'заново.',
         INVALID_CODE: 'Код неверный или устарел. Проверьте его или запросите новый.',
         PASSWORD_INVALID: 'Неверный пароль. Попробуйте снова.',
         LOGIN_NOT_STARTED: 'Время входа истекло. Запросите новый код.',

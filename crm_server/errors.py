@@ -97,6 +97,12 @@ class AccountNotAuthorizedError(CrmError):
     default_message = "The Telegram account is not logged in"
 
 
+class AccountHeldByAnotherProjectError(CrmError):
+    status_code = 409
+    code = "ACCOUNT_HELD_BY_ANOTHER_PROJECT"
+    default_message = "This phone is another project's Telegram account on this server"
+
+
 class LoginNotStartedError(CrmError):
     status_code = 409
     code = "LOGIN_NOT_STARTED"

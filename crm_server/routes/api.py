@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from crm_server import errors
 from crm_server.app_state import AppState
-from crm_server.routes.auth import authenticate, require_project
+from crm_server.routes.auth import authenticate, require_admin, require_project
 from crm_server.routes.deliveries import iso
 from crm_server.metrics import CONTENT_TYPE_LATEST
 from crm_server.routes.models import (
@@ -225,12 +225,18 @@ async def logout(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Up or not for anyone (a load balancer has no key); the counts, which span every tenant, for the admin."""
     state = _state(request)
+    if request.headers.get("x-api-key") is None:
+        return _json(HealthResponse(status="ok"), exclude_none=True)
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        return _json(HealthResponse(status="ok"), exclude_none=True)
     pending = await state.deliveries.pending_count()
     return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=pending))
 
 
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    await authenticate(request)
+    require_admin(await authenticate(request))  # counts across every tenant
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -227,8 +227,9 @@ class RetryResponse(ResponseModel):
 
 class HealthResponse(ResponseModel):
     status: Literal["ok"]
-    accounts_connected: int
-    outbox_pending: int
+    # With the admin key only: counts across every tenant.
+    accounts_connected: int | None = None
+    outbox_pending: int | None = None
 
 
 class ErrorResponse(ResponseModel):

@@ -106,8 +106,9 @@ OPERATIONS: tuple[Operation, ...] = (
         path_params=models.AccountPath,
         errors=(400, 401, 403, 404, 422),
     ),
-    Operation("GET", "/health", "Liveness and counts (no API key)", models.HealthResponse, errors=(), auth=False),
-    Operation("GET", "/metrics", "Prometheus metrics", None, errors=(401,)),
+    Operation("GET", "/health", "Liveness (no API key); with the admin key also the counts across every tenant",
+              models.HealthResponse, errors=(), auth=False),
+    Operation("GET", "/metrics", "Prometheus metrics (admin key)", None, errors=(401, 403)),
     Operation("GET", "/openapi.json", "This description", None, errors=(401,)),
     Operation("GET", "/docs", "This description as an HTML page", None, errors=(401,)),
     Operation(

@@ -16,6 +16,10 @@ from crm_server.store.dialect import insert_for
 from crm_server.store.schema import StoredStatus, accounts
 
 
+class PhoneHeldByAnotherProject(Exception):
+    """The phone is another project's account on this server: a Telegram account belongs to one project."""
+
+
 @dataclass(frozen=True)
 class AccountRecord:
     project_id: str
@@ -72,8 +76,15 @@ class AccountTable:
         self._cipher = cipher
 
     async def ensure(self, project_id: str, phone: str) -> AccountRecord:
+        """The project's account for `phone`, made when missing; PhoneHeldByAnotherProject when the phone is
+        another project's (its session, its chats and its login are that project's alone)."""
         now = time.time()
         async with self._engine.begin() as connection:
+            other = await connection.scalar(
+                select(accounts.c.project_id).where(accounts.c.phone == phone, accounts.c.project_id != project_id)
+                .limit(1))
+            if other is not None:
+                raise PhoneHeldByAnotherProject()
             await connection.execute(
                 insert_for(self._engine, accounts)
                 .values(project_id=project_id, phone=phone, status=StoredStatus.AUTH_REQUIRED, created_at=now,

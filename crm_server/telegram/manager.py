@@ -12,7 +12,8 @@ import uuid
 
 from crm_server import errors
 from crm_server.settings import ServerSettings
-from crm_server.store import Store, StoredStatus
+from crm_server.store import AccountRecord, Store, StoredStatus
+from crm_server.store.accounts import PhoneHeldByAnotherProject
 from crm_server.telegram import telethon_seam
 from crm_server.telegram.account import Account, AccountContext, ClientStartedHook
 from crm_server.telegram.clients import ClientFactory
@@ -103,7 +104,7 @@ class AccountManager:
 
     async def register(self, project_id: str, phone: str) -> AccountStatus:
         """Make sure the account exists (the connect route); start it here if it is authorized and free."""
-        record = await self._store.accounts.ensure(project_id, phone)
+        record = await self._ensure(project_id, phone)
         account = self._account(AccountKey(project_id, phone))
         if record.authorized and not account.running:
             await account.start()
@@ -113,7 +114,7 @@ class AccountManager:
 
     async def send_code(self, project_id: str, phone: str) -> int | None:
         """Start a login: Telegram sends the code. Returns the code's timeout in seconds, if Telegram gives one."""
-        await self._store.accounts.ensure(project_id, phone)
+        await self._ensure(project_id, phone)
         return await self._account(AccountKey(project_id, phone)).begin_login()
 
     async def sign_in(self, project_id: str, phone: str, code: str) -> LoginOutcome:
@@ -153,6 +154,14 @@ class AccountManager:
         return await account.send(recipient, text, file_url=file_url, file_type=file_type, reply_to=reply_to)
 
     # --- the registry ---------------------------------------------------------------------------
+
+    async def _ensure(self, project_id: str, phone: str) -> AccountRecord:
+        try:
+            return await self._store.accounts.ensure(project_id, phone)
+        except PhoneHeldByAnotherProject:
+            # Without this a project could connect (and, on the sandbox, log in to) another project's account and
+            # read its chats.
+            raise errors.AccountHeldByAnotherProjectError(field="phone") from None
 
     def _account(self, key: AccountKey) -> Account:
         account = self._accounts.get(key)

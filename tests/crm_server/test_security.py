@@ -44,12 +44,13 @@ def admin_routes(phone: str) -> dict[str, Call]:
         "sandbox-flood": lambda c: c.post("/sandbox/flood", json={"account_phone": phone, "seconds": 1}),
         "sandbox-revoke": lambda c: c.post("/sandbox/revoke", json={"account_phone": phone}),
         "sandbox-requests": lambda c: c.get("/sandbox/requests"),
+        # Counts across every tenant: the operator's, not a project's.
+        "metrics": lambda c: c.get("/metrics"),
     }
 
 
 def any_key_routes() -> dict[str, Call]:
     return {
-        "metrics": lambda c: c.get("/metrics"),
         "openapi": lambda c: c.get("/openapi.json"),
         "docs": lambda c: c.get("/docs"),
     }
@@ -64,7 +65,7 @@ def test_a_key_of_project_a_gets_403_on_project_b_data(client_a: CrmClient, rout
 
 
 @pytest.mark.parametrize("route", sorted(admin_routes("+1").keys()))
-def test_a_project_key_gets_403_on_the_admin_only_sandbox_routes(client_a: CrmClient, route: str) -> None:
+def test_a_project_key_gets_403_on_the_admin_only_routes(client_a: CrmClient, route: str) -> None:
     response = admin_routes(new_phone())[route](client_a)
     assert response.status_code == 403, response.text
     assert response.json()["code"] == "PROJECT_FORBIDDEN"
@@ -93,10 +94,13 @@ def test_a_missing_or_unknown_key_gets_401_on_every_route(crm_server: CrmServerP
         client.close()
 
 
-def test_health_needs_no_key(crm_server: CrmServerProcess) -> None:
-    client = crm_server.client(None)
-    body = client.ok(client.get("/health"))
-    client.close()
+def test_health_needs_no_key_and_shows_counts_across_tenants_only_to_the_admin(
+        crm_server: CrmServerProcess, client_a: CrmClient, admin: CrmClient) -> None:
+    anonymous = crm_server.client(None)
+    assert anonymous.ok(anonymous.get("/health")) == {"status": "ok"}
+    anonymous.close()
+    assert client_a.ok(client_a.get("/health")) == {"status": "ok"}  # another tenant's traffic is not a project's
+    body = admin.ok(admin.get("/health"))
     assert body["status"] == "ok"
     assert isinstance(body["accounts_connected"], int) and body["outbox_pending"] == 0
 
@@ -190,3 +194,26 @@ def test_no_secret_reaches_the_server_log(
     assert log.count(crm_server.admin_key or "-") == 1
     lines_with_codes = [line for line in log.splitlines() if "98765" in line or "12345" in line]
     assert [line for line in lines_with_codes if "server process" not in line] == []
+
+
+def test_a_phone_of_one_project_is_refused_to_another_project(
+        crm_server: CrmServerProcess, client_a: CrmClient, project_keys: dict[str, str]) -> None:
+    """On the sandbox every login code is 12345: without this, project B connected project A's phone with its own
+    key, logged in to A's account and read A's chats."""
+    phone = new_phone()
+    client_a.ok(client_a.post("/integration/lovable/connect", json={
+        "project_id": PROJECT_A, "phone": phone, "webhook_url": "https://93.184.215.14/a"}))
+    client_b = crm_server.client(project_keys[PROJECT_B])
+    try:
+        for response in (
+            client_b.post("/integration/lovable/connect", json={
+                "project_id": PROJECT_B, "phone": phone, "webhook_url": "https://93.184.215.14/b"}),
+            client_b.post("/telegram/auth/send-code", json={"project_id": PROJECT_B, "phone": phone}),
+        ):
+            assert response.status_code == 409, response.text
+            assert (response.json()["code"], response.json()["field"]) == ("ACCOUNT_HELD_BY_ANOTHER_PROJECT", "phone")
+        statuses = client_b.ok(client_b.get("/telegram/status", params={"project_id": PROJECT_B}))["accounts"]
+        assert phone not in {account["phone"] for account in statuses}
+    finally:
+        client_b.close()
+    client_a.login(PROJECT_A, phone)  # its own project still logs it in

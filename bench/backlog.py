@@ -66,8 +66,9 @@ async def fill_outbox(state_dir: Path, project_id: str, phone: str, messages: in
         await store.close()
 
 
-def _pending(url: str) -> int:
-    return int(httpx.get(f"{url}/health", timeout=10).json()["outbox_pending"])
+def _pending(url: str, admin_key: str) -> int:
+    # /health counts the outbox for the admin only (it spans every tenant).
+    return int(httpx.get(f"{url}/health", timeout=10, headers={"X-API-Key": admin_key}).json()["outbox_pending"])
 
 
 def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int) -> float:
@@ -85,7 +86,7 @@ def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int) -> fl
             asyncio.run(fill_outbox(crm.state_dir, PROJECT, phone, config.messages, config.chats))
             receiver.available = False
             crm.start()
-            assert _pending(crm.url) == config.messages
+            assert _pending(crm.url, crm.admin_key or "") == config.messages
             time.sleep(1.5)  # every lane has failed at least once and waits for its retry
             receiver.available = True
             seconds = receiver.wait_for(config.messages, timeout=600)

@@ -184,9 +184,13 @@ def idle_run(template: Path, count: int, workdir: Path) -> dict[str, float]:
     state_dir = workdir / f"idle-{count}"
     shutil.copytree(template, state_dir)
     keep_accounts(state_dir, count)
+    # /health counts the connected accounts for the admin only (they span every tenant).
+    admin_key = subprocess.run([sys.executable, "-m", "crm_server", "keys", "create", "--admin", "--state-dir",
+                                str(state_dir)], env=server_env(), capture_output=True, text=True,
+                               check=True).stdout.strip()
     server = Server(state_dir).start()
     try:
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": admin_key})
         deadline = time.monotonic() + 300
         while client.get("/health").json()["accounts_connected"] < count:
             if time.monotonic() > deadline:

@@ -196,7 +196,7 @@ class ReliabilityStack:
                    if line.startswith('crm_webhook_deliveries_total{outcome="retry"}'))
 
     async def outbox_pending(self) -> int:
-        return int((await self.http.get(f"{self.crm.url}/health")).json()["outbox_pending"])
+        return int((await self.crm_call("GET", "/health")).json()["outbox_pending"])  # counts: the admin's
 
     async def sandbox_user(self, **fields: Any) -> tuple[int, str]:
         """A simulated Telegram user: (user id, phone)."""

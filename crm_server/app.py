@@ -38,6 +38,7 @@ from crm_server.webhooks.delivery_log import DeliveryLog
 from crm_server.webhooks.listener import IncomingListener
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
+from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ async def start_state(settings: ServerSettings) -> AppState:
                                  limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
                                  follow_redirects=False, verify=tls)
 
+    policy = WebhookPolicy.from_setting(settings.allow_private_webhooks, settings.private_webhook_hosts)
     delivery = WebhookDelivery(
         store.outbox,
         store.webhooks,
@@ -123,6 +125,7 @@ async def start_state(settings: ServerSettings) -> AppState:
                                   lease_seconds=settings.webhook_lease_seconds),
         observers=[metrics.observe_delivery],
         client_factory=lane_client,
+        targets=DeliveryTargets(policy),
     )
     listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added))
     manager = AccountManager(store, settings, incoming=listener)
@@ -140,6 +143,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         webhooks=WebhookRegistry(store.webhooks, store.outbox, delivery),
         deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
         idempotency=IdempotencyKeys(store.idempotency),
+        webhook_policy=policy,
         world=world,
     )
 

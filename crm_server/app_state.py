@@ -18,6 +18,7 @@ from crm_server.telegram.manager import AccountManager
 from crm_server.webhooks.delivery_log import DeliveryLog
 from crm_server.webhooks.listener import IncomingListener
 from crm_server.webhooks.registrations import WebhookRegistry
+from crm_server.webhooks.urls import WebhookPolicy
 from crm_server.webhooks.worker import WebhookDelivery
 
 
@@ -33,5 +34,6 @@ class AppState:
     webhooks: WebhookRegistry
     deliveries: DeliveryLog
     idempotency: IdempotencyKeys
+    webhook_policy: WebhookPolicy
     # The simulated Telegram (crm_server.sandbox.SandboxWorld) in sandbox mode, else None.
     world: Any = None

@@ -41,8 +41,13 @@ class ServerSettings(BaseSettings):
     # "test" for Telegram's test DCs, or "dc_id:ip:port" for a custom address; empty = production.
     telegram_dc: str | None = Field(None, validation_alias=AliasChoices("TELEGRAM_DC", "telegram_dc"))
 
+    # Tests and development only: webhooks to any address.
     allow_private_webhooks: bool = Field(
         False, validation_alias=AliasChoices("CRM_ALLOW_PRIVATE_WEBHOOKS", "allow_private_webhooks")
+    )
+    # host:port pairs webhooks may go to although private (the local stack's own API), comma-separated.
+    private_webhook_hosts: str = Field(
+        "", validation_alias=AliasChoices("CRM_PRIVATE_WEBHOOK_HOSTS", "private_webhook_hosts")
     )
     send_rate_per_minute: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("CRM_SEND_RATE_PER_MINUTE", "send_rate_per_minute")

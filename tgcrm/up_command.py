@@ -16,6 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import IO, TYPE_CHECKING
 
 from tgcrm.local_commands import _env_int, add_stack_options, port_is_busy, write_env_file
@@ -264,8 +265,9 @@ class UpCommand:
             api_env.update(CRM_SANDBOX_URL=options.crm_url, CRM_SANDBOX_API_KEY=admin_key)
         crm_env = child_environment(
             CRM_SANDBOX="1" if options.sandbox else "0",
-            # Webhooks go to the API on loopback, which crm_server refuses unless told this is a local stack.
-            CRM_ALLOW_PRIVATE_WEBHOOKS="1",
+            # Webhooks go to the local API on loopback: that one address, not every private one (the metadata
+            # address, the database, other local services stay refused).
+            CRM_PRIVATE_WEBHOOK_HOSTS=_host_port(options.api_url),
             CRM_LOG_LEVEL=options.log_level,
         )
         secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key, settings_key)
@@ -387,3 +389,9 @@ async def _saved_or_new_key(store: Store, path: Path, project_id: str | None) ->
     path.write_text(key)
     path.chmod(0o600)
     return key
+
+
+def _host_port(url: str) -> str:
+    """`host:port` of a URL, as CRM_PRIVATE_WEBHOOK_HOSTS lists it."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"

@@ -63,11 +63,12 @@ async def connect(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, ConnectRequest)
     require_project(principal, body.project_id)
-    webhook_url = await validate_webhook_url(body.webhook_url, allow_private=state.settings.allow_private_webhooks)
+    webhook_url = await validate_webhook_url(body.webhook_url, state.webhook_policy)
     account = await state.manager.register(body.project_id, body.phone)
     # Without a secret in the body, an existing registration keeps its secret; a new one gets a generated
     # secret, returned once in this response (the receiver needs it to check deliveries).
-    generated_secret = await state.webhooks.register(body.project_id, body.phone, webhook_url, body.secret or None)
+    generated_secret = await state.webhooks.register(body.project_id, body.phone, webhook_url, body.secret or None,
+                                                     secret_header=body.secret_header)
     response = ConnectResponse(
         status="connected" if account.authorized else "auth_required",
         project_id=body.project_id,

@@ -58,6 +58,8 @@ class ConnectRequest(RequestModel):
     webhook_url: HttpUrl
     phone: Phone
     secret: Annotated[StrictStr, Field(min_length=8, max_length=512)] | None = None
+    # False for a receiver that verifies the Standard Webhooks signature: the secret itself is then never sent.
+    secret_header: StrictBool = Field(True, description="Send the secret as X-Lovable-Secret with each delivery")
 
 
 class AccountSummary(ResponseModel):

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 
 metadata = MetaData()
@@ -92,6 +93,8 @@ webhooks = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     # Paused by its integration (disabled in the CRM): events wait, pending, until it is resumed.
     Column("paused", Boolean, nullable=False, default=False, server_default=false()),
+    # Send the secret itself as X-Lovable-Secret with each delivery (receivers of the original plan check only it).
+    Column("secret_header", Boolean, nullable=False, default=True, server_default=true()),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("project_id", "phone", name="uq_webhooks_project_phone"),

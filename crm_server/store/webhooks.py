@@ -22,6 +22,7 @@ class WebhookRecord:
     secret: str
     enabled: bool
     paused: bool
+    secret_header: bool = True
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,17 @@ class WebhookTable:
         self._engine = engine
         self._cipher = cipher
 
-    async def upsert(self, project_id: str, phone: str, url: str, secret: str) -> None:
+    async def upsert(self, project_id: str, phone: str, url: str, secret: str, *, secret_header: bool = True) -> None:
         now = time.time()
         encrypted = self._cipher.encrypt(secret.encode())
         statement = insert_for(self._engine, webhooks).values(
-            project_id=project_id, phone=phone, url=url, secret=encrypted, enabled=True, created_at=now, updated_at=now
+            project_id=project_id, phone=phone, url=url, secret=encrypted, enabled=True, secret_header=secret_header,
+            created_at=now, updated_at=now
         )
         statement = statement.on_conflict_do_update(
             index_elements=[webhooks.c.project_id, webhooks.c.phone],
-            set_={"url": url, "secret": encrypted, "enabled": True, "paused": False, "updated_at": now},
+            set_={"url": url, "secret": encrypted, "enabled": True, "paused": False, "secret_header": secret_header,
+                  "updated_at": now},
         )
         async with self._engine.begin() as connection:
             await connection.execute(statement)
@@ -68,6 +71,7 @@ class WebhookTable:
             secret=self._cipher.decrypt(row.secret).decode(),
             enabled=row.enabled,
             paused=bool(row.paused),
+            secret_header=bool(row.secret_header),
         )
 
     async def set_enabled(self, project_id: str, phone: str, enabled: bool) -> None:

@@ -62,10 +62,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def judge_response(status: int, retry_after: str | None, attempt: int, schedule: RetrySchedule,
-                   body_excerpt: str = "") -> Outcome:
+                   code: str = "") -> Outcome:
+    """`code`: the receiver's machine code, if it gave one; its error is the status and that code, nothing of its
+    text (operators read `last_error`, and a receiver's body could carry anything)."""
     if 200 <= status < 300:
         return Outcome(Verdict.DELIVERED)
-    error = f"HTTP {status}" + (f": {body_excerpt}" if body_excerpt else "")
+    error = f"HTTP {status}" + (f" {code}" if code else "")
     if status == 410:
         return Outcome(Verdict.GONE, error=error)
     if status in RETRYABLE_STATUSES or status >= 500:

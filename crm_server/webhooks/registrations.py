@@ -28,8 +28,11 @@ class WebhookRegistry:
         self._outbox = outbox
         self._lanes = lanes
 
-    async def register(self, project_id: str, phone: str, url: str, secret: str | None) -> str | None:
-        """Register (or re-enable and resume) the webhook; returns the secret when this call generated it."""
+    async def register(self, project_id: str, phone: str, url: str, secret: str | None, *,
+                       secret_header: bool = True) -> str | None:
+        """Register (or re-enable and resume) the webhook; returns the secret when this call generated it.
+
+        `secret_header` False: deliveries carry only the signature, never the secret itself."""
         generated = None
         if secret is None:
             existing = await self._table.get(project_id, phone)
@@ -37,7 +40,7 @@ class WebhookRegistry:
                 secret = existing.secret
             else:
                 secret = generated = secrets.token_urlsafe(32)
-        await self._table.upsert(project_id, phone, url, secret)
+        await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header)
         # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
         self._lanes.wake()
         return generated

@@ -34,14 +34,20 @@ def signature(secret: str, event_id: str, timestamp: int | str, body: bytes) -> 
     return "v1," + base64.b64encode(digest).decode()
 
 
-def delivery_headers(secret: str, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
+def delivery_headers(secret: str, event_id: str, timestamp: int, body: bytes, *,
+                     with_secret: bool = True) -> dict[str, str]:
+    """The headers of one delivery. `with_secret`: also send the secret itself as X-Lovable-Secret, for receivers
+    of the original plan that check only that; anyone who sees one such delivery can forge the next, so a
+    registration made by a receiver that verifies signatures turns it off."""
+    headers = {
         "content-type": "application/json",
-        "x-lovable-secret": secret,
         "webhook-id": event_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature(secret, event_id, timestamp, body),
     }
+    if with_secret:
+        headers["x-lovable-secret"] = secret
+    return headers
 
 
 def verify(secret: str, event_id: str, timestamp: int | str, body: bytes, header: str) -> bool:

@@ -27,8 +27,9 @@ import httpx
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookTable
 from crm_server.webhooks.delivered import DeliveredRecorder
-from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict
+from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_transport_error
 from crm_server.webhooks.posting import DeliveryResult, WebhookPoster
+from crm_server.webhooks.urls import DeliveryTargets, WebhookAddressRefused
 
 log = logging.getLogger("crm_server.webhooks.worker")
 
@@ -109,6 +110,7 @@ class WebhookDelivery:
         settings: DeliverySettings | None = None,
         observers: list[Callable[[DeliveryResult], None]] | None = None,
         client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        targets: DeliveryTargets | None = None,
     ) -> None:
         self._outbox = outbox
         self._webhooks = webhook_table
@@ -124,6 +126,8 @@ class WebhookDelivery:
         self._schedule = schedule or RetrySchedule()
         self._settings = settings or DeliverySettings()
         self._poster = WebhookPoster(self._schedule, observers or [])
+        # Where each webhook URL may be posted to now (checked and pinned at every run); None: the URL as it is.
+        self._targets = targets
         self._owner = uuid.uuid4().hex
         self._lanes: dict[Lane, LaneRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -356,13 +360,25 @@ class WebhookDelivery:
             webhook = await self._webhooks.get(lane.project_id, lane.phone)
             if webhook is None or not webhook.enabled or webhook.paused:
                 return
+            target = None
+            if self._targets is not None:
+                try:
+                    target = await self._targets.target(webhook.url)
+                except WebhookAddressRefused as exc:
+                    # Its name resolves somewhere webhooks may not go (now): the head waits, as for a refused
+                    # connection, and the operator sees why.
+                    head = run.rows[0]
+                    outcome = judge_transport_error(f"webhook address refused: {exc}", head.attempts + 1,
+                                                    self._schedule)
+                    await self._failed(lane, head, outcome, None)
+                    return
             http = self._take_client()
             while await self._next_row(run) and not run.halted:
                 if time.time() > run.lease_until - settings.lease_seconds / 2:
                     run.lease_until = time.time() + settings.lease_seconds
                     await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
                 row = run.rows.popleft()
-                outcome, status = await self._poster.post(http, webhook, row)
+                outcome, status = await self._poster.post(http, webhook, row, target)
                 if outcome.verdict is Verdict.DELIVERED:
                     self._recorder.add(lane, row.id, status or 200)
                     continue

@@ -112,6 +112,23 @@ def test_an_incoming_message_reaches_the_webhook_signed_and_complete(admin, fres
     assert not verify("not-the-secret", body["event_id"], timestamp, item.body, item.headers["webhook-signature"])
 
 
+def test_a_registration_without_the_secret_header_is_signed_only(admin, fresh_receiver) -> None:
+    """Anyone who saw one delivery carrying the secret itself could sign (forge) the next one."""
+    phone = new_phone()
+    admin.ok(admin.post("/integration/lovable/connect", json={
+        "project_id": PROJECT, "phone": phone, "webhook_url": fresh_receiver.url, "secret": SECRET,
+        "secret_header": False,
+    }))
+    admin.login(PROJECT, phone)
+    sender = make_users(admin, 1, "signed")[0]
+    write(admin, phone, sender, "signed only")
+    fresh_receiver.wait_for(lambda r: len(r.accepted) == 1)
+    item = fresh_receiver.accepted[0]
+    assert "x-lovable-secret" not in item.headers
+    assert verify(SECRET, item.headers["webhook-id"], int(item.headers["webhook-timestamp"]), item.body,
+                  item.headers["webhook-signature"])
+
+
 def test_our_own_outgoing_messages_are_not_forwarded(admin, fresh_receiver) -> None:
     account = connect_account(admin, fresh_receiver)
     sender = make_users(admin, 1, "out")[0]

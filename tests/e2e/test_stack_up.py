@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -120,6 +121,23 @@ def test_every_service_answers_once_ready(stack: StackProcess, api: httpx.Client
     admin_page = api.get("/admin/")
     assert admin_page.status_code == 200 and "admin.js" in admin_page.text
     assert crm_admin.get("/health").json()["status"] == "ok"
+
+
+def test_crm_server_posts_webhooks_to_the_local_api_and_no_other_local_address(stack: StackProcess,
+                                                                              crm_admin: httpx.Client) -> None:
+    """The local stack used to allow every private address: the metadata address, the database, crm_server itself."""
+    organization = stack.values["DEMO_ORGANIZATION_ID"]
+    database_port = urlsplit(stack.values["DATABASE_URL"]).port
+    for url in (f"http://127.0.0.1:{database_port}/", f"{stack.values['CRM_URL']}/telegram/send",
+                "http://169.254.169.254/latest/meta-data/"):
+        refused = crm_admin.post("/integration/lovable/connect", json={
+            "project_id": organization, "phone": "+79990001122", "webhook_url": url})
+        assert refused.status_code == 422 and refused.json()["field"] == "webhook_url", (url, refused.text)
+    own = f"{stack.values['SUPABASE_URL']}/functions/v1/telegram-crm-webhook?key=not-a-real-key"
+    accepted = crm_admin.post("/integration/lovable/connect", json={
+        "project_id": organization, "phone": "+79990001122", "webhook_url": own})
+    assert accepted.status_code == 200, accepted.text
+    crm_admin.post("/integration/lovable/disconnect", json={"project_id": organization, "phone": "+79990001122"})
 
 
 # --- the story ------------------------------------------------------------------------------------------------------

@@ -63,3 +63,16 @@ def test_retry_after_seconds_and_dates_are_honoured() -> None:
 def test_transport_errors_are_retried() -> None:
     outcome = judge_transport_error("ConnectError: refused", 1, DEFAULT)
     assert outcome.verdict is Verdict.RETRY and outcome.delay <= 5
+
+
+def test_a_refusal_is_kept_as_its_status_and_code_never_the_receivers_text() -> None:
+    import httpx
+
+    from crm_server.webhooks.posting import _error_code
+
+    assert judge_response(422, None, 1, DEFAULT, "VALIDATION_ERROR").error == "HTTP 422 VALIDATION_ERROR"
+    assert judge_response(500, None, 1, DEFAULT).error == "HTTP 500"
+    said = httpx.Response(422, json={"code": "VALIDATION_ERROR", "error": "Hi, my card number is 4111 1111"})
+    assert _error_code(said) == "VALIDATION_ERROR"
+    assert _error_code(httpx.Response(400, json={"code": "<b>not a code</b>"})) == ""
+    assert _error_code(httpx.Response(502, text="<html>upstream body</html>")) == ""

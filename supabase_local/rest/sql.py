@@ -27,6 +27,8 @@ from supabase_local.rest.query import (
 ROW = "_pgrst_row"  # alias of the page of rows being turned into JSON
 BODY = "_pgrst_body"  # alias of the request body as a row of the target table
 ARGS = "_pgrst_args"  # alias of the rpc arguments as a typed row
+# PostgreSQL's MaxTupleAttributeNumber: a longer target list fails with 54011, which is a 500 like any server limit.
+POSTGRES_MAX_COLUMNS = 1664
 
 
 def quote_ident(name: str) -> str:
@@ -148,6 +150,11 @@ def order_sql(source: Source, order: Sequence[OrderTerm], params: Parameters) ->
 
 
 def select_sql(source: Source, items: Sequence[SelectItem], params: Parameters) -> str:
+    # The parser caps the items; only here is a `*` known to be every column of the table.
+    width = sum(len(source.relation.columns) if item.field is None else 1 for item in items)
+    if width > POSTGRES_MAX_COLUMNS:
+        raise bad_query(f'"failed to parse select": it names {width} columns (a * is every column of '
+                        f'{source.relation.name}), more than the {POSTGRES_MAX_COLUMNS} PostgreSQL returns in a row')
     parts = []
     for item in items:
         if item.field is None:

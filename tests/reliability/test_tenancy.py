@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -255,3 +256,51 @@ async def test_every_route_denies_every_other_organization(stack: ReliabilitySta
     after = {organization.id: await _snapshot(stack, organization) for organization in organizations}
     for organization in organizations:
         assert after[organization.id] == before[organization.id], f"organization {organization.id} changed"
+
+
+async def test_a_planted_row_cannot_make_another_organizations_next_message_a_duplicate(
+        stack: ReliabilityStack) -> None:
+    """The attack of issue 14: organization A's user plants, through REST, rows carrying B's integration and the
+    redelivery key of B's next Telegram message. Each row naming B's integration is refused exactly as an unknown id
+    is (nothing tells A that B's integration exists); a row of A's own with the same key is A's business only. B's
+    next message is stored, not answered as a duplicate."""
+    attacker, victim = await stack.tenant("Attacker"), await stack.tenant("Victim")
+    account = await stack.connect_account(victim)
+    _, user_phone, _ = await stack.client_who_wrote(victim, account.phone, "first", timeout=30)
+    pool = await stack.db()
+    first = await pool.fetchrow("SELECT external_account, external_chat_id, external_message_id FROM chat_messages "
+                                "WHERE organization_id = $1 AND NOT is_outgoing", victim.organization_id)
+    rest = f"{stack.api.url}/rest/v1"
+    headers = {"apikey": stack.keys.anon_key, **attacker.auth}
+    own_client = await stack.http.post(f"{rest}/clients", headers={**headers, "Prefer": "return=representation"},
+                                       json={"organization_id": attacker.organization_id, "name": "decoy"})
+    assert own_client.status_code == 201, own_client.text
+    # Telegram numbers an account's messages in sequence: B's next messages are the ids right after the first.
+    next_ids = [str(int(first["external_message_id"]) + step) for step in range(1, 11)]
+
+    def planted(integration_id: str | None) -> list[dict[str, Any]]:
+        return [{"organization_id": attacker.organization_id, "client_id": own_client.json()[0]["id"],
+                 "integration_id": integration_id, "message_type": "client", "is_outgoing": False,
+                 "message_text": "planted", "external_message_id": message_id,
+                 "external_account": first["external_account"], "external_chat_id": first["external_chat_id"]}
+                for message_id in next_ids]
+
+    def without_ids(response: httpx.Response, named: str) -> tuple[int, str]:
+        return response.status_code, response.text.replace(named, "<id>")
+
+    unknown_id = str(uuid.uuid4())
+    with_theirs = await stack.http.post(f"{rest}/chat_messages", headers=headers, json=planted(account.integration_id))
+    with_unknown = await stack.http.post(f"{rest}/chat_messages", headers=headers, json=planted(unknown_id))
+    assert with_theirs.status_code == 409 and with_theirs.json()["code"] == "23503", with_theirs.text
+    assert without_ids(with_theirs, account.integration_id) == without_ids(with_unknown, unknown_id)
+    own_key = await stack.http.post(f"{rest}/chat_messages", headers=headers, json=planted(None))
+    assert own_key.status_code == 201, own_key.text
+
+    await stack.crm_ok("POST", "/sandbox/incoming", json={"account_phone": account.phone, "from": user_phone,
+                                                           "text": "second"})
+    assert await stack.wait_for_incoming(victim.organization_id, 2, timeout=30) == 2
+    stored = await stack.incoming_rows(victim.organization_id)
+    assert sorted(row["message_text"] for row in stored) == ["first", "second"]
+    assert {row["external_message_id"] for row in stored} - {first["external_message_id"]} <= set(next_ids)
+    assert await pool.fetchval("SELECT count(*) FROM chat_messages WHERE integration_id = $1 AND organization_id <> $2",
+                               account.integration_id, victim.organization_id) == 0

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import asyncpg
 import pytest
 
 from supabase_local.database import DatabaseUrls, LocalDatabase
-from supabase_local.migrations import MIGRATIONS_DIR, MigrationError, apply_migrations, list_migrations
+from supabase_local.migrations import MIGRATIONS_DIR, MigrationError, apply_migrations, bootstrap, list_migrations
 
 EXPECTED_TABLES = {"organizations", "profiles", "clients", "messenger_integrations", "chat_messages", "notifications"}
 
@@ -94,32 +101,40 @@ def test_migrations_directory_is_the_projects() -> None:
     assert MIGRATIONS_DIR.name == "migrations" and MIGRATIONS_DIR.parent.name == "supabase"
 
 
-async def test_the_redelivery_key_migration_keeps_every_row_and_lets_any_integration_go(
-        local_database: LocalDatabase, tmp_path) -> None:
-    """A database from before 20261201090000, with the states its defects left: orphaned rows whose Telegram ids
-    overlap across organizations, and rows without account metadata. Upgraded, nothing is lost and removal works."""
-    import shutil
-    import uuid
-    from urllib.parse import urlsplit
-
-    from supabase_local.migrations import bootstrap
-
+@contextlib.asynccontextmanager
+async def database_before(local_database: LocalDatabase, version: str, directory: Path) -> AsyncIterator[
+        asyncpg.Connection]:
+    """A fresh database of the cluster with the migrations older than `version` applied, as a deployed one is."""
     name = f"upgrade_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(local_database.admin_url)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
     finally:
         await admin.close()
-    before = tmp_path / "before"
-    before.mkdir()
+    directory.mkdir()
     for migration in list_migrations():
-        if migration.version < "20261201090000":
-            shutil.copy(migration.path, before / migration.path.name)
+        if migration.version < version:
+            shutil.copy(migration.path, directory / migration.path.name)
     conn = await asyncpg.connect(local_database.admin_url.rsplit("/", 1)[0] + "/" + name)
     try:
         # Roles are the cluster's: bootstrap keeps the authenticator's password the other tests connect with.
         await bootstrap(conn, urlsplit(local_database.urls().authenticator).password or "")
-        await apply_migrations(conn, before)
+        await apply_migrations(conn, directory)
+        yield conn
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(local_database.admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+async def test_the_redelivery_key_migration_keeps_every_row_and_lets_any_integration_go(
+        local_database: LocalDatabase, tmp_path) -> None:
+    """A database from before 20261201090000, with the states its defects left: orphaned rows whose Telegram ids
+    overlap across organizations, and rows without account metadata. Upgraded, nothing is lost and removal works."""
+    async with database_before(local_database, "20261201090000", tmp_path / "before") as conn:
         orgs = [await conn.fetchval("INSERT INTO organizations (name) VALUES ($1) RETURNING id", f"o{n}")
                 for n in range(2)]
         integrations, clients = [], []
@@ -148,10 +163,71 @@ async def test_the_redelivery_key_migration_keeps_every_row_and_lets_any_integra
         # Removing the other integration used to fail here: two orphaned "message 5" were one key.
         await conn.execute("DELETE FROM messenger_integrations WHERE id = $1", integrations[1])
         assert await conn.fetchval("SELECT count(*) FROM chat_messages WHERE integration_id IS NULL") == 2
-    finally:
-        await conn.close()
-        admin = await asyncpg.connect(local_database.admin_url)
-        try:
-            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+
+
+async def test_the_tenant_integrity_migration_repairs_cross_organization_rows_without_losing_one(
+        local_database: LocalDatabase, tmp_path) -> None:
+    """A database from before 20261210090000 holding what its single-column foreign keys let in: organization 0's
+    messages naming organization 1's client and integration, its notifications addressed to organization 1's user
+    and to a user with no profile. Upgraded, every row is still there, each now points inside its own organization
+    (a client of its own, integration_id NULL, user_id NULL), and each repair is recorded with the old value."""
+    async with database_before(local_database, "20261210090000", tmp_path / "before") as conn:
+        orgs, clients, integrations, users = [], [], [], []
+        for number in range(2):
+            orgs.append(await conn.fetchval("INSERT INTO organizations (name) VALUES ($1) RETURNING id", f"o{number}"))
+            clients.append(await conn.fetchval(
+                "INSERT INTO clients (organization_id, name) VALUES ($1, 'c') RETURNING id", orgs[number]))
+            integrations.append(await conn.fetchval(
+                "INSERT INTO messenger_integrations (organization_id, provider) VALUES ($1, 'wappi') RETURNING id",
+                orgs[number]))
+            users.append(await conn.fetchval("INSERT INTO auth.users (email) VALUES ($1) RETURNING id",
+                                             f"u{number}@upgrade.test"))
+            await conn.execute("INSERT INTO profiles (id, organization_id) VALUES ($1, $2)", users[number],
+                               orgs[number])
+        profileless = await conn.fetchval("INSERT INTO auth.users (email) VALUES ('nobody@upgrade.test') RETURNING id")
+        messages = {}
+        for text, client, integration in (("own", 0, 0), ("their client", 1, 0), ("their integration", 0, 1),
+                                          ("both theirs", 1, 1)):
+            messages[text] = await conn.fetchval(
+                "INSERT INTO chat_messages (organization_id, client_id, integration_id, message_type, message_text) "
+                "VALUES ($1, $2, $3, 'manager', $4) RETURNING id", orgs[0], clients[client], integrations[integration],
+                text)
+        notifications = {}
+        for title, user in (("own", users[0]), ("their user", users[1]), ("no profile", profileless),
+                            ("everyone", None)):
+            notifications[title] = await conn.fetchval(
+                "INSERT INTO notifications (organization_id, user_id, type, title) VALUES ($1, $2, 'note', $3) "
+                "RETURNING id", orgs[0], user, title)
+        notices: list[str] = []
+        conn.add_log_listener(lambda _, message: notices.append(message.message))
+
+        await apply_migrations(conn)
+
+        stored = {row["message_text"]: row for row in await conn.fetch(
+            "SELECT m.message_text, m.organization_id, m.client_id, m.integration_id, c.organization_id AS client_org "
+            "FROM chat_messages AS m JOIN clients AS c ON c.id = m.client_id")}
+        assert sorted(stored) == sorted(messages)
+        assert {row["organization_id"] for row in stored.values()} == {orgs[0]}
+        assert {row["client_org"] for row in stored.values()} == {orgs[0]}
+        assert (stored["own"]["client_id"], stored["own"]["integration_id"]) == (clients[0], integrations[0])
+        assert stored["their integration"]["client_id"] == clients[0]
+        # The messages that named the other organization's client now share one client of their own organization.
+        placeholder = stored["their client"]["client_id"]
+        assert placeholder not in clients and stored["both theirs"]["client_id"] == placeholder
+        assert [stored[text]["integration_id"] for text in ("their client", "their integration", "both theirs")] == [
+            integrations[0], None, None]
+        addressed = dict(await conn.fetch("SELECT title, user_id FROM notifications WHERE organization_id = $1",
+                                          orgs[0]))
+        assert addressed == {"own": users[0], "their user": None, "no profile": None, "everyone": None}
+
+        repairs = {(row["table_name"], row["row_id"], row["column_name"]): row["original_value"]
+                   for row in await conn.fetch("SELECT * FROM supabase_migrations.tenant_integrity_repairs")}
+        assert repairs == {
+            ("chat_messages", messages["their client"], "client_id"): clients[1],
+            ("chat_messages", messages["both theirs"], "client_id"): clients[1],
+            ("chat_messages", messages["their integration"], "integration_id"): integrations[1],
+            ("chat_messages", messages["both theirs"], "integration_id"): integrations[1],
+            ("notifications", notifications["their user"], "user_id"): users[1],
+            ("notifications", notifications["no profile"], "user_id"): profileless,
+        }
+        assert any("tenant_integrity_repairs" in notice for notice in notices), notices

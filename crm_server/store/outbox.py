@@ -351,13 +351,13 @@ class OutboxTable:
             row = (await connection.execute(select(*health_columns(project_id, phone)))).one()
         return health_of(row)
 
-    async def drop_pending(self, project_id: str, phone: str) -> int:
-        """Delete the account's undelivered rows (pending and dead): its registration is being removed."""
+    async def drop_pending(self, project_id: str, phone: str, keep: Collection[int] = ()) -> int:
+        """Delete the account's undelivered rows (pending and dead) but `keep`: its registration is being removed."""
+        where = [outbox.c.project_id == project_id, outbox.c.phone == phone, outbox.c.state != OutboxState.DELIVERED]
+        if keep:
+            where.append(outbox.c.id.not_in(list(keep)))
         async with self._engine.begin() as connection:
-            result = await connection.execute(
-                delete(outbox).where(outbox.c.project_id == project_id, outbox.c.phone == phone,
-                                     outbox.c.state != OutboxState.DELIVERED)
-            )
+            result = await connection.execute(delete(outbox).where(*where))
         return result.rowcount or 0
 
     async def pending_count(self) -> int:

@@ -40,6 +40,11 @@ class DeliveredRecorder:
         """The lane's rows posted but not recorded yet (a copy)."""
         return set(self._unrecorded.get(lane, ()))
 
+    def unrecorded_of(self, project_id: str, phone: str) -> set[int]:
+        """Every row of the account posted but not recorded yet."""
+        return {row_id for lane, ids in self._unrecorded.items()
+                if lane.project_id == project_id and lane.phone == phone for row_id in ids}
+
     async def stop(self) -> None:
         """Record what is pending now, once; what fails is posted again after the restart."""
         if self._task is not None:

@@ -21,6 +21,8 @@ class Lanes(Protocol):
 
     def halt(self, project_id: str, phone: str) -> None: ...
 
+    def delivered_unrecorded(self, project_id: str, phone: str) -> set[int]: ...
+
 
 class WebhookRegistry:
     def __init__(self, table: WebhookTable, outbox: OutboxTable, lanes: Lanes) -> None:
@@ -61,7 +63,9 @@ class WebhookRegistry:
 
         Events of the account arriving later wait, pending, for a new registration (as before any connect)."""
         self._lanes.halt(project_id, phone)
-        dropped = await self._outbox.drop_pending(project_id, phone)
+        # Rows the webhook took a moment ago are recorded a few times a second: not dropped, not counted.
+        dropped = await self._outbox.drop_pending(project_id, phone,
+                                                  keep=self._lanes.delivered_unrecorded(project_id, phone))
         await self._table.delete(project_id, phone)
         return dropped
 

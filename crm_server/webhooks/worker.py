@@ -148,6 +148,10 @@ class WebhookDelivery:
                 run.tainted = True  # claims no new rows: they wait in the table
                 run.fed.set()
 
+    def delivered_unrecorded(self, project_id: str, phone: str) -> set[int]:
+        """The account's rows its webhook took that are not recorded as delivered yet (they still look pending)."""
+        return self._recorder.unrecorded_of(project_id, phone)
+
     def wake(self) -> None:
         """New rows were enqueued (or a webhook re-registered): look now instead of at the next poll."""
         self._wakeup.set()

@@ -230,3 +230,26 @@ async def test_several_workers_share_a_postgresql_outbox_without_double_delivery
         per_chat.setdefault(item.json["chat_id"], []).append(item.json["message_id"])
     assert all(numbers == list(range(1, 21)) for numbers in per_chat.values())
     assert all(count > 0 for count in posts), posts  # every instance took part
+
+
+async def test_disconnecting_right_after_a_delivery_drops_only_what_never_reached_the_webhook(
+        store, outbox, receiver) -> None:
+    """A row the webhook took is recorded as delivered a moment later; disconnecting in that moment must neither
+    drop it as if it were waiting nor count it."""
+    from crm_server.webhooks.registrations import WebhookRegistry
+
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    await outbox.enqueue(events(chats=1, per_chat=1))
+    http = httpx.AsyncClient(timeout=5.0)
+    worker = WebhookDelivery(outbox, store.webhooks, http, FAST,
+                             DeliverySettings(concurrency=2, record_every_seconds=30.0))
+    registry = WebhookRegistry(store.webhooks, outbox, worker)
+    await worker.start()
+    try:
+        await until(lambda: len(receiver.accepted) == 1)
+        assert (await outbox.health(PROJECT, PHONE)).pending == 1  # taken, not recorded yet
+        assert await registry.disconnect(PROJECT, PHONE) == 0
+    finally:
+        await stop_worker(worker, http)
+    assert (await outbox.list(PROJECT, OutboxState.DELIVERED))[0].message_id == 1  # recorded at the stop

@@ -144,7 +144,8 @@ async def handler(request: Request) -> JSONResponse:
         connected = await crm.connect(project_id=caller.organization_id, webhook_url=webhook_url,
                                       phone=body.crmPhoneNumber, secret=secret)
     except UpstreamError as exc:
-        # Whatever the server said, for the admin it is "the server refused": 502 with its message, nothing saved.
+        # Whatever the server said, for the admin it is "the server refused": 502 (a fixed message, crm_server's code
+        # when it gave one), nothing saved.
         raise ConnectRefusedError(exc) from exc
 
     # act: a re-pointed integration's old account stops posting here (its messages would land in this integration)

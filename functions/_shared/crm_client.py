@@ -1,7 +1,8 @@
 """Calls to crm_server (the self-hosted Telegram server) for one integration, over the process's shared HTTP client.
 
 Transport failures become `CrmServerUnreachableError`; error answers become the error our caller should see
-(`errors.crm_server_error`), so the handlers never look at crm_server's status codes themselves.
+(`errors.crm_server_error`), so the handlers never look at crm_server's status codes themselves. Nothing the server
+at crmApiUrl says in an error reaches our caller but its status class and a code of crm_server's.
 """
 
 from __future__ import annotations
@@ -128,13 +129,14 @@ class CrmClient:
             response = await self._http.request(method, url, json=body, params=params, timeout=timeout,
                                                 headers={"X-API-Key": self._api_key, **(headers or {})})
         except httpx.HTTPError as exc:
-            log.warning("crm_server unreachable at %s: %r", url, exc)
-            reason = str(exc) or type(exc).__name__
+            # The reason stays in our log: for the caller, whatever failed "could not be reached" (refused,
+            # reset, timed out, another protocol), so the answer cannot tell an open port from a closed one.
+            log.warning("crm_server unreachable at %s: %r (%r)", url, exc, exc.__cause__)
             if sending and not isinstance(exc, NOT_SENT_TRANSPORT_ERRORS):
                 # The request was sent and no answer came: the message may be out (crm_server dedupes a retry).
                 raise SendOutcomeUnknownError() from exc
             raise CrmServerUnreachableError(
-                f"The CRM Telegram server at {self._base_url} could not be reached: {reason}", retryable=True,
+                retryable=True,
                 delivery=Delivery.NOT_SENT_HERE if isinstance(exc, NOT_SENT_TRANSPORT_ERRORS) else Delivery.UNKNOWN,
             ) from exc
         try:
@@ -146,15 +148,12 @@ class CrmClient:
                 raise CrmServerRejectedError(f"The CRM Telegram server answered {path} with something that is not "
                                              f"JSON", retryable=True, upstream_status=response.status_code)
             return data
-        message = None
-        code = None
-        if isinstance(data, dict):
-            message = data.get("error") or data.get("message") or data.get("detail")
-            code = data.get("code")
-        if message is None:
-            message = response.text[:300] or response.reason_phrase
-        log.info("crm_server answered %s %s: %s %s", path, response.status_code, code, message)
-        raise crm_server_error(response.status_code, str(code) if code else None, str(message),
+        # Only the status, crm_server's code and Retry-After are read from an error: never its words (see
+        # errors.crm_server_error), which stay in our log, shortened.
+        code = data.get("code") if isinstance(data, dict) else None
+        log.info("crm_server answered %s %s: %s %.200r", path, response.status_code, code,
+                 data.get("error") if isinstance(data, dict) else response.text)
+        raise crm_server_error(response.status_code, code if isinstance(code, str) else None,
                                retry_after_seconds(response.headers.get("retry-after")))
 
 

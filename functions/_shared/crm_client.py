@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from functions._shared.crm_addresses import AddressRefused
 from functions._shared.errors import (
     NOT_SENT_TRANSPORT_ERRORS,
+    CrmServerAddressRefusedError,
     CrmServerRejectedError,
     CrmServerUnreachableError,
     Delivery,
@@ -57,6 +59,9 @@ class CrmSendResult(BaseModel):
 
 
 class CrmClient:
+    """One integration's crm_server. `http` must be the runtime's `crm_http`, whose transport decides which
+    addresses may be reached (checked_transport.py)."""
+
     def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str, *, timeout: float,
                  send_timeout: float) -> None:
         self._http = http
@@ -128,6 +133,10 @@ class CrmClient:
         try:
             response = await self._http.request(method, url, json=body, params=params, timeout=timeout,
                                                 headers={"X-API-Key": self._api_key, **(headers or {})})
+        except AddressRefused as exc:
+            # The transport refused the URL itself (checked_transport.py): nothing was sent.
+            log.warning("crm_server call to %s refused: %s", url, exc)
+            raise CrmServerAddressRefusedError(f"{CrmServerAddressRefusedError.default_message}: {exc}") from exc
         except httpx.HTTPError as exc:
             # The reason stays in our log: for the caller, whatever failed "could not be reached" (refused,
             # reset, timed out, another protocol), so the answer cannot tell an open port from a closed one.

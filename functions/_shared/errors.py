@@ -242,6 +242,20 @@ class CrmServerUnreachableError(UpstreamError):
     delivery = Delivery.NOT_SENT_HERE
 
 
+class CrmServerAddressRefusedError(UpstreamError):
+    """crmApiUrl names a server the functions may not reach (crm_addresses.py): refused before anything was sent.
+    Judged on what the caller gave (the scheme, the host, an address); a name that resolves to a refused address is
+    answered as unreachable instead, so that which internal names exist cannot be learned from the answer."""
+
+    status_code = 422
+    code = "CRM_SERVER_ADDRESS_NOT_ALLOWED"
+    default_message = "crmApiUrl names a server this host may not reach"
+    delivery = Delivery.NOT_SENT_HERE
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="crmApiUrl")
+
+
 class CrmServerRejectedError(UpstreamError):
     """crm_server answered with an error our caller cannot act on (or in a shape we cannot read); the answers they
     can act on are the subclasses below, chosen by `crm_server_error`. The message is fixed per status class: what

@@ -50,9 +50,9 @@ class InternalService:
     connections: list[Connection] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def url(self, host: str | None = None) -> str:
+    def url(self, host: str | None = None, scheme: str | None = None) -> str:
         host = host or (f"[{self.host}]" if ":" in self.host else self.host)
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+        return f"{scheme or ('https' if self.tls else 'http')}://{host}:{self.port}"
 
     @property
     def reached(self) -> int:
@@ -65,11 +65,16 @@ class InternalService:
 
 
 @contextmanager
-def internal_service(answer: Answer = b"", *, host: str = "127.0.0.1", tls: bool = False) -> Iterator[InternalService]:
+def internal_service(answer: Answer = b"", *, host: str = "127.0.0.1", port: int = 0,
+                     tls: bool = False) -> Iterator[InternalService]:
+    """Listening on `host` ("::" listens on every address of the machine, IPv6 and IPv4, like a service bound to
+    all interfaces) until the block ends."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, 0))
+    if host == "::":
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind((host, port))
     listener.listen(64)
     listener.settimeout(0.2)
     service = InternalService(host=host, port=listener.getsockname()[1], answer=answer, tls=tls)

@@ -18,8 +18,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "functions", help="run the edge functions host alone",
         description="Serve the edge functions at /functions/v1/<name>. Reads SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, "
                     "SUPABASE_JWT_SECRET (or SUPABASE_JWKS_URL), FUNCTIONS_SETTINGS_KEY (a Fernet key sealing "
-                    "integration secrets), FUNCTIONS_PUBLIC_URL, WAPPI_BASE_URL, CRM_ALLOW_HTTP_LOOPBACK from the "
-                    "environment or .env.")
+                    "integration secrets), FUNCTIONS_PUBLIC_URL, WAPPI_BASE_URL, FUNCTIONS_CRM_HOSTS (the only "
+                    "crm_server hosts reached, host[:port],...), CRM_ALLOW_HTTP_LOOPBACK (local stack: crm_server "
+                    "on loopback only) from the environment or .env.")
     parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(os.environ.get("TGCRM_FUNCTIONS_PORT", DEFAULT_PORT)))
     parser.add_argument("--log-level", default=os.environ.get("FUNCTIONS_LOG_LEVEL", "info"))

@@ -35,6 +35,7 @@ from functions import (
     telegram_send,
 )
 from functions._shared.auth import bearer_token
+from functions._shared.checked_transport import Resolver, resolve_with_system
 from functions._shared.errors import (
     FunctionError,
     FunctionNotFoundError,
@@ -96,8 +97,9 @@ class RuntimeHolder:
     """The process's runtime: started by the lifespan, or on first use when a parent app mounts this one without
     running its lifespan (Starlette does not run mounted apps' lifespans)."""
 
-    def __init__(self, settings: FunctionsSettings) -> None:
+    def __init__(self, settings: FunctionsSettings, crm_resolver: Resolver = resolve_with_system) -> None:
         self._settings = settings
+        self._crm_resolver = crm_resolver
         self._runtime: FunctionsRuntime | None = None
         self._lock = asyncio.Lock()
 
@@ -105,7 +107,7 @@ class RuntimeHolder:
         if self._runtime is None:
             async with self._lock:
                 if self._runtime is None:
-                    self._runtime = await FunctionsRuntime.start(self._settings)
+                    self._runtime = await FunctionsRuntime.start(self._settings, crm_resolver=self._crm_resolver)
         return self._runtime
 
     async def close(self) -> None:
@@ -114,14 +116,16 @@ class RuntimeHolder:
             await runtime.aclose()
 
 
-def create_functions_app(settings: FunctionsSettings) -> Starlette:
-    """The functions as one ASGI app with routes `/<name>`; mount it at `/functions/v1`."""
+def create_functions_app(settings: FunctionsSettings, *,
+                         crm_resolver: Resolver = resolve_with_system) -> Starlette:
+    """The functions as one ASGI app with routes `/<name>`; mount it at `/functions/v1`. `crm_resolver` is a test
+    seam (see FunctionsRuntime.start)."""
     verify_jwt = read_verify_jwt(settings.supabase_config)
     if settings.settings_key is None:
         # Hosts configured before sealing existed keep starting; they say once what they are doing instead.
         log.warning("FUNCTIONS_SETTINGS_KEY is not set: integration secrets (crmApiKey, secret, apiToken) are stored "
                     "in clear in messenger_integrations.settings; set it to a Fernet key to seal them")
-    holder = RuntimeHolder(settings)
+    holder = RuntimeHolder(settings, crm_resolver)
     gateway = EdgeGateway(holder, verify_jwt, settings.max_request_bytes, settings.cors_allow_origin)
 
     @contextlib.asynccontextmanager
@@ -218,9 +222,10 @@ class EdgeGateway:
         return response
 
 
-def create_standalone_app(settings: FunctionsSettings) -> Starlette:
+def create_standalone_app(settings: FunctionsSettings, *,
+                          crm_resolver: Resolver = resolve_with_system) -> Starlette:
     """The functions alone, at `/functions/v1/<name>` (what `tgcrm functions` serves); runs the functions' lifespan."""
-    functions_app = create_functions_app(settings)
+    functions_app = create_functions_app(settings, crm_resolver=crm_resolver)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

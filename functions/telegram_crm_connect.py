@@ -6,19 +6,19 @@ so a failed connect leaves nothing behind.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
 from functions._shared.errors import (
     ConnectRefusedError,
+    CrmServerAddressRefusedError,
     IntegrationMisconfiguredError,
     IntegrationNotFoundError,
     UpstreamError,
@@ -31,21 +31,11 @@ from functions._shared.runtime import FunctionsRuntime, runtime_of
 log = logging.getLogger("functions.telegram_crm_connect")
 
 
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _http_url(value: str, *, allow_http_loopback: bool) -> str:
+def _http_url(value: str) -> str:
+    """A well-formed http(s) URL; which servers may be reached is decided where they are (crm_addresses.py)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an https:// URL")
-    if parts.scheme == "http" and not (allow_http_loopback and is_loopback_host(parts.hostname)):
-        raise ValueError("must use https (plain http only to a loopback host on a local stack)")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("must not carry credentials, a query or a fragment")
     return value.rstrip("/")
@@ -62,9 +52,8 @@ class ConnectRequest(RequestModel):
 
     @field_validator("crmApiUrl")
     @classmethod
-    def _crm_api_url(cls, value: str, info: ValidationInfo) -> str:
-        allow = bool((info.context or {}).get("allow_http_loopback"))
-        return _http_url(value.strip(), allow_http_loopback=allow)
+    def _crm_api_url(cls, value: str) -> str:
+        return _http_url(value.strip())
 
     @field_validator("crmApiKey")
     @classmethod
@@ -111,8 +100,7 @@ async def handler(request: Request) -> JSONResponse:
     integrations = runtime.integrations
 
     # parse
-    body = validate_model(ConnectRequest, parse_json_object(await request.body()),
-                          context={"allow_http_loopback": runtime.settings.crm_allow_http_loopback})
+    body = validate_model(ConnectRequest, parse_json_object(await request.body()))
 
     # authorize
     caller = await authenticate(request, runtime.verifier, runtime.db)
@@ -138,13 +126,17 @@ async def handler(request: Request) -> JSONResponse:
     settings = TelegramCrmSettings(crmApiUrl=body.crmApiUrl, crmApiKey=body.crmApiKey,
                                    crmPhoneNumber=body.crmPhoneNumber, secret=secret)
 
-    # act: crm_server registers (or updates) the webhook of (organization, phone)
+    # act: crm_server registers (or updates) the webhook of (organization, phone); a URL this host may not reach is
+    # refused there, before anything is sent (crm_addresses.py), and is the caller's field to fix
     crm = runtime.crm(settings)
     try:
         connected = await crm.connect(project_id=caller.organization_id, webhook_url=webhook_url,
                                       phone=body.crmPhoneNumber, secret=secret)
+    except CrmServerAddressRefusedError:
+        raise
     except UpstreamError as exc:
-        # Whatever the server said, for the admin it is "the server refused": 502 with its message, nothing saved.
+        # Whatever the server said, for the admin it is "the server refused": 502 (a fixed message, crm_server's code
+        # when it gave one), nothing saved.
         raise ConnectRefusedError(exc) from exc
 
     # act: a re-pointed integration's old account stops posting here (its messages would land in this integration)

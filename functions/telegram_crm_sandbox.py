@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.crm_client import CrmClient
 from functions._shared.errors import FunctionNotFoundError, IntegrationNotFoundError
 from functions._shared.phones import normalize_phone
 from functions._shared.runtime import runtime_of
@@ -76,8 +75,7 @@ async def handler(request: Request) -> JSONResponse:
                                        field="integrationId")
 
     # act: make (or update) the simulated user, then let them write
-    sandbox = CrmClient(runtime.http, sandbox_url, sandbox_key, timeout=runtime.settings.http_timeout_seconds,
-                        send_timeout=runtime.settings.send_timeout_seconds)
+    sandbox = runtime.crm_at(sandbox_url, sandbox_key)
     await sandbox.sandbox_user(phone=body.fromPhone, first_name=body.fromName, username=body.fromUsername)
     answer = await sandbox.sandbox_incoming(account_phone=settings.crmPhoneNumber, sender=body.fromPhone,
                                             text=body.text)

@@ -250,7 +250,11 @@ class UpCommand:
             SUPABASE_SERVICE_ROLE_KEY=keys.service_role_key,
             SUPABASE_JWT_SECRET=keys.jwt_secret,
             FUNCTIONS_PUBLIC_URL=options.api_url,
+            # Local mode: crm_server calls reach loopback only, and (unless the environment lists other servers)
+            # only this stack's own crm_server.
             CRM_ALLOW_HTTP_LOOPBACK="1",
+            FUNCTIONS_CRM_HOSTS=os.environ.get("FUNCTIONS_CRM_HOSTS")
+            or f"{options.client_host}:{options.crm_port},localhost:{options.crm_port}",
             TGCRM_REST_DATABASE_URL=urls.authenticator,
             TGCRM_LOCAL_DEMO_USER_ID=DEMO_USER_ID,
             TGCRM_LOCAL_DEMO_USER_EMAIL=DEMO_USER_EMAIL,

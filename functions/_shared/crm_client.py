@@ -1,7 +1,8 @@
 """Calls to crm_server (the self-hosted Telegram server) for one integration, over the process's shared HTTP client.
 
 Transport failures become `CrmServerUnreachableError`; error answers become the error our caller should see
-(`errors.crm_server_error`), so the handlers never look at crm_server's status codes themselves.
+(`errors.crm_server_error`), so the handlers never look at crm_server's status codes themselves. Nothing the server
+at crmApiUrl says in an error reaches our caller but its status class and a code of crm_server's.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from functions._shared.crm_addresses import AddressRefused
 from functions._shared.errors import (
     NOT_SENT_TRANSPORT_ERRORS,
+    CrmServerAddressRefusedError,
     CrmServerRejectedError,
     CrmServerUnreachableError,
     Delivery,
@@ -56,6 +59,9 @@ class CrmSendResult(BaseModel):
 
 
 class CrmClient:
+    """One integration's crm_server. `http` must be the runtime's `crm_http`, whose transport decides which
+    addresses may be reached (checked_transport.py)."""
+
     def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str, *, timeout: float,
                  send_timeout: float) -> None:
         self._http = http
@@ -127,14 +133,19 @@ class CrmClient:
         try:
             response = await self._http.request(method, url, json=body, params=params, timeout=timeout,
                                                 headers={"X-API-Key": self._api_key, **(headers or {})})
+        except AddressRefused as exc:
+            # The transport refused the URL itself (checked_transport.py): nothing was sent.
+            log.warning("crm_server call to %s refused: %s", url, exc)
+            raise CrmServerAddressRefusedError(f"{CrmServerAddressRefusedError.default_message}: {exc}") from exc
         except httpx.HTTPError as exc:
-            log.warning("crm_server unreachable at %s: %r", url, exc)
-            reason = str(exc) or type(exc).__name__
+            # The reason stays in our log: for the caller, whatever failed "could not be reached" (refused,
+            # reset, timed out, another protocol), so the answer cannot tell an open port from a closed one.
+            log.warning("crm_server unreachable at %s: %r (%r)", url, exc, exc.__cause__)
             if sending and not isinstance(exc, NOT_SENT_TRANSPORT_ERRORS):
                 # The request was sent and no answer came: the message may be out (crm_server dedupes a retry).
                 raise SendOutcomeUnknownError() from exc
             raise CrmServerUnreachableError(
-                f"The CRM Telegram server at {self._base_url} could not be reached: {reason}", retryable=True,
+                retryable=True,
                 delivery=Delivery.NOT_SENT_HERE if isinstance(exc, NOT_SENT_TRANSPORT_ERRORS) else Delivery.UNKNOWN,
             ) from exc
         try:
@@ -146,15 +157,12 @@ class CrmClient:
                 raise CrmServerRejectedError(f"The CRM Telegram server answered {path} with something that is not "
                                              f"JSON", retryable=True, upstream_status=response.status_code)
             return data
-        message = None
-        code = None
-        if isinstance(data, dict):
-            message = data.get("error") or data.get("message") or data.get("detail")
-            code = data.get("code")
-        if message is None:
-            message = response.text[:300] or response.reason_phrase
-        log.info("crm_server answered %s %s: %s %s", path, response.status_code, code, message)
-        raise crm_server_error(response.status_code, str(code) if code else None, str(message),
+        # Only the status, crm_server's code and Retry-After are read from an error: never its words (see
+        # errors.crm_server_error), which stay in our log, shortened.
+        code = data.get("code") if isinstance(data, dict) else None
+        log.info("crm_server answered %s %s: %s %.200r", path, response.status_code, code,
+                 data.get("error") if isinstance(data, dict) else response.text)
+        raise crm_server_error(response.status_code, code if isinstance(code, str) else None,
                                retry_after_seconds(response.headers.get("retry-after")))
 
 

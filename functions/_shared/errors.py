@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse
 
+from crm_server.errors import CrmError
+
 
 class FunctionError(Exception):
     """Base: an error answered as `{"success": false, "error", "code", "field"?}` with `status_code`."""
@@ -221,26 +223,43 @@ class RecipientNotFoundError(UpstreamError):
 
 class ConnectRefusedError(UpstreamError):
     """crm_server refused (or could not take) a connect. Whatever it said, for the admin it is "the server refused":
-    502 with the refusal's message, under the refusal's own code, which this class relays as it is."""
+    502 with the refusal's (fixed) message, under the refusal's own code, which this class relays as it is."""
 
     status_code = 502
 
     def __init__(self, refusal: UpstreamError) -> None:
-        super().__init__(refusal.message)
+        super().__init__(refusal.message, upstream_code=refusal.upstream_code)
         self.code = refusal.code
 
 
 class CrmServerUnreachableError(UpstreamError):
-    """No connection could be made (refused, no route, connect timeout): nothing was sent."""
+    """No answer in HTTP came: no connection (refused, no route, unresolvable, connect timeout), or whatever listens
+    there hung up, timed out or spoke something else. One fixed message for all of them, so that a caller cannot
+    tell an open port from a closed one by the answer."""
 
     code = "CRM_SERVER_UNREACHABLE"
     default_message = "The CRM Telegram server could not be reached"
     delivery = Delivery.NOT_SENT_HERE
 
 
+class CrmServerAddressRefusedError(UpstreamError):
+    """crmApiUrl names a server the functions may not reach (crm_addresses.py): refused before anything was sent.
+    Judged on what the caller gave (the scheme, the host, an address); a name that resolves to a refused address is
+    answered as unreachable instead, so that which internal names exist cannot be learned from the answer."""
+
+    status_code = 422
+    code = "CRM_SERVER_ADDRESS_NOT_ALLOWED"
+    default_message = "crmApiUrl names a server this host may not reach"
+    delivery = Delivery.NOT_SENT_HERE
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="crmApiUrl")
+
+
 class CrmServerRejectedError(UpstreamError):
     """crm_server answered with an error our caller cannot act on (or in a shape we cannot read); the answers they
-    can act on are the subclasses below, chosen by `crm_server_error`."""
+    can act on are the subclasses below, chosen by `crm_server_error`. The message is fixed per status class: what
+    answers at crmApiUrl may be a service the caller wanted to read, so its words never reach them."""
 
     code = "CRM_SERVER_ERROR"
     default_message = "The CRM Telegram server returned an error"
@@ -252,21 +271,6 @@ class CrmServerAuthFailedError(CrmServerRejectedError):
 
     code = "CRM_SERVER_AUTH_FAILED"
     default_message = "The CRM server rejected the integration's API key"
-
-
-class CrmServerThrottledError(CrmServerRejectedError):
-    """crm_server answered 429 under a code the table of `crm_server_error` does not know: 429 again, under
-    crm_server's own code, relayed as it is (a new kind of limit reaches the caller by its name)."""
-
-    status_code = 429
-    default_message = "The CRM server asks to slow down"
-
-    def __init__(self, relayed_code: str, message: str | None = None, *, retryable: bool = False,
-                 upstream_status: int | None = None, upstream_code: str | None = None,
-                 headers: dict[str, str] | None = None, delivery: Delivery | None = None) -> None:
-        super().__init__(message, retryable=retryable, upstream_status=upstream_status, upstream_code=upstream_code,
-                         headers=headers, delivery=delivery)
-        self.code = relayed_code
 
 
 # crm_server's answers that reach the caller under crm_server's code: they describe the account or the recipient,
@@ -417,6 +421,22 @@ CRM_SERVER_CODES: dict[str, type[UpstreamError]] = {error.code: error for error 
 )}
 
 
+def _codes_of(error: type[CrmError]) -> set[str]:
+    return {error.code}.union(*(_codes_of(subclass) for subclass in error.__subclasses__()))
+
+
+# Every code crm_server answers with (its own exception hierarchy says which): the only codes an answer from crmApiUrl
+# may carry to our caller. Anything else came from a server that is not crm_server, and is dropped with its words.
+CRM_SERVER_KNOWN_CODES: frozenset[str] = frozenset(_codes_of(CrmError) | CRM_SERVER_CODES.keys())
+
+# What the caller reads for an answer crm_server's codes do not explain: one fixed message per status class.
+STATUS_CLASS_MESSAGES = {
+    3: "The CRM Telegram server answered with a redirect, which is not followed; check crmApiUrl",
+    4: "The CRM Telegram server refused the request",
+    5: "The CRM Telegram server failed to handle the request",
+}
+
+
 def _delivery_of(status: int) -> Delivery:
     """What crm_server's status proves about a send: it answers these before it sends (our key, the account, its
     login, its pacing); any other 4xx is a refusal of the message itself; a 5xx may come after Telegram took it."""
@@ -427,32 +447,29 @@ def _delivery_of(status: int) -> Delivery:
     return Delivery.UNKNOWN
 
 
-def crm_server_error(status: int, code: str | None, message: str | None,
-                     retry_after: str | None = None) -> UpstreamError:
+def crm_server_error(status: int, code: str | None, retry_after: str | None = None) -> UpstreamError:
     """The answer our caller gets for an error response of crm_server: by its code when CRM_SERVER_CODES has it,
-    else by its status (401/403: our key; 429: slow down; anything else: 502)."""
+    else by its status (401/403: our key; 429: slow down; anything else: 502). Only the status, a code of
+    crm_server's (CRM_SERVER_KNOWN_CODES) and Retry-After are read: never the answer's words."""
+    known_code = code if code in CRM_SERVER_KNOWN_CODES else None
     answer: dict[str, Any] = {"retryable": status >= 500 or status == 408, "upstream_status": status,
-                              "upstream_code": code, "delivery": _delivery_of(status)}
+                              "upstream_code": known_code, "delivery": _delivery_of(status)}
     relayed = {"Retry-After": retry_after} if retry_after else {}
-    server_message = message or f"HTTP {status}"
-    by_code = CRM_SERVER_CODES.get(code) if code else None
+    by_code = CRM_SERVER_CODES.get(known_code) if known_code else None
     if by_code is not None and "delivery" in vars(by_code):
         answer["delivery"] = by_code.delivery  # the code knows better than the status
     # 401/403 mean crm_server refused our stored API key, whatever the code; except the recipient's privacy
     # refusal, which crm_server answers as 403 too.
     if status in (401, 403) and by_code is not RecipientPrivacyError:
-        return CrmServerAuthFailedError(f"{CrmServerAuthFailedError.default_message}: {server_message}", **answer)
+        return CrmServerAuthFailedError(**answer)
     if by_code is not None:
         text = by_code.default_message
         if status == 429 and retry_after:
             text = f"{text} ({retry_after} s)"
-        return by_code(f"{text}: {server_message}", headers=relayed, **answer)
+        return by_code(text, headers=relayed, **answer)
     if status == 429:
-        slow_down = f"{CrmServerThrottledError.default_message}: {server_message}"
-        if code:
-            return CrmServerThrottledError(code, slow_down, headers=relayed, **answer)
-        return RateLimitedError(slow_down, headers=relayed, **answer)
-    return CrmServerRejectedError(f"The CRM server answered {status}: {server_message}", **answer)
+        return RateLimitedError(headers=relayed, **answer)
+    return CrmServerRejectedError(STATUS_CLASS_MESSAGES.get(status // 100), **answer)
 
 
 def error_body(error: FunctionError) -> dict[str, object]:
@@ -461,6 +478,8 @@ def error_body(error: FunctionError) -> dict[str, object]:
         body["field"] = error.field
     if isinstance(error, SendOutcomeUnknownError) and error.idempotency_key is not None:
         body["idempotencyKey"] = error.idempotency_key  # what the caller retries with
+    if isinstance(error, UpstreamError) and error.upstream_code and error.upstream_code != error.code:
+        body["upstreamCode"] = error.upstream_code  # crm_server's own code (never anyone else's: crm_server_error)
     return body
 
 

@@ -84,18 +84,15 @@ class IntegrationStore:
 
     async def find_by_webhook_key(self, webhook_key: str) -> IntegrationRow | None:
         """The integration a webhook is for; enabled ones are remembered briefly (see webhook_key_cache.py for why
-        that is safe), so the caller must treat the answer as possibly a few seconds old."""
-        remembered = self._by_webhook_key.get(webhook_key)
-        if remembered is not None:
-            return remembered
+        that is safe), so the caller must treat the answer as possibly a few seconds old. Concurrent misses for one
+        key share one lookup."""
+        return await self._by_webhook_key.get_or_load(webhook_key, lambda: self._look_up_webhook_key(webhook_key))
+
+    async def _look_up_webhook_key(self, webhook_key: str) -> IntegrationRow | None:
         row = await first_row(
             self._db.table(TABLE).select(INTEGRATION_COLUMNS).eq("webhook_key", webhook_key).limit(1),
             "finding the integration by webhook key")
-        if row is None:
-            return None
-        integration = self._opened(row)
-        self._by_webhook_key.remember(webhook_key, integration)
-        return integration
+        return None if row is None else self._opened(row)
 
     # --- choosing -------------------------------------------------------------------------------------------------
 

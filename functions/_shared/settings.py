@@ -11,6 +11,8 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from functions._shared.crm_addresses import CrmAddressPolicy, parse_crm_hosts
+
 # supabase/config.toml of this repository: where `verify_jwt` per function is read from.
 DEFAULT_SUPABASE_CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "config.toml"
 
@@ -41,9 +43,12 @@ class FunctionsSettings(BaseSettings):
         None, validation_alias=AliasChoices("FUNCTIONS_SETTINGS_KEY", "settings_key"))
     wappi_base_url: str = Field(
         "https://wappi.pro", validation_alias=AliasChoices("WAPPI_BASE_URL", "wappi_base_url"))
-    # crmApiUrl must be https; plain http is allowed only to a loopback host, and only when this is on (local stack).
+    # The local stack's switch (`tgcrm up` sets it): crm_server calls go to loopback only, over http or https. Off
+    # (production): https to public addresses only. See crm_addresses.py.
     crm_allow_http_loopback: bool = Field(
         False, validation_alias=AliasChoices("CRM_ALLOW_HTTP_LOOPBACK", "crm_allow_http_loopback"))
+    # When set, the only crm_servers the functions reach: comma-separated host[:port] (no port: the scheme's default).
+    crm_hosts: str | None = Field(None, validation_alias=AliasChoices("FUNCTIONS_CRM_HOSTS", "crm_hosts"))
     # Local stack only (`tgcrm up` on the sandbox): the sandbox crm_server and its admin key, for the admin page's
     # "a simulated user writes" panel (telegram-crm-sandbox). Unset in production: that function then answers 404.
     crm_sandbox_url: str | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_URL", "crm_sandbox_url"))
@@ -78,7 +83,7 @@ class FunctionsSettings(BaseSettings):
         return None if value is None else value.strip().rstrip("/")
 
     @field_validator("supabase_jwt_secret", "functions_public_url", "supabase_jwks_url", "crm_sandbox_url",
-                     "crm_sandbox_api_key", "settings_key", mode="before")
+                     "crm_sandbox_api_key", "settings_key", "crm_hosts", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -94,6 +99,17 @@ class FunctionsSettings(BaseSettings):
         except ValueError:
             raise ValueError("must be a Fernet key (32 url-safe base64-encoded bytes)") from None
         return SecretStr(key)
+
+    @field_validator("crm_hosts")
+    @classmethod
+    def _crm_hosts(cls, value: str | None) -> str | None:
+        parse_crm_hosts(value)  # a bad entry stops the host at start, naming it
+        return value
+
+    @property
+    def crm_address_policy(self) -> CrmAddressPolicy:
+        """Which crm_server addresses the functions may reach (crm_addresses.py)."""
+        return CrmAddressPolicy(local_mode=self.crm_allow_http_loopback, allowed_hosts=parse_crm_hosts(self.crm_hosts))
 
     @property
     def public_url(self) -> str:

@@ -29,6 +29,7 @@ import pytest
 
 from functions._shared.sealed_settings import SettingsSealer, is_sealed
 from tests.e2e.stack_process import LOGIN_CODE, StackProcess, hermetic_env
+from tests.helpers.internal_service import http_answer, internal_service
 from tests.helpers.net import free_port
 
 CONTRACT_NAMES = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET",
@@ -209,6 +210,23 @@ def test_sandbox_function_makes_a_simulated_user_write(stack: StackProcess, api:
     assert written.status_code == 200, written.text
     assert written.json()["accountPhone"] == phone
     assert poll_messages(api, text)["integration_id"] == integration_id
+
+
+def test_the_functions_reach_this_stacks_crm_server_and_no_other_loopback_port(stack: StackProcess,
+                                                                              api: httpx.Client) -> None:
+    # Another service on loopback (a database, another stack's admin port): local mode reaches loopback, and of
+    # loopback only what the stack needs.
+    with internal_service(http_answer(200, "{}", "application/json")) as other_service:
+        for url in (other_service.url(), other_service.url("localhost")):
+            refused = api.post("/functions/v1/telegram-crm-connect", json={
+                "crmApiUrl": url, "crmApiKey": stack.values["CRM_DEMO_API_KEY"], "crmPhoneNumber": new_phone()})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["code"] == "CRM_SERVER_ADDRESS_NOT_ALLOWED"
+        assert other_service.reached == 0
+    own = stack.values["CRM_URL"].replace("127.0.0.1", "localhost")
+    connected = api.post("/functions/v1/telegram-crm-connect", json={
+        "crmApiUrl": own, "crmApiKey": stack.values["CRM_DEMO_API_KEY"], "crmPhoneNumber": new_phone()})
+    assert connected.status_code == 200, connected.text
 
 
 def test_wrong_login_code_is_a_field_error(stack: StackProcess, api: httpx.Client) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from functions._shared.errors import crm_server_error, error_body, retry_after_seconds
+from crm_server import errors as crm_server_errors
+from functions._shared.errors import (
+    CRM_SERVER_KNOWN_CODES,
+    STATUS_CLASS_MESSAGES,
+    crm_server_error,
+    error_body,
+    retry_after_seconds,
+)
 
 
 @pytest.mark.parametrize(("status", "code", "expected_status", "retryable"), [
@@ -20,22 +27,35 @@ from functions._shared.errors import crm_server_error, error_body, retry_after_s
 ])
 def test_server_errors_map_to_clear_answers(status: int, code: str | None, expected_status: int,
                                             retryable: bool) -> None:
-    error = crm_server_error(status, code, "server says no")
+    error = crm_server_error(status, code)
     assert (error.status_code, error.retryable) == (expected_status, retryable)
-    assert "server says no" in error.message
+    assert error.message in {type(error).default_message, *STATUS_CLASS_MESSAGES.values()}  # fixed, never theirs
 
 
 @pytest.mark.parametrize(("status", "code"), [(401, "UNAUTHORIZED"), (403, "PROJECT_FORBIDDEN")])
 def test_the_servers_auth_refusals_are_502_not_the_callers_401(status: int, code: str) -> None:
-    error = crm_server_error(status, code, "Missing or unknown X-API-Key")
+    error = crm_server_error(status, code)
     assert (error.status_code, error.code) == (502, "CRM_SERVER_AUTH_FAILED")
-    assert "Missing or unknown X-API-Key" in error.message
+    assert error_body(error)["upstreamCode"] == code
 
 
 def test_flood_wait_keeps_retry_after() -> None:
-    error = crm_server_error(429, "FLOOD_WAIT", "wait", retry_after_seconds("41.2"))
+    error = crm_server_error(429, "FLOOD_WAIT", retry_after_seconds("41.2"))
     assert error.headers() == {"Retry-After": "42"}
     assert error_body(error) == {"success": False, "error": error.message, "code": "FLOOD_WAIT"}
+    assert "42 s" in error.message
+
+
+def test_every_code_crm_server_answers_with_is_known() -> None:
+    declared = {value.code for value in vars(crm_server_errors).values()
+                if isinstance(value, type) and issubclass(value, crm_server_errors.CrmError)}
+    assert declared <= CRM_SERVER_KNOWN_CODES
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 429, 500, 503])
+def test_a_code_that_is_not_crm_servers_is_dropped(status: int) -> None:
+    error = crm_server_error(status, "SOMEONE_ELSES_CODE")
+    assert error.upstream_code is None and "SOMEONE_ELSES_CODE" not in str(error_body(error))
 
 
 def test_unreadable_retry_after_is_dropped() -> None:

@@ -15,12 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from functions._shared.errors import ValidationFailedError
+from functions._shared.errors import DatabaseError, ValidationFailedError
 from functions._shared.parsing import validate_model
 from functions._shared.runtime import FunctionsRuntime
+from functions.host import create_functions_app
 from functions.telegram_crm_webhook import WebhookPayload
 from supabase_local.keys import user_token
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone
+from tests.helpers.net import free_port
 from tests.functions.conftest import (
     FunctionsHost,
     Organization,
@@ -412,3 +414,60 @@ def _suffix(hook: Hook) -> str:
 
 async def _drop_trigger(db: asyncpg.Pool, table: str, name: str) -> None:
     await db.execute(f"DROP TRIGGER IF EXISTS {name} ON public.{table}; DROP FUNCTION IF EXISTS public.{name}();")
+
+
+async def test_a_cold_burst_for_one_key_looks_the_integration_up_once(
+        db: asyncpg.Pool, hook: Hook, functions_host: FunctionsHost) -> None:
+    # The functions app in-process (the database stays behind the real REST gateway), so the test can count the
+    # lookups by key on the runtime's own REST client: an httpx event hook sees every request it sends.
+    app = create_functions_app(functions_host.settings)
+    holder = app.state.runtime_holder
+    runtime = await holder.get()
+    lookups: list[httpx.URL] = []
+
+    async def count_lookups(request: httpx.Request) -> None:
+        if request.url.path.endswith("/messenger_integrations") and "webhook_key" in request.url.params:
+            lookups.append(request.url)
+
+    runtime.rest_http.event_hooks = {"request": [count_lookups], "response": []}
+    burst = 12
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://functions",
+                                     timeout=60.0) as client:
+            answers = await asyncio.gather(*(post(client, hook, hook.payload(message_id=9_100 + index))
+                                             for index in range(burst)))
+    finally:
+        await holder.close()
+    assert [answer.status_code for answer in answers] == [200] * burst, [answer.text for answer in answers]
+    assert len(lookups) == 1
+    assert await count(db, "chat_messages", hook.organization.id) == burst
+
+
+async def test_a_failed_lookup_fails_every_waiter_of_the_burst_and_is_not_remembered(
+        functions_host: FunctionsHost) -> None:
+    # A REST gateway nobody listens on: the lookup fails at the transport, for real.
+    settings = functions_host.settings.model_copy(update={"supabase_url": f"http://127.0.0.1:{free_port()}"})
+    runtime = await FunctionsRuntime.start(settings)
+    attempts: list[httpx.URL] = []
+
+    async def count_lookups(request: httpx.Request) -> None:
+        if "webhook_key" in request.url.params:
+            attempts.append(request.url)
+
+    runtime.rest_http.event_hooks = {"request": [count_lookups], "response": []}
+    try:
+        # What one lookup costs at the transport (supabase-py retries a failed read a few times itself).
+        with pytest.raises(DatabaseError):
+            await runtime.integrations.find_by_webhook_key("k" * 32)
+        one_lookup = len(attempts)
+        assert one_lookup >= 1
+        burst = await asyncio.gather(*(runtime.integrations.find_by_webhook_key("k" * 32) for _ in range(8)),
+                                     return_exceptions=True)
+        assert all(isinstance(outcome, DatabaseError) for outcome in burst), burst
+        assert len(attempts) == 2 * one_lookup  # the burst cost one lookup
+        # The failure is not remembered: the next request looks again.
+        with pytest.raises(DatabaseError):
+            await runtime.integrations.find_by_webhook_key("k" * 32)
+        assert len(attempts) == 3 * one_lookup
+    finally:
+        await runtime.aclose()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from functions._shared.rows import IntegrationRow
 from functions._shared.webhook_key_cache import WebhookKeyCache
 
@@ -67,3 +71,87 @@ def test_forgetting_an_integration_drops_every_key_naming_it() -> None:
     cache.forget_integration("i-1")
     assert (cache.get("key-a"), cache.get("key-b")) == (None, None)
     assert cache.get("key-c") is not None
+
+
+# --- concurrent misses: one lookup per key, whatever the burst ----------------------------------------------------------
+
+class CountedLookup:
+    """The lookup the cache is given, counting its calls; it waits on `release` so the misses overlap for sure."""
+
+    def __init__(self, answer: IntegrationRow | None = None, error: Exception | None = None) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+        self._answer = answer
+        self._error = error
+
+    async def __call__(self) -> IntegrationRow | None:
+        self.calls += 1
+        await self.release.wait()
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+
+async def burst(cache: WebhookKeyCache, lookup: CountedLookup, size: int) -> list[object]:
+    waiters = [asyncio.ensure_future(cache.get_or_load("key", lookup)) for _ in range(size)]
+    await asyncio.sleep(0)  # every waiter has missed before the lookup answers
+    lookup.release.set()
+    return await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def test_concurrent_misses_for_one_key_share_one_lookup() -> None:
+    cache = WebhookKeyCache(2.0)
+    lookup = CountedLookup(integration())
+    answers = await burst(cache, lookup, 10)
+    assert lookup.calls == 1
+    assert all(answer is answers[0] for answer in answers) and answers[0] is not None
+    assert cache.get("key") is answers[0]
+
+
+async def test_a_failed_lookup_fails_every_waiter_and_is_not_remembered() -> None:
+    cache = WebhookKeyCache(2.0)
+    failure = RuntimeError("database unreachable")
+    lookup = CountedLookup(error=failure)
+    answers = await burst(cache, lookup, 5)
+    assert lookup.calls == 1 and answers == [failure] * 5
+    retry = CountedLookup(integration())
+    retry.release.set()
+    assert await cache.get_or_load("key", retry) is not None
+    assert retry.calls == 1  # looked up again: the failure was not kept
+
+
+async def test_concurrent_misses_share_a_lookup_even_without_a_ttl() -> None:
+    cache = WebhookKeyCache(0.0)
+    lookup = CountedLookup(integration())
+    await burst(cache, lookup, 4)
+    assert lookup.calls == 1 and cache.get("key") is None
+
+
+async def test_a_waiter_that_gives_up_does_not_cancel_the_lookup_of_the_others() -> None:
+    cache = WebhookKeyCache(2.0)
+    lookup = CountedLookup(integration())
+    first = asyncio.ensure_future(cache.get_or_load("key", lookup))
+    second = asyncio.ensure_future(cache.get_or_load("key", lookup))
+    await asyncio.sleep(0)
+    first.cancel()  # the request that started the lookup is gone (its client hung up)
+    await asyncio.sleep(0)
+    lookup.release.set()
+    assert (await second) is not None
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert lookup.calls == 1
+
+
+async def test_a_lookup_that_started_before_a_change_is_not_remembered() -> None:
+    cache = WebhookKeyCache(60.0)
+    lookup = CountedLookup(integration("i-1"))
+    waiter = asyncio.ensure_future(cache.get_or_load("key", lookup))
+    await asyncio.sleep(0)
+    cache.forget_integration("i-1")  # this process changed the integration while the old row was on its way
+    lookup.release.set()
+    assert (await waiter) is not None  # the request that asked before the change gets the row it asked for
+    assert cache.get("key") is None  # but the next one reads the new row
+    fresh = CountedLookup(integration("i-1"))
+    fresh.release.set()
+    await cache.get_or_load("key", fresh)
+    assert fresh.calls == 1

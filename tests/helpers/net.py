@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 import time
+from pathlib import Path
 
 import httpx
 
@@ -28,3 +31,25 @@ def wait_http(url: str, timeout: float = 30.0, expect_status: int | None = None)
             last_error = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s (last error: {last_error})")
+
+
+def own_addresses() -> list[str]:
+    """This machine's addresses other than loopback and IPv6 link-local (Linux: its interfaces' IPv4 addresses and
+    /proc/net/if_inet6), for tests that need a listener reachable on a non-loopback address."""
+    found: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            try:
+                request = struct.pack("256s", name.encode()[:15])
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, request)  # SIOCGIFADDR
+            except OSError:
+                continue
+            address = socket.inet_ntoa(answer[20:24])
+            if not address.startswith("127."):
+                found.append(address)
+    inet6 = Path("/proc/net/if_inet6")
+    for line in inet6.read_text().splitlines() if inet6.exists() else []:
+        raw, _, _, scope, *_ = line.split()
+        if scope == "00":  # global scope only (not loopback 10, link-local 20)
+            found.append(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(raw)))
+    return found

@@ -69,7 +69,8 @@ class CheckedAddressBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"{host} resolves to no address")
         try:
             # Every address, not only the first: a name that also points inward is refused as a whole.
-            return [str(self._policy.check_address(address)) for address in addresses]
+            listed = self._policy.listed(host, port)
+            return [str(self._policy.check_address(address, listed=listed)) for address in addresses]
         except AddressRefused as exc:
             # For the caller this is "could not be reached", as for a name that does not resolve: which internal
             # names exist is not theirs to learn. The reason is in the log.

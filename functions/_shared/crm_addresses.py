@@ -9,7 +9,9 @@ The one decision, applied twice to every connection (by `checked_transport`): to
 - On the local stack (`CRM_ALLOW_HTTP_LOOPBACK`, which `tgcrm up` sets): http or https to loopback only, named as
   `localhost` or a loopback address; nothing else, not even a public address.
 - `FUNCTIONS_CRM_HOSTS` (comma-separated `host[:port]`, names in ASCII (punycode); no port means the scheme's
-  default), when set, narrows either mode to those hosts. The address rules still apply to them.
+  default), when set, narrows either mode to those hosts; and a host the operator listed may be on a private
+  network (the usual place of a self-hosted crm_server: beside the functions, in one VPC). Cloud metadata endpoints
+  and link-local addresses stay refused even then.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ REFUSED_IPV6: tuple[tuple[IPv6Network, str], ...] = tuple((IPv6Network(network),
     ("fec0::/10", "site-local"),
     ("ff00::/8", "multicast"),
 ))
+# What a listed host may still never resolve to: the clouds' metadata endpoints, and link-local addresses.
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(address) for address in (
+    "169.254.169.254", "100.100.100.200", "192.0.0.192", "fd00:ec2::254"))
+# Private kinds a listed host may have: RFC 1918, unique local, shared (CGNAT), loopback.
+LISTED_MAY_BE = frozenset({"private", "unique local (private)", "shared (CGNAT)", "loopback"})
 NAT64 = IPv6Network("64:ff9b::/96")
 SIX_TO_FOUR = IPv6Network("2002::/16")
 
@@ -117,18 +124,30 @@ class CrmAddressPolicy:
             raise AddressRefused(f"{_shown(host)}:{port} is not one of the CRM servers this host may reach "
                                  f"(FUNCTIONS_CRM_HOSTS)")
         if is_address(host):
-            self.check_address(host)
+            self.check_address(host, listed=self.listed(host, port))
         elif self.local_mode and host != "localhost":
             raise AddressRefused("on a local stack, crmApiUrl must name localhost or a loopback address")
 
-    def check_address(self, address: str) -> IPAddress:
-        """The address, if the functions may connect to it; else AddressRefused saying what kind it is."""
+    def listed(self, host: str, port: int) -> bool:
+        """Whether the operator named this host (and port) in FUNCTIONS_CRM_HOSTS."""
+        host = _normal_host(host)
+        return any(allowed.host == host and (port == allowed.port if allowed.port is not None
+                                             else port in DEFAULT_PORTS.values())
+                   for allowed in self.allowed_hosts)
+
+    def check_address(self, address: str, *, listed: bool = False) -> IPAddress:
+        """The address, if the functions may connect to it; else AddressRefused saying what kind it is.
+        `listed`: it is what a host of FUNCTIONS_CRM_HOSTS resolved to, which may be a private address."""
         ip = ipaddress.ip_address(address)
         if self.local_mode:
             if not _unwrapped_mapped(ip).is_loopback:
                 raise AddressRefused(f"{ip} is not a loopback address (a local stack reaches loopback only)")
             return ip
         kind = refused_kind(ip)
+        plain = _unwrapped_mapped(ip)
+        if kind is not None and listed and plain not in METADATA_ADDRESSES and not plain.is_link_local and (
+                kind in LISTED_MAY_BE or plain.is_loopback):
+            return ip  # the operator's own crm_server, on its private network or this machine
         if kind is not None:
             raise AddressRefused(f"{ip} is a {kind} address")
         return ip

@@ -270,3 +270,18 @@ async def test_a_local_stack_reaches_no_address_but_loopback(
     response = await connect_to(http, organization, internal.url(host, scheme="https"))
     assert internal.reached == reached_before, "the service on a non-loopback address was reached"
     assert (response.status_code, response.json()["code"]) == (422, "CRM_SERVER_ADDRESS_NOT_ALLOWED"), response.text
+
+
+def test_a_listed_host_may_be_on_a_private_network_but_never_a_metadata_endpoint() -> None:
+    """A self-hosted crm_server usually sits beside the functions, in one private network: the operator listing it in
+    FUNCTIONS_CRM_HOSTS lets its private address through, and nothing else."""
+    policy = CrmAddressPolicy(local_mode=False, allowed_hosts=parse_crm_hosts("crm.internal:8443"))
+    assert policy.listed("crm.internal", 8443) and not policy.listed("crm.internal", 443)
+    for address in ("10.0.3.7", "172.20.0.5", "192.168.1.20", "fd12:3456::7", "100.64.2.3", "127.0.0.1"):
+        assert str(policy.check_address(address, listed=True)) == address
+    for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192", "169.254.10.1",
+                    "fe80::1", "::ffff:169.254.169.254"):
+        with pytest.raises(AddressRefused):
+            policy.check_address(address, listed=True)
+    with pytest.raises(AddressRefused):
+        policy.check_address("10.0.3.7")  # a host nobody listed

@@ -119,6 +119,8 @@
         PROVIDER_ERROR: 'The messaging service failed. Try again in a moment.',
         RECIPIENT_NOT_FOUND: "Telegram cannot find this client by their username or phone. Check the client's details.",
         CRM_SERVER_UNREACHABLE: 'The Telegram server could not be reached. Try again in a moment.',
+        CRM_SERVER_ADDRESS_NOT_ALLOWED: 'This server address cannot be used: it must be a public https:// address (or '
+          + 'one your administrator allowed).',
         CRM_SERVER_ERROR: 'The Telegram server answered with an error. Try again in a moment.',
         CRM_SERVER_AUTH_FAILED: 'The Telegram server refused the API key. Connect the integration again with a '
           + 'valid key.',
@@ -210,6 +212,8 @@
         RECIPIENT_NOT_FOUND: 'Telegram не находит клиента по имени пользователя или телефону. Проверьте данные '
           + 'клиента.',
         CRM_SERVER_UNREACHABLE: 'Telegram-сервер недоступен. Попробуйте ещё раз чуть позже.',
+        CRM_SERVER_ADDRESS_NOT_ALLOWED: 'Этот адрес сервера использовать нельзя: нужен публичный адрес https:// (или '
+          + 'адрес, разрешённый администратором).',
         CRM_SERVER_ERROR: 'Telegram-сервер ответил ошибкой. Попробуйте ещё раз чуть позже.',
         CRM_SERVER_AUTH_FAILED: 'Telegram-сервер не принял API-ключ. Подключите интеграцию заново с верным ключом.',
         ACCOUNT_NOT_FOUND: 'Аккаунта Telegram этой интеграции нет на её сервере. Подключите его заново.',

@@ -118,9 +118,12 @@ async def handler(request: Request) -> JSONResponse:
                          if integration.provider == "telegram_crm"
                          and integration.settings.get("crmApiUrl") == body.crmApiUrl
                          and integration.settings.get("crmPhoneNumber") == body.crmPhoneNumber), None)
-    # Reconnecting keeps the webhook key and secret, so webhooks already in flight stay valid.
+    # Reconnecting to the same server keeps the webhook key and secret, so webhooks already in flight stay valid; to
+    # another server it gets a new secret: the old one is never posted to a server that did not have it.
+    same_server = existing is not None and existing.settings.get("crmApiUrl") == body.crmApiUrl
     webhook_key = (existing.webhook_key if existing else None) or secrets.token_urlsafe(24)
-    secret = str((existing.settings.get("secret") if existing else None) or secrets.token_urlsafe(32))
+    kept_secret = existing.settings.get("secret") if existing is not None and same_server else None
+    secret = str(kept_secret or secrets.token_urlsafe(32))
     webhook_url = runtime.settings.webhook_url(webhook_key)
 
     settings = TelegramCrmSettings(crmApiUrl=body.crmApiUrl, crmApiKey=body.crmApiKey,
@@ -138,6 +141,8 @@ async def handler(request: Request) -> JSONResponse:
         # Whatever the server said, for the admin it is "the server refused": 502 (a fixed message, crm_server's code
         # when it gave one), nothing saved.
         raise ConnectRefusedError(exc) from exc
+
+    settings = settings.model_copy(update={"signatureRequired": connected.signing == "standard-webhooks"})
 
     # act: a re-pointed integration's old account stops posting here (its messages would land in this integration)
     if existing is not None:

@@ -16,7 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared import signature
-from functions._shared.errors import IntegrationNotFoundError, ProjectMismatchError, WebhookSecretError
+from functions._shared.errors import (
+    IntegrationNotFoundError,
+    ProjectMismatchError,
+    WebhookSecretError,
+    WebhookSignatureError,
+)
 from functions._shared.messages import ingest_incoming
 from functions._shared.parsing import RequestModel, parse_json_object, validate_model
 from functions._shared.phones import normalize_phone, normalize_phone_or_none
@@ -141,20 +146,34 @@ async def handler(request: Request) -> JSONResponse:
     webhook_key = request.query_params.get("key", "")
     raw_body = await request.body()
 
-    # authorize: the integration's key, then its secret, then (when signed) the signature
+    # authorize: the integration's key, then the signature (or, for a server of the original plan, its secret)
     integration = (await runtime.integrations.find_by_webhook_key(webhook_key)
                    if _could_be_a_webhook_key(webhook_key) else None)
     if integration is None or not integration.is_enabled:
         raise IntegrationNotFoundError("Unknown or disabled webhook key")
     secret = str(integration.settings.get("secret") or "")
-    given_secret = request.headers.get("x-lovable-secret", "")
-    if not secret or not hmac.compare_digest(given_secret.encode(), secret.encode()):
+    if not secret:
         raise WebhookSecretError()
     signed = signature.has_signature_headers(request.headers)
+    if integration.settings.get("signatureRequired"):
+        # The server said at connect that it signs every delivery (ours does, and never sends the secret itself):
+        # an unsigned request is forged, whatever X-Lovable-Secret it carries.
+        if not signed:
+            raise WebhookSignatureError("This integration's server signs its deliveries: webhook-signature is required")
+    else:
+        # A server of the original plan: the secret header is its proof (and a signature too, when it sends one).
+        given_secret = request.headers.get("x-lovable-secret", "")
+        if not hmac.compare_digest(given_secret.encode(), secret.encode()):
+            raise WebhookSecretError()
+    webhook_id = request.headers.get("webhook-id") or ""
     if signed:
-        signature.verify(secret, request.headers.get("webhook-id"), request.headers.get("webhook-timestamp"),
+        signature.verify(secret, webhook_id, request.headers.get("webhook-timestamp"),
                          request.headers.get("webhook-signature"), raw_body,
                          tolerance_seconds=runtime.settings.webhook_tolerance_seconds)
+        answered = runtime.replays.seen(integration.id, webhook_id)
+        if answered is not None:
+            # Stored already (a replay, or a redelivery within the window): the same answer, without the database.
+            return JSONResponse({**answered, "duplicate": True})
     payload = validate_model(WebhookPayload, parse_json_object(raw_body))
     if str(payload.project_id) != integration.organization_id:
         raise ProjectMismatchError(field="project_id")
@@ -196,8 +215,11 @@ async def handler(request: Request) -> JSONResponse:
     })
 
     # respond
-    return JSONResponse(WebhookResponse(messageId=result.message_id, clientId=result.client_id,
-                                        duplicate=result.duplicate).model_dump())
+    answer = WebhookResponse(messageId=result.message_id, clientId=result.client_id,
+                             duplicate=result.duplicate).model_dump()
+    if signed:
+        runtime.replays.remember(integration.id, webhook_id, answer)
+    return JSONResponse(answer)
 
 
 def _could_be_a_webhook_key(value: str) -> bool:

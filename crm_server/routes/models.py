@@ -75,6 +75,9 @@ class ConnectResponse(ResponseModel):
     webhook_url: str
     account: AccountSummary
     secret: str | None = Field(None, description="Only when the server generated it: shown once, keep it")
+    # Every delivery carries a Standard Webhooks signature: a receiver may refuse unsigned ones (a server of the
+    # original plan says nothing here, and its receiver keeps accepting the secret header alone).
+    signing: Literal["standard-webhooks"] = "standard-webhooks"
 
 
 class PauseRequest(RequestModel):

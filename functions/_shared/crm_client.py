@@ -46,6 +46,8 @@ class CrmConnectResult(BaseModel):
     phone: str | None = None
     webhook_url: str | None = None
     account: CrmAccount | None = None
+    # "standard-webhooks" when the server signs every delivery (ours does; a server of the original plan is silent).
+    signing: str | None = None
 
 
 class CrmSendResult(BaseModel):
@@ -71,7 +73,10 @@ class CrmClient:
         self._send_timeout = send_timeout
 
     async def connect(self, *, project_id: str, webhook_url: str, phone: str, secret: str) -> CrmConnectResult:
-        body = {"project_id": project_id, "webhook_url": webhook_url, "phone": phone, "secret": secret}
+        # secret_header False: our webhook verifies signatures, so the secret itself need never travel with a delivery
+        # (a server of the original plan ignores the field and keeps sending it).
+        body = {"project_id": project_id, "webhook_url": webhook_url, "phone": phone, "secret": secret,
+                "secret_header": False}
         data = await self._post("/integration/lovable/connect", body, timeout=self._timeout)
         return _parse(CrmConnectResult, data, "/integration/lovable/connect")
 

@@ -24,6 +24,9 @@ class TelegramCrmSettings(BaseModel):
     crmApiKey: str = Field(min_length=1)
     crmPhoneNumber: str = Field(min_length=1)
     secret: str = Field(min_length=1)
+    # The server signs every delivery (it said so at connect): the webhook then refuses unsigned ones, so a secret
+    # seen once is not enough to forge the next. False for servers of the original plan.
+    signatureRequired: bool = False
 
 
 class WappiSettings(BaseModel):

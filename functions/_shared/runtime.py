@@ -17,6 +17,7 @@ from functions._shared.integrations import IntegrationStore
 from functions._shared.sealed_settings import SettingsSealer
 from functions._shared.settings import FunctionsSettings
 from functions._shared.rows import TelegramCrmSettings
+from functions._shared.replay_cache import ReplayCache
 from functions._shared.wappi_client import WappiClient
 
 
@@ -30,6 +31,7 @@ class FunctionsRuntime:
     verifier: TokenVerifier
     wappi: WappiClient
     integrations: IntegrationStore
+    replays: ReplayCache
 
     @classmethod
     async def start(cls, settings: FunctionsSettings, *,
@@ -56,7 +58,8 @@ class FunctionsRuntime:
                    verifier=TokenVerifier(settings, http),
                    wappi=WappiClient(http, settings.wappi_base_url, timeout=settings.send_timeout_seconds),
                    integrations=IntegrationStore(db, SettingsSealer(key),
-                                                settings.webhook_key_cache_seconds))
+                                                settings.webhook_key_cache_seconds),
+                   replays=ReplayCache(settings.webhook_tolerance_seconds))
 
     def crm(self, integration_settings: TelegramCrmSettings) -> CrmClient:
         return self.crm_at(integration_settings.crmApiUrl, integration_settings.crmApiKey)

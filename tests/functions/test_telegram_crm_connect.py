@@ -102,6 +102,24 @@ async def test_reconnecting_the_same_phone_updates_the_integration_and_keeps_its
     assert (name, secret_after) == ("Renamed", secret_before)
 
 
+async def test_reconnecting_to_another_server_url_rotates_the_secret_and_marks_deliveries_signed(
+        http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
+        sealer: SettingsSealer, make_organization: MakeOrganization) -> None:
+    """The old secret is never posted to a server that did not have it (here the same server under another name:
+    the functions cannot tell, and need not)."""
+    organization = await make_organization()
+    first = await connect_account(http, crm, crm_admin, organization, login=False)
+    before = await stored_settings(db, sealer, first.integration_id)
+    assert before["signatureRequired"] is True  # our crm_server said at connect that it signs every delivery
+    other_url = crm.url.replace("127.0.0.1", "localhost")
+    moved = await http.post("/telegram-crm-connect", headers=organization.auth, json={
+        **connect_body(crm, crmPhoneNumber=first.phone), "crmApiUrl": other_url,
+        "integrationId": first.integration_id})
+    assert moved.status_code == 200, moved.text
+    after = await stored_settings(db, sealer, first.integration_id)
+    assert after["crmApiUrl"] == other_url and after["secret"] != before["secret"]
+
+
 async def test_connect_with_integration_id_updates_that_integration(
         http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
         make_organization: MakeOrganization) -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from functions._shared.errors import DatabaseError, ValidationFailedError
 from functions._shared.parsing import validate_model
+from functions._shared.signature import sign
 from functions._shared.runtime import FunctionsRuntime
 from functions.host import create_functions_app
 from functions.telegram_crm_webhook import WebhookPayload
@@ -62,6 +63,15 @@ async def hook(http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmCli
     return Hook(organization, connected.integration_id, connected.phone, key, secret)
 
 
+@pytest.fixture
+async def legacy_hook(hook: Hook, db: asyncpg.Pool) -> Hook:
+    """The integration of a server of the original plan: it did not say at connect that it signs, so the webhook
+    accepts its unsigned deliveries that carry the secret."""
+    await db.execute("UPDATE public.messenger_integrations SET settings = jsonb_set(settings, '{signatureRequired}', "
+                     "'false'::jsonb) WHERE id = $1", hook.integration_id)
+    return hook
+
+
 async def post(http: httpx.AsyncClient, hook: Hook, payload: dict[str, object], **options: object) -> httpx.Response:
     body, headers = webhook_request(hook.secret, payload, **options)  # type: ignore[arg-type]
     return await http.post(hook.url(), content=body, headers=headers)
@@ -96,38 +106,38 @@ async def test_a_signed_delivery_stores_the_message_creates_the_client_and_notif
 
 
 async def test_the_minimal_unsigned_payload_of_the_original_plan_is_accepted(
-        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
-    payload = {"project_id": hook.organization.id, "account_phone": hook.phone.lstrip("+"), "from_id": 424242,
+        http: httpx.AsyncClient, db: asyncpg.Pool, legacy_hook: Hook) -> None:
+    payload = {"project_id": legacy_hook.organization.id, "account_phone": legacy_hook.phone.lstrip("+"), "from_id": 424242,
                "from_username": "minimal_user", "text": "hi from the old server"}
-    response = await post(http, hook, payload, signed=False)
+    response = await post(http, legacy_hook, payload, signed=False)
     assert response.status_code == 200, response.text
     client = await db.fetchrow("SELECT * FROM public.clients WHERE id = $1", response.json()["clientId"])
     assert (client["telegram_user_id"], client["telegram_username"], client["name"]) == \
         ("424242", "minimal_user", "@minimal_user")
     stored = await db.fetchrow("SELECT * FROM public.chat_messages WHERE id = $1", response.json()["messageId"])
-    assert stored["metadata"]["account_phone"] == hook.phone  # digits without + became E.164
+    assert stored["metadata"]["account_phone"] == legacy_hook.phone  # digits without + became E.164
 
 
 async def test_minimal_payloads_without_message_id_are_two_messages_even_when_identical(
-        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
-    payload = {"project_id": hook.organization.id, "account_phone": hook.phone.lstrip("+"), "from_id": 5151,
+        http: httpx.AsyncClient, db: asyncpg.Pool, legacy_hook: Hook) -> None:
+    payload = {"project_id": legacy_hook.organization.id, "account_phone": legacy_hook.phone.lstrip("+"), "from_id": 5151,
                "from_username": "twice", "text": "same text"}
-    first = await post(http, hook, payload, signed=False)
-    second = await post(http, hook, payload, signed=False)
+    first = await post(http, legacy_hook, payload, signed=False)
+    second = await post(http, legacy_hook, payload, signed=False)
     assert (first.status_code, second.status_code) == (200, 200)
     assert first.json()["messageId"] != second.json()["messageId"]
-    assert await count(db, "chat_messages", hook.organization.id) == 2
+    assert await count(db, "chat_messages", legacy_hook.organization.id) == 2
 
 
 async def test_a_minimal_payload_with_message_id_is_deduplicated(
-        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
-    payload = {"project_id": hook.organization.id, "account_phone": hook.phone.lstrip("+"), "from_id": 6161,
+        http: httpx.AsyncClient, db: asyncpg.Pool, legacy_hook: Hook) -> None:
+    payload = {"project_id": legacy_hook.organization.id, "account_phone": legacy_hook.phone.lstrip("+"), "from_id": 6161,
                "from_username": "dedupe", "text": "once", "message_id": 77}
-    first = await post(http, hook, payload, signed=False)
-    second = await post(http, hook, payload, signed=False)
+    first = await post(http, legacy_hook, payload, signed=False)
+    second = await post(http, legacy_hook, payload, signed=False)
     assert (first.json()["duplicate"], second.json()["duplicate"]) == (False, True)
     assert second.json()["messageId"] == first.json()["messageId"]
-    assert await count(db, "chat_messages", hook.organization.id) == 1
+    assert await count(db, "chat_messages", legacy_hook.organization.id) == 1
 
 
 async def test_a_redelivered_event_is_answered_duplicate_and_stores_nothing_new(
@@ -157,6 +167,10 @@ async def test_the_same_event_20_times_at_once_is_stored_once(
                                   "future timestamp", "partial signature headers"])
 async def test_unauthenticated_deliveries_are_401_and_store_nothing(
         http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook, case: str) -> None:
+    if case in ("wrong secret", "missing secret"):
+        # The secret header is a proof only for a server of the original plan.
+        await db.execute("UPDATE public.messenger_integrations SET settings = jsonb_set(settings, "
+                         "'{signatureRequired}', 'false'::jsonb) WHERE id = $1", hook.integration_id)
     payload = hook.payload()
     if case == "wrong secret":
         body, headers = webhook_request("not-the-secret", payload, signed=False)
@@ -176,6 +190,35 @@ async def test_unauthenticated_deliveries_are_401_and_store_nothing(
     response = await http.post(hook.url(), content=body, headers=headers)
     assert response.status_code == 401, response.text
     assert response.json()["code"] in ("INVALID_SECRET", "INVALID_SIGNATURE")
+    assert await count(db, "chat_messages", hook.organization.id) == 0
+
+
+async def test_our_servers_integrations_refuse_unsigned_deliveries_even_with_the_secret(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    """Anyone who once saw a delivery carrying X-Lovable-Secret could otherwise post any message, unsigned."""
+    body, headers = webhook_request(hook.secret, hook.payload(), signed=False)
+    response = await http.post(hook.url(), content=body, headers=headers)
+    assert response.status_code == 401 and response.json()["code"] == "INVALID_SIGNATURE", response.text
+    assert await count(db, "chat_messages", hook.organization.id) == 0
+
+
+async def test_a_signed_delivery_needs_no_secret_header(http: httpx.AsyncClient, hook: Hook) -> None:
+    body, headers = webhook_request(hook.secret, hook.payload())
+    del headers["x-lovable-secret"]  # our crm_server no longer sends it
+    response = await http.post(hook.url(), content=body, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_replayed_delivery_is_answered_from_memory_within_the_window(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    body, headers = webhook_request(hook.secret, hook.payload(message_id=777))
+    first = await http.post(hook.url(), content=body, headers=headers)
+    assert first.status_code == 200 and first.json()["duplicate"] is False
+    # The stored row goes: a replay that reached the database would store it again.
+    await db.execute("DELETE FROM public.chat_messages WHERE id = $1", first.json()["messageId"])
+    replayed = await http.post(hook.url(), content=body, headers=headers)
+    assert replayed.status_code == 200
+    assert (replayed.json()["messageId"], replayed.json()["duplicate"]) == (first.json()["messageId"], True)
     assert await count(db, "chat_messages", hook.organization.id) == 0
 
 
@@ -364,7 +407,10 @@ def test_malformed_payloads_are_refused_with_a_4xx_never_a_5xx(data: st.DataObje
         else:
             payload.pop(field, None)
         body = _dumps(payload).encode()
-    headers = {"x-lovable-secret": malformed_hook.secret, "content-type": "application/json"}
+    # Signed, as crm_server sends it: what is under test is the payload's parsing.
+    event_id, sent_at = str(uuid.uuid4()), int(time.time())
+    headers = {"content-type": "application/json", "webhook-id": event_id, "webhook-timestamp": str(sent_at),
+               "webhook-signature": sign(malformed_hook.secret, event_id, sent_at, body)}
     response = httpx.post(f"{functions_host.url}{malformed_hook.url()}", content=body, headers=headers, timeout=30)
     assert response.status_code < 500, response.text
     answer = response.json()

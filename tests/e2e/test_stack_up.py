@@ -366,7 +366,7 @@ def test_a_killed_child_is_reported_and_restarted(stack: StackProcess, crm_admin
     crm = stack.child("crm_server")
     offset = stack.log_size()
     crm.kill()
-    stack.wait_for_log("crm_server exited with code -9; restarting it", after=offset)
+    stack.wait_for_log("crm_server exited with code -9 (SIGKILL); restarting it", after=offset)
     stack.wait_for_log("crm_server is running again", after=offset, timeout=120)
     assert stack.child("crm_server").pid != crm.pid
     assert crm_admin.get("/health").status_code == 200

@@ -37,12 +37,15 @@ class ApiProcessSettings(BaseSettings):
         None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
 
 
-def build_app(settings: ApiProcessSettings) -> Starlette:
+def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
+    """`host` and `port` are where it listens: the admin page answers only to that port by a loopback name (or
+    `host` itself when it names an address)."""
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_functions_app
     from supabase_local.api import create_api_app
     from supabase_local.rest.app import create_rest_app
     from tgcrm.admin.app import AdminSettings, LocalSignIn, create_admin_app
+    from tgcrm.admin.host_guard import HostGuard
 
     functions_settings = FunctionsSettings()  # type: ignore[call-arg]
     local = None
@@ -51,7 +54,7 @@ def build_app(settings: ApiProcessSettings) -> Starlette:
                             jwt_secret=settings.jwt_secret, crm_url=settings.local_crm_url,
                             crm_api_key=settings.local_crm_api_key)
     admin = create_admin_app(AdminSettings(
-        anon_key=settings.anon_key, local_sign_in=local,
+        anon_key=settings.anon_key, host_guard=HostGuard.for_listen_address(host, port), local_sign_in=local,
         sandbox=bool(functions_settings.crm_sandbox_url and functions_settings.crm_sandbox_api_key)))
     app = create_api_app(create_rest_app(settings.rest_database_url, settings.jwt_secret),
                          extra_mounts={"/functions/v1": create_functions_app(functions_settings), "/admin": admin})
@@ -69,7 +72,7 @@ def serve_api(host: str, port: int, log_level: str) -> int:
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         settings = ApiProcessSettings()  # type: ignore[call-arg]
-        app = build_app(settings)
+        app = build_app(settings, host, port)
     except ValidationError as exc:
         missing = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"api: missing or invalid settings: {missing}", file=sys.stderr)

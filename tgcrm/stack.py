@@ -1,7 +1,8 @@
 """The local stack as one supervised process tree: embedded PostgreSQL, the API process and crm_server.
 
-Started in order, watched while running (a child that dies is reported and restarted a bounded number of times, or
-the whole stack stops with a message), and stopped in reverse order on Ctrl-C or SIGTERM.
+Started in order, watched while running (each child and PostgreSQL on its own: one that dies is reported with its
+exit code or signal and restarted, again and again, more slowly when it keeps dying, while the others run on), and
+stopped in reverse order on Ctrl-C or SIGTERM, the only way the stack stops once it is ready.
 """
 
 from __future__ import annotations
@@ -9,21 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 READY_MARKER = "READY"
-# A child may die this many times within RESTART_WINDOW_SECONDS and be restarted; one more stops the stack.
-MAX_RESTARTS = 3
+# The first FREE_RESTARTS within RESTART_WINDOW_SECONDS happen at once; each further one waits longer, doubling from
+# RESTART_DELAY_FIRST_SECONDS up to RESTART_DELAY_MAX_SECONDS (TGCRM_RESTART_DELAY_FIRST_SECONDS / _MAX_SECONDS).
+# There is no last restart: a stack that gives up needs a person to bring it back, and stopping PostgreSQL because
+# the API keeps crashing would take down what still works.
+FREE_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 300.0
+RESTART_DELAY_FIRST_SECONDS = 1.0
+RESTART_DELAY_MAX_SECONDS = 60.0
+POSTGRES_POLL_SECONDS = 0.5
 CHILD_READY_TIMEOUT = 120.0
 CHILD_STOP_TIMEOUT = 15.0
 OUTPUT_TAIL_LINES = 40
@@ -46,26 +54,75 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def exit_cause(code: int | None) -> str:
+    """How a process ended, as the restart report says it: `exited with code 3`, `exited with code -9 (SIGKILL)`."""
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"exited with code {code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"exited with code {code} (signal {-code})"
+    return f"exited with code {code}"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How soon a dead child is restarted: at once for the first `free_restarts` within `window` seconds, then after
+    a delay doubling from `first_delay` up to `max_delay`. Never "no more": the policy only slows restarts down."""
+
+    free_restarts: int = FREE_RESTARTS
+    window: float = RESTART_WINDOW_SECONDS
+    first_delay: float = RESTART_DELAY_FIRST_SECONDS
+    max_delay: float = RESTART_DELAY_MAX_SECONDS
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RestartPolicy:
+        """TGCRM_RESTART_DELAY_FIRST_SECONDS and TGCRM_RESTART_DELAY_MAX_SECONDS (tests shorten them)."""
+        values: dict[str, float] = {}
+        for name, attribute in (("TGCRM_RESTART_DELAY_FIRST_SECONDS", "first_delay"),
+                                ("TGCRM_RESTART_DELAY_MAX_SECONDS", "max_delay")):
+            raw = environ.get(name, "").strip()
+            if not raw:
+                continue
+            try:
+                values[attribute] = float(raw)
+            except ValueError:
+                raise StackError(f"{name} must be a number of seconds, not {raw!r}") from None
+            if not 0 <= values[attribute] <= 3600:
+                raise StackError(f"{name} must be between 0 and 3600 seconds, not {raw}")
+        policy = cls(**values)
+        if policy.max_delay < policy.first_delay:
+            raise StackError("TGCRM_RESTART_DELAY_MAX_SECONDS must not be below TGCRM_RESTART_DELAY_FIRST_SECONDS")
+        return policy
+
+
 @dataclass
 class RestartBudget:
-    """How many restarts a child has left: MAX_RESTARTS within a sliding window."""
+    """One child's recent restarts under a RestartPolicy: how long the next one waits. It never refuses one."""
 
-    limit: int = MAX_RESTARTS
-    window: float = RESTART_WINDOW_SECONDS
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
     restarts: deque[float] = field(default_factory=deque)
+    total: int = 0
 
-    def allow(self, now: float | None = None) -> bool:
+    def next_delay(self, now: float | None = None) -> float:
+        """Counts a restart made now and returns how many seconds to wait before making it."""
         now = time.monotonic() if now is None else now
-        while self.restarts and now - self.restarts[0] > self.window:
+        while self.restarts and now - self.restarts[0] > self.policy.window:
             self.restarts.popleft()
-        if len(self.restarts) >= self.limit:
-            return False
+        beyond = len(self.restarts) - self.policy.free_restarts
         self.restarts.append(now)
-        return True
+        self.total += 1
+        if beyond < 0:
+            return 0.0
+        return min(self.policy.max_delay, self.policy.first_delay * 2 ** min(beyond, 32))
 
-    @property
-    def used(self) -> int:
-        return len(self.restarts)
+    def describe(self, delay: float) -> str:
+        """The restart report's tail: `restarting it (restart 2)`, or with the delay and why there is one."""
+        if delay <= 0:
+            return f"restarting it (restart {self.total})"
+        return (f"restarting it in {delay:.1f} s (restart {self.total}; more than {self.policy.free_restarts} "
+                f"within {self.policy.window:.0f} s, so each waits longer)")
 
 
 class ChildService:
@@ -80,7 +137,6 @@ class ChildService:
         self.process: asyncio.subprocess.Process | None = None
         self.announced: dict[str, str] = {}
         self.tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-        self.budget = RestartBudget()
         self._hidden_values = hidden_values
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -97,11 +153,17 @@ class ChildService:
         """Start the child and wait for its READY line; returns the NAME=value lines it printed before."""
         self.announced = {}
         self._ready = asyncio.Event()
-        self.process = await asyncio.create_subprocess_exec(
+        spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
             *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             # Its own session: Ctrl-C in the terminal reaches only the supervisor, which stops children in order.
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=_die_with_parent))
+        try:
+            self.process = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # Stopped while spawning: keep hold of the process, so `stop()` ends it instead of leaving it running.
+            self.process = await spawning
+            raise
         self._reader = asyncio.create_task(self._read_output(self.process))
         ready = asyncio.create_task(self._ready.wait())
         exited = asyncio.create_task(self.process.wait())
@@ -116,7 +178,7 @@ class ChildService:
             await self.stop()
             raise StackError(f"{self.name} did not become ready within {timeout:.0f} s{self.tail_text()}")
         await self._drain()
-        raise StackError(f"{self.name} exited with code {self.process.returncode} while starting{self.tail_text()}")
+        raise StackError(f"{self.name} {exit_cause(self.process.returncode)} while starting{self.tail_text()}")
 
     async def wait(self) -> int:
         assert self.process is not None
@@ -221,21 +283,97 @@ class Supervised:
     child: ChildService
     health_checks: list[tuple[str, Mapping[str, str]]]
 
-    async def start(self) -> dict[str, str]:
-        announced = await self.child.start()
-        for url, headers in self.health_checks:
-            await wait_http_ok(url, CHILD_READY_TIMEOUT, headers)
+    async def start(self, timeout: float = CHILD_READY_TIMEOUT) -> dict[str, str]:
+        announced = await self.child.start(timeout)
+        await self._until_healthy(timeout)
         return announced
+
+    async def _until_healthy(self, timeout: float) -> None:
+        """The health checks, raced against the child exiting: a crash during them is noticed at once (polling
+        a dead child's URLs would only end with their timeout)."""
+        assert self.child.process is not None
+        checking = asyncio.create_task(self._check_health(timeout))
+        exited = asyncio.create_task(self.child.process.wait())
+        try:
+            await asyncio.wait({checking, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (checking, exited):
+                task.cancel()
+            await asyncio.gather(checking, exited, return_exceptions=True)
+        if self.child.returncode is not None:
+            raise StackError(f"{self.child.name} {exit_cause(self.child.returncode)} during its health checks")
+        checking.result()  # re-raises a StackError: a check did not pass in time
+
+    async def _check_health(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for url, headers in self.health_checks:
+            await wait_http_ok(url, max(deadline - time.monotonic(), 1.0), headers)
+
+    async def keep_running(self, policy: RestartPolicy) -> None:
+        """Until cancelled: wait for the child to exit, report how, restart it (after the budget's delay) and check
+        its health, again whenever it dies, including while it is still starting."""
+        child, budget = self.child, RestartBudget(policy)
+        cause: str | None = None  # set when the last restart failed: the child is already stopped
+        while True:
+            if cause is None:
+                cause = f"{child.name} {exit_cause(await child.wait())}"
+            delay = budget.next_delay()
+            report(f"{cause}; {budget.describe(delay)}")
+            await asyncio.sleep(delay)
+            try:
+                await self.start()
+            except Exception as exc:  # noqa: BLE001 - StackError, or OSError from spawning: try again, later
+                report(f"restarting {child.name} failed: {exc}")
+                await child.stop()
+                cause = f"{child.name} did not start"
+                continue
+            cause = None
+            report(f"{child.name} is running again")
+
+
+@dataclass
+class SupervisedPostgres:
+    """The embedded PostgreSQL server (a supabase_local EmbeddedPostgres), restarted whenever it exits."""
+
+    server: object
+
+    async def keep_running(self, policy: RestartPolicy) -> None:
+        server, budget = self.server, RestartBudget(policy)
+        cause: str | None = None
+        while True:
+            if cause is None:
+                while server.is_running():  # type: ignore[attr-defined]
+                    await asyncio.sleep(POSTGRES_POLL_SECONDS)
+                process = server.process  # type: ignore[attr-defined]
+                cause = f"PostgreSQL {exit_cause(process.returncode if process else None)}"
+            delay = budget.next_delay()
+            report(f"{cause}; {budget.describe(delay)}; its log: {server.log_file}")  # type: ignore[attr-defined]
+            await asyncio.sleep(delay)
+            restarting = asyncio.ensure_future(asyncio.to_thread(server.restart))  # type: ignore[attr-defined]
+            try:
+                await asyncio.shield(restarting)
+            except asyncio.CancelledError:
+                # A thread cannot be cancelled: let it finish, so stopping the stack then stops that PostgreSQL.
+                with contextlib.suppress(Exception):
+                    await restarting
+                raise
+            except Exception as exc:  # noqa: BLE001 - PostgresError or OSError: try again, later
+                report(f"restarting PostgreSQL failed: {exc}")
+                cause = "PostgreSQL did not start"
+                continue
+            cause = None
+            report("PostgreSQL is running again")
 
 
 class LocalStack:
     """PostgreSQL (via `LocalDatabase`, already prepared by the caller) plus supervised children."""
 
-    def __init__(self, database: object, services: Sequence[Supervised]) -> None:
+    def __init__(self, database: object, services: Sequence[Supervised],
+                 restart_policy: RestartPolicy | None = None) -> None:
         # `database` is a supabase_local LocalDatabase; typed loosely so this module imports nothing heavy.
         self.database = database
         self.services = list(services)
-        self.postgres_budget = RestartBudget()
+        self.restart_policy = restart_policy or RestartPolicy()
 
     async def start(self) -> dict[str, dict[str, str]]:
         """Start every child concurrently; returns each one's announced NAME=value lines by name."""
@@ -245,73 +383,34 @@ class LocalStack:
             raise failures[0]
         return {service.child.name: result for service, result in zip(self.services, results)}  # type: ignore[misc]
 
-    async def supervise(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set: restart what dies (bounded); raises StackError when something fails for good."""
-        while not stop.is_set():
-            waiters = {asyncio.create_task(service.child.wait()): service for service in self.services}
-            postgres = asyncio.create_task(self._postgres_exit())
-            stopping = asyncio.create_task(stop.wait())
-            done, pending = await asyncio.wait({*waiters, postgres, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            if stop.is_set():
-                return
-            recoveries = [self._restart(waiters[task]) for task in done if task in waiters]
-            if postgres in done:
-                recoveries.insert(0, self._restart_postgres())
-            recovering = asyncio.gather(*recoveries)
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({recovering, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not recovering.done():
-                recovering.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StackError):
-                    await recovering
-                return
-            recovering.result()  # re-raises a StackError
-
-    async def _restart(self, service: Supervised) -> None:
-        child = service.child
-        code = child.returncode
-        while True:
-            if not child.budget.allow():
-                raise StackError(f"{child.name} exited with code {code} after {MAX_RESTARTS} restarts within "
-                                 f"{RESTART_WINDOW_SECONDS:.0f} s; stopping the whole stack{child.tail_text()}")
-            report(f"{child.name} exited with code {code}; restarting it (restart {child.budget.used} of "
-                   f"{MAX_RESTARTS})")
-            try:
-                await service.start()
-            except StackError as exc:
-                report(f"restarting {child.name} failed: {exc}")
-                await child.stop()
-                code = child.returncode
-                continue
-            report(f"{child.name} is running again")
-            return
-
-    async def _postgres_exit(self) -> None:
+    def _watchers(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        watchers: dict[str, Callable[[], Awaitable[None]]] = {
+            service.child.name: functools.partial(service.keep_running, self.restart_policy)
+            for service in self.services}
         server = getattr(self.database, "server", None)
-        if server is None:  # an external database (by URL): not ours to watch
-            await asyncio.Event().wait()
-        while server.is_running():
-            await asyncio.sleep(0.5)
+        if server is not None:  # None: an external database (by URL), not ours to watch
+            watchers["PostgreSQL"] = functools.partial(SupervisedPostgres(server).keep_running, self.restart_policy)
+        return watchers
 
-    async def _restart_postgres(self) -> None:
-        server = self.database.server  # type: ignore[attr-defined]
-        code = server.process.returncode if server.process else None
-        while True:
-            if not self.postgres_budget.allow():
-                raise StackError(f"PostgreSQL exited with code {code} after {MAX_RESTARTS} restarts within "
-                                 f"{RESTART_WINDOW_SECONDS:.0f} s; stopping the whole stack (see {server.log_file})")
-            report(f"PostgreSQL exited with code {code}; restarting it (restart {self.postgres_budget.used} of "
-                   f"{MAX_RESTARTS})")
-            try:
-                await asyncio.to_thread(server.restart)
-            except Exception as exc:  # noqa: BLE001 - PostgresError or OSError: count it and try again
-                report(f"restarting PostgreSQL failed: {exc}")
-                continue
-            report("PostgreSQL is running again")
-            return
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: every child and PostgreSQL watched at once, each restarted whenever it dies. Nothing
+        here stops the stack; a watcher that fails (a bug) is reported and started again."""
+        watchers = self._watchers()
+        running = {asyncio.create_task(watch(), name=f"watch-{name}"): name for name, watch in watchers.items()}
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {stopping}:
+                    name = running.pop(task)
+                    problem = "cancelled" if task.cancelled() else repr(task.exception())
+                    report(f"watching {name} failed ({problem}); watching it again")
+                    running[asyncio.create_task(watchers[name](), name=f"watch-{name}")] = name
+        finally:
+            stopping.cancel()
+            for task in running:
+                task.cancel()
+            await asyncio.gather(stopping, *running, return_exceptions=True)
 
     async def stop(self) -> None:
         """Children in reverse start order, then PostgreSQL (fast shutdown: committed data stays)."""

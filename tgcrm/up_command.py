@@ -23,6 +23,7 @@ from tgcrm.local_commands import _env_int, add_stack_options, port_is_busy, writ
 from tgcrm.stack import (
     ChildService,
     LocalStack,
+    RestartPolicy,
     StackError,
     Supervised,
     child_environment,
@@ -231,6 +232,7 @@ class UpCommand:
         from supabase_local.keys import local_keys, user_token
 
         options = self.options
+        restart_policy = RestartPolicy.from_environment()  # a bad TGCRM_RESTART_DELAY_* is named before anything runs
         # Not cancellable half-way: a Ctrl-C now lets PostgreSQL finish starting, then stops it.
         self._postgres_start = asyncio.ensure_future(asyncio.to_thread(database.start))
         await asyncio.shield(self._postgres_start)
@@ -284,7 +286,7 @@ class UpCommand:
                                                                                   else [])),
                            crm_env, hidden_values=lambda: secrets)
         service_headers = {"apikey": keys.service_role_key, "Authorization": f"Bearer {keys.service_role_key}"}
-        stack = LocalStack(database, [
+        stack = LocalStack(database, restart_policy=restart_policy, services=[
             Supervised(crm, [(f"{options.crm_url}/health", {}),
                              (f"{options.crm_url}/telegram/status?project_id={DEMO_ORGANIZATION_ID}",
                               {"X-API-Key": admin_key})]),

@@ -34,9 +34,10 @@ def hermetic_env() -> dict[str, str]:
 
 
 class StackProcess:
-    def __init__(self, state_dir: Path, *, name: str = "stack") -> None:
+    def __init__(self, state_dir: Path, *, name: str = "stack", env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.name = name
+        self.env = dict(env or {})  # on top of hermetic_env(), e.g. the supervisor's TGCRM_RESTART_DELAY_* knobs
         self.api_port, self.crm_port, self.db_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen[str] | None = None
         self.values: dict[str, str] = {}
@@ -55,7 +56,7 @@ class StackProcess:
         self._lines = queue.Queue()
         log = self.log_path.open("a")
         self.process = subprocess.Popen(self.command(*extra), stdout=subprocess.PIPE, stderr=log, text=True,
-                                        env=hermetic_env(), cwd=self.state_dir.parent)
+                                        env={**hermetic_env(), **self.env}, cwd=self.state_dir.parent)
         log.close()
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout

@@ -23,11 +23,14 @@ import pytest
 
 from functions._shared.errors import FunctionError
 from tests.e2e.stack_process import LOGIN_CODE, StackProcess
+from tgcrm.admin.host_guard import AdminRequestRefused
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+                 "--disable-component-update", "--disable-sync",
+                 # DNS rebinding, simulated: this name resolves to the stack's loopback address.
+                 f"--host-resolver-rules=MAP rebound.test 127.0.0.1"]
 DELIVERY_TIMEOUT_MS = 45_000
 # A reply the page shows from chat_messages (not its own bubble while sending): telegram-send has stored it.
 STORED_REPLY = "#messages .bubble.out[data-message-id]"
@@ -339,6 +342,9 @@ def test_a_lost_answer_shows_as_sent_once_the_stored_message_appears(page,  # ty
 
     page.click("#clients li:has-text('Ivan Petrov')")
     text = f"Answer lost, not retried {uuid.uuid4().hex[:8]}"
+    # No poll until the page has given up on the answer: on a loaded machine one could find the stored message
+    # while the lost answer is still pending, and the page rightly never shows it as failed.
+    pause_polling(page, True)
     page.route(SEND_URL, lose_the_answer)
     try:
         page.fill("#reply-text", text)
@@ -346,6 +352,7 @@ def test_a_lost_answer_shows_as_sent_once_the_stored_message_appears(page,  # ty
         expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_be_visible()
     finally:
         page.unroute(SEND_URL)
+        pause_polling(page, False)
     # The next poll finds the stored message under the same Idempotency-Key: it was sent after all.
     expect(page.locator("#messages .bubble.out.failed", has_text=text)).to_have_count(0)
     expect(page.locator(STORED_REPLY, has_text=text)).to_have_count(1)
@@ -353,7 +360,8 @@ def test_a_lost_answer_shows_as_sent_once_the_stored_message_appears(page,  # ty
 
 
 def every_error_code() -> list[str]:
-    codes, classes = set(), [FunctionError]
+    # The admin page's own refusals too (their base is never answered as such).
+    codes, classes = set(), [FunctionError, *AdminRequestRefused.__subclasses__()]
     while classes:
         error = classes.pop()
         codes.add(error.code)
@@ -540,3 +548,28 @@ def test_removing_from_the_page_tells_the_server_and_keeps_the_chat(  # type: ig
     assert Story.account_phone not in {account["phone"] for account in accounts}  # logged out, forgotten
     page.click(f"#clients li:has-text('{Story.sender_name}')")
     expect(page.locator("#messages .bubble.in", has_text=Story.incoming_text)).to_be_visible()  # history stays
+
+
+def test_a_page_on_a_name_rebound_to_loopback_gets_no_sign_in(page, stack: StackProcess) -> None:  # type: ignore[no-untyped-def]
+    """DNS rebinding: an attacker's page on rebound.test, whose name now points at 127.0.0.1. To the browser it is
+    same-origin with the stack's port under that name, so it could read the demo user's JWT if the server answered."""
+    origin = f"http://rebound.test:{stack.api_port}"
+    attacker = page.context.new_page()
+    try:
+        assert attacker.goto(f"{origin}/admin/").status == 403
+        # A document of that origin loaded from 127.0.0.1 (as after the rebinding), asking for the admin's answers.
+        assert attacker.goto(f"{origin}/health").status == 200
+        answers = attacker.evaluate("""async () => {
+          const out = {};
+          for (const [path, method] of [['/admin/local/session', 'POST'], ['/admin/config.json', 'GET'],
+                                        ['/admin/static/admin.js', 'GET']]) {
+            const response = await fetch(path, { method });
+            out[path] = { status: response.status, body: await response.text() };
+          }
+          return out;
+        }""")
+        for path, answer in answers.items():
+            assert answer["status"] == 403, (path, answer)
+            assert '"code":"HOST_NOT_ALLOWED"' in answer["body"] and "accessToken" not in answer["body"], answer
+    finally:
+        attacker.close()

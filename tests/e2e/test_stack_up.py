@@ -141,6 +141,61 @@ def test_crm_server_posts_webhooks_to_the_local_api_and_no_other_local_address(s
     crm_admin.post("/integration/lovable/disconnect", json={"project_id": organization, "phone": "+79990001122"})
 
 
+# --- the admin page answers only to its own loopback name (DNS rebinding) -------------------------------------------
+
+def _admin(stack: StackProcess, method: str, path: str, **headers: str) -> httpx.Response:
+    """A request to the API's /admin over a real socket to 127.0.0.1, carrying whatever Host/Origin a browser
+    would send for the page it came from."""
+    with httpx.Client(base_url=stack.values["SUPABASE_URL"], timeout=30.0) as client:
+        return client.request(method, path, headers=headers)
+
+
+def test_the_local_sign_in_refuses_a_host_that_is_not_loopback(stack: StackProcess) -> None:
+    """A page on evil.example rebound to 127.0.0.1 reaches the port, but its requests still say Host: evil.example."""
+    for host in ("evil.example", f"evil.example:{stack.api_port}", f"127.0.0.1.evil.example:{stack.api_port}",
+                 f"192.168.1.10:{stack.api_port}"):
+        refused = _admin(stack, "POST", "/admin/local/session", Host=host)
+        assert refused.status_code == 403, (host, refused.text)
+        assert refused.json() == {"success": False, "error": refused.json()["error"], "code": "HOST_NOT_ALLOWED"}
+        assert stack.values["CRM_DEMO_API_KEY"] not in refused.text and "accessToken" not in refused.text
+
+
+def test_the_local_sign_in_refuses_another_port_on_loopback(stack: StackProcess) -> None:
+    refused = _admin(stack, "POST", "/admin/local/session", Host=f"127.0.0.1:{stack.api_port + 1}")
+    assert refused.status_code == 403 and refused.json()["code"] == "HOST_NOT_ALLOWED", refused.text
+
+
+def test_the_local_sign_in_refuses_a_foreign_origin(stack: StackProcess) -> None:
+    own_host = f"127.0.0.1:{stack.api_port}"
+    for origin in ("http://evil.example", f"http://evil.example:{stack.api_port}", "null",
+                   f"http://localhost:{stack.api_port + 1}", f"https://{own_host}"):
+        refused = _admin(stack, "POST", "/admin/local/session", Host=own_host, Origin=origin)
+        assert refused.status_code == 403, (origin, refused.text)
+        assert refused.json()["success"] is False and refused.json()["code"] == "ORIGIN_NOT_ALLOWED", refused.text
+        assert "accessToken" not in refused.text
+
+
+def test_the_local_sign_in_answers_its_own_loopback_names(stack: StackProcess) -> None:
+    port = stack.api_port
+    for host, origin in ((f"127.0.0.1:{port}", None), (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"),
+                         (f"localhost:{port}", f"http://localhost:{port}"), (f"LocalHost:{port}", None),
+                         (f"127.0.0.2:{port}", None), (f"[::1]:{port}", f"http://[::1]:{port}")):
+        headers = {"Host": host, **({"Origin": origin} if origin else {})}
+        answer = _admin(stack, "POST", "/admin/local/session", **headers)
+        assert answer.status_code == 200, (host, origin, answer.text)
+        assert answer.json()["accessToken"]
+
+
+def test_the_rest_of_the_admin_page_refuses_a_host_that_is_not_loopback(stack: StackProcess) -> None:
+    for path in ("/admin/", "/admin/config.json", "/admin/static/admin.js"):
+        assert _admin(stack, "GET", path).status_code == 200, path
+        refused = _admin(stack, "GET", path, Host=f"evil.example:{stack.api_port}")
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.json()["code"] == "HOST_NOT_ALLOWED"
+        foreign = _admin(stack, "GET", path, Origin="http://evil.example")
+        assert foreign.status_code == 403 and foreign.json()["code"] == "ORIGIN_NOT_ALLOWED", (path, foreign.text)
+
+
 # --- the story ------------------------------------------------------------------------------------------------------
 
 def test_connect_login_incoming_message_and_reply(stack: StackProcess, api: httpx.Client,
@@ -329,7 +384,7 @@ def test_a_killed_child_is_reported_and_restarted(stack: StackProcess, crm_admin
     crm = stack.child("crm_server")
     offset = stack.log_size()
     crm.kill()
-    stack.wait_for_log("crm_server exited with code -9; restarting it", after=offset)
+    stack.wait_for_log("crm_server exited with code -9 (SIGKILL); restarting it", after=offset)
     stack.wait_for_log("crm_server is running again", after=offset, timeout=120)
     assert stack.child("crm_server").pid != crm.pid
     assert crm_admin.get("/health").status_code == 200

@@ -2,6 +2,7 @@
 its configuration, and in local mode only an endpoint that signs the page in as the demo user.
 
 Everything the page does after that goes through /rest/v1 (RLS applies) and /functions/v1 with the user's JWT.
+All of it answers only requests addressed to its own loopback name and port (`host_guard`: DNS rebinding).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+
+from tgcrm.admin.host_guard import HostGuard, HostGuardMiddleware
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The page loads only its own files and talks only to its own origin: it works offline and injected markup
@@ -42,6 +46,7 @@ class LocalSignIn:
 @dataclass(frozen=True)
 class AdminSettings:
     anon_key: str
+    host_guard: HostGuard  # the names and port the page answers to
     local_sign_in: LocalSignIn | None = None  # None in production: no password-less sign-in exists
     sandbox: bool = False
 
@@ -81,4 +86,4 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
         Route("/config.json", config, methods=["GET"]),
         Route("/local/session", local_session, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
-    ])
+    ], middleware=[Middleware(HostGuardMiddleware, guard=settings.host_guard)])

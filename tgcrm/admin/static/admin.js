@@ -104,6 +104,9 @@
         FUNCTION_NOT_FOUND: 'This action is not available on this server.',
         METHOD_NOT_ALLOWED: 'This action is not available on this server.',
         NOT_FOUND: 'This is not available here. Reload the page and try again.',
+        HOST_NOT_ALLOWED: 'Open this page at the address the local stack printed when it started.',
+        ORIGIN_NOT_ALLOWED: 'Another site tried to use this page. Open the page at the address the local stack '
+          + 'printed.',
         UNAUTHORIZED: 'Your session has expired: sign in again.',
         INVALID_TOKEN: 'Your session has expired: sign in again.',
         ORGANIZATION_NOT_FOUND: 'Your user does not belong to an organization yet. Ask an administrator to add you.',
@@ -195,6 +198,9 @@
         FUNCTION_NOT_FOUND: 'Это действие недоступно на этом сервере.',
         METHOD_NOT_ALLOWED: 'Это действие недоступно на этом сервере.',
         NOT_FOUND: 'Здесь это недоступно. Обновите страницу и попробуйте снова.',
+        HOST_NOT_ALLOWED: 'Откройте страницу по адресу, который локальный стек напечатал при запуске.',
+        ORIGIN_NOT_ALLOWED: 'Другой сайт попытался воспользоваться этой страницей. Откройте её по адресу, который '
+          + 'напечатал локальный стек.',
         UNAUTHORIZED: 'Сессия истекла: войдите снова.',
         INVALID_TOKEN: 'Сессия истекла: войдите снова.',
         ORGANIZATION_NOT_FOUND: 'Ваш пользователь ещё не входит ни в одну организацию. Попросите администратора '

@@ -17,9 +17,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,6 +26,7 @@ import httpx
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookTable
 from crm_server.webhooks.delivered import DeliveredRecorder
+from crm_server.webhooks.lanes import LaneClients, LaneRun
 from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_transport_error
 from crm_server.webhooks.posting import DeliveryResult, WebhookPoster
 from crm_server.webhooks.urls import DeliveryTargets, WebhookAddressRefused
@@ -50,26 +50,6 @@ class DeliverySettings:
     # After a wake-up, wait this long before looking for due lanes: the wake-ups of a burst (every new message,
     # every finished lane) then share one query, and a chat's messages of those milliseconds share one lease.
     gather_seconds: float = 0.005
-
-
-@dataclass(eq=False)
-class LaneRun:
-    """One lane's tenure in this worker."""
-
-    lane: Lane
-    rows: deque[OutboxRow] = field(default_factory=deque)  # held (leased to us), not posted yet
-    leasing: bool = True  # its first lease is running: rows handed over meanwhile wait in `early`
-    early: list[OutboxRow] = field(default_factory=list)
-    complete: bool = False  # its lease took every pending row of the chat: newer rows may follow in memory
-    open: bool = False  # takes the listener's new rows (complete, and not stopping)
-    tainted: bool = False  # a row came it could not take: rows may sit behind ours unleased, never open
-    claims: int = 0  # rows claimed for us whose INSERT has not returned yet
-    taken: int = 0  # rows held this tenure
-    held: set[int] = field(default_factory=set)  # ids of the rows taken this tenure
-    closed: bool = False  # gave back what it held: a late hand-over is released, not posted
-    halted: bool = False  # its account was paused or disconnected: post nothing more, give the rest back
-    lease_until: float = 0.0
-    fed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class LaneHandover:
@@ -114,15 +94,7 @@ class WebhookDelivery:
     ) -> None:
         self._outbox = outbox
         self._webhooks = webhook_table
-        if http is None and client_factory is None:
-            raise ValueError("WebhookDelivery posts through `http` or clients from `client_factory`")
-        self._http = http
-        # With a factory, each lane posts through a client of its own (kept for the next lane, connections and all):
-        # httpx's pool looks at every connection it holds on every request, so one client shared by 32 lanes spent
-        # three times the CPU per post of a client per lane.
-        self._client_factory = client_factory
-        self._idle_clients: list[httpx.AsyncClient] = []
-        self._clients: list[httpx.AsyncClient] = []
+        self._clients = LaneClients(http, client_factory)
         self._schedule = schedule or RetrySchedule()
         self._settings = settings or DeliverySettings()
         self._poster = WebhookPoster(self._schedule, observers or [])
@@ -257,22 +229,7 @@ class WebhookDelivery:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._recorder.stop()
-        clients, self._clients, self._idle_clients = self._clients, [], []
-        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
-
-    def _take_client(self) -> httpx.AsyncClient:
-        if self._client_factory is None:
-            assert self._http is not None
-            return self._http
-        if self._idle_clients:
-            return self._idle_clients.pop()
-        client = self._client_factory()
-        self._clients.append(client)
-        return client
-
-    def _return_client(self, client: httpx.AsyncClient) -> None:
-        if self._client_factory is not None:
-            self._idle_clients.append(client)
+        await self._clients.aclose()
 
     # --- scheduling ------------------------------------------------------------------------------------------------
 
@@ -376,7 +333,7 @@ class WebhookDelivery:
                                                     self._schedule)
                     await self._failed(lane, head, outcome, None)
                     return
-            http = self._take_client()
+            http = self._clients.take()
             while await self._next_row(run) and not run.halted:
                 if time.time() > run.lease_until - settings.lease_seconds / 2:
                     run.lease_until = time.time() + settings.lease_seconds
@@ -393,7 +350,7 @@ class WebhookDelivery:
             run.leasing = False
             run.open = False
             if http is not None:
-                self._return_client(http)
+                self._clients.give_back(http)
             await self._close_run(run)
 
     async def _next_row(self, run: LaneRun) -> bool:

@@ -94,6 +94,7 @@ async def serve(settings: ServerSettings) -> int:
 
     from crm_server.app import create_app
     from crm_server.store import Store
+    from safeguards.http_limits import RequestLimits, uvicorn_options
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
@@ -113,6 +114,7 @@ async def serve(settings: ServerSettings) -> int:
         log_level=settings.log_level,
         lifespan="on",
         log_config=None,  # keep our logging setup
+        **uvicorn_options(RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)),
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

@@ -72,6 +72,11 @@ class ServerSettings(BaseSettings):
         600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
     )
     log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
+    # How long a client may take to send a request's head (safeguards.http_limits): idle and trickling connections
+    # are closed after it.
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("CRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds")
+    )
 
     # Webhook delivery (the outbox worker).
     webhook_timeout_seconds: float = Field(

@@ -35,6 +35,9 @@ class ApiProcessSettings(BaseSettings):
     local_crm_url: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_URL", "local_crm_url"))
     local_crm_api_key: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
+    # How long a client may take to send a request's head (safeguards.http_limits).
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("TGCRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"))
 
 
 def build_app(settings: ApiProcessSettings) -> Starlette:
@@ -66,6 +69,8 @@ def build_app(settings: ApiProcessSettings) -> Starlette:
 def serve_api(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
+    from safeguards.http_limits import RequestLimits, uvicorn_options
+
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         settings = ApiProcessSettings()  # type: ignore[call-arg]
@@ -74,8 +79,9 @@ def serve_api(host: str, port: int, log_level: str) -> int:
         missing = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"api: missing or invalid settings: {missing}", file=sys.stderr)
         return 2
+    limits = RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                            log_config=None)
+                            log_config=None, **uvicorn_options(limits))
     server = uvicorn.Server(config)
 
     async def run() -> int:

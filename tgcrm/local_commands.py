@@ -101,6 +101,7 @@ def run_db_up(args: argparse.Namespace) -> int:
 async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> None:  # noqa: F821
     import uvicorn
 
+    from safeguards.http_limits import RequestLimits, uvicorn_options
     from supabase_local.api import create_api_app
     from supabase_local.keys import local_keys
     from supabase_local.rest.app import create_rest_app
@@ -109,7 +110,8 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     keys = local_keys(args.state_dir)
     urls = database.urls()
     app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret))
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
+                                           **uvicorn_options(RequestLimits())))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)

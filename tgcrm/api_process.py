@@ -25,6 +25,9 @@ class ApiProcessSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     rest_database_url: str = Field(validation_alias=AliasChoices("TGCRM_REST_DATABASE_URL", "rest_database_url"))
+    # The largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB.
+    rest_max_body_bytes: int = Field(
+        1024 * 1024, gt=0, validation_alias=AliasChoices("TGCRM_REST_MAX_BODY_BYTES", "rest_max_body_bytes"))
     jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
     # Local mode: the admin page may sign in as this user without a password (absent in production).
@@ -56,7 +59,8 @@ def build_app(settings: ApiProcessSettings) -> Starlette:
     admin = create_admin_app(AdminSettings(
         anon_key=settings.anon_key, local_sign_in=local,
         sandbox=bool(functions_settings.crm_sandbox_url and functions_settings.crm_sandbox_api_key)))
-    app = create_api_app(create_rest_app(settings.rest_database_url, settings.jwt_secret),
+    rest = create_rest_app(settings.rest_database_url, settings.jwt_secret, max_body_bytes=settings.rest_max_body_bytes)
+    app = create_api_app(rest,
                          extra_mounts={"/functions/v1": create_functions_app(functions_settings), "/admin": admin})
 
     async def home(request: Request) -> RedirectResponse:

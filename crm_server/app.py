@@ -40,6 +40,7 @@ from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
 from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from safeguards import logs
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ def create_app(settings: ServerSettings) -> Starlette:
 
 
 async def start_state(settings: ServerSettings) -> AppState:
+    # Before the first webhook post (its URL carries the webhook key) and the first statement (parameters).
+    logs.redact_query_strings()
+    if not settings.log_payloads:
+        logs.keep_payloads_out()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
     world = None

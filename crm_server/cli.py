@@ -28,6 +28,8 @@ def add_commands(subparsers: Any) -> None:
     server.add_argument("--state-dir", type=Path, help=SERVER_STATE_HELP)
     server.add_argument("--host", help="listen address (TGCRM_HOST, default 127.0.0.1)")
     server.add_argument("--port", type=int, help="listen port (TGCRM_CRM_PORT, default 8090)")
+    server.add_argument("--log-payloads", action="store_true", default=None,
+                        help="let DEBUG logs carry message texts and phones (CRM_LOG_PAYLOADS; off by default)")
     server.set_defaults(handler=server_command)
 
     keys = subparsers.add_parser("keys", help="crm_server API keys")
@@ -61,15 +63,18 @@ def organization_id(value: str) -> str:
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     """Environment (and .env) first, then the command line's explicit flags on top."""
     overrides: dict[str, Any] = {}
-    for flag, name in (("sandbox", "sandbox"), ("host", "host"), ("port", "port"), ("state_dir", "state_dir")):
+    for flag, name in (("sandbox", "sandbox"), ("host", "host"), ("port", "port"), ("state_dir", "state_dir"),
+                       ("log_payloads", "log_payloads")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[name] = value
     return ServerSettings(**overrides)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def configure_logging(level: str, log_payloads: bool = False) -> None:
+    from safeguards.logs import configure_logging as configure
+
+    configure(level, log_payloads=log_payloads)
     # Telethon is chatty at INFO (one line per connection); its warnings still show.
     logging.getLogger("telethon").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -79,7 +84,7 @@ def configure_logging(level: str) -> None:
 
 def server_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_payloads)
     try:
         settings.telegram_credentials()
         settings.telegram_dc_address()

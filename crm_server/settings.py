@@ -72,6 +72,8 @@ class ServerSettings(BaseSettings):
         600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
     )
     log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
+    # Message texts and phones may reach the DEBUG log (the store's statements with their parameters) only then.
+    log_payloads: bool = Field(False, validation_alias=AliasChoices("CRM_LOG_PAYLOADS", "log_payloads"))
     # How long a client may take to send a request's head (safeguards.http_limits): idle and trickling connections
     # are closed after it.
     http_header_timeout_seconds: float = Field(

@@ -6,7 +6,6 @@ Serves `/functions/v1/<name>` and `/health` under uvicorn; the full stack (`tgcr
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 DEFAULT_HOST = "127.0.0.1"
@@ -33,8 +32,9 @@ def run_functions(args: argparse.Namespace) -> int:
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_standalone_app
     from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.logs import configure_logging
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = FunctionsSettings()  # type: ignore[call-arg]
     except ValidationError as exc:

@@ -74,8 +74,9 @@ def serve_api(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.logs import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(log_level)
     try:
         settings = ApiProcessSettings()  # type: ignore[call-arg]
         app = build_app(settings)

@@ -63,6 +63,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     up.add_argument("--log-level", default=os.environ.get("TGCRM_LOG_LEVEL", "warning"),
                     choices=["debug", "info", "warning", "error"],
                     help="log level of the services (default warning; env TGCRM_LOG_LEVEL)")
+    up.add_argument("--log-payloads", action="store_true",
+                    help="let the services' DEBUG logs carry message texts and phones (off by default: no log "
+                         "holds a message text at any level)")
     up.set_defaults(handler=run_up)
 
     # Internal: the API process `up` starts (no help, so it is not listed).
@@ -89,6 +92,7 @@ class UpOptions:
     database_url: str | None
     sandbox: bool
     log_level: str
+    log_payloads: bool = False
 
     @property
     def client_host(self) -> str:
@@ -115,7 +119,7 @@ def run_up(args: argparse.Namespace) -> int:
     options = UpOptions(host=args.host, api_port=args.api_port, crm_port=args.crm_port, db_port=args.db_port,
                         state_dir=args.state_dir.resolve(), database_url=args.database_url,
                         sandbox=(not credentials) if args.sandbox is None else args.sandbox,
-                        log_level=args.log_level)
+                        log_level=args.log_level, log_payloads=args.log_payloads)
     try:
         lock = claim_state_dir(options.state_dir, fresh=args.fresh)
     except StackError as exc:
@@ -269,6 +273,7 @@ class UpCommand:
             # address, the database, other local services stay refused).
             CRM_PRIVATE_WEBHOOK_HOSTS=_host_port(options.api_url),
             CRM_LOG_LEVEL=options.log_level,
+            CRM_LOG_PAYLOADS="1" if options.log_payloads else "0",
         )
         secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key, settings_key)
         api = ChildService("api", python_module("tgcrm", "serve-api", "--host", options.host, "--port",

@@ -17,6 +17,7 @@ from functions._shared.sealed_settings import SettingsSealer
 from functions._shared.settings import FunctionsSettings
 from functions._shared.rows import TelegramCrmSettings
 from functions._shared.wappi_client import WappiClient
+from safeguards.logs import redact_query_strings
 
 
 @dataclass
@@ -31,6 +32,8 @@ class FunctionsRuntime:
 
     @classmethod
     async def start(cls, settings: FunctionsSettings) -> FunctionsRuntime:
+        # Before the first request: supabase-py finds integrations by `webhook_key=eq.<key>` in the URL httpx logs.
+        redact_query_strings()
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds, follow_redirects=False,
                                  limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         # supabase-py runs its REST calls over a client of its own, apart from the calls to crm_server and Wappi, with

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_server.settings import ServerSettings, existing_state_problem, load_session_key
+from safeguards.private_files import make_private_dir, use_private_umask
 
 SERVER_STATE_HELP = "state folder, created when missing (TGCRM_STATE_DIR, default .local)"
 # `keys create` and `login` write into a server's state; they never make one.
@@ -101,7 +102,7 @@ async def serve(settings: ServerSettings) -> int:
     from crm_server.store import Store
     from safeguards.http_limits import RequestLimits, uvicorn_options
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.state_dir)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
     try:
         admin_key = None if await store.api_keys.has_admin_key() else await store.api_keys.create(None)
@@ -239,6 +240,8 @@ async def interactive_login(settings: ServerSettings, project_id: str, phone: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    # What the server (and `keys create`, `login`) creates in the state folder is this user's alone.
+    use_private_umask()
     parser = argparse.ArgumentParser(prog="python -m crm_server", description="crm_server: Telegram accounts over HTTP")
     subparsers = parser.add_subparsers(dest="command")
     add_commands(subparsers)

@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from safeguards.private_files import make_private_dir
+
 # Telegram's test data centre (DC 2). Test accounts use phones 99966XYYYY and code XXXXX.
 TEST_DC = (2, "149.154.167.40", 443)
 # What a server keeps in its state folder: the store (unless CRM_DATABASE_URL) and the key sessions and webhook
@@ -184,7 +186,7 @@ def load_session_key(settings: ServerSettings) -> bytes:
     path = settings.state_dir / SESSION_KEY_FILE
     if path.exists():
         return path.read_bytes().strip()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.state_dir)
     key = Fernet.generate_key()
     # O_EXCL: if two servers start at once on one state dir, exactly one writes the key.
     try:

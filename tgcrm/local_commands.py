@@ -68,18 +68,20 @@ def port_is_busy(host: str, port: int) -> bool:
 
 def write_env_file(state_dir: Path, values: dict[str, str]) -> None:
     """The same NAME=value lines we print, so `set -a; . .local/env` gives a shell the stack's settings."""
-    path = state_dir / "env"
-    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    path.chmod(0o600)
+    from safeguards.private_files import write_private_file
+
+    write_private_file(state_dir / "env", "".join(f"{name}={value}\n" for name, value in values.items()))
 
 
 def run_db_up(args: argparse.Namespace) -> int:
     from supabase_local.database import LocalDatabase
     from supabase_local.postgres import PostgresError
 
+    from safeguards.private_files import make_private_dir
+
     if args.fresh and args.state_dir.exists():
         shutil.rmtree(args.state_dir)
-    args.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(args.state_dir)
     if port_is_busy(args.host, args.api_port):
         print(f"tgcrm: port {args.api_port} is busy; choose another with --api-port", file=sys.stderr)
         return 1

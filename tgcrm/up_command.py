@@ -13,12 +13,14 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import IO, TYPE_CHECKING
 
+from safeguards.private_files import PRIVATE_DIR_MODE, make_private_dir, write_private_file
 from tgcrm.local_commands import _env_int, add_stack_options, port_is_busy, write_env_file
 from tgcrm.stack import (
     ChildService,
@@ -141,8 +143,11 @@ def claim_state_dir(state_dir: Path, fresh: bool) -> IO[str]:
     if fresh and state_dir.exists() and any(state_dir.iterdir()) and not state_files_present(state_dir):
         raise StackError(f"--fresh would delete {state_dir}, which does not look like a tgcrm state folder; "
                          f"choose another --state-dir")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(state_dir / LOCK_FILE, "w")
+    make_private_dir(state_dir)
+    if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
+        # Made by an older version (or by hand): closed now, so what it already holds is unreachable for others.
+        state_dir.chmod(PRIVATE_DIR_MODE)
+    lock = os.fdopen(os.open(state_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -157,7 +162,7 @@ def claim_state_dir(state_dir: Path, fresh: bool) -> IO[str]:
             else:
                 entry.unlink()
         report(f"--fresh: emptied {state_dir}")
-    (state_dir / STATE_MARKER).touch()
+    (state_dir / STATE_MARKER).touch(mode=0o600)
     return lock
 
 
@@ -391,8 +396,7 @@ async def _saved_or_new_key(store: Store, path: Path, project_id: str | None) ->
         if principal is not None and principal.project_id == project_id:
             return saved
     key = await api_keys.create(project_id)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_private_file(path, key)
     return key
 
 

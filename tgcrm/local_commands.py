@@ -74,10 +74,9 @@ def write_env_file(state_dir: Path, values: dict[str, str]) -> None:
 
 
 def run_db_up(args: argparse.Namespace) -> int:
+    from safeguards.private_files import make_private_dir
     from supabase_local.database import LocalDatabase
     from supabase_local.postgres import PostgresError
-
-    from safeguards.private_files import make_private_dir
 
     if args.fresh and args.state_dir.exists():
         shutil.rmtree(args.state_dir)

@@ -145,7 +145,8 @@ def claim_state_dir(state_dir: Path, fresh: bool) -> IO[str]:
                          f"choose another --state-dir")
     make_private_dir(state_dir)
     if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
-        # Made by an older version (or by hand): closed now, so what it already holds is unreachable for others.
+        # Made by an older version or by hand (or opened to PostgreSQL's own user by the last start as root, which
+        # starting PostgreSQL does again): closed, so whatever it already holds is out of others' reach.
         state_dir.chmod(PRIVATE_DIR_MODE)
     lock = os.fdopen(os.open(state_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w")
     try:

@@ -52,9 +52,9 @@ CORS_HEADERS = ["authorization", "apikey", "content-type", "prefer", "range", "r
 EXPOSED_HEADERS = ["Content-Range", "Content-Location", "Content-Profile", "Location", "Preference-Applied",
                    "Range-Unit"]
 TABLE_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
+RPC_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
 # The largest request body, as hosted Supabase's gateway allows in front of PostgREST.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-RPC_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
 T = TypeVar("T")
 
 

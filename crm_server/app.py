@@ -40,6 +40,8 @@ from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
 from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from safeguards import logs
+from safeguards.private_files import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,11 @@ def create_app(settings: ServerSettings) -> Starlette:
 
 
 async def start_state(settings: ServerSettings) -> AppState:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Before the first webhook post (its URL carries the webhook key) and the first statement (parameters).
+    logs.redact_query_strings()
+    if not settings.log_payloads:
+        logs.keep_payloads_out()
+    make_private_dir(settings.state_dir)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
     world = None
     if settings.sandbox:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_server.settings import ServerSettings, existing_state_problem, load_session_key
+from safeguards.private_files import make_private_dir, use_private_umask
 
 SERVER_STATE_HELP = "state folder, created when missing (TGCRM_STATE_DIR, default .local)"
 # `keys create` and `login` write into a server's state; they never make one.
@@ -28,6 +29,8 @@ def add_commands(subparsers: Any) -> None:
     server.add_argument("--state-dir", type=Path, help=SERVER_STATE_HELP)
     server.add_argument("--host", help="listen address (TGCRM_HOST, default 127.0.0.1)")
     server.add_argument("--port", type=int, help="listen port (TGCRM_CRM_PORT, default 8090)")
+    server.add_argument("--log-payloads", action="store_true", default=None,
+                        help="let DEBUG logs carry message texts and phones (CRM_LOG_PAYLOADS; off by default)")
     server.set_defaults(handler=server_command)
 
     keys = subparsers.add_parser("keys", help="crm_server API keys")
@@ -61,15 +64,18 @@ def organization_id(value: str) -> str:
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     """Environment (and .env) first, then the command line's explicit flags on top."""
     overrides: dict[str, Any] = {}
-    for flag, name in (("sandbox", "sandbox"), ("host", "host"), ("port", "port"), ("state_dir", "state_dir")):
+    for flag, name in (("sandbox", "sandbox"), ("host", "host"), ("port", "port"), ("state_dir", "state_dir"),
+                       ("log_payloads", "log_payloads")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[name] = value
     return ServerSettings(**overrides)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def configure_logging(level: str, log_payloads: bool = False) -> None:
+    from safeguards.logs import configure_logging as configure
+
+    configure(level, log_payloads=log_payloads)
     # Telethon is chatty at INFO (one line per connection); its warnings still show.
     logging.getLogger("telethon").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -79,7 +85,7 @@ def configure_logging(level: str) -> None:
 
 def server_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_payloads)
     try:
         settings.telegram_credentials()
         settings.telegram_dc_address()
@@ -94,8 +100,9 @@ async def serve(settings: ServerSettings) -> int:
 
     from crm_server.app import create_app
     from crm_server.store import Store
+    from safeguards.http_limits import RequestLimits, uvicorn_options
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.state_dir)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
     try:
         admin_key = None if await store.api_keys.has_admin_key() else await store.api_keys.create(None)
@@ -113,6 +120,7 @@ async def serve(settings: ServerSettings) -> int:
         log_level=settings.log_level,
         lifespan="on",
         log_config=None,  # keep our logging setup
+        **uvicorn_options(RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)),
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -232,6 +240,8 @@ async def interactive_login(settings: ServerSettings, project_id: str, phone: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    # What the server (and `keys create`, `login`) creates in the state folder is this user's alone.
+    use_private_umask()
     parser = argparse.ArgumentParser(prog="python -m crm_server", description="crm_server: Telegram accounts over HTTP")
     subparsers = parser.add_subparsers(dest="command")
     add_commands(subparsers)

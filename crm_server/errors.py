@@ -49,6 +49,14 @@ class MalformedBodyError(ValidationError):
     status_code = 400
 
 
+class PayloadTooLargeError(CrmError):
+    """The body is larger than a route reads (refused on its declared length, before reading it)."""
+
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    default_message = "The request body is too large"
+
+
 class UnauthorizedError(CrmError):
     status_code = 401
     code = "UNAUTHORIZED"

@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from safeguards.private_files import make_private_dir
+
 # Telegram's test data centre (DC 2). Test accounts use phones 99966XYYYY and code XXXXX.
 TEST_DC = (2, "149.154.167.40", 443)
 # What a server keeps in its state folder: the store (unless CRM_DATABASE_URL) and the key sessions and webhook
@@ -72,6 +74,13 @@ class ServerSettings(BaseSettings):
         600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
     )
     log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
+    # Message texts and phones may reach the DEBUG log (the store's statements with their parameters) only then.
+    log_payloads: bool = Field(False, validation_alias=AliasChoices("CRM_LOG_PAYLOADS", "log_payloads"))
+    # How long a client may take to send a request's head (safeguards.http_limits): idle and trickling connections
+    # are closed after it.
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("CRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds")
+    )
 
     # Webhook delivery (the outbox worker).
     webhook_timeout_seconds: float = Field(
@@ -177,7 +186,7 @@ def load_session_key(settings: ServerSettings) -> bytes:
     path = settings.state_dir / SESSION_KEY_FILE
     if path.exists():
         return path.read_bytes().strip()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.state_dir)
     key = Fernet.generate_key()
     # O_EXCL: if two servers start at once on one state dir, exactly one writes the key.
     try:

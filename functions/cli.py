@@ -6,7 +6,6 @@ Serves `/functions/v1/<name>` and `/health` under uvicorn; the full stack (`tgcr
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 DEFAULT_HOST = "127.0.0.1"
@@ -33,8 +32,10 @@ def run_functions(args: argparse.Namespace) -> int:
 
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_standalone_app
+    from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.logs import configure_logging
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = FunctionsSettings()  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -45,7 +46,8 @@ def run_functions(args: argparse.Namespace) -> int:
         # Standalone, the webhook URL crm_server is given must point here, not at SUPABASE_URL.
         settings = settings.model_copy(update={"functions_public_url": f"http://{args.host}:{args.port}"})
     print(f"FUNCTIONS_URL=http://{args.host}:{args.port}/functions/v1", flush=True)
-    uvicorn.run(create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower())
+    uvicorn.run(create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower(),
+                **uvicorn_options(RequestLimits()))
     return 0
 
 

@@ -20,7 +20,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import Message
 
 from functions import (
     telegram_crm_auth,
@@ -45,6 +44,7 @@ from functions._shared.errors import (
 )
 from functions._shared.runtime import FunctionsRuntime
 from functions._shared.settings import FunctionsSettings
+from safeguards.request_body import BodyTooLarge, with_body_read
 
 log = logging.getLogger("functions.host")
 
@@ -184,7 +184,10 @@ class EdgeGateway:
             return PlainTextResponse("ok", headers={"Access-Control-Allow-Methods": allowed})
         if request.method not in function.methods:
             raise MethodNotAllowedError(headers={"Allow": allowed})
-        request = await _with_limited_body(request, self._max_request_bytes)
+        try:
+            request = await with_body_read(request, self._max_request_bytes)
+        except BodyTooLarge as exc:
+            raise PayloadTooLargeError(str(exc)) from None
         runtime = await self._holder.get()
         request.scope["functions_runtime"] = runtime
         if self._verify_jwt.get(function.name, function.verify_jwt):
@@ -237,28 +240,3 @@ def create_standalone_app(settings: FunctionsSettings, *,
 
     return Starlette(routes=[Route("/health", health), Mount("/functions/v1", app=functions_app)], lifespan=lifespan)
 
-
-async def _with_limited_body(request: Request, limit: int) -> Request:
-    """The request with its body read up front, refusing more than `limit` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    replayed = False
-    receive = request.receive
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return Request(request.scope, replay)

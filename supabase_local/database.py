@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
+from safeguards.private_files import create_private_file, make_private_dir
 from supabase_local.migrations import apply_migrations, apply_seed, bootstrap
 from supabase_local.postgres import EmbeddedPostgres, PostgresConfig
 
@@ -33,10 +34,10 @@ def _with_user(url: str, user: str, password: str) -> str:
 def _secret_file(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     value = secrets.token_urlsafe(24)
-    path.write_text(value)
-    path.chmod(0o600)
+    if not create_private_file(path, value.encode()):  # another process made it first
+        return path.read_text().strip()
     return value
 
 
@@ -50,9 +51,10 @@ class LocalDatabase:
         self.server: EmbeddedPostgres | None = None
         if database_url is None:
             self.server = EmbeddedPostgres(PostgresConfig(data_dir=state_dir / "postgres", port=port,
-                                                          durable=durable))
+                                                          durable=durable, state_dir=state_dir))
 
     def start(self) -> None:
+        make_private_dir(self.state_dir)
         if self.server is not None:
             self.server.start()
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import jwt
 
+from safeguards.private_files import create_private_file, make_private_dir
+
 ISSUER = "supabase-local"
 # API keys are long-lived, as Supabase's are; user tokens are short.
 API_KEY_LIFETIME = 10 * 365 * 24 * 3600
@@ -56,10 +58,10 @@ def load_or_create_secret(state_dir: Path) -> str:
     path = state_dir / "jwt_secret"
     if path.exists():
         return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(state_dir)
     secret = secrets.token_urlsafe(48)
-    path.write_text(secret)
-    path.chmod(0o600)
+    if not create_private_file(path, secret.encode()):  # another process made it first: theirs is the secret
+        return path.read_text().strip()
     return secret
 
 

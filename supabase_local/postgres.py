@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from safeguards.private_files import create_private_file, make_private_dir, open_private_log
+
 # PostgreSQL refuses to run as root; when we are root we run it as this unprivileged system user.
 SYSTEM_USER = "tgcrm_postgres"
 SUPERUSER = "postgres"
@@ -55,9 +57,17 @@ def _ensure_system_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SYSTEM_USER)
 
 
-def _ensure_traversable(path: Path) -> None:
-    """The unprivileged server user must be able to walk down to its data directory."""
-    for parent in [*reversed(path.resolve().parents), path.resolve()]:
+def _let_through(private: list[Path], beyond: Path, group: int) -> None:
+    """The unprivileged server user must be able to walk down to its data directory: through our own folders
+    (`private`, the state folder down to the data directory) by their group, which is that user's alone, so they stay
+    closed to everyone else (0710); through the folders above them (`beyond` and its parents, not ours) by the
+    others' x bit where they lack it, as before (it lets pass, not list)."""
+    for folder in private:
+        if folder.stat().st_gid != group:
+            os.chown(folder, -1, group)
+        if stat.S_IMODE(folder.stat().st_mode) != 0o710:
+            folder.chmod(0o710)
+    for parent in [*reversed(beyond.parents), beyond]:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             parent.chmod(mode | stat.S_IXOTH)
@@ -75,6 +85,8 @@ class PostgresConfig:
     host: str = "127.0.0.1"
     # Tests and benches trade crash durability for speed; a clean shutdown still keeps everything.
     durable: bool = True
+    # The state folder `data_dir` lies in (ours, private), or None when the data directory stands alone.
+    state_dir: Path | None = None
 
 
 class EmbeddedPostgres:
@@ -108,22 +120,32 @@ class EmbeddedPostgres:
             entry = _ensure_system_user()
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def _private_folders(self) -> list[Path]:
+        """Ours, from the state folder down to the data directory (only that one without a state folder)."""
+        state_dir = self.config.state_dir.resolve() if self.config.state_dir else None
+        if state_dir is None or state_dir not in self.data_dir.parents:
+            return [self.data_dir]
+        between = [parent for parent in self.data_dir.parents if state_dir in parent.parents]
+        return [state_dir, *reversed(between), self.data_dir]
+
     def initialise(self) -> bool:
-        """Create the cluster if absent; returns True when it was created now."""
+        """Create the cluster if absent; returns True when it was created now. Run as root, (re)opens the way to it
+        for the server's user first (a state folder may have been closed to it since)."""
+        folders = self._private_folders()
+        for folder in folders:
+            make_private_dir(folder)
+        if _running_as_root():
+            _let_through(folders, folders[0].parent, _ensure_system_user().pw_gid)
         if (self.pgdata / "PG_VERSION").exists():
             return False
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if _running_as_root():
-            _ensure_traversable(self.data_dir)
         if self.pgdata.exists():
             shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted initdb
         self.pgdata.mkdir(mode=0o700)
         self._chown(self.pgdata)
-        if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24))
-            self.password_file.chmod(0o600)
+        create_private_file(self.password_file, secrets.token_urlsafe(24).encode())
         pwfile = self.data_dir / ".initdb-password"
-        pwfile.write_text(self.password)
+        pwfile.unlink(missing_ok=True)  # left by an interrupted initdb
+        create_private_file(pwfile, self.password.encode())
         self._chown(pwfile)
         try:
             result = subprocess.run(
@@ -163,7 +185,7 @@ class EmbeddedPostgres:
         ]
         if not self.config.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.log_file, "ab")
+        log = os.fdopen(open_private_log(self.log_file), "ab")
         try:
             self.process = subprocess.Popen(
                 args,

@@ -25,6 +25,9 @@ class ApiProcessSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     rest_database_url: str = Field(validation_alias=AliasChoices("TGCRM_REST_DATABASE_URL", "rest_database_url"))
+    # The largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB.
+    rest_max_body_bytes: int = Field(
+        1024 * 1024, gt=0, validation_alias=AliasChoices("TGCRM_REST_MAX_BODY_BYTES", "rest_max_body_bytes"))
     jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
     # Local mode: the admin page may sign in as this user without a password (absent in production).
@@ -35,6 +38,9 @@ class ApiProcessSettings(BaseSettings):
     local_crm_url: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_URL", "local_crm_url"))
     local_crm_api_key: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
+    # How long a client may take to send a request's head (safeguards.http_limits).
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("TGCRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"))
 
 
 def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
@@ -56,7 +62,8 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
     admin = create_admin_app(AdminSettings(
         anon_key=settings.anon_key, host_guard=HostGuard.for_listen_address(host, port), local_sign_in=local,
         sandbox=bool(functions_settings.crm_sandbox_url and functions_settings.crm_sandbox_api_key)))
-    app = create_api_app(create_rest_app(settings.rest_database_url, settings.jwt_secret),
+    rest = create_rest_app(settings.rest_database_url, settings.jwt_secret, max_body_bytes=settings.rest_max_body_bytes)
+    app = create_api_app(rest,
                          extra_mounts={"/functions/v1": create_functions_app(functions_settings), "/admin": admin})
 
     async def home(request: Request) -> RedirectResponse:
@@ -69,7 +76,10 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
 def serve_api(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.logs import configure_logging
+
+    configure_logging(log_level)
     try:
         settings = ApiProcessSettings()  # type: ignore[call-arg]
         app = build_app(settings, host, port)
@@ -77,8 +87,9 @@ def serve_api(host: str, port: int, log_level: str) -> int:
         missing = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"api: missing or invalid settings: {missing}", file=sys.stderr)
         return 2
+    limits = RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                            log_config=None)
+                            log_config=None, **uvicorn_options(limits))
     server = uvicorn.Server(config)
 
     async def run() -> int:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from crm_server import cli as crm_server_cli
 from functions import cli as functions_cli
+from safeguards.private_files import use_private_umask
 from tgcrm import local_commands, up_command
 
 
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # What any command (and its children: PostgreSQL's log, the SQLite stores) creates is this user's alone.
+    use_private_umask()
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
 

@@ -68,18 +68,19 @@ def port_is_busy(host: str, port: int) -> bool:
 
 def write_env_file(state_dir: Path, values: dict[str, str]) -> None:
     """The same NAME=value lines we print, so `set -a; . .local/env` gives a shell the stack's settings."""
-    path = state_dir / "env"
-    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    path.chmod(0o600)
+    from safeguards.private_files import write_private_file
+
+    write_private_file(state_dir / "env", "".join(f"{name}={value}\n" for name, value in values.items()))
 
 
 def run_db_up(args: argparse.Namespace) -> int:
+    from safeguards.private_files import make_private_dir
     from supabase_local.database import LocalDatabase
     from supabase_local.postgres import PostgresError
 
     if args.fresh and args.state_dir.exists():
         shutil.rmtree(args.state_dir)
-    args.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(args.state_dir)
     if port_is_busy(args.host, args.api_port):
         print(f"tgcrm: port {args.api_port} is busy; choose another with --api-port", file=sys.stderr)
         return 1
@@ -101,6 +102,8 @@ def run_db_up(args: argparse.Namespace) -> int:
 async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> None:  # noqa: F821
     import uvicorn
 
+    from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.logs import redact_query_strings
     from supabase_local.api import create_api_app
     from supabase_local.keys import local_keys
     from supabase_local.rest.app import create_rest_app
@@ -109,7 +112,9 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     keys = local_keys(args.state_dir)
     urls = database.urls()
     app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret))
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning"))
+    redact_query_strings()
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
+                                           **uvicorn_options(RequestLimits())))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)

@@ -13,12 +13,14 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import IO, TYPE_CHECKING
 
+from safeguards.private_files import PRIVATE_DIR_MODE, make_private_dir, write_private_file
 from tgcrm.local_commands import _env_int, add_stack_options, port_is_busy, write_env_file
 from tgcrm.stack import (
     ChildService,
@@ -64,6 +66,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     up.add_argument("--log-level", default=os.environ.get("TGCRM_LOG_LEVEL", "warning"),
                     choices=["debug", "info", "warning", "error"],
                     help="log level of the services (default warning; env TGCRM_LOG_LEVEL)")
+    up.add_argument("--log-payloads", action="store_true",
+                    help="let the services' DEBUG logs carry message texts and phones (off by default: no log "
+                         "holds a message text at any level)")
     up.set_defaults(handler=run_up)
 
     # Internal: the API process `up` starts (no help, so it is not listed).
@@ -90,6 +95,7 @@ class UpOptions:
     database_url: str | None
     sandbox: bool
     log_level: str
+    log_payloads: bool = False
 
     @property
     def client_host(self) -> str:
@@ -116,7 +122,7 @@ def run_up(args: argparse.Namespace) -> int:
     options = UpOptions(host=args.host, api_port=args.api_port, crm_port=args.crm_port, db_port=args.db_port,
                         state_dir=args.state_dir.resolve(), database_url=args.database_url,
                         sandbox=(not credentials) if args.sandbox is None else args.sandbox,
-                        log_level=args.log_level)
+                        log_level=args.log_level, log_payloads=args.log_payloads)
     try:
         lock = claim_state_dir(options.state_dir, fresh=args.fresh)
     except StackError as exc:
@@ -138,8 +144,12 @@ def claim_state_dir(state_dir: Path, fresh: bool) -> IO[str]:
     if fresh and state_dir.exists() and any(state_dir.iterdir()) and not state_files_present(state_dir):
         raise StackError(f"--fresh would delete {state_dir}, which does not look like a tgcrm state folder; "
                          f"choose another --state-dir")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(state_dir / LOCK_FILE, "w")
+    make_private_dir(state_dir)
+    if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
+        # Made by an older version or by hand (or opened to PostgreSQL's own user by the last start as root, which
+        # starting PostgreSQL does again): closed, so whatever it already holds is out of others' reach.
+        state_dir.chmod(PRIVATE_DIR_MODE)
+    lock = os.fdopen(os.open(state_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -154,7 +164,7 @@ def claim_state_dir(state_dir: Path, fresh: bool) -> IO[str]:
             else:
                 entry.unlink()
         report(f"--fresh: emptied {state_dir}")
-    (state_dir / STATE_MARKER).touch()
+    (state_dir / STATE_MARKER).touch(mode=0o600)
     return lock
 
 
@@ -275,6 +285,7 @@ class UpCommand:
             # address, the database, other local services stay refused).
             CRM_PRIVATE_WEBHOOK_HOSTS=_host_port(options.api_url),
             CRM_LOG_LEVEL=options.log_level,
+            CRM_LOG_PAYLOADS="1" if options.log_payloads else "0",
         )
         secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key, settings_key)
         api = ChildService("api", python_module("tgcrm", "serve-api", "--host", options.host, "--port",
@@ -392,8 +403,7 @@ async def _saved_or_new_key(store: Store, path: Path, project_id: str | None) ->
         if principal is not None and principal.project_id == project_id:
             return saved
     key = await api_keys.create(project_id)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_private_file(path, key)
     return key
 
 

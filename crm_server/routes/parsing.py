@@ -12,10 +12,13 @@ from typing import Any, TypeVar
 import pydantic
 from starlette.requests import Request
 
-from crm_server.errors import MalformedBodyError, ValidationError
+from crm_server.errors import MalformedBodyError, PayloadTooLargeError, ValidationError
+from safeguards.request_body import BodyTooLarge, read_body
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
+# Every route's body is a small JSON object: the largest, a send, is a text of at most 4,096 characters (up to
+# 24 KB as JSON escapes) and a file URL of at most 2,048.
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -43,9 +46,10 @@ def validate(model: type[Model], data: Any) -> Model:
 
 
 async def parse_body(request: Request, model: type[Model]) -> Model:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise MalformedBodyError("The body is too large", field="body")
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge as exc:
+        raise PayloadTooLargeError(f"The request body is larger than {exc.limit} bytes", field="body") from None
     if not raw.strip():
         raise MalformedBodyError("A JSON object body is required", field="body")
     try:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from crm_server.sandbox import srp
 from crm_server.sandbox.errors import SandboxError, UnknownAccount, UnknownUser, UsernameTaken
+from safeguards.private_files import create_private_file, make_private_dir
 
 LOGIN_CODE = "12345"
 
@@ -205,6 +206,10 @@ class SandboxWorld:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            # 0600 from the start (SQLite would make it 0644 minus the umask): it holds the accounts' phones.
+            make_private_dir(self.path.parent)
+            create_private_file(self.path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             str(self.path) if self.path is not None else ":memory:",

@@ -20,6 +20,7 @@ from crm_server.store.outbox import OutboxTable
 from crm_server.store.schema import metadata
 from crm_server.store.upgrade import add_missing_columns
 from crm_server.store.webhooks import WebhookTable
+from safeguards.private_files import create_private_file, make_private_dir
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -27,7 +28,10 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Made 0600 here: SQLite would create it 0644 minus the umask (it holds message texts and phones), and it
+        # gives its -wal and -shm files the database file's mode.
+        make_private_dir(Path(parsed.database).parent)
+        create_private_file(Path(parsed.database))
     # Several processes may share one SQLite file (a second server, `tgcrm keys create`):
     # WAL lets readers run beside a writer and busy_timeout waits for a lock instead of failing.
     # Inside one process a single connection: SQLite has one writer anyway, and with a pool of them the delivery

@@ -19,6 +19,7 @@ from functions._shared.settings import FunctionsSettings
 from functions._shared.rows import TelegramCrmSettings
 from functions._shared.replay_cache import ReplayCache
 from functions._shared.wappi_client import WappiClient
+from safeguards.logs import redact_query_strings
 
 
 @dataclass
@@ -37,6 +38,8 @@ class FunctionsRuntime:
     async def start(cls, settings: FunctionsSettings, *,
                     crm_resolver: Resolver = resolve_with_system) -> FunctionsRuntime:
         """`crm_resolver` is a test seam (names that no DNS has); the host always runs with the system's."""
+        # Before the first request: supabase-py finds integrations by `webhook_key=eq.<key>` in the URL httpx logs.
+        redact_query_strings()
         # Wappi and the JWKS: addresses from the host's own configuration.
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds, follow_redirects=False,
                                  limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))

@@ -53,6 +53,8 @@ EXPOSED_HEADERS = ["Content-Range", "Content-Location", "Content-Profile", "Loca
                    "Range-Unit"]
 TABLE_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
 RPC_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
+# The largest request body, as hosted Supabase's gateway allows in front of PostgREST.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -81,12 +83,14 @@ class RestGateway:
     """The JWT verifier, the schema cache and the executor; its `table` and `rpc` methods are the endpoints."""
 
     def __init__(self, authenticator_dsn: str, jwt_secret: str, *, pool_min_size: int = 1,
-                 pool_max_size: int = 10, max_rows: int | None = 1000) -> None:
+                 pool_max_size: int = 10, max_rows: int | None = 1000,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.dsn = authenticator_dsn
         self.verifier = JwtVerifier(jwt_secret)
         self.schema = SchemaCache()
         self.executor = Executor(authenticator_dsn, pool_min_size, pool_max_size)
         self.max_rows = max_rows  # Supabase's default `max_rows`: a read returns at most this many rows
+        self.max_body_bytes = max_body_bytes
         self._started = False
         self._start_lock = asyncio.Lock()
 
@@ -163,7 +167,7 @@ class RestGateway:
 
     async def _insert(self, request: Request, identity: Identity, name: str, query: Query,
                       representation: Representation, preferences: Preferences) -> Response:
-        payload, text = await read_json(request)
+        payload, text = await read_json(request, self.max_body_bytes)
         is_array = isinstance(payload, list)
         rows = payload if is_array else [payload]
         if not all(isinstance(row, dict) for row in rows):
@@ -185,7 +189,7 @@ class RestGateway:
 
     async def _update(self, request: Request, identity: Identity, name: str, query: Query,
                       representation: Representation, preferences: Preferences) -> Response:
-        payload, text = await read_json(request)
+        payload, text = await read_json(request, self.max_body_bytes)
         if not isinstance(payload, dict):
             raise bad_body("PATCH expects a JSON object")
         columns = list(query.columns) if query.columns else list(payload)
@@ -225,7 +229,7 @@ class RestGateway:
             arguments: dict[str, object] = dict(query.arguments)
         else:
             query = parse_query(request.query_params.multi_items())
-            payload, _ = await read_json(request, empty={})
+            payload, _ = await read_json(request, self.max_body_bytes, empty={})
             if not isinstance(payload, dict):
                 raise bad_body("rpc expects a JSON object of named arguments")
             arguments = payload
@@ -311,10 +315,10 @@ class RestGateway:
 
 
 def create_rest_app(authenticator_dsn: str, jwt_secret: str, *, pool_min_size: int = 1, pool_max_size: int = 10,
-                    max_rows: int | None = 1000) -> Starlette:
+                    max_rows: int | None = 1000, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The `/rest/v1` app (routes are relative to the mount point); `app.state.gateway` is its RestGateway."""
     gateway = RestGateway(authenticator_dsn, jwt_secret, pool_min_size=pool_min_size,
-                          pool_max_size=pool_max_size, max_rows=max_rows)
+                          pool_max_size=pool_max_size, max_rows=max_rows, max_body_bytes=max_body_bytes)
     app = Starlette(
         routes=[
             Route("/rpc/{function}", gateway.rpc, methods=RPC_METHODS),

@@ -47,6 +47,13 @@ def bad_body(message: str) -> RestError:
     return RestError(400, "PGRST102", message)
 
 
+def payload_too_large(limit: int) -> RestError:
+    """PGRST413, this gateway's own: PostgREST reads any body and leaves the limit to the gateway in front of it
+    (hosted Supabase's allows 1 MB), which has no PostgREST code for it."""
+    return RestError(413, "PGRST413", "Payload Too Large", f"The request body is larger than {limit} bytes",
+                     "Send less at once, e.g. insert the rows in several requests")
+
+
 def unknown_column(relation: str, column: str) -> RestError:
     return RestError(400, "42703", f"column {relation}.{column} does not exist")
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from safeguards.request_body import BodyTooLarge, read_body
 from supabase_local.rest.catalog import SCHEMA
-from supabase_local.rest.errors import RestError, bad_body
+from supabase_local.rest.errors import RestError, bad_body, payload_too_large
 from supabase_local.rest.query import Query
 
 JSON_MEDIA = "application/json; charset=utf-8"
@@ -119,12 +120,18 @@ def apply_range_header(headers: Mapping[str, str], query: Query) -> None:
         query.limit = last - first + 1
 
 
-async def read_json(request: Request, empty: object = None) -> tuple[Any, str]:
-    """The body parsed (to learn its keys) and as text, which is bound as sent: PostgreSQL converts the values."""
+async def read_json(request: Request, limit: int, empty: object = None) -> tuple[Any, str]:
+    """The body parsed (to learn its keys) and as text, which is bound as sent: PostgreSQL converts the values.
+
+    At most `limit` bytes: a larger declared length is refused before any of the body is read, a chunked body as
+    soon as it passes the limit."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type not in ("application/json", "application/vnd.pgrst.object+json", ""):
         raise RestError(415, "PGRST107", f"The Content-Type {content_type!r} is not supported, send JSON")
-    raw = await request.body()
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge as exc:
+        raise payload_too_large(exc.limit) from None
     if not raw.strip():
         if empty is not None:
             return empty, json.dumps(empty)

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.crm_server.server_process import CrmClient
+from crm_server.routes.parsing import MAX_BODY_BYTES
+from tests.crm_server.server_process import CrmClient, CrmServerProcess
+from tests.helpers.net import answer_to_head, status_of
 
 PHONE = "+15550001234"
 
@@ -213,6 +215,21 @@ def test_json_nested_deeper_than_the_parser_allows_is_400_not_500(admin: CrmClie
     response = admin.post("/telegram/send", content=deep, headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["field"] == "body"
+
+
+def test_a_body_over_64_kb_is_413_naming_the_body(admin: CrmClient) -> None:
+    response = admin.post("/telegram/send", json={"project_id": "p", "phone": PHONE, "to": "@someone",
+                                                  "text": "x" * MAX_BODY_BYTES})
+    assert response.status_code == 413, response.text
+    assert response.json() == {"success": False, "code": "PAYLOAD_TOO_LARGE", "field": "body",
+                               "error": f"The request body is larger than {MAX_BODY_BYTES} bytes"}
+
+
+def test_a_declared_body_over_64_kb_is_answered_before_it_is_sent(crm_server: CrmServerProcess) -> None:
+    answer = answer_to_head(f"{crm_server.url}/telegram/send", "POST", {
+        "X-API-Key": crm_server.admin_key or "", "Content-Type": "application/json",
+        "Content-Length": str(50 * 1024 * 1024)})
+    assert status_of(answer) == 413, answer[:300]
 
 
 def test_a_bad_idempotency_key_is_named(admin: CrmClient) -> None:

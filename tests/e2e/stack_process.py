@@ -58,7 +58,7 @@ class StackProcess:
         self.process = subprocess.Popen(self.command(*extra), stdout=subprocess.PIPE, stderr=log, text=True,
                                         env={**hermetic_env(), **self.env}, cwd=self.state_dir.parent)
         log.close()
-        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.process, self._lines), daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -75,13 +75,15 @@ class StackProcess:
         self.stop(signal.SIGKILL)
         raise AssertionError(f"tgcrm up was not READY within {timeout}s:\n{self.log_text()}")
 
-    def _read(self, process: subprocess.Popen[str]) -> None:
+    def _read(self, process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+        # Its own queue, not `self._lines`: the reader of a stopped process may reach the end of its output after
+        # the next start made a new queue, and its None would read as the new process having exited.
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.rstrip("\n")
             self.stdout_lines.append(line)
-            self._lines.put(line)
-        self._lines.put(None)
+            lines.put(line)
+        lines.put(None)
 
     def log_text(self) -> str:
         try:

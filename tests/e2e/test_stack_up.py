@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -110,6 +113,32 @@ def test_prints_the_contract_lines_and_writes_them_to_the_env_file(stack: StackP
     env_file = (stack.state_dir / "env").read_text().splitlines()
     assert env_file == [f"{name}={value}" for name, value in stack.values.items()]
     assert (stack.state_dir / "env").stat().st_mode & 0o077 == 0
+
+
+def test_the_state_folder_and_everything_the_stack_made_in_it_are_closed_to_other_users(stack: StackProcess) -> None:
+    state = stack.state_dir
+    assert stack.process is not None
+    for process in [psutil.Process(stack.process.pid), *stack.descendants()]:
+        umask = next(line for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
+                     if line.startswith("Umask:"))
+        assert umask.split()[1] == "0077", (process.cmdline(), umask)
+    expected = {".": 0o700, "postgres": 0o700}
+    if os.geteuid() == 0:
+        # PostgreSQL runs as its own user, let through to its data by the group of that user alone.
+        expected = {".": 0o710, "postgres": 0o710}
+        server_group = pwd.getpwnam("tgcrm_postgres").pw_gid
+        assert state.stat().st_gid == (state / "postgres").stat().st_gid == server_group
+    found = {}
+    for path in [state, *state.rglob("*")]:
+        relative = path.relative_to(state).as_posix()
+        if relative.startswith("postgres/pgdata/"):
+            continue  # PostgreSQL's own (it creates them 0600 and 0700 itself)
+        found[relative] = stat.S_IMODE(path.lstat().st_mode)
+    assert {"env", "jwt_secret", "crm.sqlite3", "crm_admin_api_key", "functions_settings.key",
+            "postgres/postgres.log", "postgres/postgres.password", "postgres/pgdata"} <= set(found), sorted(found)
+    wide = {relative: oct(mode) for relative, mode in found.items()
+            if mode != expected.get(relative, 0o700 if (state / relative).is_dir() else 0o600)}
+    assert wide == {}, wide
 
 
 def test_every_service_answers_once_ready(stack: StackProcess, api: httpx.Client, crm_admin: httpx.Client) -> None:

@@ -1,4 +1,4 @@
-"""Socket helpers shared by the tests: free loopback ports and waiting for a service to answer."""
+"""Socket helpers shared by the tests: free loopback ports, waiting for a service to answer, and bare request heads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import struct
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,3 +54,31 @@ def own_addresses() -> list[str]:
         if scope == "00":  # global scope only (not loopback 10, link-local 20)
             found.append(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(raw)))
     return found
+
+
+def answer_to_head(url: str, method: str, headers: dict[str, str], timeout: float = 5.0) -> bytes:
+    """Send only a request's head to `url` (a body it declares is never sent) and return what the server answers
+    before `timeout`: a server that waits for the body first answers nothing (b"")."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", *(f"{k}: {v}" for k, v in headers.items())]
+    answer = b""
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        deadline = time.monotonic() + timeout
+        try:
+            while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def status_of(answer: bytes) -> int | None:
+    """The status of an HTTP/1.1 answer, or None when there is none."""
+    if not answer.startswith(b"HTTP/1.1 "):
+        return None
+    return int(answer.split(b" ", 2)[1])

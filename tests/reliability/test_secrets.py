@@ -1,7 +1,7 @@
 """Secrets stay secret: a full flow (connect, login with a code and a 2FA password, incoming, reply, status, a
-restart) with every service logging at DEBUG, then no API key, webhook secret, login code, password or session
-appears in crm_server's log, the API process's output or the logs captured here; and crm_server's store file holds
-none of them in clear.
+restart) with every service logging at DEBUG, then no API key, webhook key or secret, login code, password or
+session appears in crm_server's log, the API process's output or the logs captured here, nor any message text
+(no `--log-payloads` here); and crm_server's store file holds none of the secrets in clear.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from tests.reliability.stack import ReliabilityStack, start_reliability_stack, s
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple 7f3a"
+# Message texts of the flow: distinctive, so any log line carrying one is found.
+INCOMING_TEXT = "an incoming text nobody logs 5e1f"
+SECOND_INCOMING_TEXT = "a second incoming text nobody logs 3f8a"
+REPLY_TEXT = "a reply nobody logs 9d4b"
 # The login code is a short number: matched as a whole token, not inside longer numbers (ports, ids, timings).
 LOGIN_CODE_TOKEN = re.compile(rf"(?<![0-9]){LOGIN_CODE}(?![0-9])")
 
@@ -90,10 +94,10 @@ async def test_no_secret_is_logged_or_stored_in_clear(debug_stack: ReliabilitySt
     # A wrong code and a wrong password on the way are logged as failures, without the values tried.
 
     # A client writes; the webhook (signed with the secret) stores it; the manager replies from both hosts.
-    _, user_phone, client_id = await stack.client_who_wrote(tenant, phone, "hello there", timeout=30,
+    _, user_phone, client_id = await stack.client_who_wrote(tenant, phone, INCOMING_TEXT, timeout=30,
                                                             first_name="Secretive")
     for client in (in_process_functions, None):
-        body = {"clientId": client_id, "text": "a reply"}
+        body = {"clientId": client_id, "text": REPLY_TEXT}
         reply = await (client.post("/telegram-send", headers=tenant.auth, json=body) if client else
                        stack.http.post(f"{stack.functions_url}/telegram-send", headers=tenant.auth, json=body))
         assert reply.status_code == 200, reply.text
@@ -102,10 +106,10 @@ async def test_no_secret_is_logged_or_stored_in_clear(debug_stack: ReliabilitySt
     # A restart: the session is read back from the store and decrypted; and a second message after it.
     stack.restart_crm()
     await stack.crm_ok("POST", "/sandbox/incoming", json={"account_phone": phone, "from": user_phone,
-                                                           "text": "still there?"})
+                                                           "text": SECOND_INCOMING_TEXT})
     assert await stack.wait_for_incoming(tenant.organization_id, 2, timeout=30) == 2
 
-    _, webhook_secret = await stack.integration_secret(integration_id)
+    webhook_key, webhook_secret = await stack.integration_secret(integration_id)
     session = await _stored_session(stack, tenant.organization_id, phone)
     auth_key = base64.b64decode(session["auth_key"])
     secrets = {
@@ -117,6 +121,8 @@ async def test_no_secret_is_logged_or_stored_in_clear(debug_stack: ReliabilitySt
         "functions settings key": stack.settings_key,
         "crm_server session key": (stack.crm.state_dir / "crm_session.key").read_text().strip(),
         "webhook secret": webhook_secret,
+        # In the URL crm_server posts to and in the function's lookup by it (`webhook_key=eq.…`): query strings.
+        "webhook key": webhook_key,
         "2FA password": PASSWORD,
         "session auth key (base64)": session["auth_key"],
         "session auth key (url-safe base64)": base64.urlsafe_b64encode(auth_key).decode(),
@@ -139,13 +145,16 @@ async def test_no_secret_is_logged_or_stored_in_clear(debug_stack: ReliabilitySt
     leaks = [f"{name} in the {where}" for where, text in logs.items() for name, value in secrets.items()
              if value in text]
     leaks += [f"the login code in the {where}" for where, text in logs.items() if LOGIN_CODE_TOKEN.search(text)]
-    assert not leaks, "secrets in the logs: " + "; ".join(leaks)
+    leaks += [f"the message text {text!r} in the {where}" for where, logged in logs.items()
+              for text in (INCOMING_TEXT, SECOND_INCOMING_TEXT, REPLY_TEXT) if text in logged]
+    assert not leaks, "secrets or message texts in the logs: " + "; ".join(leaks)
 
     # crm_server's store: keys hashed, webhook secret and session encrypted; nothing of the login kept.
     stored = b"".join(path.read_bytes() for path in stack.crm.state_dir.glob("crm.sqlite3*"))
     assert stored
+    # The webhook key is part of the URL crm_server posts to: it keeps that URL to post at all.
     in_clear = [name for name, value in secrets.items()
-                if name != "crm_server session key" and value.encode() in stored]
+                if name not in ("crm_server session key", "webhook key") and value.encode() in stored]
     in_clear += ["session auth key (raw)"] if auth_key in stored else []
     in_clear += ["the login code"] if re.search(rb"(?<![0-9])" + LOGIN_CODE.encode() + rb"(?![0-9])", stored) else []
     in_clear += ["the session document"] if b'"auth_key"' in stored else []

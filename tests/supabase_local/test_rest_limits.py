@@ -1,15 +1,22 @@
-"""The query string's size limits: a logic tree nested too deep or a select too wide is a 400 `PGRST100`, answered
-before any SQL, never a 500; a query at the limits is served as any other."""
+"""The request's size limits: a logic tree nested too deep or a select too wide is a 400 `PGRST100`, answered
+before any SQL, never a 500; a body over 1 MB is a 413 `PGRST413`, answered before it is read, and nothing of it is
+stored; a request at the limits is served as any other."""
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
+from supabase_local.database import DatabaseUrls
 from supabase_local.keys import LocalKeys
 from supabase_local.rest.errors import RestError
+from tests.helpers.net import answer_to_head, status_of
 from supabase_local.rest.query import MAX_LOGIC_DEPTH, MAX_SELECT_ITEMS, parse_logic, parse_select
 
 
@@ -74,6 +81,73 @@ async def test_a_write_returning_a_select_past_the_limit_is_refused_before_writi
     response = await rest.patch("/chat_messages", params={"id": "is.null", "select": ",".join(["id"] * 5000)},
                                 headers={"Prefer": "return=representation"}, json={"is_read": True})
     assert_pgrst100(response, str(MAX_SELECT_ITEMS))
+
+
+DEMO_ORGANIZATION_ID = "00000000-0000-4000-8000-000000000001"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # as hosted Supabase's gateway allows
+
+
+def client_row(marker: str, name_bytes: int) -> dict[str, str]:
+    return {"organization_id": DEMO_ORGANIZATION_ID, "name": marker + "x" * (name_bytes - len(marker))}
+
+
+async def clients_named(database_urls: DatabaseUrls, marker: str) -> int:
+    conn = await asyncpg.connect(database_urls.admin)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM clients WHERE name LIKE $1", f"{marker}%"))
+    finally:
+        await conn.close()
+
+
+def assert_pgrst413(response: httpx.Response) -> None:
+    assert response.status_code == 413, response.text[:300]
+    body = response.json()
+    assert sorted(body) == ["code", "details", "hint", "message"]
+    assert body["code"] == "PGRST413" and str(DEFAULT_MAX_BODY_BYTES) in body["details"], body
+
+
+async def test_a_row_over_1_mb_is_413_and_nothing_is_stored(rest: httpx.AsyncClient,
+                                                            database_urls: DatabaseUrls) -> None:
+    marker = f"too-large-{uuid.uuid4()}-"
+    response = await rest.post("/clients", json=client_row(marker, 2 * DEFAULT_MAX_BODY_BYTES))
+    assert_pgrst413(response)
+    assert await clients_named(database_urls, marker) == 0
+
+
+async def test_a_streamed_body_over_1_mb_is_413_and_nothing_is_stored(rest: httpx.AsyncClient,
+                                                                      database_urls: DatabaseUrls) -> None:
+    marker = f"too-large-chunked-{uuid.uuid4()}-"
+    payload = json.dumps([client_row(marker, 64 * 1024) for _ in range(40)]).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(payload), 64 * 1024):
+            yield payload[start:start + 64 * 1024]
+
+    response = await rest.post("/clients", content=chunks(), headers={"Content-Type": "application/json"})
+    assert_pgrst413(response)
+    assert await clients_named(database_urls, marker) == 0
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/clients"), ("PATCH", "/clients?id=is.null"),
+                                          ("POST", "/rpc/ingest_telegram_message")])
+def test_a_declared_length_over_1_mb_is_answered_before_the_body_is_sent(api_server: str, local_keys: LocalKeys,
+                                                                         method: str, path: str) -> None:
+    key = local_keys.service_role_key
+    answer = answer_to_head(f"{api_server}/rest/v1{path}", method, {
+        "apikey": key, "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+        "Content-Length": str(50 * 1024 * 1024)})
+    assert status_of(answer) == 413, answer[:300]
+
+
+async def test_a_body_just_under_1_mb_is_stored(rest: httpx.AsyncClient, database_urls: DatabaseUrls) -> None:
+    marker = f"at-the-limit-{uuid.uuid4()}-"
+    row = client_row(marker, DEFAULT_MAX_BODY_BYTES - 200)
+    assert len(json.dumps(row)) <= DEFAULT_MAX_BODY_BYTES
+    response = await rest.post("/clients", json=row)
+    assert response.status_code == 201, response.text[:300]
+    assert await clients_named(database_urls, marker) == 1
+    deleted = await rest.delete("/clients", params={"name": f"like.{marker}*"})
+    assert deleted.status_code == 204, deleted.text[:300]
 
 
 def test_the_parser_refuses_a_tree_past_the_limit_without_recursing_into_it() -> None:

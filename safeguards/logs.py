@@ -1,0 +1,84 @@
+"""Logging as every process of ours sets it up: one level, URLs whose query values are redacted, and no message
+texts unless payloads are asked for (`--log-payloads`).
+
+Query strings carry secrets and data: crm_server posts to `…/telegram-crm-webhook?key=<webhook key>`, supabase-py
+looks integrations up by `webhook_key=eq.<key>`, REST filters name phones and texts. httpx logs every request's URL
+at INFO and uvicorn's access log every path, so their query values become `***` (the names stay, for debugging).
+Message texts reached the logs through aiosqlite, which logs every statement with its parameters at DEBUG (an
+outbox row is an incoming message); records below INFO of such loggers are dropped unless payloads are wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import httpx
+
+REDACTED = "***"
+# Loggers whose records carry request URLs or paths among their arguments.
+URL_LOGGERS = ("httpx", "uvicorn.access")
+# Loggers that put statement parameters (message texts, phones) into their DEBUG records.
+PAYLOAD_LOGGERS = ("aiosqlite", "sqlalchemy.engine.Engine")
+
+
+def redact_query(url: str) -> str:
+    """`url` with every query value replaced: `/p?key=s3cret&limit=1` is `/p?key=***&limit=***`."""
+    path, sep, query = url.partition("?")
+    if not sep:
+        return url
+    query, hash_sign, _ = query.partition("#")
+    parts = [f"{part.partition('=')[0]}={REDACTED}" if "=" in part else REDACTED for part in query.split("&")
+             if part]
+    return f"{path}?{'&'.join(parts)}" + (f"#{REDACTED}" if hash_sign else "")
+
+
+class QueryStringRedaction(logging.Filter):
+    """Rewrites the URL arguments of a record (httpx's `URL`s, uvicorn's `/path?query` strings) before any handler
+    formats it, so caplog, files and consoles all get the redacted form."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        return True
+
+
+def _redacted(arg: object) -> object:
+    if isinstance(arg, httpx.URL):
+        return redact_query(str(arg))
+    if isinstance(arg, str) and "?" in arg and arg.startswith(("/", "http://", "https://")):
+        return redact_query(arg)
+    return arg
+
+
+class PayloadRecordsDropped(logging.Filter):
+    """Drops a payload logger's records below INFO: the ones that dump statements with their parameters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+def _install(logger_names: tuple[str, ...], kind: type[logging.Filter]) -> None:
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, kind) for existing in logger.filters):
+            logger.addFilter(kind())
+
+
+def redact_query_strings() -> None:
+    """Idempotent; every process that makes or serves HTTP requests calls it before its first one."""
+    _install(URL_LOGGERS, QueryStringRedaction)
+
+
+def keep_payloads_out() -> None:
+    """Idempotent; not called when payloads are asked for (`--log-payloads`)."""
+    _install(PAYLOAD_LOGGERS, PayloadRecordsDropped)
+
+
+def configure_logging(level: str, *, log_payloads: bool = False,
+                      fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """A process's logging: `level` for everything on stderr, query values redacted, payloads only if asked."""
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+    redact_query_strings()
+    if not log_payloads:
+        keep_payloads_out()

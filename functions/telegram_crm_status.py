@@ -66,7 +66,7 @@ def _delivery_health(webhook: object) -> dict[str, Any] | None:
     """The webhook's delivery counters, without its URL (the URL carries the integration's webhook key)."""
     if not isinstance(webhook, dict):
         return None
-    return {name: webhook.get(name) for name in ("pending", "failed", "last_success_at", "last_error")}
+    return {name: webhook.get(name) for name in ("pending", "failed", "paused", "last_success_at", "last_error")}
 
 
 async def handler(request: Request) -> JSONResponse:

@@ -515,6 +515,8 @@ def test_disabling_from_the_page_holds_messages_and_enabling_delivers_them(  # t
     switch = page.locator("#integrations tbody tr", has_text="Sales").locator("input[type=checkbox]")
     switch.uncheck()
     wait_for(lambda: (crm_webhook(crm_admin, stack) or {}).get("paused") is True)
+    # The page says so: a manager must not wonder why nothing arrives.
+    expect(page.locator("#integrations tbody tr", has_text="Sales")).to_contain_text("paused while disabled")
     text = f"Written while the integration is off {uuid.uuid4().hex[:8]}"
     written = crm_admin.post("/sandbox/incoming", json={"account_phone": Story.account_phone,
                                                         "from": Story.sender_phone, "text": text})

@@ -37,6 +37,7 @@
       stateError: 'Server error', stateNotChecked: 'Not checked', stateUnknown: 'Checking…',
       connected: 'connected', disconnected: 'disconnected',
       deliveries: 'incoming: {pending} waiting, {failed} failed',
+      deliveryPaused: 'paused while disabled: messages wait',
       required: 'Required', invalidPhone: 'Enter a phone number in international format, e.g. +79990000000',
       invalidUrl: 'Enter a URL starting with https:// (http:// only for a local server)',
       connectedOk: 'Integration saved.', needsLogin: 'Now log the Telegram account in.',
@@ -79,6 +80,7 @@
       stateError: 'Ошибка сервера', stateNotChecked: 'Не проверяется', stateUnknown: 'Проверка…',
       connected: 'на связи', disconnected: 'нет связи',
       deliveries: 'входящие: ждут {pending}, ошибок {failed}',
+      deliveryPaused: 'на паузе, пока выключена: сообщения ждут',
       required: 'Обязательное поле', invalidPhone: 'Введите номер в международном формате, например +79990000000',
       invalidUrl: 'Введите адрес, начинающийся с https:// (http:// только для локального сервера)',
       connectedOk: 'Интеграция сохранена.', needsLogin: 'Теперь войдите в аккаунт Telegram.',
@@ -587,6 +589,7 @@
     if (status.state === 'authorized') details.push(status.connected ? t('connected') : t('disconnected'));
     if (status.webhook) {
       details.push(t('deliveries', { pending: status.webhook.pending ?? 0, failed: status.webhook.failed ?? 0 }));
+      if (status.webhook.paused) details.push(t('deliveryPaused'));
     }
     return el('div', {}, main, details.length ? el('div', { class: 'muted small', text: details.join(' · ') }) : null);
   }

@@ -206,7 +206,7 @@ class EarlierSendUnknownError(FunctionError):
     it is never sent again under this key."""
 
     status_code = 409
-    code = "SEND_OUTCOME_UNKNOWN"
+    code = "EARLIER_SEND_UNKNOWN"
     default_message = ("An earlier send with this Idempotency-Key may have gone out; check the chat, and send it "
                        "again as a new message if it is missing")
 

@@ -228,7 +228,7 @@ async def test_a_failure_that_may_come_after_the_send_never_fails_over_nor_resen
 
     retried = await http.post("/telegram-send", headers={**organization.auth, "Idempotency-Key": key},
                               json={"clientId": client_id, "text": "at most once"})
-    assert retried.status_code == 409 and retried.json()["code"] == "SEND_OUTCOME_UNKNOWN", retried.text
+    assert retried.status_code == 409 and retried.json()["code"] == "EARLIER_SEND_UNKNOWN", retried.text
     assert wappi_standin.sent_by(primary_profile) == [] and wappi_standin.sent_by(backup_profile) == []
     row = await db.fetchrow("SELECT message_status, message_text FROM public.chat_messages "
                             "WHERE organization_id = $1 AND idempotency_key = $2", organization.id, key)
@@ -250,7 +250,7 @@ async def test_a_retry_after_a_wappi_send_that_was_not_stored_never_sends_again(
         organization.id, client_id, integration_id, key)
     retried = await http.post("/telegram-send", headers={**organization.auth, "Idempotency-Key": key},
                               json={"clientId": client_id, "text": "hello"})
-    assert retried.status_code == 409 and retried.json()["code"] == "SEND_OUTCOME_UNKNOWN", retried.text
+    assert retried.status_code == 409 and retried.json()["code"] == "EARLIER_SEND_UNKNOWN", retried.text
     assert wappi_standin.sent_by(profile_id) == []
 
 

@@ -141,6 +141,8 @@
         IDEMPOTENCY_IN_PROGRESS: 'This message is still being sent. Wait a moment, then try again.',
         SEND_OUTCOME_UNKNOWN: 'The messaging service did not confirm this message, so it may have been sent. Retry: '
           + "it is never sent twice; if it still fails, check the client's chat in Telegram.",
+        EARLIER_SEND_UNKNOWN: "This message may already have been sent, and it is not sent again. Check the client's "
+          + 'chat in Telegram, and send it as a new message if it is missing.',
         REGISTRATION_NOT_FOUND: 'This Telegram account is not connected to the CRM on its server. Connect the '
           + 'integration again.',
         INVALID_CODE: 'The code is wrong or has expired. Check it, or request a new code.',
@@ -236,6 +238,8 @@
         IDEMPOTENCY_IN_PROGRESS: 'Это сообщение ещё отправляется. Подождите немного и попробуйте снова.',
         SEND_OUTCOME_UNKNOWN: 'Сервис сообщений не подтвердил отправку, поэтому сообщение могло уйти. Повторите — '
           + 'дважды оно не отправится; если ошибка повторится, проверьте чат клиента в Telegram.',
+        EARLIER_SEND_UNKNOWN: 'Это сообщение, возможно, уже отправлено, и повторно оно не уйдёт. Проверьте чат клиента '
+          + 'в Telegram и, если его там нет, отправьте как новое сообщение.',
         REGISTRATION_NOT_FOUND: 'Этот аккаунт Telegram не подключён к CRM на своём сервере. Подключите интеграцию '
           + 'заново.',
         INVALID_CODE: 'Код неверный или устарел. Проверьте его или запросите новый.',

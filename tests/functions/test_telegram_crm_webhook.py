@@ -63,13 +63,17 @@ async def hook(http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmCli
     return Hook(organization, connected.integration_id, connected.phone, key, secret)
 
 
-@pytest.fixture
-async def legacy_hook(hook: Hook, db: asyncpg.Pool) -> Hook:
-    """The integration of a server of the original plan: it did not say at connect that it signs, so the webhook
-    accepts its unsigned deliveries that carry the secret."""
+async def as_original_plan_server(db: asyncpg.Pool, hook: Hook) -> Hook:
+    """Make `hook` the integration of a server of the original plan: it did not say at connect that it signs, so the
+    webhook accepts its unsigned deliveries that carry the secret."""
     await db.execute("UPDATE public.messenger_integrations SET settings = jsonb_set(settings, '{signatureRequired}', "
                      "'false'::jsonb) WHERE id = $1", hook.integration_id)
     return hook
+
+
+@pytest.fixture
+async def legacy_hook(hook: Hook, db: asyncpg.Pool) -> Hook:
+    return await as_original_plan_server(db, hook)
 
 
 async def post(http: httpx.AsyncClient, hook: Hook, payload: dict[str, object], **options: object) -> httpx.Response:
@@ -168,9 +172,7 @@ async def test_the_same_event_20_times_at_once_is_stored_once(
 async def test_unauthenticated_deliveries_are_401_and_store_nothing(
         http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook, case: str) -> None:
     if case in ("wrong secret", "missing secret"):
-        # The secret header is a proof only for a server of the original plan.
-        await db.execute("UPDATE public.messenger_integrations SET settings = jsonb_set(settings, "
-                         "'{signatureRequired}', 'false'::jsonb) WHERE id = $1", hook.integration_id)
+        await as_original_plan_server(db, hook)  # the secret header is a proof only for such a server
     payload = hook.payload()
     if case == "wrong secret":
         body, headers = webhook_request("not-the-secret", payload, signed=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,8 @@ LIMIT = 4096
 
 
 @pytest.fixture(scope="module")
-def small_limit_storage(database_urls: DatabaseUrls, local_keys: LocalKeys, tmp_path_factory) -> Iterator[tuple[str, Path]]:  # type: ignore[no-untyped-def]
+def small_limit_storage(database_urls: DatabaseUrls, local_keys: LocalKeys,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.rest.app import create_rest_app
     from supabase_local.storage import create_storage_app
@@ -53,8 +54,9 @@ async def test_an_upload_over_the_global_limit_is_refused_and_leaves_nothing(
         name = f"limit/{uuid.uuid4()}.bin"
         with pytest.raises(StorageApiError) as multipart:
             await storage.from_("chat-media").upload(name, b"x" * (LIMIT + 1))
+
         # A raw body that declares no length is counted as it arrives.
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(LIMIT // 1024 + 1):
                 yield b"y" * 1024
         raw = await http.post(f"{base_url}/storage/v1/object/chat-media/{name}", content=chunks(),

@@ -78,6 +78,10 @@ async def _serve(context: StorageContext, request: Request, identity: Identity, 
     metadata = json.loads(row["metadata"]) if row["metadata"] else {}
     size = int(metadata.get("size") or 0)
     headers = {
+        # Users upload what they like (HTML too) and it is served from the API's origin, beside the admin page:
+        # as its own opaque origin, with no sniffing, it cannot script that page or read its session.
+        "Content-Security-Policy": "sandbox",
+        "X-Content-Type-Options": "nosniff",
         "Accept-Ranges": "bytes",
         "Cache-Control": str(metadata.get("cacheControl") or "no-cache"),
         "ETag": str(metadata.get("eTag") or ""),

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -90,13 +91,20 @@ def run_db_up(args: argparse.Namespace) -> int:
     except PostgresError as exc:
         print(f"tgcrm: {exc}", file=sys.stderr)
         return 1
+    # uvicorn handles SIGTERM itself, then raises it again once shut down; left to the default action, that would
+    # end this process before `database.stop()` and leave PostgreSQL running. Turned into SystemExit, cleanup runs.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         asyncio.run(_serve_api(args, database))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         database.stop()
     return 0
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> None:  # noqa: F821

@@ -91,7 +91,14 @@ class MediaFiles:
             oldest = await self._table.oldest_delivered(EVICT_BATCH)
             if not oldest:
                 return False
-            await self._remove(oldest)
+            # Only as many as make room: a delivered file is still useful to a receiver fetching it late.
+            going, freed = [], 0
+            for record in oldest:
+                going.append(record)
+                freed += record.size or 0
+                if used - freed + size <= self._max_disk:
+                    break
+            await self._remove(going)
 
     def release(self, size: int) -> None:
         """The download that reserved `size` is stored (its size is in the table now) or abandoned."""

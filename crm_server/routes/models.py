@@ -286,10 +286,34 @@ class SandboxAccountResponse(ResponseModel):
     user_id: int
 
 
+SandboxMediaKind = Literal["photo", "voice", "audio", "video", "video_note", "document", "sticker", "animation"]
+
+
+class SandboxIncomingMedia(RequestModel):
+    """A file the simulated user sends. `file_name` is kept as given (a hostile name is a test case for the
+    server); the optional attributes are what Telegram would read from the file."""
+
+    kind: SandboxMediaKind
+    data_base64: Annotated[StrictStr, Field(min_length=1)]
+    file_name: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    mime_type: Annotated[StrictStr, Field(max_length=127, pattern=r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+$")] | None = None
+    duration: Annotated[StrictInt, Field(ge=0, le=864000)] | None = None
+    width: Annotated[StrictInt, Field(ge=1, le=20000)] | None = None
+    height: Annotated[StrictInt, Field(ge=1, le=20000)] | None = None
+    title: Annotated[StrictStr, Field(max_length=256)] | None = None
+    performer: Annotated[StrictStr, Field(max_length=256)] | None = None
+    # Telegram lists the file but refuses to serve its bytes (upload.getFile answers FILE_ID_INVALID).
+    unavailable: StrictBool = False
+
+
 class SandboxIncomingRequest(RequestModel):
     account_phone: Phone
     from_: RecipientField = Field(alias="from")
-    text: Text
+    # Required without media; with media it is the caption (at most 1024 characters) and may be empty.
+    text: Annotated[StrictStr, Field(max_length=4096)] = ""
+    # Checked field by field by the route (`media.kind`, `media.data_base64`...), so errors name the inner field.
+    media: dict | None = Field(None, description="A file: {kind, data_base64, file_name?, mime_type?, duration?, "
+                               "width?, height?, title?, performer?, unavailable?} (see SandboxIncomingMedia)")
 
 
 class SandboxIncomingResponse(ResponseModel):
@@ -300,11 +324,19 @@ class SandboxSentQuery(RequestModel):
     account_phone: Phone
 
 
+class SandboxSentMedia(ResponseModel):
+    kind: SandboxMediaKind
+    file_name: str | None
+    size: int
+    sha256: str
+
+
 class SandboxSentMessage(ResponseModel):
     to_user_id: int
     text: str
     message_id: int
     date: str
+    media: SandboxSentMedia | None = Field(None, description="Present when a file was sent")
 
 
 class SandboxFloodRequest(RequestModel):

@@ -36,20 +36,24 @@ def _describe(error: Mapping[str, Any], field: str) -> str:
     return f"`{field}`: {message}"
 
 
-def validate(model: type[Model], data: Any) -> Model:
+def validate(model: type[Model], data: Any, *, prefix: str = "") -> Model:
+    """`data` as `model`; `prefix` names where a nested object sits in its body (e.g. "media.")."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        field = _field_of(first)
+        field = prefix + _field_of(first)
         raise ValidationError(_describe(first, field), field=field) from None
 
 
-async def parse_body(request: Request, model: type[Model]) -> Model:
+async def parse_body(request: Request, model: type[Model], *, limit: int = MAX_BODY_BYTES,
+                     too_large_field: str = "body") -> Model:
+    """The body as `model`; a route whose body carries a file raises `limit` and names that file's field."""
     try:
-        raw = await read_body(request, MAX_BODY_BYTES)
+        raw = await read_body(request, limit)
     except BodyTooLarge as exc:
-        raise PayloadTooLargeError(f"The request body is larger than {exc.limit} bytes", field="body") from None
+        raise PayloadTooLargeError(f"The request body is larger than {exc.limit} bytes",
+                                   field=too_large_field) from None
     if not raw.strip():
         raise MalformedBodyError("A JSON object body is required", field="body")
     try:

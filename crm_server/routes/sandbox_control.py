@@ -5,6 +5,9 @@ They drive `crm_server.sandbox.SandboxWorld`; nothing here talks to Telethon.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,12 +19,18 @@ from crm_server.routes.auth import authenticate, require_admin
 from crm_server.routes.models import (
     SandboxAccountRequest,
     SandboxFloodRequest,
+    SandboxIncomingMedia,
     SandboxIncomingRequest,
     SandboxRevokeRequest,
     SandboxSentQuery,
     SandboxUserRequest,
 )
-from crm_server.routes.parsing import parse_body, parse_query
+from crm_server.routes.parsing import parse_body, parse_query, validate
+from crm_server.sandbox.media import SimIncomingMedia
+from crm_server.sandbox.world import CAPTION_LENGTH_MAX, MAX_INCOMING_FILE_BYTES
+
+# An incoming file travels as base64 inside the JSON body: 4 characters per 3 bytes, plus the other fields.
+_INCOMING_BODY_LIMIT = 4 * -(-MAX_INCOMING_FILE_BYTES // 3) + 64 * 1024
 
 
 def _sandbox_error(exc: Exception, field: str) -> errors.CrmError:
@@ -69,12 +78,39 @@ async def create_account(request: Request) -> Response:
     return JSONResponse({"user_id": user_id})
 
 
+def _incoming_media(body: SandboxIncomingRequest) -> SimIncomingMedia | None:
+    """The body's `media` as the world takes it; each refusal names its field (`media.kind`, `text`...)."""
+    if body.media is None:
+        if not body.text.strip():
+            raise errors.ValidationError("`text` is required when there is no media", field="text")
+        return None
+    if len(body.text) > CAPTION_LENGTH_MAX:
+        raise errors.ValidationError(f"`text`: a caption has at most {CAPTION_LENGTH_MAX} characters", field="text")
+    media = validate(SandboxIncomingMedia, body.media, prefix="media.")
+    try:
+        data = base64.b64decode(media.data_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.ValidationError("`media.data_base64` is not valid base64", field="media.data_base64") from None
+    if not data:
+        raise errors.ValidationError("`media.data_base64`: the file is empty", field="media.data_base64")
+    if len(data) > MAX_INCOMING_FILE_BYTES:
+        raise errors.PayloadTooLargeError(f"The file is larger than {MAX_INCOMING_FILE_BYTES} bytes",
+                                          field="media.data_base64")
+    return SimIncomingMedia(kind=media.kind, data=data, file_name=media.file_name, mime_type=media.mime_type,
+                            duration=media.duration, width=media.width, height=media.height, title=media.title,
+                            performer=media.performer, unavailable=media.unavailable)
+
+
 async def incoming(request: Request) -> Response:
+    """A simulated user writes to an account: `{account_phone, from, text, media?}`, media as
+    `{kind, data_base64, file_name?, mime_type?, duration?, width?, height?, title?, performer?, unavailable?}`."""
     state = await _admin_state(request)
-    body = await parse_body(request, SandboxIncomingRequest)
+    body = await parse_body(request, SandboxIncomingRequest, limit=_INCOMING_BODY_LIMIT,
+                            too_large_field="media.data_base64")
+    media = _incoming_media(body)
     try:
         # On the loop thread: delivery pushes updates into live Telethon clients' asyncio queues.
-        message_id = state.world.incoming(body.account_phone, body.from_, body.text)
+        message_id = state.world.incoming(body.account_phone, body.from_, body.text, media)
     except Exception as exc:
         raise _sandbox_error(exc, "account_phone") from None
     return JSONResponse({"message_id": message_id})

@@ -10,8 +10,9 @@ from typing import Protocol
 
 from telethon.tl import TLRequest, functions, types
 
-from crm_server.sandbox import render, srp
+from crm_server.sandbox import file_parts, render, srp
 from crm_server.sandbox.errors import RpcFailure, SandboxError
+from crm_server.sandbox.media import SimFile
 from crm_server.sandbox.world import LOGIN_CODE, SandboxWorld, SimMedia, SimUser, phone_digits
 
 # Requests that only wrap another one (layer, init, no-updates...): the answer is the inner request's.
@@ -81,6 +82,7 @@ class RequestHandlers:
             functions.account.UpdateStatusRequest: self.acknowledge,
             functions.upload.SaveFilePartRequest: self.acknowledge,
             functions.upload.SaveBigFilePartRequest: self.acknowledge,
+            functions.upload.GetFileRequest: self.get_file,
             functions.updates.GetStateRequest: self.get_state,
             functions.updates.GetDifferenceRequest: self.get_difference,
         }
@@ -404,6 +406,27 @@ class RequestHandlers:
         # Read receipts are not simulated: pts_count 0 leaves the client's pts where it is (no false gap).
         return types.messages.AffectedMessages(pts=self._world.pts(account_id), pts_count=0)
 
+    # ------------------------------------------------------------ files
+
+    def get_file(self, request: functions.upload.GetFileRequest, session: Session, account_id: int) -> object:
+        """A piece of a stored file, with Telegram's range rules; photo sizes and the document itself."""
+        file_parts.check_download_range(request.offset, request.limit, precise=bool(request.precise))
+        location = request.location
+        if isinstance(location, types.InputPhotoFileLocation):
+            sim = self._world.files.check_location(location.id, location.access_hash, location.file_reference)
+            if sim.kind != "photo" or location.thumb_size not in _photo_size_types(sim):
+                raise RpcFailure(400, "LOCATION_INVALID")
+        elif isinstance(location, types.InputDocumentFileLocation):
+            sim = self._world.files.check_location(location.id, location.access_hash, location.file_reference)
+            # Documents have no thumbnails in the sandbox: only the document itself ("" thumb size).
+            if sim.kind == "photo" or location.thumb_size:
+                raise RpcFailure(400, "LOCATION_INVALID")
+        else:
+            raise RpcFailure(400, "LOCATION_INVALID")
+        chunk = self._world.files.read(sim.id, request.offset, request.limit)
+        file_type = types.storage.FileJpeg() if sim.kind == "photo" else types.storage.FileUnknown()
+        return types.upload.File(type=file_type, mtime=sim.date, bytes=chunk)
+
     # ------------------------------------------------------------ updates
 
     def get_state(self, request: TLRequest, session: Session, account_id: int) -> object:
@@ -438,6 +461,10 @@ class RequestHandlers:
         return types.updates.Difference(
             new_messages=rendered, new_encrypted_messages=[], other_updates=[], chats=[], users=users, state=state
         )
+
+
+def _photo_size_types(sim: SimFile) -> set[str]:
+    return {size_type for size_type, _ in render.PHOTO_THUMB_SIZES} | {render.photo_full_size_type(sim)}
 
 
 def _sim_media(media: object) -> SimMedia | None:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from telethon.tl import types
 
+from crm_server.sandbox.media import SimFile, document_attributes
 from crm_server.sandbox.world import SERVICE_USER_ID, SandboxWorld, SimMedia, SimMessage, SimUser
 
 # Telegram answers BoolTrue/BoolFalse and vectors with these bare constructors.
@@ -69,11 +70,62 @@ def _media_id(sim: SimMessage) -> int:
     return struct.unpack("<q", digest)[0]
 
 
-def media(sim_message: SimMessage, dc_id: int) -> types.TypeMessageMedia | None:
-    """External or uploaded media as a photo or document living on the session's DC (no cross-DC fetches)."""
+# The photo sizes Telegram lists besides the full one, by type and longest side; see photo_sizes.
+PHOTO_THUMB_SIZES = (("m", 320), ("x", 800))
+# A PhotoStrippedSize body: the 3-byte header Telethon expands into a tiny JPEG (utils.stripped_photo_to_jpg).
+_STRIPPED = bytes([1, 40, 30])
+
+
+def photo_full_size_type(sim: SimFile) -> str:
+    """Telegram's type letter of a photo's full size: "y" up to 1280 px on the longest side, "w" above."""
+    return "y" if max(sim.dimensions) <= 1280 else "w"
+
+
+def photo_sizes(sim: SimFile) -> list[types.TypePhotoSize]:
+    """Sizes as Telegram lists them, smallest first: stripped, "m", "x", then the full size (served last by
+    Telethon's `download_media`). The sandbox does not re-encode images, so every size serves the file's bytes
+    and says so in its `size`; only the declared dimensions shrink."""
+    width, height = sim.dimensions
+    sizes: list[types.TypePhotoSize] = [types.PhotoStrippedSize(type="i", bytes=_STRIPPED)]
+    for size_type, side in PHOTO_THUMB_SIZES:
+        scale = min(1.0, side / max(width, height))
+        sizes.append(types.PhotoSize(type=size_type, w=max(1, round(width * scale)), h=max(1, round(height * scale)),
+                                     size=sim.size))
+    sizes.append(types.PhotoSize(type=photo_full_size_type(sim), w=width, h=height, size=sim.size))
+    return sizes
+
+
+def stored_media(world: SandboxWorld, sim: SimFile, dc_id: int) -> types.TypeMessageMedia:
+    """A stored file as Telegram sends it: MessageMediaPhoto or MessageMediaDocument with the kind's attributes,
+    on the session's DC (no cross-DC fetches), with the access hash and file reference getFile checks."""
+    date = datetime.fromtimestamp(sim.date, tz=timezone.utc)
+    access_hash = world.files.access_hash(sim.id)
+    reference = world.files.file_reference(sim.id)
+    if sim.kind == "photo":
+        photo = types.Photo(id=sim.id, access_hash=access_hash, file_reference=reference, date=date,
+                            sizes=photo_sizes(sim), dc_id=dc_id)
+        return types.MessageMediaPhoto(photo=photo)
+    document = types.Document(id=sim.id, access_hash=access_hash, file_reference=reference, date=date,
+                              mime_type=sim.mime_type, size=sim.size, dc_id=dc_id,
+                              attributes=document_attributes(sim))
+    # Telegram flags the media itself too (layer 160+), as official clients read it.
+    return types.MessageMediaDocument(
+        document=document,
+        voice=(sim.kind == "voice") or None,
+        round=(sim.kind == "video_note") or None,
+        video=(sim.kind in ("video", "video_note")) or None,
+    )
+
+
+def media(world: SandboxWorld, sim_message: SimMessage, dc_id: int) -> types.TypeMessageMedia | None:
+    """Stored files as Telegram sends them; external media as a photo or document without bytes."""
     sim: SimMedia | None = sim_message.media
     if sim is None:
         return None
+    if sim.file_id is not None:
+        stored = world.files.get(sim.file_id)
+        if stored is not None:
+            return stored_media(world, stored, dc_id)
     media_id = _media_id(sim_message)
     date = sim_message.date
     if sim.kind == "photo":
@@ -111,7 +163,7 @@ def message(world: SandboxWorld, sim: SimMessage, dc_id: int) -> types.Message:
         date=sim.date,
         message=sim.text,
         out=sim.out or None,
-        media=media(sim, dc_id),
+        media=media(world, sim, dc_id),
     )
 
 

@@ -19,8 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from crm_server.sandbox import files as file_store
 from crm_server.sandbox import srp
 from crm_server.sandbox.errors import SandboxError, UnknownAccount, UnknownUser, UsernameTaken
+from crm_server.sandbox.media import KINDS, SimFile, SimIncomingMedia, default_mime_type
 from safeguards.private_files import create_private_file, make_private_dir
 
 LOGIN_CODE = "12345"
@@ -78,6 +80,7 @@ CREATE TABLE IF NOT EXISTS messages (
     media_kind TEXT,
     media_url TEXT,
     media_name TEXT,
+    media_file_id INTEGER,
     PRIMARY KEY (account_id, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_pts ON messages (account_id, pts);
@@ -91,7 +94,11 @@ CREATE TABLE IF NOT EXISTS known_peers (
 """
 
 _USER_COLUMNS = "id, phone, username, first_name, last_name, privacy_restricted"
-_MESSAGE_COLUMNS = "account_id, id, peer_id, out, text, date, pts, media_kind, media_url, media_name"
+_MESSAGE_COLUMNS = "account_id, id, peer_id, out, text, date, pts, media_kind, media_url, media_name, media_file_id"
+# What one incoming file may weigh (POST /sandbox/incoming refuses more with 413): bounds the world's growth.
+MAX_INCOMING_FILE_BYTES = 64 * 1024 * 1024
+# Telegram's caption limit for a message with media (its text otherwise may have 4096 characters).
+CAPTION_LENGTH_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +115,13 @@ class SimUser:
 
 @dataclass(frozen=True, slots=True)
 class SimMedia:
-    """An attachment: `kind` is "photo" or "document"; `url` is set for external media, `name` when known."""
+    """An attachment: an external URL (`url`, kind "photo" or "document"), or a stored file (`file_id`, in
+    `world.files`; `kind` is then one of media.KINDS). `name` when known."""
 
     kind: str
     url: str | None = None
     name: str | None = None
+    file_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +232,17 @@ class SandboxWorld:
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._db.executescript(file_store.SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+            if "media_file_id" not in columns:  # a world file written before stored media existed
+                self._db.execute("ALTER TABLE messages ADD COLUMN media_file_id INTEGER")
             self._db.execute("INSERT OR IGNORE INTO users (id, phone, first_name) VALUES (?, ?, 'Telegram')",
                              (SERVICE_USER_ID, SERVICE_USER_PHONE))
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
             self._secret: bytes = self._db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
         self._live = _live_sessions_for(self.path)
+        # The bytes of photos and documents, in this same database (one transaction with their messages).
+        self.files = file_store.FileStore(self._db, self._lock, self._write, self._secret)
         self._attached: set[tuple[int, UpdateListener]] = set()  # what close() must drop
         self._challenges: OrderedDict[int, tuple[int, srp.Challenge]] = OrderedDict()
         self._srp_ids = itertools.count(int.from_bytes(os.urandom(6), "big"))
@@ -316,28 +331,66 @@ class SandboxWorld:
             )
         return user_id
 
-    def incoming(self, account_phone: str, sender: str | int, text: str) -> int:
-        """`sender` (phone, @username or id) writes `text` to the account; returns the id in the account's chat."""
+    def incoming(self, account_phone: str, sender: str | int, text: str, media: SimIncomingMedia | None = None
+                 ) -> int:
+        """`sender` (phone, @username or id) writes `text` to the account, with a file when `media` is given
+        (`text` is then its caption and may be empty); returns the id in the account's chat."""
         account_id = self._account_id(account_phone)
         sender_id = self.user_id_of(sender)
-        if not text:
+        if media is None and not text:
             raise SandboxError("text must not be empty")
-        _, received = self.deliver(sender_id, account_id, text)
+        attachment = None
+        if media is not None:
+            if len(text) > CAPTION_LENGTH_MAX:
+                raise SandboxError(f"a caption has at most {CAPTION_LENGTH_MAX} characters")
+            attachment = self._store_incoming_file(media)
+        _, received = self.deliver(sender_id, account_id, text, attachment)
         assert received is not None  # the recipient is an account, so it always gets its copy
         return received.id
 
+    def _store_incoming_file(self, media: SimIncomingMedia) -> SimMedia:
+        if media.kind not in KINDS:
+            raise SandboxError(f"media kind must be one of {', '.join(KINDS)}")
+        if not media.data:
+            raise SandboxError("a file must not be empty")
+        if len(media.data) > MAX_INCOMING_FILE_BYTES:
+            raise SandboxError(f"a file has at most {MAX_INCOMING_FILE_BYTES} bytes")
+        stored = self.files.store(
+            media.kind,
+            media.data,
+            mime_type=media.mime_type or default_mime_type(media.kind, media.file_name),
+            name=media.file_name,
+            date=int(time.time()),
+            duration=media.duration,
+            width=media.width,
+            height=media.height,
+            title=media.title,
+            performer=media.performer,
+            unavailable=media.unavailable,
+        )
+        return SimMedia(kind=stored.kind, name=stored.name, file_id=stored.id)
+
+    def file(self, file_id: int) -> SimFile | None:
+        """A stored file's metadata (kind, mime type, name, size, sha256...), without its bytes."""
+        return self.files.get(file_id)
+
     def sent(self, account_phone: str, *, with_media: bool = False) -> list[dict]:
-        """What the account has sent, oldest first: `to_user_id, text, message_id, date` (ISO 8601 UTC)."""
+        """What the account has sent, oldest first: `to_user_id, text, message_id, date` (ISO 8601 UTC), and
+        `media: {kind, file_name, size, sha256}` when a file was sent. With `with_media`, every entry has `media`
+        (None without any) and external URLs show as `{kind, url, name}`."""
         account_id = self._account_id(account_phone)
         rows = self._all(
-            "SELECT peer_id, text, id, date, media_kind, media_url, media_name FROM messages"
-            " WHERE account_id = ? AND out = 1 ORDER BY id",
+            "SELECT m.peer_id, m.text, m.id, m.date, m.media_kind, m.media_url, m.media_name, f.kind, f.name,"
+            " f.size, f.sha256 FROM messages m LEFT JOIN files f ON f.id = m.media_file_id"
+            " WHERE m.account_id = ? AND m.out = 1 ORDER BY m.id",
             (account_id,),
         )
         result = []
-        for peer_id, text, message_id, date, kind, url, name in rows:
-            entry = {"to_user_id": peer_id, "text": text, "message_id": message_id, "date": iso_utc(date)}
-            if with_media:
+        for peer_id, text, message_id, date, kind, url, name, file_kind, file_name, size, sha256 in rows:
+            entry: dict = {"to_user_id": peer_id, "text": text, "message_id": message_id, "date": iso_utc(date)}
+            if file_kind is not None:
+                entry["media"] = {"kind": file_kind, "file_name": file_name, "size": size, "sha256": sha256}
+            elif with_media:
                 entry["media"] = {"kind": kind, "url": url, "name": name} if kind else None
             result.append(entry)
         return result
@@ -677,7 +730,7 @@ class SandboxWorld:
             (account_id,),
         ).fetchone()
         db.execute(
-            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 account_id,
                 message_id,
@@ -689,6 +742,7 @@ class SandboxWorld:
                 media.kind if media else None,
                 media.url if media else None,
                 media.name if media else None,
+                media.file_id if media else None,
             ),
         )
         return SimMessage(account_id, message_id, peer_id, out, text, date, pts, media)
@@ -710,7 +764,7 @@ def _user(row: tuple) -> SimUser:
 
 
 def _message(row: tuple) -> SimMessage:
-    media = SimMedia(kind=row[7], url=row[8], name=row[9]) if row[7] else None
+    media = SimMedia(kind=row[7], url=row[8], name=row[9], file_id=row[10]) if row[7] else None
     return SimMessage(
         account_id=row[0],
         id=row[1],

@@ -136,6 +136,11 @@ class FileStore:
                 (key_id, file_id, part, total_parts, now, data),
             )
 
+    def discard_upload(self, key_id: int, upload_id: int) -> None:
+        """Forget an upload's parts unused (a document's uploaded thumbnail: the sandbox keeps no thumbnails)."""
+        with self._write() as db:
+            db.execute("DELETE FROM upload_parts WHERE key_id = ? AND file_id = ?", (key_id, upload_id))
+
     def assemble(self, key_id: int, upload_id: int, parts: int, *, big: bool, md5_checksum: str | None,
                  describe: Callable[[int], SimFile]) -> SimFile:
         """Join an upload's parts into a stored file, checked as Telegram checks them, and forget the parts.

@@ -12,7 +12,7 @@ from telethon.tl import TLRequest, functions, types
 
 from crm_server.sandbox import file_parts, render, srp
 from crm_server.sandbox.errors import RpcFailure, SandboxError
-from crm_server.sandbox.media import SimFile
+from crm_server.sandbox.media import SimFile, UploadedDescription, describe_uploaded_document
 from crm_server.sandbox.world import LOGIN_CODE, SandboxWorld, SimMedia, SimUser, phone_digits
 
 # Requests that only wrap another one (layer, init, no-updates...): the answer is the inner request's.
@@ -80,8 +80,8 @@ class RequestHandlers:
             functions.messages.ReadHistoryRequest: self.read_history,
             functions.messages.SetTypingRequest: self.acknowledge,
             functions.account.UpdateStatusRequest: self.acknowledge,
-            functions.upload.SaveFilePartRequest: self.acknowledge,
-            functions.upload.SaveBigFilePartRequest: self.acknowledge,
+            functions.upload.SaveFilePartRequest: self.save_file_part,
+            functions.upload.SaveBigFilePartRequest: self.save_big_file_part,
             functions.upload.GetFileRequest: self.get_file,
             functions.updates.GetStateRequest: self.get_state,
             functions.updates.GetDifferenceRequest: self.get_difference,
@@ -323,12 +323,15 @@ class RequestHandlers:
         return types.UpdateShortSentMessage(id=sent.id, pts=sent.pts, pts_count=1, date=sent.date, out=True)
 
     def send_media(self, request: functions.messages.SendMediaRequest, session: Session, account_id: int) -> object:
+        if len(request.message or "") > CAPTION_LENGTH_MAX:
+            raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
         media = _sim_media(request.media)
         if media is None:
             raise RpcFailure(400, "MEDIA_INVALID")
-        if len(request.message or "") > CAPTION_LENGTH_MAX:
-            raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
         peer_id = self._check_can_send(account_id, request.peer)
+        if isinstance(request.media, (types.InputMediaUploadedPhoto, types.InputMediaUploadedDocument)):
+            # Only now, once the send may go ahead, are the parts turned into a file (and forgotten).
+            media = self._uploaded_media(request.media, session)
         sent, _ = self._world.deliver(
             account_id, peer_id, request.message or "", media, origin=session  # type: ignore[arg-type]
         )
@@ -407,6 +410,47 @@ class RequestHandlers:
         return types.messages.AffectedMessages(pts=self._world.pts(account_id), pts_count=0)
 
     # ------------------------------------------------------------ files
+
+    def save_file_part(
+        self, request: functions.upload.SaveFilePartRequest, session: Session, account_id: int
+    ) -> object:
+        self._world.files.save_part(session.key_id, request.file_id, request.file_part, request.bytes)
+        return True
+
+    def save_big_file_part(
+        self, request: functions.upload.SaveBigFilePartRequest, session: Session, account_id: int
+    ) -> object:
+        self._world.files.save_part(session.key_id, request.file_id, request.file_part, request.bytes,
+                                    total_parts=request.file_total_parts)
+        return True
+
+    def _uploaded_media(self, media: object, session: Session) -> SimMedia:
+        """The uploaded file of an InputMediaUploaded* joined from its parts (sent on this auth key), stored
+        with the kind Telegram would show for it."""
+        input_file = media.file  # type: ignore[attr-defined]
+        if not isinstance(input_file, (types.InputFile, types.InputFileBig)):
+            raise RpcFailure(400, "FILE_PARTS_INVALID")
+        name = input_file.name or None
+        if isinstance(media, types.InputMediaUploadedPhoto):
+            description = UploadedDescription(kind="photo", mime_type="image/jpeg", name=name)
+        else:
+            # The attributes decide, `force_file` or not: it only stops Telegram converting the file itself
+            # (Telethon sets it for force_document, and adds no video or audio attributes then).
+            description = describe_uploaded_document(media.mime_type, media.attributes, name)  # type: ignore[attr-defined]
+        now = int(time.time())
+
+        def describe(size: int) -> SimFile:
+            return SimFile(id=0, kind=description.kind, mime_type=description.mime_type, name=description.name,
+                           size=size, sha256="", date=now, duration=description.duration, width=description.width,
+                           height=description.height, title=description.title, performer=description.performer)
+
+        thumb = getattr(media, "thumb", None)
+        if isinstance(thumb, (types.InputFile, types.InputFileBig)):
+            self._world.files.discard_upload(session.key_id, thumb.id)
+        stored = self._world.files.assemble(
+            session.key_id, input_file.id, input_file.parts, big=isinstance(input_file, types.InputFileBig),
+            md5_checksum=getattr(input_file, "md5_checksum", None), describe=describe)
+        return SimMedia(kind=stored.kind, name=stored.name, file_id=stored.id)
 
     def get_file(self, request: functions.upload.GetFileRequest, session: Session, account_id: int) -> object:
         """A piece of a stored file, with Telegram's range rules; photo sizes and the document itself."""

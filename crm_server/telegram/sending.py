@@ -79,7 +79,7 @@ def upload_options(file: OutgoingFile) -> dict[str, Any]:
         return {"force_document": False}
     if file.kind == "voice":
         # Plays as a voice message (with its waveform) rather than as a music file.
-        return {"voice_note": True, "attributes": [types.DocumentAttributeAudio(duration=0, voice=True)],
+        return {"voice_note": True, "attributes": [types.DocumentAttributeAudio(duration=0, voice=True), name],
                 "mime_type": file.mime_type or "audio/ogg"}
     if file.kind == "video":
         return {"supports_streaming": True, "mime_type": file.mime_type or "video/mp4",

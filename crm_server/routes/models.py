@@ -131,6 +131,17 @@ class SendRequest(RequestModel):
     reply_to: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
+class MediaPath(RequestModel):
+    id: StrictStr = Field(description="The file's id from `media.url` of a webhook event")
+
+
+class MediaLinkQuery(RequestModel):
+    """The capability part of `media.url`: as signed by the server, used as it is."""
+
+    expires: StrictStr = Field(description="Unix seconds after which the link is refused")
+    signature: StrictStr = Field(description="HMAC-SHA256 of the id and expiry with the server's own key (hex)")
+
+
 class SendResponse(ResponseModel):
     status: Literal["sent"]
     message_id: int

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,3 +185,33 @@ def test_a_forged_or_altered_link_is_refused(admin, hook) -> None:
         answer = httpx.get(forged, timeout=10)
         assert answer.status_code == 403, forged
         assert answer.json()["code"] == "MEDIA_LINK_INVALID" and b"secret report" not in answer.content
+
+
+def test_after_a_restart_the_file_is_fetched_again_from_telegram(admin, hook) -> None:
+    """The Message kept from the update is gone with the process: the download asks Telegram for it again."""
+    with tempfile.TemporaryDirectory(prefix="crm-media-restart-") as directory:
+        own = CrmServerProcess(Path(directory), env=SERVER_ENV, name="media-restart").start()
+        try:
+            client = own.client(own.admin_key)
+            account, sender = connected_account(client, hook), a_user(client)
+            client.ok(client.post("/integration/lovable/pause", json={"project_id": PROJECT, "phone": account,
+                                                                      "paused": True}))
+            data = os.urandom(5000)
+            send_file(client, account, sender, "document", data, file_name="kept.bin")
+            deadline = time.monotonic() + 15
+            while client.account(PROJECT, account)["webhook"]["pending"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.account(PROJECT, account)["webhook"]["pending"] == 1
+            client.close()
+            own.stop()
+            own.start()
+            client = own.client(own.admin_key)
+            client.ok(client.post("/integration/lovable/pause", json={"project_id": PROJECT, "phone": account,
+                                                                      "paused": False}))
+            hook.wait_for(lambda r: len(r.accepted) >= 1)
+            media = bodies(hook)[0]["media"]
+            assert media["sha256"] == hashlib.sha256(data).hexdigest()
+            assert httpx.get(media["url"], timeout=10).content == data
+            client.close()
+        finally:
+            own.stop()

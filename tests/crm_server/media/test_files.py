@@ -15,6 +15,9 @@ from crm_server.store.media import MediaRecord
 from crm_server.store.outbox import OutboxEvent
 from crm_server.store.schema import OutboxState
 
+# The store on both dialects (the sweep's correlated queries must hold on PostgreSQL as on SQLite).
+from tests.crm_server.test_store import dialect_admin_url, store  # noqa: E402,F401
+
 PROJECT = "org-media"
 PHONE = "+79990003344"
 HOUR = 3600.0
@@ -86,3 +89,20 @@ async def test_a_full_budget_drops_the_oldest_delivered_file_first(store: Store,
     # Only pending files would be left to drop: a download bigger than what delivered files free must wait.
     assert not await files.reserve(25)
     assert pending.exists()
+
+
+async def test_a_store_from_before_media_gains_the_table(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+    from sqlalchemy import inspect
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
+    old = await Store.open(url, Fernet.generate_key())
+    async with old.engine.begin() as connection:
+        await connection.exec_driver_sql("DROP TABLE media")
+    await old.close()
+    reopened = await Store.open(url, Fernet.generate_key())
+    async with reopened.engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert "media" in tables
+    assert await reopened.media.disk_used() == 0
+    await reopened.close()

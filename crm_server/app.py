@@ -133,9 +133,7 @@ async def start_state(settings: ServerSettings) -> AppState:
     media_files = MediaFiles(settings.media_dir, store.media, max_disk_bytes=settings.media_max_disk_bytes,
                              retention_seconds=settings.media_retention_hours * 3600)
     recent_messages = RecentMessages()
-    manager_ref: list[AccountManager] = []
-    source = TelegramMediaSource(lambda project_id, phone: manager_ref[0].media_client(project_id, phone),
-                                 recent_messages)
+    source = TelegramMediaSource(recent_messages)
     preparer = MediaPreparer(source, store.media, media_files, links, max_bytes=settings.media_max_bytes)
     media_policy = WebhookPolicy.from_setting(settings.allow_private_media, settings.private_media_hosts)
 
@@ -162,7 +160,7 @@ async def start_state(settings: ServerSettings) -> AppState:
     )
     listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added))
     manager = AccountManager(store, settings, incoming=listener, recent_messages=recent_messages)
-    manager_ref.append(manager)
+    source.serve_from(manager.media_client)
     metrics.watch_connected(manager.connected_count)
     await delivery.start()
     await manager.start()

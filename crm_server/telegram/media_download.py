@@ -44,13 +44,17 @@ def _mapped(exc: BaseException) -> Exception | None:
 
 
 class TelegramMediaSource:
-    def __init__(self, clients: Callable[[str, str], TelegramClient | None], recent: RecentMessages, *,
-                 per_account: int = PER_ACCOUNT, overall: int = OVERALL) -> None:
-        self._clients = clients  # AccountManager.media_client
+    def __init__(self, recent: RecentMessages, *, per_account: int = PER_ACCOUNT, overall: int = OVERALL) -> None:
+        self._clients: Callable[[str, str], TelegramClient | None] = lambda project_id, phone: None
         self._recent = recent
         self._per_account_limit = per_account
         self._per_account: dict[AccountKey, asyncio.Semaphore] = {}
         self._overall = asyncio.Semaphore(overall)
+
+    def serve_from(self, clients: Callable[[str, str], TelegramClient | None]) -> None:
+        """Download through these live clients (AccountManager.media_client; the manager is built after the
+        delivery worker that asks us, since its listener feeds that worker)."""
+        self._clients = clients
 
     async def download(self, ref: MediaRef, into: CountingFile) -> None:
         key = AccountKey(ref.project_id, ref.phone)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -215,3 +216,16 @@ def test_after_a_restart_the_file_is_fetched_again_from_telegram(admin, hook) ->
             client.close()
         finally:
             own.stop()
+
+
+def test_the_file_is_private_on_disk_and_served_in_ranges(server, admin, hook) -> None:
+    account, sender = connected_account(admin, hook), a_user(admin)
+    data = os.urandom(10_000)
+    send_file(admin, account, sender, "document", data, file_name='evil"\r\nname.bin')
+    hook.wait_for(lambda r: len(r.accepted) >= 1)
+    media = bodies(hook)[0]["media"]
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in media_files(server))
+    part = httpx.get(media["url"], headers={"Range": "bytes=100-199"}, timeout=10)
+    assert part.status_code == 206 and part.content == data[100:200]
+    disposition = part.headers["content-disposition"]
+    assert "\r" not in disposition and "\n" not in disposition and disposition.count('"') == 2

@@ -142,10 +142,10 @@ class FileStore:
             db.execute("DELETE FROM upload_parts WHERE key_id = ? AND file_id = ?", (key_id, upload_id))
 
     def assemble(self, key_id: int, upload_id: int, parts: int, *, big: bool, md5_checksum: str | None,
-                 describe: Callable[[int], SimFile]) -> SimFile:
+                 template: SimFile) -> SimFile:
         """Join an upload's parts into a stored file, checked as Telegram checks them, and forget the parts.
 
-        `describe(size)` gives the file's metadata (its id, size and sha256 are set here). Raises RpcFailure
+        `template` gives the file's metadata (its id, size and sha256 are set here). Raises RpcFailure
         (FILE_PART_n_MISSING, FILE_PART_SIZE_INVALID, FILE_PARTS_INVALID, MD5_CHECKSUM_INVALID).
         """
         if not 0 < parts <= file_parts.MAX_PARTS:
@@ -162,7 +162,7 @@ class FileStore:
             file_parts.check_assembled([by_part[i][1] if i in by_part else None for i in range(parts)], big=big)
             size = sum(row[1] for row in rows)
             file_id = _new_id()
-            described = replace(describe(size), id=file_id, size=size, sha256="")
+            described = replace(template, id=file_id, size=size, sha256="")
             sha256 = hashlib.sha256()
             md5 = hashlib.md5()
             db.execute(f"INSERT INTO files ({_FILE_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"

@@ -424,10 +424,12 @@ class RequestHandlers:
                                     total_parts=request.file_total_parts)
         return True
 
-    def _uploaded_media(self, media: object, session: Session) -> SimMedia:
+    def _uploaded_media(
+        self, media: types.InputMediaUploadedPhoto | types.InputMediaUploadedDocument, session: Session
+    ) -> SimMedia:
         """The uploaded file of an InputMediaUploaded* joined from its parts (sent on this auth key), stored
         with the kind Telegram would show for it."""
-        input_file = media.file  # type: ignore[attr-defined]
+        input_file = media.file
         if not isinstance(input_file, (types.InputFile, types.InputFileBig)):
             raise RpcFailure(400, "FILE_PARTS_INVALID")
         name = input_file.name or None
@@ -436,20 +438,13 @@ class RequestHandlers:
         else:
             # The attributes decide, `force_file` or not: it only stops Telegram converting the file itself
             # (Telethon sets it for force_document, and adds no video or audio attributes then).
-            description = describe_uploaded_document(media.mime_type, media.attributes, name)  # type: ignore[attr-defined]
-        now = int(time.time())
-
-        def describe(size: int) -> SimFile:
-            return SimFile(id=0, kind=description.kind, mime_type=description.mime_type, name=description.name,
-                           size=size, sha256="", date=now, duration=description.duration, width=description.width,
-                           height=description.height, title=description.title, performer=description.performer)
-
+            description = describe_uploaded_document(media.mime_type, media.attributes, name)
         thumb = getattr(media, "thumb", None)
         if isinstance(thumb, (types.InputFile, types.InputFileBig)):
             self._world.files.discard_upload(session.key_id, thumb.id)
         stored = self._world.files.assemble(
             session.key_id, input_file.id, input_file.parts, big=isinstance(input_file, types.InputFileBig),
-            md5_checksum=getattr(input_file, "md5_checksum", None), describe=describe)
+            md5_checksum=getattr(input_file, "md5_checksum", None), template=description.template(int(time.time())))
         return SimMedia(kind=stored.kind, name=stored.name, file_id=stored.id)
 
     def get_file(self, request: functions.upload.GetFileRequest, session: Session, account_id: int) -> object:

@@ -90,6 +90,12 @@ class UploadedDescription:
     title: str | None = None
     performer: str | None = None
 
+    def template(self, date: int) -> SimFile:
+        """The file's metadata before its bytes are joined (id, size and sha256 are set by FileStore.assemble)."""
+        return SimFile(id=0, kind=self.kind, mime_type=self.mime_type, name=self.name, size=0, sha256="", date=date,
+                       duration=self.duration, width=self.width, height=self.height, title=self.title,
+                       performer=self.performer)
+
 
 def describe_uploaded_document(mime_type: str, attributes: Sequence[object], upload_name: str | None
                                ) -> UploadedDescription:

@@ -98,7 +98,8 @@ DEFAULT_EXTENSIONS = {"photo": ".jpg", "voice": ".ogg", "video_note": ".mp4", "a
 
 def media_hint(message: Any) -> MediaHint | None:
     """The file a message carries, as Telegram announces it, or None (no media, or media that is no file)."""
-    if message.media is None:
+    if not isinstance(message.media, (types.MessageMediaPhoto, types.MessageMediaDocument)):
+        # Not a file sent: no media, or a link preview (Telethon's `.photo` would show the preview's picture).
         return None
     for attribute, kind in FILE_KINDS:
         if getattr(message, attribute, None):

@@ -61,6 +61,11 @@ class MediaPreparer:
         self._links = links
         self._max_bytes = max_bytes
 
+    @staticmethod
+    def carries_media(row: OutboxRow) -> bool:
+        """Cheap, on the bytes: most rows are texts and must not pay for a JSON parse before their post."""
+        return _MEDIA_KEY in row.body
+
     async def body_for(self, row: OutboxRow) -> OutboxRow:
         """`row` with the body to post now: unchanged without media; raises MediaTransient when its file cannot be
         had yet (the lane waits and retries)."""

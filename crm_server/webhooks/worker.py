@@ -344,7 +344,7 @@ class WebhookDelivery:
                     run.lease_until = time.time() + settings.lease_seconds
                     await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
                 row = run.rows.popleft()
-                if self._media is not None:
+                if self._media is not None and self._media.carries_media(row):
                     try:
                         row = await self._leased_while(run, row, self._media.body_for(row))
                     except MediaTransient as exc:

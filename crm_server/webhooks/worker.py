@@ -353,6 +353,9 @@ class WebhookDelivery:
                         run.open = False
                         await self._media_waits(row, str(exc))
                         return
+                    if run.halted:  # paused or removed while its file came: it waits (given back) unposted
+                        run.rows.appendleft(row)
+                        break
                 outcome, status = await self._poster.post(http, webhook, row, target)
                 if outcome.verdict is Verdict.DELIVERED:
                     self._recorder.add(lane, row.id, status or 200)

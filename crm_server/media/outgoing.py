@@ -8,6 +8,7 @@ abandoned as soon as it grows past CRM_MEDIA_MAX_BYTES.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import os
 from collections.abc import Callable
@@ -20,11 +21,13 @@ import httpx
 from crm_server import errors
 from crm_server.media.files import CountingFile, FileTooLarge, discard
 from crm_server.media.serving import safe_file_name
-from safeguards.private_files import make_private_dir
 from crm_server.webhooks.urls import DeliveryTarget, DeliveryTargets, WebhookAddressRefused
+from safeguards.private_files import make_private_dir
 
 FIELD = "file_url"
 MAX_REDIRECTS = 3
+# The whole fetch, however the host trickles its bytes (httpx's timeouts are per read): 50 MB at 1 MB/s fits.
+FETCH_SECONDS = 120.0
 CHUNK = 64 * 1024
 # The extension Telethon needs to treat a file as what it is (it decides photo / video by the name).
 DEFAULT_EXTENSIONS = {"photo": ".jpg", "voice": ".ogg", "video": ".mp4", "audio": ".mp3", "document": ""}
@@ -65,7 +68,10 @@ class OutgoingFiles:
         """The file at `url`, on disk; FileTooLargeError or FileUnavailableError naming `file_url` otherwise."""
         make_private_dir(self._folder)
         try:
-            return await self._fetch(url, kind, file_name)
+            async with asyncio.timeout(FETCH_SECONDS):
+                return await self._fetch(url, kind, file_name)
+        except TimeoutError:
+            raise errors.FileUnavailableError("Fetching the file took too long", field=FIELD) from None
         except httpx.HTTPError as exc:
             # The type only: the exception's text may carry the address.
             raise errors.FileUnavailableError(f"Fetching the file failed ({type(exc).__name__})",

@@ -394,7 +394,7 @@ class DatabaseError(FunctionError):
         self.pg_code = pg_code
 
 
-# --- media: the files of incoming messages (crm_server → Storage) and of outgoing ones (Storage → crm_server) -------
+# --- media: files of incoming messages (crm_server → Storage) and of outgoing ones (Storage → crm_server) -----------
 
 class MediaFetchFailedError(FunctionError):
     """The file of an incoming message could not be fetched from crm_server (unreachable, an error answer, a

@@ -1,5 +1,6 @@
 """What one functions process shares across requests: settings, the service-role supabase-py client, the HTTP clients,
-the token verifier, the integration store and the chat-media bucket. Created once (in the host's lifespan), never per request.
+the token verifier, the integration store and the chat-media bucket. Created once (in the host's lifespan), never per
+request.
 """
 
 from __future__ import annotations

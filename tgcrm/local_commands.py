@@ -104,14 +104,18 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.logs import redact_query_strings
-    from supabase_local.api import create_api_app
+    from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.keys import local_keys
     from supabase_local.rest.app import create_rest_app
+    from supabase_local.storage import create_storage_app
+    from supabase_local.storage.context import DEFAULT_MAX_UPLOAD_BYTES
 
     await database.prepare(seed=True)
     keys = local_keys(args.state_dir)
     urls = database.urls()
-    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret))
+    storage = create_storage_app(urls.authenticator, keys.jwt_secret, args.state_dir / "storage",
+                                 max_upload_bytes=_env_int("STORAGE_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret), extra_mounts={STORAGE_PREFIX: storage})
     redact_query_strings()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
                                            **uvicorn_options(RequestLimits())))

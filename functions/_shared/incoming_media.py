@@ -5,13 +5,14 @@ the fetch, the upload, and what the message row keeps about it (file_url, file_t
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from functions._shared.chat_media import ChatMediaStore
+from functions._shared.chat_media import BUCKET, ChatMediaStore
 from functions._shared.media import IncomingMedia, MediaUnavailable
 from functions._shared.media_fetch import fetched_media, same_origin
 from functions._shared.media_names import incoming_object_path, safe_file_name
@@ -19,6 +20,12 @@ from functions._shared.media_names import incoming_object_path, safe_file_name
 log = logging.getLogger("functions.incoming_media")
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+# Types a browser runs when Storage serves them from the project's own origin: a sender's HTML or SVG would script
+# the CRM's pages. Stored as octet-stream instead (downloaded, never rendered); the row still says what it was.
+ACTIVE_CONTENT_TYPES = frozenset({
+    "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml", "text/xsl",
+    "text/javascript", "application/javascript", "application/x-shockwave-flash"})
 
 
 @dataclass(frozen=True)
@@ -67,21 +74,30 @@ async def store_incoming_file(http: httpx.AsyncClient, store: ChatMediaStore, me
     and a failed upload raise 5xx errors (crm_server delivers the event again); nothing is stored then.
     """
     safe_name = safe_file_name(media.file_name, media.mime_type, media.kind)
+    # The row shows the sender's own name; the object path uses the safe one (an unnamed photo: `photo.jpg`).
+    file_name = media.file_name or safe_name
     described: dict[str, Any] = {"kind": media.kind.value, "mime_type": media.mime_type, "size": media.size,
                                  "sha256": media.sha256}
-    stored = StoredFile(file_url=None, file_type=media.kind.value, file_name=media.file_name or safe_name)
     reason = unavailable_reason(media, crm_api_url, limits, now)
     if reason is not None:
-        return StoredFile(stored.file_url, stored.file_type, stored.file_name,
+        return StoredFile(None, media.kind.value, file_name,
                           {"media": {**_present(described), "unavailable": reason.value}})
     assert media.url is not None
     path = incoming_object_path(organization_id, integration_id, chat_id, message_id, safe_name)
     async with fetched_media(http, media.url, max_bytes=limits.max_bytes, expected_size=media.size,
                              expected_sha256=media.sha256, timeout=limits.fetch_timeout_seconds) as fetched:
-        url = await store.upload(path, fetched.path, media.mime_type or DEFAULT_CONTENT_TYPE)
-        described.update(size=fetched.size, sha256=fetched.sha256)
-    return StoredFile(url, stored.file_type, stored.file_name,
-                      {"media": {**_present(described), "bucket": "chat-media", "path": path}})
+        url = await store.upload(path, fetched.path, stored_content_type(media.mime_type))
+    described.update(size=fetched.size, sha256=fetched.sha256)
+    return StoredFile(url, media.kind.value, file_name,
+                      {"media": {**_present(described), "bucket": BUCKET, "path": path}})
+
+
+def stored_content_type(mime_type: str | None) -> str:
+    """The Content-Type the object is stored with: the sender's, unless malformed or active content."""
+    mime = (mime_type or "").split(";", 1)[0].strip().lower()
+    if not MIME_TYPE.fullmatch(mime) or mime in ACTIVE_CONTENT_TYPES:
+        return DEFAULT_CONTENT_TYPE
+    return mime
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:

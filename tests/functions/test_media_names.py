@@ -1,10 +1,11 @@
-"""Safe names of stored files and the object path of an incoming message's file."""
+"""Safe names of stored files, the object path of an incoming message's file, and the Content-Type it is stored with."""
 
 from __future__ import annotations
 
 import pytest
 
 from functions._shared.media import MediaKind
+from functions._shared.incoming_media import stored_content_type
 from functions._shared.media_names import incoming_object_path, safe_file_name
 
 
@@ -38,3 +39,16 @@ def test_a_long_name_is_bounded_and_keeps_its_extension() -> None:
 def test_the_object_path_is_under_the_organization_folder() -> None:
     path = incoming_object_path("org-1", "integration-2", "-100123", "event:a/b", "photo.jpg")
     assert path == "org-1/telegram/integration-2/-100123/event_a_b-photo.jpg"
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("image/jpeg", "image/jpeg"),
+    ("application/pdf; charset=binary", "application/pdf"),
+    ("text/html", "application/octet-stream"),  # a sender's page must not run on the project's origin
+    ("image/svg+xml", "application/octet-stream"),
+    ("IMAGE/SVG+XML", "application/octet-stream"),
+    ("not a type", "application/octet-stream"),
+    (None, "application/octet-stream"),
+])
+def test_stored_content_types_are_never_active_content(given: str | None, stored: str) -> None:
+    assert stored_content_type(given) == stored

@@ -1,4 +1,4 @@
-"""Safe names of stored files, the object path of an incoming message's file, and the Content-Type it is stored with."""
+"""Safe names of stored files, the object path of an incoming file, and the Content-Type it is stored with."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supabase_local.rest.auth import JwtVerifier
-from supabase_local.storage import buckets, objects
+from supabase_local.storage import buckets, objects, uploads
 from supabase_local.storage.access import Database
 from supabase_local.storage.context import DEFAULT_MAX_UPLOAD_BYTES, StorageContext
 from supabase_local.storage.errors import StorageError, internal_error, logger
@@ -25,7 +25,8 @@ from supabase_local.storage.files import FileStore
 
 Endpoint = Callable[[StorageContext, Request], Awaitable[Response]]
 CORS_HEADERS = ["authorization", "apikey", "content-type", "x-client-info", "x-upsert", "cache-control",
-                "x-metadata"]
+                "x-metadata", "range"]
+EXPOSED_HEADERS = ["Content-Range", "Content-Length", "ETag", "Accept-Ranges", "Content-Disposition"]
 
 
 def _answering(context: StorageContext, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -61,13 +62,15 @@ def create_storage_app(authenticator_dsn: str, jwt_secret: str, storage_dir: Pat
         Route("/object/move", on(objects.move_object), methods=["POST"]),
         Route("/object/copy", on(objects.copy_object), methods=["POST"]),
         Route("/object/list/{bucket}", on(objects.list_objects), methods=["POST"]),
+        Route(f"/object/upload/sign/{{bucket}}/{path}", on(uploads.create_upload_url), methods=["POST"]),
+        Route(f"/object/upload/sign/{{bucket}}/{path}", on(uploads.upload_to_signed_url), methods=["PUT"]),
         Route(f"/object/sign/{{bucket}}/{path}", on(objects.sign_object), methods=["POST"]),
         Route(f"/object/sign/{{bucket}}/{path}", on(objects.download_signed_object), methods=["GET"]),
         Route("/object/sign/{bucket}", on(objects.sign_objects), methods=["POST"]),
         Route(f"/object/info/{{bucket}}/{path}", on(objects.object_info), methods=["GET"]),
         Route(f"/object/public/{{bucket}}/{path}", on(objects.download_public_object), methods=["GET"]),
         Route(f"/object/authenticated/{{bucket}}/{path}", on(objects.download_object), methods=["GET"]),
-        Route(f"/object/{{bucket}}/{path}", on(objects.upload_object), methods=["POST", "PUT"]),
+        Route(f"/object/{{bucket}}/{path}", on(uploads.upload_object), methods=["POST", "PUT"]),
         Route(f"/object/{{bucket}}/{path}", on(objects.download_object), methods=["GET"]),
         Route("/object/{bucket}", on(objects.remove_objects), methods=["DELETE"]),
     ]
@@ -81,6 +84,6 @@ def create_storage_app(authenticator_dsn: str, jwt_secret: str, storage_dir: Pat
 
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
-                   allow_headers=CORS_HEADERS, max_age=86400)])
+                   allow_headers=CORS_HEADERS, expose_headers=EXPOSED_HEADERS, max_age=86400)])
     app.state.storage = context
     return app

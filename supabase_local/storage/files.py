@@ -103,9 +103,12 @@ class FileStore:
         return os.open(self.path_of(version), os.O_RDONLY)
 
 
-async def stream_file(handle: int, size: int) -> AsyncIterator[bytes]:
-    """The bytes of an open file, read in a worker thread chunk by chunk; the descriptor is closed at the end."""
+async def stream_file(handle: int, size: int, offset: int = 0) -> AsyncIterator[bytes]:
+    """`size` bytes of an open file from `offset`, read in a worker thread chunk by chunk; the descriptor is closed
+    at the end."""
     try:
+        if offset:
+            os.lseek(handle, offset, os.SEEK_SET)
         remaining = size
         while remaining > 0:
             chunk = await anyio.to_thread.run_sync(os.read, handle, min(CHUNK_BYTES, remaining))

@@ -1,9 +1,8 @@
-"""The object endpoints: upload, download (as the caller, public, signed), sign, list, info, move, copy, remove.
+"""The object endpoints but uploads: download (as the caller, public, signed), sign, list, info, move, copy, remove.
 
-Reads, lists and signing select from storage.objects as the caller; uploads insert (upsert: and update), moves
-update, removals delete: the RLS policies on storage.objects decide each, as in Supabase Storage. Bytes and rows
-never disagree: a write's bytes are complete in their own file before its row names them, and the file a row
-stopped naming is removed only after that row committed.
+Reads, lists and signing select from storage.objects as the caller; moves update, removals delete: the RLS policies
+on storage.objects decide each, as in Supabase Storage. A file a row stopped naming is removed only after that row
+committed; a copy's file exists before its row.
 """
 
 from __future__ import annotations
@@ -11,119 +10,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from supabase_local.rest.auth import Identity
 from supabase_local.storage.access import SERVICE, identify
 from supabase_local.storage.context import StorageContext, read_json_object, record_to_wire
-from supabase_local.storage.errors import (
-    access_denied,
-    invalid_mime_type,
-    invalid_request,
-    no_such_bucket,
-    no_such_key,
-)
+from supabase_local.storage.errors import invalid_request, no_such_bucket, no_such_key
 from supabase_local.storage.files import stream_file
-from supabase_local.storage.paths import check_bucket_id, check_object_name, check_prefix
+from supabase_local.storage.ranges import parse_range
+from supabase_local.storage.paths import check_bucket_id, check_object_name, check_prefix, target_of
 from supabase_local.storage.signing import parse_expires_in, sign_object_url, verify_object_token
-from supabase_local.storage.uploads import receive_upload
+from supabase_local.storage.uploads import now_iso
 
 MAX_PATHS_PER_REQUEST = 1000
 LIST_COLUMNS = {"name", "created_at", "updated_at", "last_accessed_at"}
 NOT_ACCESSIBLE = "Either the object does not exist or you do not have access to it"
-
-
-def _target(request: Request) -> tuple[str, str]:
-    return check_bucket_id(request.path_params["bucket"]), check_object_name(request.path_params["path"])
-
-
-def _upsert_requested(request: Request) -> bool:
-    return request.method == "PUT" or request.headers.get("x-upsert", "").strip().lower() == "true"
-
-
-def _mime_allowed(mime_type: str, allowed: list[str] | None) -> bool:
-    if not allowed:
-        return True
-    essence = mime_type.split(";", 1)[0].strip().lower()
-    for pattern in allowed:
-        pattern = pattern.lower()
-        if pattern == essence or (pattern.endswith("/*") and essence.startswith(pattern[:-1])):
-            return True
-    return False
-
-
-# -- upload --------------------------------------------------------------------------------------------------
-
-async def upload_object(context: StorageContext, request: Request) -> JSONResponse:
-    identity = identify(context.verifier, request.headers)
-    bucket_id, name = _target(request)
-    upsert = _upsert_requested(request)
-    # Storage reads the bucket's limits with its own rights: a caller who may not see the bucket still uploads.
-    async with context.db.transaction(SERVICE) as conn:
-        bucket = await conn.fetchrow(
-            "SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1", bucket_id)
-    if bucket is None:
-        raise no_such_bucket()
-    limit = min(context.max_upload_bytes, bucket["file_size_limit"] or context.max_upload_bytes)
-    pending = context.files.begin()
-    version: str | None = None
-    try:
-        upload = await receive_upload(request, pending, limit)
-        if not _mime_allowed(upload.content_type, bucket["allowed_mime_types"]):
-            raise invalid_mime_type(upload.content_type)
-        metadata = {
-            "eTag": pending.etag, "size": pending.size, "mimetype": upload.content_type,
-            "cacheControl": upload.cache_control or "no-cache",
-            "lastModified": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "contentLength": pending.size, "httpStatusCode": 200,
-        }
-        version = await anyio.to_thread.run_sync(context.files.keep, pending)
-        object_id, replaced = await _store_row(context, identity, bucket_id, name, version, metadata,
-                                               upload.user_metadata, upsert)
-    except BaseException:
-        context.files.discard(pending)
-        context.files.remove(version)
-        raise
-    context.files.remove(replaced)
-    return JSONResponse({"Id": object_id, "Key": f"{bucket_id}/{name}"})
-
-
-async def _store_row(context: StorageContext, identity: Identity, bucket_id: str, name: str, version: str,
-                     metadata: dict[str, Any], user_metadata: dict[str, Any] | None,
-                     upsert: bool) -> tuple[str, str | None]:
-    """Insert the row (or, for an upsert of an existing name, point it at the new version): (id, replaced version)."""
-    metadata_json = json.dumps(metadata)
-    user_metadata_json = json.dumps(user_metadata) if user_metadata is not None else None
-    async with context.db.transaction(identity) as conn:
-        if not upsert:
-            object_id = await conn.fetchval(
-                "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
-                "VALUES ($1, $2, nullif($3, '')::uuid, nullif($3, ''), $4::jsonb, $5::jsonb, $6) RETURNING id",
-                bucket_id, name, identity.subject, metadata_json, user_metadata_json, version)
-            return str(object_id), None
-        object_id = await conn.fetchval(
-            "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
-            "VALUES ($1, $2, nullif($3, '')::uuid, nullif($3, ''), $4::jsonb, $5::jsonb, $6) "
-            "ON CONFLICT (bucket_id, name) DO NOTHING RETURNING id",
-            bucket_id, name, identity.subject, metadata_json, user_metadata_json, version)
-        if object_id is not None:
-            return str(object_id), None
-        # The name exists: overwriting it is an UPDATE, which the update policies (and select, to find it) allow.
-        row = await conn.fetchrow(
-            "UPDATE storage.objects AS o SET metadata = $3::jsonb, user_metadata = $4::jsonb, version = $5, "
-            "updated_at = now(), last_accessed_at = now() "
-            "FROM (SELECT id, version FROM storage.objects WHERE bucket_id = $1 AND name = $2 FOR UPDATE) AS old "
-            "WHERE o.id = old.id RETURNING o.id, old.version AS replaced",
-            bucket_id, name, metadata_json, user_metadata_json, version)
-        if row is None:
-            raise access_denied()
-        return str(row["id"]), row["replaced"]
 
 
 # -- download ------------------------------------------------------------------------------------------------
@@ -131,13 +36,13 @@ async def _store_row(context: StorageContext, identity: Identity, bucket_id: str
 async def download_object(context: StorageContext, request: Request) -> Response:
     """`GET /object/{bucket}/{path}` and `/object/authenticated/...`: what the caller's select policies let it read."""
     identity = identify(context.verifier, request.headers)
-    bucket_id, name = _target(request)
+    bucket_id, name = target_of(request.path_params)
     return await _serve(context, request, identity, bucket_id, name)
 
 
 async def download_public_object(context: StorageContext, request: Request) -> Response:
     """No token needed; only a public bucket's objects, read with Storage's own rights."""
-    bucket_id, name = _target(request)
+    bucket_id, name = target_of(request.path_params)
     async with context.db.transaction(SERVICE) as conn:
         public = await conn.fetchval("SELECT public FROM storage.buckets WHERE id = $1", bucket_id)
     if not public:
@@ -147,7 +52,7 @@ async def download_public_object(context: StorageContext, request: Request) -> R
 
 async def download_signed_object(context: StorageContext, request: Request) -> Response:
     """The token is the capability (checked for this very object and its expiry), so the read is Storage's own."""
-    bucket_id, name = _target(request)
+    bucket_id, name = target_of(request.path_params)
     token = request.query_params.get("token")
     if not token:
         raise invalid_request("querystring must have required property 'token'")
@@ -173,7 +78,7 @@ async def _serve(context: StorageContext, request: Request, identity: Identity, 
     metadata = json.loads(row["metadata"]) if row["metadata"] else {}
     size = int(metadata.get("size") or 0)
     headers = {
-        "Content-Length": str(size),
+        "Accept-Ranges": "bytes",
         "Cache-Control": str(metadata.get("cacheControl") or "no-cache"),
         "ETag": str(metadata.get("eTag") or ""),
         "Last-Modified": row["updated_at"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
@@ -182,18 +87,29 @@ async def _serve(context: StorageContext, request: Request, identity: Identity, 
     if download is not None:
         filename = download or name.rsplit("/", 1)[-1]
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+    try:
+        wanted = parse_range(request.headers.get("range"), size)
+    except BaseException:
+        os.close(handle)
+        raise
+    status, offset, length = 200, 0, size
+    if wanted is not None:
+        status, offset, length = 206, wanted.start, wanted.length
+        headers["Content-Range"] = wanted.content_range(size)
+    headers["Content-Length"] = str(length)
+    media_type = metadata.get("mimetype") or "application/octet-stream"
     if request.method == "HEAD":
         os.close(handle)
-        return Response(status_code=200, headers=headers, media_type=metadata.get("mimetype"))
-    return StreamingResponse(stream_file(handle, size), headers=headers,
-                             media_type=metadata.get("mimetype") or "application/octet-stream")
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(stream_file(handle, length, offset), status_code=status, headers=headers,
+                             media_type=media_type)
 
 
 # -- info ----------------------------------------------------------------------------------------------------
 
 async def object_info(context: StorageContext, request: Request) -> JSONResponse:
     identity = identify(context.verifier, request.headers)
-    bucket_id, name = _target(request)
+    bucket_id, name = target_of(request.path_params)
     async with context.db.transaction(identity) as conn:
         row = await conn.fetchrow(
             "SELECT id, name, version, bucket_id, metadata, user_metadata, created_at, updated_at "
@@ -215,7 +131,7 @@ async def object_info(context: StorageContext, request: Request) -> JSONResponse
 async def sign_object(context: StorageContext, request: Request) -> JSONResponse:
     """Only an object the caller may read gets a URL: the token itself is checked for nothing but its object."""
     identity = identify(context.verifier, request.headers)
-    bucket_id, name = _target(request)
+    bucket_id, name = target_of(request.path_params)
     payload = await read_json_object(request)
     expires_in = parse_expires_in(payload.get("expiresIn"))
     async with context.db.transaction(identity) as conn:
@@ -341,7 +257,7 @@ async def copy_object(context: StorageContext, request: Request) -> JSONResponse
     if row is None or row["version"] is None:
         raise no_such_key()
     metadata = json.loads(row["metadata"]) if row["metadata"] else {}
-    metadata["lastModified"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    metadata["lastModified"] = now_iso()
     try:
         version = context.files.copy(row["version"])
     except FileNotFoundError as exc:  # replaced meanwhile: the copy's source no longer exists as read

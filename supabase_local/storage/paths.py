@@ -7,6 +7,8 @@ and unambiguous, so `a/./b`, `a//b`, `/abs` or `../x` cannot name the same objec
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from supabase_local.storage.errors import StorageError, invalid_bucket_name, invalid_key
 
@@ -48,3 +50,8 @@ def check_prefix(prefix: object) -> str:
     if not isinstance(prefix, str):
         raise StorageError(400, "InvalidRequest", "prefix must be a string")
     return check_object_name(prefix.removesuffix("/")) + "/"
+
+
+def target_of(path_params: Mapping[str, Any]) -> tuple[str, str]:
+    """The (bucket id, object name) of a route's `{bucket}/{path}`, both checked."""
+    return check_bucket_id(path_params["bucket"]), check_object_name(path_params["path"])

@@ -1,10 +1,11 @@
-"""Signed download URLs: a JWT signed with the project's JWT secret carrying `url` = `<bucket>/<name>` and `exp`,
-as Supabase Storage makes them, so a token made here verifies there with the same secret and the other way round.
+"""Signed URLs: a JWT signed with the project's JWT secret carrying `url` = `<bucket>/<name>` and `exp` (an upload
+token also `owner` and `upsert`), as Supabase Storage makes them, so the same secret verifies them here and there.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import quote
 
 import jwt
@@ -13,6 +14,8 @@ from supabase_local.storage.errors import StorageError, invalid_jwt, invalid_sig
 
 # Hosted Storage takes any positive expiresIn; a bound keeps a typo from minting a capability for centuries.
 MAX_EXPIRES_IN_SECONDS = 10 * 365 * 24 * 3600
+# How long a signed upload URL stays valid: two hours, as Supabase Storage's default.
+UPLOAD_URL_SECONDS = 2 * 3600
 
 
 def sign_object_url(secret: str, bucket_id: str, name: str, expires_in: int, now: float | None = None) -> str:
@@ -23,8 +26,19 @@ def sign_object_url(secret: str, bucket_id: str, name: str, expires_in: int, now
     return f"/object/sign/{quote(url, safe='/')}?token={token}"
 
 
-def verify_object_token(secret: str, token: str, bucket_id: str, name: str) -> None:
-    """A forged, expired or malformed token is InvalidJWT; a genuine token for another object InvalidSignature."""
+def sign_upload_url(secret: str, bucket_id: str, name: str, owner: str, upsert: bool,
+                    now: float | None = None) -> str:
+    """`/object/upload/sign/<bucket>/<name>?token=`: whoever holds it may upload that one object, as `owner`."""
+    issued = int(time.time() if now is None else now)
+    url = f"{bucket_id}/{name}"
+    claims = {"url": url, "owner": owner or None, "upsert": upsert, "iat": issued, "exp": issued + UPLOAD_URL_SECONDS}
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    return f"/object/upload/sign/{quote(url, safe='/')}?token={token}"
+
+
+def verify_object_token(secret: str, token: str, bucket_id: str, name: str) -> dict[str, Any]:
+    """The token's claims; a forged, expired or malformed token is InvalidJWT, one for another object
+    InvalidSignature."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "url"]})
     except jwt.ExpiredSignatureError as exc:
@@ -34,6 +48,7 @@ def verify_object_token(secret: str, token: str, bucket_id: str, name: str) -> N
                           else "jwt malformed") from exc
     if claims.get("url") != f"{bucket_id}/{name}":
         raise invalid_signature()
+    return claims
 
 
 def parse_expires_in(value: object) -> int:

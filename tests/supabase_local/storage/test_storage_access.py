@@ -91,7 +91,8 @@ async def test_member_uploads_only_under_their_uploads_folder(demo_member: Async
     assert await service_storage.from_(BUCKET).download(own) == b"mine"
 
 
-async def test_refused_upload_leaves_no_file(demo_member: AsyncStorageClient, state_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_refused_upload_leaves_no_file(demo_member: AsyncStorageClient,
+                                             state_dir) -> None:  # type: ignore[no-untyped-def]
     before = {path for path in (state_dir / "storage").rglob("*") if path.is_file()}
     with pytest.raises(StorageApiError):
         await demo_member.from_(BUCKET).upload(f"{DEMO_ORGANIZATION_ID}/chats/{uuid.uuid4()}", b"x")
@@ -125,7 +126,8 @@ async def test_expired_forged_and_misused_tokens_are_refused(demo_object: str, a
     now = int(time.time())
     expired = jwt.encode({"url": f"{BUCKET}/{demo_object}", "iat": now - 120, "exp": now - 60},
                          local_keys.jwt_secret, algorithm="HS256")
-    forged = jwt.encode({"url": f"{BUCKET}/{demo_object}", "exp": now + 60}, "not the project secret, but long enough for HS256", algorithm="HS256")
+    forged = jwt.encode({"url": f"{BUCKET}/{demo_object}", "exp": now + 60},
+                        "not the project secret, but long enough for HS256", algorithm="HS256")
     other = jwt.encode({"url": f"{BUCKET}/{DEMO_ORGANIZATION_ID}/other.jpg", "exp": now + 60},
                        local_keys.jwt_secret, algorithm="HS256")
     async with httpx.AsyncClient() as http:
@@ -141,3 +143,23 @@ async def test_a_bad_api_token_is_invalid_jwt(api_server: str) -> None:
     async with httpx.AsyncClient() as http:
         answer = await http.get(f"{api_server}/storage/v1/bucket", headers={"Authorization": "Bearer junk"})
     assert answer.status_code == 400 and answer.json()["error"] == "InvalidJWT"
+
+
+async def test_signed_upload_url_is_made_only_where_the_user_may_upload(demo_member: AsyncStorageClient,
+                                                                        service_storage: AsyncStorageClient) -> None:
+    bucket = demo_member.from_(BUCKET)
+    own = f"{DEMO_ORGANIZATION_ID}/uploads/{DEMO_USER_ID}/{uuid.uuid4()}.png"
+    signed = await bucket.create_signed_upload_url(own)
+    uploaded = await bucket.upload_to_signed_url(own, signed["token"], b"png", {"content-type": "image/png"})
+    assert uploaded.full_path == f"{BUCKET}/{own}"
+    info = await service_storage.from_(BUCKET).info(own)
+    assert (info["content_type"], info["size"]) == ("image/png", 3)
+    with pytest.raises(StorageApiError) as refused:
+        await bucket.create_signed_upload_url(f"{DEMO_ORGANIZATION_ID}/chats/{uuid.uuid4()}.png")
+    assert refused.value.status == "403"
+    # The token names its object: it uploads nothing else, and not twice without upsert.
+    with pytest.raises(StorageApiError) as elsewhere:
+        await bucket.upload_to_signed_url(f"{own}.other", signed["token"], b"png")
+    with pytest.raises(StorageApiError) as again:
+        await bucket.upload_to_signed_url(own, signed["token"], b"png")
+    assert (elsewhere.value.code, again.value.status) == ("InvalidSignature", "409")

@@ -204,3 +204,42 @@ async def test_raw_body_upload_takes_its_content_type(make_bucket: BucketFactory
                                  headers=headers)
     assert answer.status_code == 200 and answer.json()["Key"] == f"{bucket_id}/p.jpg"
     assert (await service_storage.from_(bucket_id).info("p.jpg"))["content_type"] == "image/jpeg"
+
+
+async def test_a_large_object_streams_back_whole(service_storage: AsyncStorageClient,
+                                                 make_bucket: BucketFactory) -> None:
+    bucket = service_storage.from_(await make_bucket())
+    data = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32 + 7)  # over 3 MiB: many read chunks
+    await bucket.upload("big.bin", data, {"content-type": "application/octet-stream"})
+    assert await bucket.download("big.bin") == data
+
+
+async def test_head_answers_the_headers_without_the_body(service_storage: AsyncStorageClient,
+                                                         make_bucket: BucketFactory, api_server: str,
+                                                         local_keys) -> None:  # type: ignore[no-untyped-def]
+    bucket_id = await make_bucket()
+    await service_storage.from_(bucket_id).upload("a.txt", b"12345", {"content-type": "text/plain"})
+    async with httpx.AsyncClient() as http:
+        answer = await http.head(f"{api_server}/storage/v1/object/authenticated/{bucket_id}/a.txt",
+                                 headers={"Authorization": f"Bearer {local_keys.service_role_key}"})
+        missing = await http.head(f"{api_server}/storage/v1/object/authenticated/{bucket_id}/b.txt",
+                                  headers={"Authorization": f"Bearer {local_keys.service_role_key}"})
+    assert (answer.status_code, answer.headers["content-length"], answer.content) == (200, "5", b"")
+    assert (missing.status_code, missing.content) == (400, b"")
+
+
+async def test_range_requests_get_partial_content(service_storage: AsyncStorageClient, make_bucket: BucketFactory,
+                                                  api_server: str, local_keys) -> None:  # type: ignore[no-untyped-def]
+    bucket_id = await make_bucket()
+    await service_storage.from_(bucket_id).upload("v.mp4", b"0123456789", {"content-type": "video/mp4"})
+    url = f"{api_server}/storage/v1/object/authenticated/{bucket_id}/v.mp4"
+    auth = {"Authorization": f"Bearer {local_keys.service_role_key}"}
+    async with httpx.AsyncClient() as http:
+        middle = await http.get(url, headers={**auth, "Range": "bytes=2-4"})
+        tail = await http.get(url, headers={**auth, "Range": "bytes=-3"})
+        past = await http.get(url, headers={**auth, "Range": "bytes=20-"})
+        several = await http.get(url, headers={**auth, "Range": "bytes=0-1,4-5"})
+    assert (middle.status_code, middle.content, middle.headers["content-range"]) == (206, b"234", "bytes 2-4/10")
+    assert (tail.status_code, tail.content) == (206, b"789")
+    assert past.status_code == 400 and past.json()["statusCode"] == "416"
+    assert (several.status_code, several.content) == (200, b"0123456789")

@@ -14,7 +14,12 @@ from storage3.exceptions import StorageApiError
 from storage3.utils import StorageException
 from supabase import AsyncClient
 
-from functions._shared.errors import FileNotFoundInStorageError, MediaStoreFailedError, ValidationFailedError
+from functions._shared.errors import (
+    FileNotFoundInStorageError,
+    MediaStoreFailedError,
+    MediaTooLargeForStorageError,
+    ValidationFailedError,
+)
 
 log = logging.getLogger("functions.chat_media")
 
@@ -49,6 +54,11 @@ class ChatMediaStore:
             with file.open("rb") as stream:
                 await self._db.storage.from_(BUCKET).upload(
                     path, stream, file_options={"content-type": content_type, "upsert": "true"})
+        except StorageApiError as exc:
+            if _status(exc) == 413:
+                raise MediaTooLargeForStorageError() from exc
+            log.warning("uploading a chat-media object failed: %s %s", exc.status, exc.code)
+            raise MediaStoreFailedError() from exc
         except STORAGE_ERRORS as exc:
             log.warning("uploading a chat-media object failed: %r", exc)
             raise MediaStoreFailedError() from exc

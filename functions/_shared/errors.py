@@ -422,6 +422,14 @@ class MediaStoreFailedError(FunctionError):
     default_message = "The file could not be stored; try again"
 
 
+class MediaTooLargeForStorageError(MediaStoreFailedError):
+    """Storage refused the file as larger than its limit (413): a retry cannot succeed, so the incoming message is
+    stored without it (never answered to crm_server)."""
+
+    code = "MEDIA_TOO_LARGE_FOR_STORAGE"
+    default_message = "The file is larger than Storage accepts"
+
+
 class FileForbiddenError(FunctionError):
     """fileUrl names a chat-media object outside the caller's organization folder."""
 

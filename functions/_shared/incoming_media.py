@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from functions._shared.chat_media import BUCKET, ChatMediaStore
+from functions._shared.errors import MediaTooLargeForStorageError
 from functions._shared.media import IncomingMedia, MediaUnavailable
 from functions._shared.media_fetch import fetched_media, same_origin
 from functions._shared.media_names import incoming_object_path, safe_file_name
@@ -84,9 +85,14 @@ async def store_incoming_file(http: httpx.AsyncClient, store: ChatMediaStore, me
                           {"media": {**_present(described), "unavailable": reason.value}})
     assert media.url is not None
     path = incoming_object_path(organization_id, integration_id, chat_id, message_id, safe_name)
-    async with fetched_media(http, media.url, max_bytes=limits.max_bytes, expected_size=media.size,
-                             expected_sha256=media.sha256, timeout=limits.fetch_timeout_seconds) as fetched:
-        url = await store.upload(path, fetched.path, stored_content_type(media.mime_type))
+    try:
+        async with fetched_media(http, media.url, max_bytes=limits.max_bytes, expected_size=media.size,
+                                 expected_sha256=media.sha256, timeout=limits.fetch_timeout_seconds) as fetched:
+            url = await store.upload(path, fetched.path, stored_content_type(media.mime_type))
+    except MediaTooLargeForStorageError:
+        # Storage's own limit is below ours: the same refusal on every retry, so the message goes in without it.
+        return StoredFile(None, media.kind.value, file_name,
+                          {"media": {**_present(described), "unavailable": MediaUnavailable.TOO_LARGE.value}})
     described.update(size=fetched.size, sha256=fetched.sha256)
     return StoredFile(url, media.kind.value, file_name,
                       {"media": {**_present(described), "bucket": BUCKET, "path": path}})

@@ -250,3 +250,18 @@ async def test_in_public_mode_the_bucket_is_made_public_and_rows_keep_public_url
         await app.state.runtime_holder.close()
         # The session's other tests expect the private bucket of the contract.
         await service_client.storage.update_bucket(BUCKET, {"public": False})
+
+
+async def test_a_file_larger_than_storage_accepts_is_stored_as_a_message_without_it(
+        http: httpx.AsyncClient, db: asyncpg.Pool, service_client: AsyncClient, media_hook: MediaHook,
+        media_server: CrmMediaStandIn) -> None:
+    # Storage's limit below ours: its 413 would be the same on every retry, so it is not answered as a 5xx.
+    await service_client.storage.update_bucket(BUCKET, {"file_size_limit": len(PHOTO) - 1})
+    try:
+        response = await post(http, media_hook, media_hook.payload(113, text="", media=media_server.media(PHOTO,
+                                                                                                          "photo")))
+    finally:
+        await service_client.storage.update_bucket(BUCKET, {"file_size_limit": None})
+    assert response.status_code == 200, response.text
+    row = await message_row(db, response.json()["messageId"])
+    assert row["file_url"] is None and row["metadata"]["media"]["unavailable"] == "too_large"

@@ -4,6 +4,7 @@ way a file can be missing, foreign, wrong or flaky."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -265,3 +266,18 @@ async def test_a_file_larger_than_storage_accepts_is_stored_as_a_message_without
     assert response.status_code == 200, response.text
     row = await message_row(db, response.json()["messageId"])
     assert row["file_url"] is None and row["metadata"]["media"]["unavailable"] == "too_large"
+
+
+async def test_two_deliveries_of_one_message_at_once_store_one_row_and_one_object(
+        http: httpx.AsyncClient, db: asyncpg.Pool, user_client: UserClientFactory, media_hook: MediaHook,
+        media_server: CrmMediaStandIn) -> None:
+    media = media_server.media(PHOTO, "photo")
+    # Two instances (or a retry racing a slow first attempt) post the same message under two event ids.
+    answers = await asyncio.gather(*(post(http, media_hook, media_hook.payload(114, text="", media=media,
+                                                                               event_id=str(uuid.uuid4())))
+                                     for _ in range(2)))
+    assert [answer.status_code for answer in answers] == [200, 200], [answer.text for answer in answers]
+    assert sorted(answer.json()["duplicate"] for answer in answers) == [False, True]
+    assert len({answer.json()["messageId"] for answer in answers}) == 1
+    assert await count(db, "chat_messages", media_hook.organization.id) == 1
+    assert len(await stored_objects(user_client, media_hook)) == 1  # the same path, written twice at most

@@ -37,7 +37,7 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     db = subparsers.add_parser("db", help="the local Supabase database and REST API")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1")
+    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1 and /storage/v1")
     add_stack_options(up)
     up.set_defaults(handler=run_db_up)
 

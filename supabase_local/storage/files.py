@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import anyio
 from safeguards.private_files import PRIVATE_FILE_MODE, make_private_dir
 
 CHUNK_BYTES = 256 * 1024
+# A pending file this old belongs to no upload still running (a crash left it): removed when a store opens.
+STALE_PENDING_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -55,6 +58,15 @@ class FileStore:
         make_private_dir(root)
         make_private_dir(self._tmp)
         make_private_dir(self._objects)
+        self._remove_stale_pending()
+
+    def _remove_stale_pending(self) -> None:
+        # Only old ones: another process serving the same folder may be receiving into a fresh one right now.
+        cutoff = time.time() - STALE_PENDING_SECONDS
+        for path in self._tmp.glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
     def path_of(self, version: str) -> Path:
         parsed = uuid.UUID(version)  # a version is always a uuid: the only file names this store makes

@@ -76,8 +76,12 @@ async def _serve(context: StorageContext, request: Request, identity: Identity, 
     else:
         raise no_such_key()
     metadata = json.loads(row["metadata"]) if row["metadata"] else {}
-    size = int(metadata.get("size") or 0)
+    size = os.fstat(handle).st_size  # the bytes themselves say how many they are
     headers = {
+        # Users upload what they like (HTML too) and it is served from the API's origin, beside the admin page:
+        # as its own opaque origin, with no sniffing, it cannot script that page or read its session.
+        "Content-Security-Policy": "sandbox",
+        "X-Content-Type-Options": "nosniff",
         "Accept-Ranges": "bytes",
         "Cache-Control": str(metadata.get("cacheControl") or "no-cache"),
         "ETag": str(metadata.get("eTag") or ""),

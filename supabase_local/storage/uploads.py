@@ -65,11 +65,10 @@ async def create_upload_url(context: StorageContext, request: Request) -> JSONRe
     identity = identify(context.verifier, request.headers)
     bucket_id, name = target_of(request.path_params)
     upsert = request.headers.get("x-upsert", "").strip().lower() == "true"
-    async with context.db.transaction(identity) as conn:
+    async with context.db.transaction(SERVICE) as conn:
         if await conn.fetchval("SELECT 1 FROM storage.buckets WHERE id = $1", bucket_id) is None:
-            async with context.db.transaction(SERVICE) as service:
-                if await service.fetchval("SELECT 1 FROM storage.buckets WHERE id = $1", bucket_id) is None:
-                    raise no_such_bucket()
+            raise no_such_bucket()
+    async with context.db.transaction(identity) as conn:
         # A trial insert, rolled back: RLS says yes or no now, as Storage checks before it signs.
         probe = conn.transaction()
         await probe.start()

@@ -243,3 +243,14 @@ async def test_range_requests_get_partial_content(service_storage: AsyncStorageC
     assert (tail.status_code, tail.content) == (206, b"789")
     assert past.status_code == 400 and past.json()["statusCode"] == "416"
     assert (several.status_code, several.content) == (200, b"0123456789")
+
+
+async def test_uploaded_html_is_served_sandboxed(service_storage: AsyncStorageClient,
+                                                 make_bucket: BucketFactory) -> None:
+    bucket = service_storage.from_(await make_bucket())
+    await bucket.upload("page.html", b"<script>steal()</script>", {"content-type": "text/html"})
+    signed = await bucket.create_signed_url("page.html", 60)
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(signed["signedURL"])
+    assert answer.headers["content-security-policy"] == "sandbox"
+    assert answer.headers["x-content-type-options"] == "nosniff"

@@ -34,3 +34,4 @@ def test_prefixes_end_with_one_slash() -> None:
     assert [check_prefix(value) for value in (None, "", "a", "a/", "a/b/")] == ["", "", "a/", "a/", "a/b/"]
     with pytest.raises(StorageError):
         check_prefix("../a")
+

@@ -155,6 +155,12 @@
         SETTINGS_KEY_MISMATCH: "The integration's saved secrets cannot be opened on this server. Ask your "
           + 'administrator.',
         MESSAGE_NOT_STORED: 'The message was sent but not saved. Try again: it will be saved without being sent twice.',
+        MEDIA_FETCH_FAILED: 'The file could not be fetched from the Telegram server. It will be tried again.',
+        MEDIA_MISMATCH: 'The file arrived damaged. It will be tried again.',
+        MEDIA_STORE_FAILED: 'The file could not be saved right now. Try again in a moment.',
+        MEDIA_TOO_LARGE_FOR_STORAGE: 'This file is larger than the file storage accepts.',
+        FILE_FORBIDDEN: 'This file belongs to another organization and cannot be sent.',
+        FILE_NOT_FOUND: 'This file is no longer in the file storage. Attach it again.',
       },
       contexts: {
         send: {
@@ -253,6 +259,12 @@
           + 'администратору.',
         MESSAGE_NOT_STORED: 'Сообщение отправлено, но не сохранено. Попробуйте снова: оно сохранится без повторной '
           + 'отправки.',
+        MEDIA_FETCH_FAILED: 'Не удалось получить файл с сервера Telegram. Попытка будет повторена.',
+        MEDIA_MISMATCH: 'Файл пришёл повреждённым. Попытка будет повторена.',
+        MEDIA_STORE_FAILED: 'Сейчас не удалось сохранить файл. Попробуйте ещё раз чуть позже.',
+        MEDIA_TOO_LARGE_FOR_STORAGE: 'Этот файл больше, чем принимает хранилище файлов.',
+        FILE_FORBIDDEN: 'Этот файл принадлежит другой организации, его нельзя отправить.',
+        FILE_NOT_FOUND: 'Этого файла больше нет в хранилище. Прикрепите его заново.',
       },
       contexts: {
         send: {

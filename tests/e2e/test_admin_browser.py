@@ -10,11 +10,14 @@ the page works 390 px wide, and the login code takes digits only.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import struct
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,6 +191,58 @@ def test_a_reply_from_the_chat_view_reaches_the_sandbox(page, stack: StackProces
     sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
     assert sent.status_code == 200
     assert Story.reply_text in [entry["text"] for entry in sent.json()]
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG of one colour (no imaging library needed), so the browser has something to decode."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_photo_the_client_sends_shows_in_the_chat(page, crm_admin: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.select_option("#sandbox-from", label=f"{Story.sender_name} ({Story.sender_phone})")
+    page.fill("#sandbox-text", "")
+    page.set_input_files("#sandbox-file", files=[{"name": "receipt.png", "mimeType": "image/png",
+                                                  "buffer": _png(120, 80, (200, 40, 40))}])
+    page.click("#sandbox-send")
+    expect(page.locator("#notice")).to_have_class("notice info")
+
+    # Delivered (crm_server → webhook → chat-media), then shown through a signed URL the browser decodes.
+    image = page.locator("#messages .bubble.in img.media-image").last
+    expect(image).to_be_visible(timeout=DELIVERY_TIMEOUT_MS)
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [120, 80]
+    source = image.get_attribute("src")
+    assert "/storage/v1/object/sign/chat-media/" in source and "token=" in source  # never a public link
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    image.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "admin_chat_photo.png"))
+
+
+def test_a_file_attached_to_a_reply_arrives_with_its_bytes_and_name(  # type: ignore[no-untyped-def]
+        page, crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    data = b"%PDF-1.4\n" + uuid.uuid4().bytes * 2000
+    page.set_input_files("#reply-file", files=[{"name": "offer.pdf", "mimeType": "application/pdf", "buffer": data}])
+    expect(page.locator("#reply-file-chip")).to_contain_text("offer.pdf")
+    page.fill("#reply-text", "Our offer, attached")
+    page.click("#reply-send")
+    stored = page.locator(STORED_REPLY, has_text="Our offer, attached")
+    expect(stored).to_be_visible()
+    expect(stored.locator("a.file")).to_contain_text("offer.pdf")
+    expect(page.locator("#reply-file-chip")).to_be_hidden()
+
+    sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone}).json()
+    [entry] = [item for item in sent if item["text"] == "Our offer, attached"]
+    assert entry["media"] == {"kind": "document", "file_name": "offer.pdf", "size": len(data),
+                              "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_a_reply_to_a_demo_client_of_the_seed_is_sent(page,  # type: ignore[no-untyped-def]

@@ -169,6 +169,8 @@
         MEDIA_TOO_LARGE_FOR_STORAGE: 'This file is larger than the file storage accepts.',
         FILE_FORBIDDEN: 'This file belongs to another organization and cannot be sent.',
         FILE_NOT_FOUND: 'This file is no longer in the file storage. Attach it again.',
+        FILE_TOO_LARGE: 'This file is too large to send. Send a smaller one, or a link to it.',
+        FILE_UNAVAILABLE: 'The file could not be fetched for sending. Attach it again.',
       },
       contexts: {
         send: {
@@ -273,6 +275,8 @@
         MEDIA_TOO_LARGE_FOR_STORAGE: 'Этот файл больше, чем принимает хранилище файлов.',
         FILE_FORBIDDEN: 'Этот файл принадлежит другой организации, его нельзя отправить.',
         FILE_NOT_FOUND: 'Этого файла больше нет в хранилище. Прикрепите его заново.',
+        FILE_TOO_LARGE: 'Файл слишком большой для отправки. Отправьте файл поменьше или ссылку на него.',
+        FILE_UNAVAILABLE: 'Не удалось получить файл для отправки. Прикрепите его снова.',
       },
       contexts: {
         send: {
@@ -984,12 +988,14 @@
 
   function encodePath(path) { return path.split('/').map(encodeURIComponent).join('/'); }
 
-  // The path inside `chat-media` of a stored file URL of this project's Storage, or null (a link from elsewhere).
+  // The path inside `chat-media` of a stored file URL of Storage, or null (a link from elsewhere). Matched on the
+  // path alone: the row keeps the functions' address of the project, the page may be opened under another name
+  // (localhost, a proxy); signing it here still asks this project's Storage, whose policy decides.
   function mediaPath(url) {
-    if (typeof url !== 'string') return null;
-    const base = `${state.config.supabaseUrl}/storage/v1/object/`;
-    if (!url.startsWith(base)) return null;
-    const match = /^(?:authenticated\/|public\/)?chat-media\/([^?#]+)$/.exec(url.slice(base.length));
+    if (typeof url !== 'string' || !isWebUrl(url)) return null;
+    let path;
+    try { path = new URL(url).pathname; } catch (error) { return null; }
+    const match = /^\/storage\/v1\/object\/(?:authenticated\/|public\/)?chat-media\/(.+)$/.exec(path);
     return match ? decodeURIComponent(match[1]) : null;
   }
 
@@ -1068,14 +1074,15 @@
   }
 
   // Uploads a file the user picked into their own uploads folder (the bucket's policy allows nothing else) and
-  // answers the object's Storage URL. Upsert: a retry of the same reply (same key) overwrites the same object.
+  // answers how the functions name it (`chat-media/<path>`, whatever address the page was opened under). Upsert: a
+  // retry of the same reply (same key) overwrites the same object.
   async function uploadAttachment(file, key) {
     const path = `${state.organizationId}/uploads/${state.session.userId}/${key}-${safeFileName(file.name)}`;
     await request(`${state.config.supabaseUrl}/storage/v1/object/${MEDIA_BUCKET}/${encodePath(path)}`, {
       method: 'POST', body: file,
       headers: { ...authHeaders(), 'Content-Type': file.type || 'application/octet-stream', 'x-upsert': 'true' },
     });
-    return `${state.config.supabaseUrl}/storage/v1/object/authenticated/${MEDIA_BUCKET}/${encodePath(path)}`;
+    return `${MEDIA_BUCKET}/${path}`;
   }
 
   function pickedFile(inputId) {

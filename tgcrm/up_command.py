@@ -307,6 +307,7 @@ class UpCommand:
                               {"X-API-Key": admin_key})]),
             Supervised(api, [(f"{options.api_url}/health", {}),
                              (f"{options.api_url}/rest/v1/organizations?select=id&limit=1", service_headers),
+                             (f"{options.api_url}/auth/v1/health", {"apikey": keys.anon_key}),
                              (f"{options.api_url}/functions/v1/telegram-providers", {}),
                              (f"{options.api_url}/admin/", {})]),
         ])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import asyncpg
 import httpx
 import jwt
 import pytest
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
+from supabase_local.database import DatabaseUrls
 from supabase_local.keys import LocalKeys
-from tests.conftest import DEMO_ORGANIZATION_ID, ClientFactory, create_organization_member
+from tests.conftest import DEMO_ORGANIZATION_ID, DEMO_USER_ID, ClientFactory, create_organization_member
 
 PASSWORD = "correct horse battery"
 
@@ -156,8 +159,7 @@ async def test_the_signed_in_users_token_works_for_rest_under_rls(
                                                         "password": PASSWORD})).session
     assert session is not None
 
-    # supabase-py's REST client takes the session's token, as an app's client does after sign-in.
-    client.postgrest.auth(session.access_token)
+    # No extra step: supabase-py hands the session's token to its REST client on sign-in, as against hosted Supabase.
     clients = (await client.table("clients").select("id, organization_id").execute()).data
 
     assert [row["id"] for row in clients] == [member.client_id]
@@ -185,3 +187,55 @@ async def test_settings_and_health_answer(api_server: str, local_keys: LocalKeys
         health = await http.get("/health")
     assert settings["disable_signup"] is True and settings["external"]["email"] is True
     assert health.status_code == 200 and health.json()["name"] == "GoTrue"
+
+
+async def test_two_refreshes_with_one_token_cannot_both_succeed(make_supabase_client: ClientFactory,
+                                                               local_keys: LocalKeys, api_server: str) -> None:
+    email = await new_user(make_supabase_client, local_keys)
+    client = await make_supabase_client(local_keys.anon_key)
+    session = (await client.auth.sign_in_with_password({"email": email, "password": PASSWORD})).session
+    assert session is not None
+
+    async with httpx.AsyncClient(base_url=f"{api_server}/auth/v1", headers={"apikey": local_keys.anon_key}) as http:
+        answers = await asyncio.gather(*(http.post("/token", params={"grant_type": "refresh_token"},
+                                                   json={"refresh_token": session.refresh_token})
+                                         for _ in range(4)))
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200, 400, 400, 400], [answer.text for answer in answers]
+
+
+async def test_an_expired_access_token_is_refused_by_get_user(make_supabase_client: ClientFactory,
+                                                              local_keys: LocalKeys) -> None:
+    expired = jwt.encode({"sub": DEMO_USER_ID, "role": "authenticated", "aud": "authenticated", "exp": 1},
+                         local_keys.jwt_secret, algorithm="HS256")
+    client = await make_supabase_client(local_keys.anon_key)
+    with pytest.raises(AuthApiError) as refused:
+        await client.auth.get_user(expired)
+    assert (refused.value.status, refused.value.code) == (403, "bad_jwt")
+
+
+async def test_passwords_and_refresh_tokens_are_stored_only_as_hashes(
+        make_supabase_client: ClientFactory, local_keys: LocalKeys, database_urls: DatabaseUrls) -> None:
+    email = await new_user(make_supabase_client, local_keys)
+    client = await make_supabase_client(local_keys.anon_key)
+    session = (await client.auth.sign_in_with_password({"email": email, "password": PASSWORD})).session
+    assert session is not None
+    conn = await asyncpg.connect(database_urls.admin)
+    try:
+        stored = await conn.fetchval("SELECT encrypted_password FROM auth.users WHERE email = $1", email)
+        tokens = await conn.fetch("SELECT token FROM auth.refresh_tokens WHERE user_id = $1", session.user.id)
+    finally:
+        await conn.close()
+    assert stored.startswith("$2b$10$") and PASSWORD not in stored
+    assert tokens and all(row["token"] != session.refresh_token for row in tokens)
+    assert "encrypted_password" not in session.user.model_dump()
+
+
+async def test_the_auth_service_cannot_read_the_crm_tables(database_urls: DatabaseUrls) -> None:
+    conn = await asyncpg.connect(database_urls.auth_admin)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT id FROM public.clients LIMIT 1")
+    finally:
+        await conn.close()

@@ -1,5 +1,6 @@
-"""The local Supabase API host: one port serving `/rest/v1`, `/auth/v1`, further apps such as `/functions/v1`, and
-`/health`; the gated prefixes (supabase_local.gateway) answer only requests with the project's `apikey`.
+"""The local Supabase API host: one port serving `/rest/v1`, `/auth/v1`, further apps such as `/storage/v1` and
+`/functions/v1`, and `/health`; the gated prefixes (supabase_local.gateway) answer only requests with the project's
+`apikey`.
 
 Starlette does not run a mounted app's lifespan, so this app runs the lifespans of the apps it mounts.
 """
@@ -19,6 +20,7 @@ from supabase_local.gateway import GATED_PREFIXES, require_api_key
 
 REST_PREFIX = "/rest/v1"
 AUTH_PREFIX = "/auth/v1"
+STORAGE_PREFIX = "/storage/v1"
 
 
 async def health(request: Request) -> JSONResponse:
@@ -43,6 +45,6 @@ def create_api_app(rest_app: ASGIApp, extra_mounts: Mapping[str, ASGIApp] | None
             yield
 
     routes: list[Route | Mount] = [Route("/health", health, methods=["GET"])]
-    routes += [Mount(prefix, app=require_api_key(mounted, keys) if prefix in GATED_PREFIXES else mounted)
+    routes += [Mount(prefix, app=require_api_key(mounted, keys, prefix) if prefix in GATED_PREFIXES else mounted)
                for prefix, mounted in mounts.items()]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -17,6 +17,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # The prefixes hosted Supabase guards with the project key (functions are guarded by their own JWT check).
 GATED_PREFIXES = ("/rest/v1", "/auth/v1", "/storage/v1")
 
+# Capability URLs open without a key, as on hosted Supabase: the bucket being public or the token in the URL is the
+# authorization, and they must work from an `<img src>` or a plain GET (crm_server downloads chat media from
+# signed URLs). Per prefix: (methods, path prefix relative to the mount).
+OPEN_ROUTES: dict[str, tuple[tuple[frozenset[str], str], ...]] = {
+    "/storage/v1": ((frozenset({"GET", "HEAD"}), "/object/public/"),
+                    (frozenset({"GET", "HEAD"}), "/object/sign/"),
+                    (frozenset({"PUT"}), "/object/upload/sign/")),
+}
+
 # Word for word what the hosted gateway answers.
 MISSING_KEY = {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
 INVALID_KEY = {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."}
@@ -31,18 +40,26 @@ def presented_key(scope: Scope) -> str | None:
     return values[0].strip() if values else None
 
 
+def _mounted_path(scope: Scope) -> str:
+    """The path below the mount point (Starlette keeps the full path and moves the prefix into `root_path`)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 class ApiKeyGate:
     """ASGI middleware: lets a request through only with one of `keys`; CORS preflights pass (they carry no key,
-    and the hosted gateway answers them before its key check)."""
+    and the hosted gateway answers them before its key check), and so do the `open_routes`."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str],
+                 open_routes: Iterable[tuple[frozenset[str], str]] = ()) -> None:
         self.app = app
         self._keys = [key.encode() for key in keys if key]
+        self._open_routes = tuple(open_routes)
         if not self._keys:
             raise ValueError("ApiKeyGate needs at least one key: an empty list would refuse every request")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") == "OPTIONS":
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS" or self._is_open(scope):
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
@@ -53,6 +70,12 @@ class ApiKeyGate:
         else:
             await self.app(scope, receive, send)
 
+    def _is_open(self, scope: Scope) -> bool:
+        path = _mounted_path(scope)
+        # ".." never reaches here as a segment that could climb out of the open prefix: the apps below refuse it.
+        return any(scope.get("method") in methods and path.startswith(prefix)
+                   for methods, prefix in self._open_routes)
+
     def _known(self, key: bytes) -> bool:
         # Every key compared, in constant time: neither the match nor its position leaks through timing.
         matched = False
@@ -61,8 +84,9 @@ class ApiKeyGate:
         return matched
 
 
-def require_api_key(app: ASGIApp, keys: Iterable[str]) -> ASGIApp:
-    return ApiKeyGate(app, keys)
+def require_api_key(app: ASGIApp, keys: Iterable[str], prefix: str | None = None) -> ASGIApp:
+    """`app` behind the key check; `prefix` (e.g. "/storage/v1") names the mount whose OPEN_ROUTES stay open."""
+    return ApiKeyGate(app, keys, OPEN_ROUTES.get(prefix or "", ()))
 
 
 async def _refuse(send: Send, body: dict[str, str]) -> None:

@@ -16,6 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 SEED_FILE = PROJECT_ROOT / "supabase" / "seed.sql"
 CONFIG_TOML = PROJECT_ROOT / "supabase" / "config.toml"  # `[auth]` is read by supabase_local.auth.config
+# In order: roles and `auth` first, then `storage`, whose grants name those roles.
+BOOTSTRAP_FILES = ("bootstrap.sql", "storage.sql")
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,14 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 async def bootstrap(conn: asyncpg.Connection, authenticator_password: str,
                     auth_admin_password: str | None = None) -> None:
-    """Create what hosted Supabase has before migrations: roles, the auth schema, the migrations table.
-
-    `auth_admin_password` lets the local auth service log in as `supabase_auth_admin`."""
-    sql = resources.files("supabase_local").joinpath("sql/bootstrap.sql").read_text()
+    """Create what hosted Supabase has before migrations: roles, the auth and storage schemas, the migrations
+    table. `auth_admin_password` lets the local auth service log in as `supabase_auth_admin`."""
+    sql_dir = resources.files("supabase_local").joinpath("sql")
     async with conn.transaction():
         # Serialise concurrent starters on the same database (CREATE ROLE has no IF NOT EXISTS).
         await conn.execute("SELECT pg_advisory_xact_lock(7270031)")
-        await conn.execute(sql)
+        for name in BOOTSTRAP_FILES:
+            await conn.execute(sql_dir.joinpath(name).read_text())
         statement = await conn.fetchval("SELECT format('ALTER ROLE authenticator PASSWORD %L', $1::text)",
                                         authenticator_password)
         await conn.execute(statement)

@@ -1,5 +1,6 @@
-"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), auth (/auth/v1), the edge functions
-(/functions/v1) and the admin page (/admin), configured by the environment `tgcrm up` gives it.
+"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), auth (/auth/v1), Storage
+(/storage/v1), the edge functions (/functions/v1) and the admin page (/admin), configured by the environment
+`tgcrm up` gives it.
 
 Prints READY once uvicorn listens, so the supervisor knows when to check its health.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +31,12 @@ class ApiProcessSettings(BaseSettings):
     rest_max_body_bytes: int = Field(
         1024 * 1024, gt=0, validation_alias=AliasChoices("TGCRM_REST_MAX_BODY_BYTES", "rest_max_body_bytes"))
     jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
+    # Where /storage/v1 keeps the bytes of objects (`<state-dir>/storage`); unset: no /storage/v1.
+    storage_dir: Path | None = Field(None, validation_alias=AliasChoices("TGCRM_STORAGE_DIR", "storage_dir"))
+    # The largest object /storage/v1 takes (413-shaped EntityTooLarge past it), as hosted Storage's 50 MiB default.
+    storage_max_upload_bytes: int = Field(
+        50 * 1024 * 1024, gt=0,
+        validation_alias=AliasChoices("STORAGE_MAX_UPLOAD_BYTES", "storage_max_upload_bytes"))
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
     # The gateway's other key (supabase_local.gateway) and the issuer of the auth service's tokens.
     service_role_key: str = Field(validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "service_role_key"))
@@ -53,10 +61,11 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
     `host` itself when it names an address)."""
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_functions_app
-    from supabase_local.api import create_api_app
+    from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.auth.app import create_auth_app
     from supabase_local.auth.config import auth_config
     from supabase_local.rest.app import create_rest_app
+    from supabase_local.storage import create_storage_app
     from tgcrm.admin.app import AdminSettings, LocalSignIn, create_admin_app
     from tgcrm.admin.host_guard import HostGuard
 
@@ -72,9 +81,13 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
     rest = create_rest_app(settings.rest_database_url, settings.jwt_secret, max_body_bytes=settings.rest_max_body_bytes)
     auth = create_auth_app(auth_config(settings.jwt_secret, settings.supabase_url, functions_settings.supabase_config),
                            settings.auth_database_url)
-    app = create_api_app(rest,
-                         extra_mounts={"/functions/v1": create_functions_app(functions_settings), "/admin": admin},
-                         api_keys=(settings.anon_key, settings.service_role_key), auth_app=auth)
+    mounts = {"/functions/v1": create_functions_app(functions_settings), "/admin": admin}
+    if settings.storage_dir is not None:
+        mounts[STORAGE_PREFIX] = create_storage_app(settings.rest_database_url, settings.jwt_secret,
+                                                    settings.storage_dir,
+                                                    max_upload_bytes=settings.storage_max_upload_bytes)
+    app = create_api_app(rest, extra_mounts=mounts, api_keys=(settings.anon_key, settings.service_role_key),
+                         auth_app=auth)
 
     async def home(request: Request) -> RedirectResponse:
         return RedirectResponse("/admin/", status_code=307)

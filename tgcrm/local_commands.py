@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -37,7 +38,8 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     db = subparsers.add_parser("db", help="the local Supabase database and REST API")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1 and /auth/v1")
+    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1, /auth/v1 "
+                                           "and /storage/v1")
     add_stack_options(up)
     up.set_defaults(handler=run_db_up)
 
@@ -90,13 +92,20 @@ def run_db_up(args: argparse.Namespace) -> int:
     except PostgresError as exc:
         print(f"tgcrm: {exc}", file=sys.stderr)
         return 1
+    # uvicorn handles SIGTERM itself, then raises it again once shut down; left to the default action, that would
+    # end this process before `database.stop()` and leave PostgreSQL running. Turned into SystemExit, cleanup runs.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         asyncio.run(_serve_api(args, database))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         database.stop()
     return 0
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> None:  # noqa: F821
@@ -104,18 +113,22 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.logs import redact_query_strings
-    from supabase_local.api import create_api_app
+    from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.auth.app import create_auth_app
     from supabase_local.auth.config import auth_config
     from supabase_local.keys import local_keys
     from supabase_local.migrations import CONFIG_TOML
     from supabase_local.rest.app import create_rest_app
+    from supabase_local.storage import create_storage_app
+    from supabase_local.storage.context import DEFAULT_MAX_UPLOAD_BYTES
 
     await database.prepare(seed=True)
     keys = local_keys(args.state_dir)
     urls = database.urls()
     api_url = f"http://{args.host}:{args.api_port}"
-    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret),
+    storage = create_storage_app(urls.authenticator, keys.jwt_secret, args.state_dir / "storage",
+                                 max_upload_bytes=_env_int("STORAGE_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret), extra_mounts={STORAGE_PREFIX: storage},
                          api_keys=(keys.anon_key, keys.service_role_key),
                          auth_app=create_auth_app(auth_config(keys.jwt_secret, api_url, CONFIG_TOML),
                                                   urls.auth_admin))

@@ -272,6 +272,7 @@ class UpCommand:
             or f"{options.client_host}:{options.crm_port},localhost:{options.crm_port}",
             TGCRM_REST_DATABASE_URL=urls.authenticator,
             TGCRM_AUTH_DATABASE_URL=urls.auth_admin,
+            TGCRM_STORAGE_DIR=str(options.state_dir / "storage"),
             TGCRM_LOCAL_DEMO_USER_ID=DEMO_USER_ID,
             TGCRM_LOCAL_DEMO_USER_EMAIL=DEMO_USER_EMAIL,
             TGCRM_LOCAL_CRM_URL=options.crm_url,

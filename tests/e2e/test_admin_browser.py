@@ -1,8 +1,8 @@
 """The admin page in a real browser (Playwright driving Debian's Chromium, headless) against one `tgcrm up` stack.
 
 The story a newcomer follows: sign in with the demo user's email and password (a wrong one is refused; the
-session refreshes and signs out through /auth/v1), sign in with the one-click demo button, add a telegram_crm integration through the form (a bad phone
-is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
+session refreshes and signs out through /auth/v1), sign in with the one-click demo button, add a telegram_crm
+integration through the form (a bad phone is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
 see the message in the chat view, reply, and find the reply among what the account sent in the sandbox; reply to a
 demo client of the seed. Then what goes wrong: a reply that fails stays beside its message with a retry that can
 never send twice, errors read as plain sentences in the page's language, the language switch keeps the open chat,

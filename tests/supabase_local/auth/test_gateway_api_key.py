@@ -1,15 +1,20 @@
-"""Supabase's gateway rule on the local stack: /rest/v1 and /auth/v1 answer only with the project's `apikey`."""
+"""Supabase's gateway rule on the local stack: /rest/v1, /auth/v1 and /storage/v1 answer only with the project's
+`apikey`; Storage's capability URLs (public objects, signed URLs) open without it, as hosted."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
+from supabase import AsyncClient
 
 from supabase_local.gateway import INVALID_KEY, MISSING_KEY
 from supabase_local.keys import LocalKeys, api_key, user_token
-from tests.conftest import DEMO_USER_ID
+from tests.conftest import DEMO_ORGANIZATION_ID, DEMO_USER_ID
 
-PATHS = ["/rest/v1/clients?select=id", "/auth/v1/settings", "/auth/v1/admin/users"]
+PATHS = ["/rest/v1/clients?select=id", "/auth/v1/settings", "/auth/v1/admin/users", "/storage/v1/bucket",
+         "/storage/v1/object/authenticated/chat-media/x.jpg"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -49,3 +54,19 @@ async def test_cors_preflight_and_health_need_no_key(api_server: str) -> None:
             "Access-Control-Request-Headers": "apikey, content-type"})
         health = await http.get("/health")
     assert preflight.status_code == 200 and health.status_code == 200
+
+
+async def test_a_signed_url_opens_without_the_key_but_signing_needs_it(api_server: str, local_keys: LocalKeys,
+                                                                      service_client: AsyncClient) -> None:
+    name = f"{DEMO_ORGANIZATION_ID}/gateway/{uuid.uuid4()}.txt"
+    bucket = service_client.storage.from_("chat-media")
+    await bucket.upload(name, b"capability", {"content-type": "text/plain"})
+    signed = await bucket.create_signed_url(name, 60)
+    async with httpx.AsyncClient() as http:
+        # What crm_server does with a chat-media URL: a plain GET, no headers.
+        opened = await http.get(signed["signedURL"])
+        signing = await http.post(f"{api_server}/storage/v1/object/sign/chat-media/{name}", json={"expiresIn": 60},
+                                  headers={"Authorization": f"Bearer {local_keys.service_role_key}"})
+    assert (opened.status_code, opened.content) == (200, b"capability")
+    assert (signing.status_code, signing.json()) == (401, MISSING_KEY)
+    await bucket.remove([name])

@@ -38,7 +38,7 @@ from supabase_local.auth.errors import (
     ValidationFailed,
 )
 from supabase_local.auth.passwords import check_password_rules, hash_password, verify_password
-from supabase_local.auth.requests import (
+from supabase_local.auth.bodies import (
     AdminUserAttributes,
     AdminUserDelete,
     PasswordGrant,

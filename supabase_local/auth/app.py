@@ -313,7 +313,9 @@ def create_auth_app(config: AuthConfig, database_url: str) -> Starlette:
             Route("/health", e(service.health), methods=["GET"]),
         ],
         middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "PUT", "DELETE"],
-                               allow_headers=CORS_HEADERS, expose_headers=["X-Total-Count", "Link"],
+                               allow_headers=CORS_HEADERS,
+                               # supabase-js reads the echoed API version to parse error codes.
+                               expose_headers=["X-Total-Count", "Link", "X-Supabase-Api-Version"],
                                max_age=86400)],
         lifespan=service.lifespan,
     )

@@ -310,7 +310,7 @@
   const state = {
     lang: 'en', config: null, session: null, providers: [], integrations: [], statuses: {}, clients: [],
     clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], loginIntegrationId: null,
-    loginHint: [], notice: null, busy: 0, pollTimer: null, refreshTimer: null,
+    loginHint: [], notice: null, busy: 0, pollTimer: null, refreshTimer: null, refreshing: null,
     // Replies not yet seen among the stored messages: {key (the Idempotency-Key), clientId, text, at, status:
     // 'sending' | 'failed' | 'sent', error}. A retry resends under the same key, so it can never send twice.
     outbox: [],
@@ -494,7 +494,9 @@
   // --- Supabase Auth (/auth/v1): email + password, refresh before expiry, sign out -------------------------------
 
   function auth(path, { body, token } = {}) {
-    const headers = { apikey: state.config.anonKey, 'Content-Type': 'application/json' };
+    // The API version supabase-js sends: errors then carry their code as a string (`invalid_credentials`, …).
+    const headers = { apikey: state.config.anonKey, 'Content-Type': 'application/json',
+      'X-Supabase-Api-Version': '2024-01-01' };
     if (token) headers.Authorization = `Bearer ${token}`;
     return request(`${state.config.supabaseUrl}/auth/v1/${path}`,
       { method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -514,18 +516,24 @@
     state.refreshTimer = setTimeout(refreshSession, delay);
   }
 
-  async function refreshSession() {
-    const session = state.session;
-    if (!session || !session.refreshToken) return false;
-    try {
-      // Each refresh token is good once: the answer carries the next one.
-      const answer = await auth('token?grant_type=refresh_token', { body: { refresh_token: session.refreshToken } });
-      saveSession(sessionFromAuth(answer, session.crmDefaults));
-      return true;
-    } catch (error) {
-      if (state.session === session) expireSession();
-      return false;
+  // One refresh at a time: each refresh token is good once, so a second request with it would end the session.
+  function refreshSession() {
+    if (!state.refreshing) {
+      state.refreshing = (async () => {
+        const session = state.session;
+        if (!session || !session.refreshToken) return false;
+        try {
+          const answer = await auth('token?grant_type=refresh_token',
+            { body: { refresh_token: session.refreshToken } });
+          saveSession(sessionFromAuth(answer, session.crmDefaults));
+          return true;
+        } catch (error) {
+          if (state.session === session) endSession();
+          return false;
+        }
+      })().finally(() => { state.refreshing = null; });
     }
+    return state.refreshing;
   }
 
   async function signInWithPassword(event) {
@@ -543,13 +551,21 @@
       await enterWorkspace();
     } catch (error) {
       const code = error.code || '';
-      if (error.status === 400 && code === 'email_not_confirmed') fieldError('password-sign-in-error', t('emailNotConfirmed'));
-      else if (error.status === 400) fieldError('password-sign-in-error', t('credentialsInvalid'));
+      if (code === 'email_not_confirmed') fieldError('password-sign-in-error', t('emailNotConfirmed'));
+      else if (code === 'invalid_credentials' || code === 'validation_failed') {
+        fieldError('password-sign-in-error', t('credentialsInvalid'));
+      }
       else showError(error);
     }
   }
 
+  // A 401 with a refreshable session (e.g. after the computer slept through the refresh timer) refreshes first.
   function expireSession() {
+    if (state.session && state.session.refreshToken && !state.refreshing) { refreshSession(); return; }
+    if (!state.refreshing) endSession();
+  }
+
+  function endSession() {
     saveSession(null);
     stopPolling();
     showSignIn();

@@ -32,6 +32,7 @@ from supabase_local.auth.errors import (
     PhoneProviderDisabled,
     SessionNotFound,
     SignupDisabled,
+    TokenUserNotFound,
     UnsupportedGrantType,
     UserAlreadyExists,
     UserNotFound,
@@ -260,7 +261,7 @@ class AuthService:
             raise SessionNotFound()
         user = await self.store.by_id(user_id)
         if user is None:
-            raise BadJwt("User from sub claim in JWT does not exist")
+            raise TokenUserNotFound()
         return user, claims
 
     def _require_admin(self, request: Request) -> None:

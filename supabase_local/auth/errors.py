@@ -106,6 +106,12 @@ class SessionNotFound(AuthError):
     default_message = "Session from session_id claim in JWT does not exist"
 
 
+class TokenUserNotFound(AuthError):
+    status = 403
+    error_code = "user_not_found"
+    default_message = "User from sub claim in JWT does not exist"
+
+
 class UserNotFound(AuthError):
     status = 404
     error_code = "user_not_found"

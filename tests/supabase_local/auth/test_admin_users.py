@@ -30,10 +30,22 @@ async def test_create_get_update_list_and_delete_a_user(make_supabase_client: Cl
     listed = await admin.list_users(page=1, per_page=1000)
     assert email in {user.email for user in listed} and DEMO_USER_ID in {user.id for user in listed}
 
+    signed_in = await make_supabase_client(local_keys.anon_key)
+    session = (await signed_in.auth.sign_in_with_password({"email": email, "password": "long enough"})).session
+    assert session is not None
+
     await admin.delete_user(created.id)
     with pytest.raises(AuthApiError) as gone:
         await admin.get_user_by_id(created.id)
     assert (gone.value.status, gone.value.code) == (404, "user_not_found")
+    # The deleted user's sessions went with them.
+    with pytest.raises(AuthApiError) as ended:
+        await signed_in.auth.get_user(session.access_token)
+    assert (ended.value.status, ended.value.code) == (403, "session_not_found")
+    token_only = user_token(created.id, local_keys.jwt_secret)
+    with pytest.raises(AuthApiError) as no_user:
+        await signed_in.auth.get_user(token_only)
+    assert (no_user.value.status, no_user.value.code) == (403, "user_not_found")
 
 
 async def test_a_taken_email_is_refused(make_supabase_client: ClientFactory, local_keys: LocalKeys) -> None:

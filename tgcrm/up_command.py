@@ -289,6 +289,9 @@ class UpCommand:
             # Webhooks go to the local API on loopback: that one address, not every private one (the metadata
             # address, the database, other local services stay refused).
             CRM_PRIVATE_WEBHOOK_HOSTS=_host_port(options.api_url),
+            # Outgoing files come from the local Storage's signed URLs on that same address, and from nowhere
+            # else private.
+            CRM_PRIVATE_MEDIA_HOSTS=_host_port(options.api_url),
             CRM_LOG_LEVEL=options.log_level,
             CRM_LOG_PAYLOADS="1" if options.log_payloads else "0",
         )

@@ -73,6 +73,19 @@ class FunctionsSettings(BaseSettings):
     # a changed secret is seen that late (disabling is seen at once; see webhook_key_cache.py).
     webhook_key_cache_seconds: float = Field(
         2.0, ge=0, le=10, validation_alias=AliasChoices("WEBHOOK_KEY_CACHE_SECONDS", "webhook_key_cache_seconds"))
+    # Incoming files: the most fetched from crm_server per message (larger ones are stored as messages without the
+    # file), and whether chat-media is public (rows keep public URLs, as the original system's did) or private.
+    media_max_bytes: int = Field(
+        50 * 1024 * 1024, gt=0, validation_alias=AliasChoices("FUNCTIONS_MEDIA_MAX_BYTES", "media_max_bytes"))
+    media_public: bool = Field(False, validation_alias=AliasChoices("FUNCTIONS_MEDIA_PUBLIC", "media_public"))
+    # Outgoing files: how long the signed URL of a chat-media object handed to crm_server (or Wappi) reads it.
+    media_signed_url_seconds: int = Field(
+        600, ge=10, le=86_400,
+        validation_alias=AliasChoices("FUNCTIONS_MEDIA_SIGNED_URL_SECONDS", "media_signed_url_seconds"))
+    # Fetching one incoming file from crm_server, all of it (a 50 MiB file over a slow link takes a while).
+    media_fetch_timeout_seconds: float = Field(
+        120.0, gt=0, validation_alias=AliasChoices("FUNCTIONS_MEDIA_FETCH_TIMEOUT_SECONDS",
+                                                   "media_fetch_timeout_seconds"))
     cors_allow_origin: str = Field("*", validation_alias=AliasChoices("FUNCTIONS_CORS_ORIGIN", "cors_allow_origin"))
     supabase_config: Path = Field(
         DEFAULT_SUPABASE_CONFIG, validation_alias=AliasChoices("SUPABASE_CONFIG_TOML", "supabase_config"))

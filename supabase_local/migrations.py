@@ -15,6 +15,7 @@ import asyncpg
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 SEED_FILE = PROJECT_ROOT / "supabase" / "seed.sql"
+CONFIG_TOML = PROJECT_ROOT / "supabase" / "config.toml"  # `[auth]` is read by supabase_local.auth.config
 # In order: roles and `auth` first, then `storage`, whose grants name those roles.
 BOOTSTRAP_FILES = ("bootstrap.sql", "storage.sql")
 
@@ -40,9 +41,10 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def bootstrap(conn: asyncpg.Connection, authenticator_password: str) -> None:
+async def bootstrap(conn: asyncpg.Connection, authenticator_password: str,
+                    auth_admin_password: str | None = None) -> None:
     """Create what hosted Supabase has before migrations: roles, the auth and storage schemas, the migrations
-    table."""
+    table. `auth_admin_password` lets the local auth service log in as `supabase_auth_admin`."""
     sql_dir = resources.files("supabase_local").joinpath("sql")
     async with conn.transaction():
         # Serialise concurrent starters on the same database (CREATE ROLE has no IF NOT EXISTS).
@@ -52,6 +54,9 @@ async def bootstrap(conn: asyncpg.Connection, authenticator_password: str) -> No
         statement = await conn.fetchval("SELECT format('ALTER ROLE authenticator PASSWORD %L', $1::text)",
                                         authenticator_password)
         await conn.execute(statement)
+        if auth_admin_password is not None:
+            await conn.execute(await conn.fetchval(
+                "SELECT format('ALTER ROLE supabase_auth_admin PASSWORD %L', $1::text)", auth_admin_password))
 
 
 async def applied_versions(conn: asyncpg.Connection) -> set[str]:

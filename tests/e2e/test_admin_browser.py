@@ -1,7 +1,8 @@
 """The admin page in a real browser (Playwright driving Debian's Chromium, headless) against one `tgcrm up` stack.
 
-The story a newcomer follows: sign in as the demo user, add a telegram_crm integration through the form (a bad phone
-is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
+The story a newcomer follows: sign in with the demo user's email and password (a wrong one is refused; the
+session refreshes and signs out through /auth/v1), sign in with the one-click demo button, add a telegram_crm
+integration through the form (a bad phone is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
 see the message in the chat view, reply, and find the reply among what the account sent in the sandbox; reply to a
 demo client of the seed. Then what goes wrong: a reply that fails stays beside its message with a retry that can
 never send twice, errors read as plain sentences in the page's language, the language switch keeps the open chat,
@@ -96,6 +97,53 @@ def page(stack: StackProcess) -> Iterator[object]:
             yield browser_page
         finally:
             context.close()
+
+
+def stored_session(page) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    return page.evaluate("() => JSON.parse(sessionStorage.getItem('tgcrm-admin-session') || 'null')")
+
+
+def refresh_with(stack: StackProcess, refresh_token: str) -> httpx.Response:
+    return httpx.post(f"{stack.values['SUPABASE_URL']}/auth/v1/token", params={"grant_type": "refresh_token"},
+                      json={"refresh_token": refresh_token}, headers={"apikey": stack.values["SUPABASE_ANON_KEY"]})
+
+
+def test_a_wrong_password_is_refused_beside_the_form(page, stack: StackProcess) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    # The demo user's email is prefilled locally; its password is what `tgcrm up` printed.
+    expect(page.locator("#email-input")).to_have_value(stack.values["DEMO_USER_EMAIL"])
+    page.fill("#password-input", "not the password")
+    page.click("#sign-in-password")
+    expect(page.locator("#password-sign-in-error")).to_have_text("Wrong email or password.")
+    expect(page.locator("#workspace")).to_be_hidden()
+
+
+def test_signs_in_with_email_and_password_refreshes_and_signs_out(  # type: ignore[no-untyped-def]
+        page, stack: StackProcess) -> None:
+    from playwright.sync_api import expect
+
+    page.fill("#email-input", stack.values["DEMO_USER_EMAIL"])
+    page.fill("#password-input", stack.values["DEMO_USER_PASSWORD"])
+    page.click("#sign-in-password")
+    expect(page.locator("#workspace")).to_be_visible()
+    expect(page.locator("#who")).to_contain_text("Demo Admin")
+    expect(page.locator("#clients li", has_text="Ivan Petrov")).to_be_visible()
+    first = stored_session(page)
+    assert first["userId"] == stack.values["DEMO_USER_ID"] and first["refreshToken"]
+
+    assert page.evaluate("() => window.tgcrmAdmin.refreshSession()") is True
+    second = stored_session(page)
+    # Rotation: a new refresh token (the access token may be byte-equal when minted in the same second).
+    assert second["refreshToken"] != first["refreshToken"] and second["expiresAt"] >= first["expiresAt"]
+    expect(page.locator("#clients li", has_text="Ivan Petrov")).to_be_visible()
+
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    assert stored_session(page) is None
+    # Signing out ended the session on the server: its refresh token is dead there too.
+    answer = refresh_with(stack, second["refreshToken"])
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "refresh_token_not_found")
 
 
 def test_signs_in_as_the_demo_user(page) -> None:  # type: ignore[no-untyped-def]

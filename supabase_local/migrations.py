@@ -12,9 +12,10 @@ from pathlib import Path
 
 import asyncpg
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
-SEED_FILE = PROJECT_ROOT / "supabase" / "seed.sql"
+from supabase_local.project_files import migrations_dir, seed_file
+
+MIGRATIONS_DIR = migrations_dir()
+SEED_FILE = seed_file()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from crm_server import cli as crm_server_cli
 from functions import cli as functions_cli
@@ -17,12 +18,21 @@ from tgcrm import local_commands, up_command
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tgcrm", description="telegram-crm: CRM messaging through Telegram")
+    parser.add_argument("--version", action="version", version=f"tgcrm {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local_commands.add_commands(subparsers)
     up_command.add_commands(subparsers)
     crm_server_cli.add_commands(subparsers)
     functions_cli.add_commands(subparsers)
     return parser
+
+
+def installed_version() -> str:
+    """The distribution's version (pyproject.toml's, as installed), for `tgcrm --version`."""
+    try:
+        return metadata.version("telegram-crm")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

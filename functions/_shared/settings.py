@@ -12,9 +12,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions._shared.crm_addresses import CrmAddressPolicy, parse_crm_hosts
+from supabase_local.project_files import config_toml
 
-# supabase/config.toml of this repository: where `verify_jwt` per function is read from.
-DEFAULT_SUPABASE_CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "config.toml"
+# supabase/config.toml of this project (checkout or installed wheel): where `verify_jwt` per function is read from.
+DEFAULT_SUPABASE_CONFIG = config_toml()
 
 
 class FunctionsSettings(BaseSettings):

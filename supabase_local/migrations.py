@@ -1,7 +1,9 @@
-"""Applies the Supabase bootstrap, `supabase/migrations/*.sql` in filename order, and `supabase/seed.sql`.
+"""Applies the Supabase bootstrap, `supabase/migrations/*.sql` in filename order, and `supabase/seed.sql`, to the
+local stack's database and (`tgcrm db migrate`) to any PostgreSQL, a hosted Supabase project's included.
 
-Applied versions are recorded in `supabase_migrations.schema_migrations` (as the Supabase CLI does), so a second
-run applies nothing; each migration runs in its own transaction, so a failing one leaves no half-applied schema.
+Applied versions are recorded in `supabase_migrations.schema_migrations` exactly as the Supabase CLI records them
+(`version`, `statements`, `name`), so `supabase db push` and this code skip each other's work and a second run
+applies nothing; each migration runs in its own transaction, so a failing one leaves no half-applied schema.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import asyncpg
+import sqlparse
 
 from supabase_local.project_files import migrations_dir, seed_file
 
@@ -29,6 +32,25 @@ class MigrationError(RuntimeError):
     """A migration file failed; the message names it."""
 
 
+# The Supabase CLI's own statements for its history table (pkg/migration/history.go), so a table either side made
+# is the same table, and one made by an older CLI (version only) is brought up to date the way the CLI does it.
+HISTORY_TABLE_STATEMENTS = (
+    "CREATE SCHEMA IF NOT EXISTS supabase_migrations",
+    "CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations (version text NOT NULL PRIMARY KEY)",
+    "ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS statements text[]",
+    "ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS name text",
+)
+# What the migrations use that Supabase creates, not they: a plain PostgreSQL needs `bootstrap` first.
+SUPABASE_ROLES = ("anon", "authenticated", "service_role")
+
+
+def split_statements(sql: str) -> list[str]:
+    """One migration file as the statements the CLI would record (comments kept with the statement they precede;
+    dollar-quoted bodies stay whole)."""
+    statements = (statement.strip() for statement in sqlparse.split(sql))
+    return [statement for statement in statements if sqlparse.format(statement, strip_comments=True).strip()]
+
+
 def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     migrations = []
     for path in sorted(directory.glob("*.sql")):
@@ -39,15 +61,36 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def bootstrap(conn: asyncpg.Connection, authenticator_password: str) -> None:
-    """Create what hosted Supabase has before migrations: roles, the auth schema, the migrations table."""
+async def bootstrap(conn: asyncpg.Connection, authenticator_password: str | None) -> None:
+    """Create what hosted Supabase has before migrations: roles, the auth schema and its claim helpers.
+
+    Without a password the `authenticator` login stays without one (nothing can log in as it): `tgcrm db migrate
+    --bootstrap` prepares a schema, not a REST gateway.
+    """
     sql = resources.files("supabase_local").joinpath("sql/bootstrap.sql").read_text()
     async with conn.transaction():
         # Serialise concurrent starters on the same database (CREATE ROLE has no IF NOT EXISTS).
         await conn.execute("SELECT pg_advisory_xact_lock(7270031)")
         await conn.execute(sql)
-        statement = await conn.fetchval("SELECT format('ALTER ROLE authenticator PASSWORD %L', $1::text)",
-                                        authenticator_password)
+        if authenticator_password is not None:
+            statement = await conn.fetchval("SELECT format('ALTER ROLE authenticator PASSWORD %L', $1::text)",
+                                            authenticator_password)
+            await conn.execute(statement)
+
+
+async def missing_prerequisites(conn: asyncpg.Connection) -> list[str]:
+    """What the migrations expect from Supabase and this database lacks (empty on a Supabase project)."""
+    missing = [f"role {role}" for role in SUPABASE_ROLES
+               if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)]
+    if await conn.fetchval("SELECT to_regclass('auth.users')") is None:
+        missing.append("table auth.users")
+    if await conn.fetchval("SELECT to_regprocedure('auth.uid()')") is None:
+        missing.append("function auth.uid()")
+    return missing
+
+
+async def ensure_history_table(conn: asyncpg.Connection) -> None:
+    for statement in HISTORY_TABLE_STATEMENTS:
         await conn.execute(statement)
 
 
@@ -59,19 +102,26 @@ async def applied_versions(conn: asyncpg.Connection) -> set[str]:
 async def apply_migrations(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the migrations not yet recorded; returns the versions applied now."""
     applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7270032)")
+        await ensure_history_table(conn)
     for migration in list_migrations(directory):
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7270032)")
             if migration.version in await applied_versions(conn):
                 continue
+            # Statement by statement, as the CLI runs them: what is recorded is exactly what ran.
+            statements = split_statements(migration.path.read_text())
             try:
-                await conn.execute(migration.path.read_text())
+                for statement in statements:
+                    await conn.execute(statement)
             except asyncpg.PostgresError as exc:
                 raise MigrationError(f"{migration.path.name}: {exc}") from exc
             await conn.execute(
-                "INSERT INTO supabase_migrations.schema_migrations (version, name) VALUES ($1, $2)",
+                "INSERT INTO supabase_migrations.schema_migrations (version, name, statements) VALUES ($1, $2, $3)",
                 migration.version,
                 migration.name,
+                statements,
             )
         applied_now.append(migration.version)
     return applied_now

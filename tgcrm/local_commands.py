@@ -1,6 +1,6 @@
-"""`tgcrm db up` (PostgreSQL + migrations + REST) and `tgcrm token` (a local user JWT).
+"""`tgcrm db up` (PostgreSQL + migrations + REST), `db migrate` (db_migrate.py) and `token` (a local user JWT).
 
-Both read the same state folder, so the keys `db up` prints and the tokens `token` mints agree.
+`db up` and `token` read the same state folder, so the keys `db up` prints and the tokens `token` mints agree.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+
+from tgcrm import db_migrate
 
 DEFAULT_STATE_DIR = ".local"
 
@@ -40,6 +42,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1")
     add_stack_options(up)
     up.set_defaults(handler=run_db_up)
+    db_migrate.add_command(db_commands)
 
     token = subparsers.add_parser("token", help="print a user JWT signed with the local project's secret")
     token.add_argument("--user", required=True, help="the auth user's uuid")

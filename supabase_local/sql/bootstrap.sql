@@ -1,5 +1,5 @@
 -- What a hosted Supabase project already has before any migration runs: the API roles, the `auth` schema with
--- `auth.users` and the claim helpers that RLS policies call, and the table where migrations are recorded.
+-- `auth.users` and the claim helpers that RLS policies call (the migrations' history table is migrations.py's).
 -- Idempotent: safe to run on every start.
 
 DO $$
@@ -24,7 +24,6 @@ $$;
 GRANT anon, authenticated, service_role TO authenticator;
 
 CREATE SCHEMA IF NOT EXISTS auth;
-CREATE SCHEMA IF NOT EXISTS supabase_migrations;
 
 CREATE TABLE IF NOT EXISTS auth.users (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -33,12 +32,6 @@ CREATE TABLE IF NOT EXISTS auth.users (
     raw_user_meta_data jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations (
-    version text PRIMARY KEY,
-    name text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- The gateway sets `request.jwt.claims` (JSON) per transaction; these read it like Supabase's own helpers.

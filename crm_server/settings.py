@@ -25,89 +25,118 @@ SESSION_KEY_FILE = "crm_session.key"
 class ServerSettings(BaseSettings):
     """Every knob of crm_server; environment names follow the contract (CRM_*, TGCRM_*, TELEGRAM_*)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Each field's docstring is its description: docs/configuration.md is generated from them.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True,
+                                      use_attribute_docstrings=True)
 
     state_dir: Path = Field(Path(".local"), validation_alias=AliasChoices("TGCRM_STATE_DIR", "state_dir"))
+    """Folder of crm_server's state: its SQLite store, session key and sandbox world (with `tgcrm up`, the whole
+    stack's data). Created 0700.
+    """
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
+    """Address crm_server listens on."""
     port: int = Field(8090, validation_alias=AliasChoices("TGCRM_CRM_PORT", "port"))
+    """Port crm_server listens on."""
     database_url: str | None = Field(None, validation_alias=AliasChoices("CRM_DATABASE_URL", "database_url"))
+    """SQLAlchemy (async) URL of crm_server's store, instead of `<state_dir>/crm.sqlite3`."""
     session_key: str | None = Field(None, validation_alias=AliasChoices("CRM_SESSION_KEY", "session_key"))
+    """Fernet key that encrypts Telegram sessions and webhook secrets in the store; default:
+    `<state_dir>/crm_session.key`, made on first start. Keep it with the store.
+    """
 
     sandbox: bool = Field(False, validation_alias=AliasChoices("CRM_SANDBOX", "sandbox"))
+    """Run on the offline Telegram sandbox instead of real Telegram (any phone logs in, the code is 12345)."""
     sandbox_world: Path | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_WORLD", "sandbox_world"))
+    """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`."""
 
     telegram_api_id: int | None = Field(None, validation_alias=AliasChoices("TELEGRAM_API_ID", "telegram_api_id"))
+    """Your application's api_id from my.telegram.org (real Telegram)."""
     telegram_api_hash: str | None = Field(
         None, validation_alias=AliasChoices("TELEGRAM_API_HASH", "telegram_api_hash")
     )
-    # "test" for Telegram's test DCs, or "dc_id:ip:port" for a custom address; empty = production.
+    """Your application's api_hash from my.telegram.org (real Telegram)."""
     telegram_dc: str | None = Field(None, validation_alias=AliasChoices("TELEGRAM_DC", "telegram_dc"))
+    """`test` for Telegram's test data centres (phones 99966XYYYY, X the DC; the login code is X five times), or
+    `dc_id:ip:port` for another address; empty: production.
+    """
 
-    # Tests and development only: webhooks to any address.
     allow_private_webhooks: bool = Field(
         False, validation_alias=AliasChoices("CRM_ALLOW_PRIVATE_WEBHOOKS", "allow_private_webhooks")
     )
-    # host:port pairs webhooks may go to although private (the local stack's own API), comma-separated.
+    """Tests and development only: webhooks may go to any address, private ones included."""
     private_webhook_hosts: str = Field(
         "", validation_alias=AliasChoices("CRM_PRIVATE_WEBHOOK_HOSTS", "private_webhook_hosts")
     )
+    """Comma-separated `host:port` pairs webhooks may go to although private (the local stack's own API)."""
     send_rate_per_minute: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("CRM_SEND_RATE_PER_MINUTE", "send_rate_per_minute")
     )
-    # How many sends an idle account may make back to back before the per-minute pace applies.
+    """Messages one account sends per minute at most once its burst is spent."""
     send_burst: int = Field(10, ge=1, validation_alias=AliasChoices("CRM_SEND_BURST", "send_burst"))
+    """How many sends an idle account may make back to back before the per-minute pace applies."""
 
     connect_concurrency: int = Field(
         16, ge=1, validation_alias=AliasChoices("CRM_CONNECT_CONCURRENCY", "connect_concurrency")
     )
+    """Accounts connecting to Telegram at once when the server starts."""
     connect_stagger_seconds: float = Field(
         0.01, ge=0, validation_alias=AliasChoices("CRM_CONNECT_STAGGER_SECONDS", "connect_stagger_seconds")
     )
+    """Pause between starting two accounts' connections."""
     reconnect_max_backoff_seconds: float = Field(
         300.0, gt=0, validation_alias=AliasChoices("CRM_RECONNECT_MAX_BACKOFF_SECONDS", "reconnect_max_backoff_seconds")
     )
+    """Longest wait between two reconnect attempts of an account that lost Telegram."""
     lease_ttl_seconds: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("CRM_LEASE_TTL_SECONDS", "lease_ttl_seconds")
     )
-    # How long a started login (code sent, not yet signed in) is kept server-side.
+    """How long an instance holds an account without renewing its lease (then another may take it)."""
     login_ttl_seconds: float = Field(
         600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
     )
+    """How long a started login (code sent, not yet signed in) is kept server-side."""
     log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
-    # Message texts and phones may reach the DEBUG log (the store's statements with their parameters) only then.
+    """crm_server's log level: debug, info, warning or error."""
     log_payloads: bool = Field(False, validation_alias=AliasChoices("CRM_LOG_PAYLOADS", "log_payloads"))
-    # How long a client may take to send a request's head (safeguards.http_limits): idle and trickling connections
-    # are closed after it.
+    """Let the DEBUG log show the store's statements with their parameters (message texts, phones); off, no log holds a
+    message text.
+    """
     http_header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("CRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds")
     )
+    """How long a client may take to send a request's head; idle and trickling connections are closed after it."""
 
     # Webhook delivery (the outbox worker).
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds")
     )
+    """Timeout of one webhook POST."""
     webhook_concurrency: int = Field(
         64, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_CONCURRENCY", "webhook_concurrency")
     )
+    """Chats whose webhooks are posted at once."""
     webhook_retry_first_seconds: float = Field(
         2.0, gt=0, le=5, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_FIRST_SECONDS", "webhook_retry_first_seconds")
     )
+    """Delay before the first retry of a failed webhook; each next one doubles."""
     webhook_retry_max_seconds: float = Field(
         900.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_MAX_SECONDS", "webhook_retry_max_seconds")
     )
+    """Longest delay between two retries of a webhook."""
     webhook_retry_window_seconds: float = Field(
         24 * 3600.0, gt=0,
         validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_WINDOW_SECONDS", "webhook_retry_window_seconds"),
     )
-    # A worker's hold on a chat's queued messages; a crashed worker's holds expire after this.
+    """How long a webhook is retried before it becomes a dead letter."""
     webhook_lease_seconds: float = Field(
         60.0, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_LEASE_SECONDS", "webhook_lease_seconds")
     )
-    # Delivered outbox rows are kept this long for the operator view, then purged.
+    """A worker's hold on a chat's queued messages; a crashed worker's holds expire after this."""
     webhook_keep_delivered_seconds: float = Field(
         7 * 24 * 3600.0, gt=0,
         validation_alias=AliasChoices("CRM_WEBHOOK_KEEP_DELIVERED_SECONDS", "webhook_keep_delivered_seconds"),
     )
+    """How long delivered outbox rows are kept for the operator view before they are purged."""
 
     @field_validator("telegram_api_id", mode="before")
     @classmethod

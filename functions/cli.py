@@ -6,10 +6,23 @@ Serves `/functions/v1/<name>` and `/health` under uvicorn; the full stack (`tgcr
 from __future__ import annotations
 
 import argparse
-import os
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 54331
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FunctionsCommandSettings(BaseSettings):
+    """The environment behind `tgcrm functions`' flags (a flag given wins); the host's own settings are
+    FunctionsSettings."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True)
+
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
+    """Address `tgcrm functions` listens on (`--host`)."""
+    port: int = Field(54331, ge=1, le=65535, validation_alias=AliasChoices("TGCRM_FUNCTIONS_PORT", "port"))
+    """Port of `tgcrm functions` (`--port`)."""
+    log_level: str = Field("info", validation_alias=AliasChoices("FUNCTIONS_LOG_LEVEL", "log_level"))
+    """Log level of `tgcrm functions` (`--log-level`)."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,9 +33,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                     "integration secrets), FUNCTIONS_PUBLIC_URL, WAPPI_BASE_URL, FUNCTIONS_CRM_HOSTS (the only "
                     "crm_server hosts reached, host[:port],...), CRM_ALLOW_HTTP_LOOPBACK (local stack: crm_server "
                     "on loopback only) from the environment or .env.")
-    parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", DEFAULT_HOST))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("TGCRM_FUNCTIONS_PORT", DEFAULT_PORT)))
-    parser.add_argument("--log-level", default=os.environ.get("FUNCTIONS_LOG_LEVEL", "info"))
+    defaults = FunctionsCommandSettings()
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--log-level", default=defaults.log_level)
     parser.set_defaults(handler=run_functions)
 
 

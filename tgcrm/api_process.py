@@ -22,25 +22,30 @@ log = logging.getLogger("tgcrm.api")
 class ApiProcessSettings(BaseSettings):
     """What the API process needs beyond the functions' own settings (FunctionsSettings reads the rest)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True)
 
     rest_database_url: str = Field(validation_alias=AliasChoices("TGCRM_REST_DATABASE_URL", "rest_database_url"))
-    # The largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB.
+    """PostgreSQL URL the REST gateway logs in with (the `authenticator` role)."""
     rest_max_body_bytes: int = Field(
         1024 * 1024, gt=0, validation_alias=AliasChoices("TGCRM_REST_MAX_BODY_BYTES", "rest_max_body_bytes"))
+    """Largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB."""
     jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
+    """The local project's JWT secret: verifies tokens at /rest/v1 and signs the demo sign-in."""
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
-    # Local mode: the admin page may sign in as this user without a password (absent in production).
+    """The anon key the admin page calls the API with."""
     demo_user_id: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_ID", "demo_user_id"))
+    """Local mode: the admin page may sign in as this user without a password (unset in production)."""
     demo_user_email: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_EMAIL", "demo_user_email"))
-    # Local mode: what the connect form is prefilled with (the local crm_server and the demo organization's key).
+    """Local mode: the demo user's email, shown by the admin page."""
     local_crm_url: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_URL", "local_crm_url"))
+    """Local mode: the crm_server URL the connect form is prefilled with."""
     local_crm_api_key: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
-    # How long a client may take to send a request's head (safeguards.http_limits).
+    """Local mode: the crm_server key the connect form is prefilled with (the demo organization's)."""
     http_header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("TGCRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"))
+    """How long a client may take to send a request's head to the API process."""
 
 
 def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:

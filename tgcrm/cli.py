@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from pydantic import ValidationError
+
 from crm_server import cli as crm_server_cli
 from functions import cli as functions_cli
 from safeguards.private_files import use_private_umask
@@ -38,7 +40,13 @@ def installed_version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     # What any command (and its children: PostgreSQL's log, the SQLite stores) creates is this user's alone.
     use_private_umask()
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ValidationError as exc:  # a flag's default from the environment (command_line_settings.py) is malformed
+        names = ", ".join(str(error["loc"][0]) for error in exc.errors())
+        print(f"tgcrm: invalid environment variable: {names}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     return int(args.handler(args) or 0)
 
 

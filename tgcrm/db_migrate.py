@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 
 import asyncpg
+
+from tgcrm.command_line_settings import command_line_settings
 
 
 def add_command(db_commands: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def add_command(db_commands: argparse._SubParsersAction) -> None:
         "migrate", help="apply supabase/migrations to a PostgreSQL (e.g. a hosted Supabase project's)",
         description="Applies the migrations not yet recorded in supabase_migrations.schema_migrations, as "
                     "`supabase db push` does; already applied versions (by either) are skipped.")
-    migrate.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+    migrate.add_argument("--database-url", default=command_line_settings().database_url,
                          help="postgresql://user:password@host:port/db (default: env DATABASE_URL)")
     migrate.add_argument("--bootstrap", action="store_true",
                          help="first create what Supabase provides (roles anon/authenticated/service_role, the "

@@ -7,31 +7,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import socket
 import sys
 from pathlib import Path
 
 from tgcrm import db_migrate
-
-DEFAULT_STATE_DIR = ".local"
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
-
+from tgcrm.command_line_settings import command_line_settings
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that starts part of the local stack."""
-    parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", "127.0.0.1"),
+    defaults = command_line_settings()
+    parser.add_argument("--host", default=defaults.host,
                         help="address to listen on (default 127.0.0.1; env TGCRM_HOST)")
-    parser.add_argument("--api-port", type=int, default=_env_int("TGCRM_API_PORT", 54321),
+    parser.add_argument("--api-port", type=int, default=defaults.api_port,
                         help="Supabase-compatible API port (default 54321; env TGCRM_API_PORT)")
-    parser.add_argument("--db-port", type=int, default=_env_int("TGCRM_DB_PORT", 54322),
+    parser.add_argument("--db-port", type=int, default=defaults.db_port,
                         help="embedded PostgreSQL port (default 54322; env TGCRM_DB_PORT)")
-    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("TGCRM_STATE_DIR", DEFAULT_STATE_DIR)),
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir,
                         help="where data, keys and logs live (default .local; env TGCRM_STATE_DIR)")
     parser.add_argument("--fresh", action="store_true", help="delete the state folder first and start empty")
 
@@ -48,14 +41,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     token.add_argument("--user", required=True, help="the auth user's uuid")
     token.add_argument("--lifetime", type=int, default=24 * 3600, help="seconds until it expires (default 1 day)")
     token.add_argument("--state-dir", type=Path,
-                       default=Path(os.environ.get("TGCRM_STATE_DIR", DEFAULT_STATE_DIR)))
+                       default=command_line_settings().state_dir)
     token.set_defaults(handler=run_token)
 
 
 def run_token(args: argparse.Namespace) -> int:
     from supabase_local.keys import load_or_create_secret, user_token
 
-    secret = os.environ.get("SUPABASE_JWT_SECRET") or load_or_create_secret(args.state_dir)
+    secret = command_line_settings().jwt_secret or load_or_create_secret(args.state_dir)
     try:
         print(user_token(args.user, secret, lifetime=args.lifetime))
     except ValueError:
@@ -87,7 +80,7 @@ def run_db_up(args: argparse.Namespace) -> int:
     if port_is_busy(args.host, args.api_port):
         print(f"tgcrm: port {args.api_port} is busy; choose another with --api-port", file=sys.stderr)
         return 1
-    database = LocalDatabase(args.state_dir, port=args.db_port, database_url=os.environ.get("DATABASE_URL"))
+    database = LocalDatabase(args.state_dir, port=args.db_port, database_url=command_line_settings().database_url)
     try:
         database.start()
     except PostgresError as exc:

@@ -87,6 +87,8 @@ def test_up_from_an_empty_folder_serves_the_admin_page_and_stops_on_ctrl_c(insta
                             headers={"apikey": values["SUPABASE_ANON_KEY"],
                                      "Authorization": f"Bearer {values['DEMO_USER_JWT']}"}, timeout=30)
         assert clients.status_code == 200 and len(clients.json()) >= 2  # the wheel's seed was applied
+        for path in ("/docs", "/docs/assets/swagger-init.js", "/docs/assets/swagger-ui-bundle.js"):
+            assert httpx.get(f"{values['CRM_URL']}{path}", timeout=30).status_code == 200, path  # api_docs' files
         children = stack.descendants()
     finally:
         code = stack.stop(signal.SIGINT)

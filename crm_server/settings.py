@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from safeguards.private_files import make_private_dir
+from safeguards.proxies import parse_trusted_proxies
 
 # Telegram's test data centre (DC 2). Test accounts use phones 99966XYYYY and code XXXXX.
 TEST_DC = (2, "149.154.167.40", 443)
@@ -106,6 +107,11 @@ class ServerSettings(BaseSettings):
     )
     """How long a client may take to send a request's head; idle and trickling connections are closed after it."""
 
+    trusted_proxies: str = Field("", validation_alias=AliasChoices("CRM_TRUSTED_PROXIES", "trusted_proxies"))
+    """Reverse proxies whose `X-Forwarded-For`/`-Proto` crm_server believes: comma-separated IP addresses or networks,
+    or `*`; empty: none (the headers are ignored).
+    """
+
     # Webhook delivery (the outbox worker).
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds")
@@ -137,6 +143,12 @@ class ServerSettings(BaseSettings):
         validation_alias=AliasChoices("CRM_WEBHOOK_KEEP_DELIVERED_SECONDS", "webhook_keep_delivered_seconds"),
     )
     """How long delivered outbox rows are kept for the operator view before they are purged."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)  # a bad entry stops the server at start, naming it
+        return value
 
     @field_validator("telegram_api_id", mode="before")
     @classmethod

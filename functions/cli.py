@@ -47,6 +47,7 @@ def run_functions(args: argparse.Namespace) -> int:
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_standalone_app
     from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
     from safeguards.logs import configure_logging
 
     configure_logging(args.log_level, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,7 +62,8 @@ def run_functions(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"functions_public_url": f"http://{args.host}:{args.port}"})
     print(f"FUNCTIONS_URL=http://{args.host}:{args.port}/functions/v1", flush=True)
     uvicorn.run(create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower(),
-                **uvicorn_options(RequestLimits()))
+                **uvicorn_options(RequestLimits()),
+                **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))
     return 0
 
 

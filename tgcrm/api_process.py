@@ -10,11 +10,13 @@ import asyncio
 import logging
 import sys
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
+
+from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
 
 log = logging.getLogger("tgcrm.api")
 
@@ -43,9 +45,19 @@ class ApiProcessSettings(BaseSettings):
     local_crm_api_key: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
     """Local mode: the crm_server key the connect form is prefilled with (the demo organization's)."""
+    trusted_proxies: str = Field("", validation_alias=AliasChoices("TGCRM_TRUSTED_PROXIES", "trusted_proxies"))
+    """Reverse proxies whose `X-Forwarded-For`/`-Proto` the API process of `tgcrm up` believes: comma-separated IP
+    addresses or networks, or `*`; empty: none (the headers are ignored).
+    """
     http_header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("TGCRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"))
     """How long a client may take to send a request's head to the API process."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)  # a bad entry stops the process at start, naming it
+        return value
 
 
 def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
@@ -94,7 +106,8 @@ def serve_api(host: str, port: int, log_level: str) -> int:
         return 2
     limits = RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                            log_config=None, **uvicorn_options(limits))
+                            log_config=None, **uvicorn_options(limits),
+                            **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))
     server = uvicorn.Server(config)
 
     async def run() -> int:

@@ -99,6 +99,7 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     import uvicorn
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.proxies import uvicorn_proxy_options
     from safeguards.logs import redact_query_strings
     from supabase_local.api import create_api_app
     from supabase_local.keys import local_keys
@@ -110,7 +111,7 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret))
     redact_query_strings()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
-                                           **uvicorn_options(RequestLimits())))
+                                           **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(())))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions._shared.crm_addresses import CrmAddressPolicy, parse_crm_hosts
+from safeguards.proxies import parse_trusted_proxies
 from supabase_local.project_files import config_toml
 
 # supabase/config.toml of this project (checkout or installed wheel): where `verify_jwt` per function is read from.
@@ -100,6 +101,11 @@ class FunctionsSettings(BaseSettings):
     """How long telegram-crm-webhook trusts an enabled integration found by its key (0: never, at most 10). A changed
     secret is seen that late; disabling is seen at once.
     """
+    trusted_proxies: str | None = Field(
+        None, validation_alias=AliasChoices("FUNCTIONS_TRUSTED_PROXIES", "trusted_proxies"))
+    """Reverse proxies whose `X-Forwarded-For`/`-Proto` `tgcrm functions` believes: comma-separated IP addresses or
+    networks, or `*`; empty: none (the headers are ignored).
+    """
     cors_allow_origin: str = Field("*", validation_alias=AliasChoices("FUNCTIONS_CORS_ORIGIN", "cors_allow_origin"))
     """`Access-Control-Allow-Origin` of the functions' answers."""
     supabase_config: Path = Field(
@@ -131,6 +137,12 @@ class FunctionsSettings(BaseSettings):
         except ValueError:
             raise ValueError("must be a Fernet key (32 url-safe base64-encoded bytes)") from None
         return SecretStr(key)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str | None) -> str | None:
+        parse_trusted_proxies(value)  # a bad entry stops the host at start, naming it
+        return value
 
     @field_validator("crm_hosts")
     @classmethod

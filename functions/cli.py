@@ -15,7 +15,9 @@ class FunctionsCommandSettings(BaseSettings):
     """The environment behind `tgcrm functions`' flags (a flag given wins); the host's own settings are
     FunctionsSettings."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True)
+    # An empty variable means "not set", as the flags' defaults always read it (`TGCRM_API_PORT=` keeps 54321).
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True,
+                                      env_ignore_empty=True)
 
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
     """Address `tgcrm functions` listens on (`--host`)."""

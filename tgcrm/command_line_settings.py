@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class CommandLineSettings(BaseSettings):
     """Defaults of the command-line flags; the environment only (no `.env`: that file is the services')."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True)
+    # An empty variable means "not set", as the flags' defaults always read it (`TGCRM_API_PORT=` keeps 54321).
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True,
+                                      env_ignore_empty=True)
 
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
     """Address the services of `tgcrm up` and `db up` listen on (`--host`)."""

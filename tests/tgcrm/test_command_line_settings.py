@@ -19,6 +19,13 @@ def test_the_environment_gives_the_flags_their_defaults(monkeypatch: pytest.Monk
     assert build_parser().parse_args(["up", "--api-port", "60002"]).api_port == 60002
 
 
+def test_an_empty_variable_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TGCRM_API_PORT", "")
+    monkeypatch.setenv("TGCRM_FUNCTIONS_PORT", "")
+    assert build_parser().parse_args(["up"]).api_port == 54321
+    assert build_parser().parse_args(["functions"]).port == 54331
+
+
 def test_the_functions_flags_read_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TGCRM_FUNCTIONS_PORT", "60003")
     assert build_parser().parse_args(["functions"]).port == 60003

@@ -28,15 +28,22 @@ from crm_server import errors
 from crm_server.app_state import AppState
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
+from crm_server.media.files import MediaFiles
+from crm_server.media.links import MediaLinks, link_key
+from crm_server.media.outgoing import OutgoingFiles
+from crm_server.media.serving import MediaServing
 from crm_server.metrics import ServerMetrics
-from crm_server.routes import api, deliveries, sandbox_control
+from crm_server.routes import api, deliveries, media, sandbox_control
 from crm_server.routes.auth import authenticate
 from crm_server.routes.openapi import build_openapi
 from crm_server.settings import ServerSettings, load_session_key
 from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager
+from crm_server.telegram.media_download import TelegramMediaSource
+from crm_server.telegram.updates import RecentMessages
 from crm_server.webhooks.delivery_log import DeliveryLog
 from crm_server.webhooks.listener import IncomingListener
+from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
 from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
@@ -63,6 +70,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/telegram/accounts/{phone}", api.logout, methods=["DELETE"]),
         Route("/webhooks/deliveries", deliveries.list_deliveries, methods=["GET"]),
         Route("/webhooks/deliveries/{id}/retry", deliveries.retry_delivery, methods=["POST"]),
+        Route("/media/{id}", media.media_file, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -100,7 +108,8 @@ async def start_state(settings: ServerSettings) -> AppState:
     if not settings.log_payloads:
         logs.keep_payloads_out()
     make_private_dir(settings.state_dir)
-    store = await Store.open(settings.resolved_database_url, load_session_key(settings))
+    session_key = load_session_key(settings)
+    store = await Store.open(settings.resolved_database_url, session_key)
     world = None
     if settings.sandbox:
         from crm_server.sandbox import SandboxWorld, install
@@ -120,6 +129,21 @@ async def start_state(settings: ServerSettings) -> AppState:
                                  follow_redirects=False, verify=tls)
 
     policy = WebhookPolicy.from_setting(settings.allow_private_webhooks, settings.private_webhook_hosts)
+
+    # Media: the Telegram wing downloads (through the manager's live clients, built below), the webhook wing asks.
+    links = MediaLinks(link_key(session_key), settings.media_base_url, settings.media_url_ttl_seconds)
+    media_files = MediaFiles(settings.media_dir, store.media, max_disk_bytes=settings.media_max_disk_bytes,
+                             retention_seconds=settings.media_retention_hours * 3600)
+    recent_messages = RecentMessages()
+    source = TelegramMediaSource(recent_messages)
+    preparer = MediaPreparer(source, store.media, media_files, links, max_bytes=settings.media_max_bytes)
+    media_policy = WebhookPolicy.from_setting(settings.allow_private_media, settings.private_media_hosts)
+
+    def media_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False, verify=tls)
+
+    outgoing_files = OutgoingFiles(settings.media_dir / "outgoing", DeliveryTargets(media_policy),
+                                   max_bytes=settings.media_max_bytes, client=media_client)
     delivery = WebhookDelivery(
         store.outbox,
         store.webhooks,
@@ -134,9 +158,11 @@ async def start_state(settings: ServerSettings) -> AppState:
         observers=[metrics.observe_delivery],
         client_factory=lane_client,
         targets=DeliveryTargets(policy),
+        media=preparer,
     )
     listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added))
-    manager = AccountManager(store, settings, incoming=listener)
+    manager = AccountManager(store, settings, incoming=listener, recent_messages=recent_messages)
+    source.serve_from(manager.media_client)
     metrics.watch_connected(manager.connected_count)
     await delivery.start()
     await manager.start()
@@ -152,6 +178,9 @@ async def start_state(settings: ServerSettings) -> AppState:
         deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
         idempotency=IdempotencyKeys(store.idempotency),
         webhook_policy=policy,
+        media=MediaServing(store.media, links),
+        media_files=media_files,
+        outgoing_files=outgoing_files,
         world=world,
     )
 
@@ -173,10 +202,12 @@ async def stop_state(state: AppState) -> None:
 
 
 async def _housekeeping(state: AppState) -> None:
-    """Hourly: expired idempotency records and old delivered outbox rows go."""
+    """Hourly: expired idempotency records, old delivered outbox rows and media files past their retention go."""
     while True:
         try:
             await state.store.idempotency.purge_expired()
+            # Files first: the sweep reads when their events were delivered from the outbox rows.
+            await state.media_files.sweep(time.time())
             await state.store.outbox.purge_delivered(time.time() - state.settings.webhook_keep_delivered_seconds)
         except Exception as exc:
             log.warning("housekeeping failed (%s)", type(exc).__name__)

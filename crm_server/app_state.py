@@ -11,6 +11,9 @@ from typing import Any
 
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
+from crm_server.media.files import MediaFiles
+from crm_server.media.outgoing import OutgoingFiles
+from crm_server.media.serving import MediaServing
 from crm_server.metrics import ServerMetrics
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
@@ -35,5 +38,8 @@ class AppState:
     deliveries: DeliveryLog
     idempotency: IdempotencyKeys
     webhook_policy: WebhookPolicy
+    media: MediaServing  # GET /media/{id}
+    media_files: MediaFiles  # the folder of incoming files (swept by housekeeping)
+    outgoing_files: OutgoingFiles  # file_url of /telegram/send
     # The simulated Telegram (crm_server.sandbox.SandboxWorld) in sandbox mode, else None.
     world: Any = None

@@ -177,6 +177,36 @@ class AccountDisconnectedError(CrmError):
     default_message = "The Telegram account is not connected right now"
 
 
+class MediaLinkInvalidError(CrmError):
+    """A media link whose signature is not ours, or that expired (the two are not told apart)."""
+
+    status_code = 403
+    code = "MEDIA_LINK_INVALID"
+    default_message = "This media link is invalid or has expired"
+
+
+class MediaNotFoundError(CrmError):
+    status_code = 404
+    code = "MEDIA_NOT_FOUND"
+    default_message = "This file is no longer kept"
+
+
+class FileTooLargeError(CrmError):
+    """An outgoing `file_url` is larger than CRM_MEDIA_MAX_BYTES."""
+
+    status_code = 413
+    code = "FILE_TOO_LARGE"
+    default_message = "The file is larger than this server sends"
+
+
+class FileUnavailableError(CrmError):
+    """An outgoing `file_url` could not be fetched (refused address, error answer, network failure)."""
+
+    status_code = 422
+    code = "FILE_UNAVAILABLE"
+    default_message = "The file could not be fetched"
+
+
 def error_body(error: CrmError) -> dict[str, object]:
     body: dict[str, object] = {"success": False, "error": error.message, "code": error.code}
     if error.field is not None:

@@ -150,6 +150,46 @@ class ServerSettings(BaseSettings):
         parse_trusted_proxies(value)  # a bad entry stops the server at start, naming it
         return value
 
+    # Media: files of incoming messages, their signed links, and files fetched for outgoing ones.
+    public_url_setting: str = Field("", validation_alias=AliasChoices("CRM_PUBLIC_URL", "public_url_setting"))
+    """crm_server's address as the webhook's receiver reaches it: the base of the links in `media.url`
+    (e.g. `https://crm.example.com` behind a proxy); empty: this server's own listen URL.
+    """
+    # Telegram lets bots fetch 20 MB and users send 2 GB; 50 MB covers photos, voice and most videos and documents
+    # a CRM conversation carries, and keeps a download within a minute or so.
+    media_max_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, validation_alias=AliasChoices("CRM_MEDIA_MAX_BYTES", "media_max_bytes")
+    )
+    """The largest file crm_server downloads from Telegram or fetches for a send; a larger incoming one is delivered
+    with `media.url: null, error: "too_large"`.
+    """
+    # A link is made at each post (each retry gets a fresh one), so it only has to outlive the receiver's own
+    # queue: a day, well inside the retention, and a leaked link from a log is useless after it.
+    media_url_ttl_seconds: float = Field(
+        24 * 3600.0, gt=0, validation_alias=AliasChoices("CRM_MEDIA_URL_TTL_SECONDS", "media_url_ttl_seconds")
+    )
+    """How long a signed `media.url` link works."""
+    media_retention_hours: float = Field(
+        72.0, gt=0, validation_alias=AliasChoices("CRM_MEDIA_RETENTION_HOURS", "media_retention_hours")
+    )
+    """How long downloaded files are kept on disk after their message was delivered."""
+    # 2 GiB: forty files of the largest size, or thousands of photos and voice notes, before old delivered files
+    # are removed early to make room (pending ones never are: new downloads wait instead).
+    media_max_disk_bytes: int = Field(
+        2 * 1024 ** 3, ge=1, validation_alias=AliasChoices("CRM_MEDIA_MAX_DISK_BYTES", "media_max_disk_bytes")
+    )
+    """Disk budget of downloaded files (`<state_dir>/media`); past it old delivered files go first."""
+    private_media_hosts: str = Field(
+        "", validation_alias=AliasChoices("CRM_PRIVATE_MEDIA_HOSTS", "private_media_hosts")
+    )
+    """Comma-separated `host:port` pairs an outgoing `file_url` may be fetched from although private (the local
+    Supabase Storage).
+    """
+    allow_private_media: bool = Field(
+        False, validation_alias=AliasChoices("CRM_ALLOW_PRIVATE_MEDIA", "allow_private_media")
+    )
+    """Tests and development only: outgoing files may be fetched from any address."""
+
     @field_validator("telegram_api_id", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -167,6 +207,14 @@ class ServerSettings(BaseSettings):
     def public_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def media_base_url(self) -> str:
+        return (self.public_url_setting or self.public_url).rstrip("/")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.state_dir / "media"
 
     def telegram_credentials(self) -> tuple[int, str]:
         """api_id/api_hash for TelegramClient; the sandbox accepts any, real Telegram needs the user's."""

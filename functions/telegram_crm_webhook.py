@@ -1,7 +1,9 @@
 """telegram-crm-webhook: an incoming Telegram message, posted by crm_server (or a server of the original plan),
-stored as the client's message and announced to the organization in one database call.
+its file fetched into chat-media, stored as the client's message and announced to the organization in one database
+call.
 
-Answers 5xx only when the database failed, so the sender retries exactly when retrying can help.
+Answers 5xx only when the database, the file's fetch or its upload failed, so the sender retries exactly when
+retrying can help.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import hmac
 from datetime import datetime, timezone
 from typing import Annotated
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 from starlette.requests import Request
@@ -22,10 +24,13 @@ from functions._shared.errors import (
     WebhookSecretError,
     WebhookSignatureError,
 )
-from functions._shared.messages import ingest_incoming
+from functions._shared.incoming_media import MediaLimits, store_incoming_file
+from functions._shared.media import IncomingMedia
+from functions._shared.messages import find_incoming, ingest_incoming
 from functions._shared.parsing import RequestModel, parse_json_object, validate_model
 from functions._shared.phones import normalize_phone, normalize_phone_or_none
-from functions._shared.runtime import runtime_of
+from functions._shared.rows import IngestResult
+from functions._shared.runtime import FunctionsRuntime, runtime_of
 
 NOTIFICATION_PREVIEW_LENGTH = 200
 MAX_WEBHOOK_KEY_LENGTH = 200
@@ -76,6 +81,9 @@ class WebhookPayload(RequestModel):
     file_url: str | None = Field(None, max_length=2000)
     file_type: str | None = Field(None, max_length=100)
     file_name: str | None = Field(None, max_length=255)
+    # crm_server's description of the message's file (the contract's "Media"); the legacy file_* fields beside it
+    # are for receivers of the original plan, and are not what this function stores when `media` is present.
+    media: IncomingMedia | None = None
 
     @field_validator("event_id", mode="before")
     @classmethod
@@ -117,8 +125,9 @@ class WebhookPayload(RequestModel):
 
     @model_validator(mode="after")
     def _has_content(self) -> WebhookPayload:
-        if not (self.text or self.file_url):
-            raise ValueError("text or file_url is required")
+        # A photo without a caption has no text: its file is the content.
+        if not (self.text or self.file_url or self.media):
+            raise ValueError("text is required when the message has no media or file_url")
         return self
 
     @property
@@ -129,6 +138,22 @@ class WebhookPayload(RequestModel):
         if self.from_username:
             return "@" + self.from_username
         return self.from_phone or f"Telegram {self.from_id}"
+
+    def external_message_id(self, event_id: str | None) -> str | None:
+        """The Telegram message id is the dedupe key (the event id when a sender gives only that); without either a
+        redelivery cannot be recognised, and two identical texts are two messages."""
+        return self.message_id or (f"event:{event_id}" if event_id else None)
+
+    @property
+    def telegram_chat_id(self) -> str:
+        return self.chat_id or self.from_id
+
+    def preview(self) -> str:
+        if self.text:
+            return self.text
+        if self.media is not None:
+            return self.media.preview()
+        return self.file_name or "File"
 
 
 class WebhookResponse(BaseModel):
@@ -178,28 +203,49 @@ async def handler(request: Request) -> JSONResponse:
     if str(payload.project_id) != integration.organization_id:
         raise ProjectMismatchError(field="project_id")
 
+    event_id = payload.event_id or (request.headers.get("webhook-id") if signed else None)
+    external_id = payload.external_message_id(event_id)
+
+    # act: the message's file, from crm_server into chat-media; a redelivery of a stored message is answered before
+    # the file is fetched again (the replay cache above knows only this process's recent answers)
+    file_url, file_type, file_name = payload.file_url, payload.file_type, payload.file_name
+    file_metadata: dict[str, object] = {}
+    if payload.media is not None:
+        earlier = (await find_incoming(db, organization_id=integration.organization_id,
+                                       account_phone=payload.account_phone, chat_id=payload.telegram_chat_id,
+                                       external_message_id=external_id)
+                   if external_id is not None else None)
+        if earlier is not None:
+            return _answer(runtime, integration.id, webhook_id if signed else None, earlier)
+        stored = await store_incoming_file(
+            runtime.crm_http, runtime.media, payload.media, crm_api_url=integration.settings.get("crmApiUrl"),
+            organization_id=integration.organization_id, integration_id=integration.id,
+            chat_id=payload.telegram_chat_id, message_id=external_id or str(uuid4()),
+            limits=MediaLimits(runtime.settings.media_max_bytes, runtime.settings.media_fetch_timeout_seconds),
+            now=datetime.now(timezone.utc))
+        # The legacy file_url beside `media` is crm_server's expiring capability: never what the row keeps.
+        file_url, file_type, file_name = stored.file_url, stored.file_type, stored.file_name
+        file_metadata = stored.metadata
+
     # store: one round trip checks the integration is still enabled, finds or creates the client, stores the message
     # unless it is a redelivery, and tells the organization about a new one
-    event_id = payload.event_id or (request.headers.get("webhook-id") if signed else None)
     metadata = {
         "source": "crm_server" if signed else "webhook",
         "event_id": event_id,
         "account_phone": payload.account_phone,
         "chat_id": payload.chat_id,
         "telegram_message_id": payload.message_id,
+        **file_metadata,
     }
-    preview = payload.text or payload.file_name or "File"
     result = await ingest_incoming(db, {
         "p_organization_id": integration.organization_id,
         "p_integration_id": integration.id,
         "p_telegram_user_id": payload.from_id,
         "p_message_text": payload.text or "",
         "p_notification_title": f"New Telegram message from {payload.sender_display_name}",
-        "p_notification_body": preview[:NOTIFICATION_PREVIEW_LENGTH],
-        # The Telegram message id is the dedupe key (the event id when a sender gives only that); without either a
-        # redelivery cannot be recognised, and two identical texts are two messages.
-        "p_external_message_id": payload.message_id or (f"event:{event_id}" if event_id else None),
-        "p_telegram_chat_id": payload.chat_id or payload.from_id,
+        "p_notification_body": payload.preview()[:NOTIFICATION_PREVIEW_LENGTH],
+        "p_external_message_id": external_id,
+        "p_telegram_chat_id": payload.telegram_chat_id,
         # With the chat and the message id, the account makes the redelivery key: another account's message 5
         # (a re-pointed integration, another organization) is another message.
         "p_account_phone": payload.account_phone,
@@ -208,17 +254,23 @@ async def handler(request: Request) -> JSONResponse:
         "p_last_name": payload.from_last_name,
         "p_phone": payload.from_phone,
         "p_sent_at": payload.timestamp.isoformat() if payload.timestamp else None,
-        "p_file_url": payload.file_url,
-        "p_file_type": payload.file_type,
-        "p_file_name": payload.file_name,
+        "p_file_url": file_url,
+        "p_file_type": file_type,
+        "p_file_name": file_name,
         "p_metadata": {name: value for name, value in metadata.items() if value is not None},
     })
 
     # respond
+    return _answer(runtime, integration.id, webhook_id if signed else None, result)
+
+
+def _answer(runtime: FunctionsRuntime, integration_id: str, webhook_id: str | None,
+            result: IngestResult) -> JSONResponse:
+    """The answer, remembered for a signed delivery so that its replay is answered without the database."""
     answer = WebhookResponse(messageId=result.message_id, clientId=result.client_id,
                              duplicate=result.duplicate).model_dump()
-    if signed:
-        runtime.replays.remember(integration.id, webhook_id, answer)
+    if webhook_id is not None:
+        runtime.replays.remember(integration_id, webhook_id, answer)
     return JSONResponse(answer)
 
 

@@ -1,4 +1,5 @@
-"""The local Supabase API host: one port serving `/rest/v1`, further apps such as `/functions/v1`, and `/health`.
+"""The local Supabase API host: one port serving `/rest/v1`, further apps such as `/storage/v1` and `/functions/v1`,
+and `/health`.
 
 Starlette does not run a mounted app's lifespan, so this app runs the lifespans of the apps it mounts.
 """
@@ -15,6 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 REST_PREFIX = "/rest/v1"
+STORAGE_PREFIX = "/storage/v1"
 
 
 async def health(request: Request) -> JSONResponse:

@@ -19,6 +19,8 @@ from supabase_local.project_files import migrations_dir, seed_file
 
 MIGRATIONS_DIR = migrations_dir()
 SEED_FILE = seed_file()
+# In order: roles and `auth` first, then `storage`, whose grants name those roles.
+BOOTSTRAP_FILES = ("bootstrap.sql", "storage.sql")
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,18 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 async def bootstrap(conn: asyncpg.Connection, authenticator_password: str | None) -> None:
-    """Create what hosted Supabase has before migrations: roles, the auth schema and its claim helpers.
+    """Create what hosted Supabase has before migrations: roles, the auth schema and its claim helpers, the storage
+    schema.
 
     Without a password the `authenticator` login stays without one (nothing can log in as it): `tgcrm db migrate
     --bootstrap` prepares a schema, not a REST gateway.
     """
-    sql = resources.files("supabase_local").joinpath("sql/bootstrap.sql").read_text()
+    sql_dir = resources.files("supabase_local").joinpath("sql")
     async with conn.transaction():
         # Serialise concurrent starters on the same database (CREATE ROLE has no IF NOT EXISTS).
         await conn.execute("SELECT pg_advisory_xact_lock(7270031)")
-        await conn.execute(sql)
+        for name in BOOTSTRAP_FILES:
+            await conn.execute(sql_dir.joinpath(name).read_text())
         if authenticator_password is not None:
             statement = await conn.fetchval("SELECT format('ALTER ROLE authenticator PASSWORD %L', $1::text)",
                                             authenticator_password)
@@ -86,6 +90,9 @@ async def missing_prerequisites(conn: asyncpg.Connection) -> list[str]:
         missing.append("table auth.users")
     if await conn.fetchval("SELECT to_regprocedure('auth.uid()')") is None:
         missing.append("function auth.uid()")
+    for table in ("storage.buckets", "storage.objects"):
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            missing.append(f"table {table}")
     return missing
 
 

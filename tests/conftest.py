@@ -60,12 +60,15 @@ def local_keys(state_dir: Path) -> LocalKeys:
 
 
 @pytest.fixture(scope="session")
-def api_server(database_urls: DatabaseUrls, local_keys: LocalKeys) -> Iterator[str]:
-    """`create_api_app` under uvicorn in a background thread; yields the base URL (what SUPABASE_URL would be)."""
-    from supabase_local.api import create_api_app
+def api_server(database_urls: DatabaseUrls, local_keys: LocalKeys, state_dir: Path) -> Iterator[str]:
+    """`create_api_app` (/rest/v1 and /storage/v1, files under `<state_dir>/storage`) under uvicorn in a background thread; yields the base URL (what SUPABASE_URL would be)."""
+    from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.rest.app import create_rest_app
+    from supabase_local.storage import create_storage_app
 
-    app = create_api_app(create_rest_app(database_urls.authenticator, local_keys.jwt_secret))
+    storage = create_storage_app(database_urls.authenticator, local_keys.jwt_secret, state_dir / "storage")
+    app = create_api_app(create_rest_app(database_urls.authenticator, local_keys.jwt_secret),
+                         extra_mounts={STORAGE_PREFIX: storage})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="on"))

@@ -1,5 +1,5 @@
-"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), the edge functions (/functions/v1)
-and the admin page (/admin), configured by the environment `tgcrm up` gives it.
+"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), Storage (/storage/v1), the edge
+functions (/functions/v1) and the admin page (/admin), configured by the environment `tgcrm up` gives it.
 
 Prints READY once uvicorn listens, so the supervisor knows when to check its health.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,12 @@ class ApiProcessSettings(BaseSettings):
     """Largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB."""
     jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
     """The local project's JWT secret: verifies tokens at /rest/v1 and signs the demo sign-in."""
+    storage_dir: Path | None = Field(None, validation_alias=AliasChoices("TGCRM_STORAGE_DIR", "storage_dir"))
+    """Where /storage/v1 keeps the bytes of objects (`<state-dir>/storage`); unset: no /storage/v1."""
+    storage_max_upload_bytes: int = Field(
+        50 * 1024 * 1024, gt=0,
+        validation_alias=AliasChoices("STORAGE_MAX_UPLOAD_BYTES", "storage_max_upload_bytes"))
+    """The largest object /storage/v1 takes (413-shaped EntityTooLarge past it), as hosted Storage's 50 MiB default."""
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
     """The anon key the admin page calls the API with."""
     demo_user_id: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_ID", "demo_user_id"))
@@ -65,8 +72,9 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
     `host` itself when it names an address)."""
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_functions_app
-    from supabase_local.api import create_api_app
+    from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.rest.app import create_rest_app
+    from supabase_local.storage import create_storage_app
     from tgcrm.admin.app import AdminSettings, LocalSignIn, create_admin_app
     from tgcrm.admin.host_guard import HostGuard
 
@@ -80,8 +88,12 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
         anon_key=settings.anon_key, host_guard=HostGuard.for_listen_address(host, port), local_sign_in=local,
         sandbox=bool(functions_settings.crm_sandbox_url and functions_settings.crm_sandbox_api_key)))
     rest = create_rest_app(settings.rest_database_url, settings.jwt_secret, max_body_bytes=settings.rest_max_body_bytes)
-    app = create_api_app(rest,
-                         extra_mounts={"/functions/v1": create_functions_app(functions_settings), "/admin": admin})
+    mounts = {"/functions/v1": create_functions_app(functions_settings), "/admin": admin}
+    if settings.storage_dir is not None:
+        mounts[STORAGE_PREFIX] = create_storage_app(settings.rest_database_url, settings.jwt_secret,
+                                                    settings.storage_dir,
+                                                    max_upload_bytes=settings.storage_max_upload_bytes)
+    app = create_api_app(rest, extra_mounts=mounts)
 
     async def home(request: Request) -> RedirectResponse:
         return RedirectResponse("/admin/", status_code=307)

@@ -36,6 +36,10 @@ class CommandLineSettings(BaseSettings):
     """The PostgreSQL `tgcrm db migrate` migrates and `tgcrm db up` serves instead of the embedded one."""
     jwt_secret: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
     """The secret `tgcrm token` signs with instead of the state folder's (`<state-dir>/jwt_secret`)."""
+    storage_max_upload_bytes: int = Field(
+        50 * 1024 * 1024, gt=0,
+        validation_alias=AliasChoices("STORAGE_MAX_UPLOAD_BYTES", "storage_max_upload_bytes"))
+    """The largest object the /storage/v1 of `tgcrm db up` takes (`tgcrm up`'s API process reads its own)."""
     log_level: str = Field("warning", validation_alias=AliasChoices("TGCRM_LOG_LEVEL", "log_level"))
     """Log level of the services `tgcrm up` runs (`--log-level`)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     db = subparsers.add_parser("db", help="the local Supabase database and REST API")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1")
+    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1 and /storage/v1")
     add_stack_options(up)
     up.set_defaults(handler=run_db_up)
     db_migrate.add_command(db_commands)
@@ -86,29 +87,39 @@ def run_db_up(args: argparse.Namespace) -> int:
     except PostgresError as exc:
         print(f"tgcrm: {exc}", file=sys.stderr)
         return 1
+    # uvicorn handles SIGTERM itself, then raises it again once shut down; left to the default action, that would
+    # end this process before `database.stop()` and leave PostgreSQL running. Turned into SystemExit, cleanup runs.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         asyncio.run(_serve_api(args, database))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         database.stop()
     return 0
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> None:  # noqa: F821
     import uvicorn
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
-    from safeguards.proxies import uvicorn_proxy_options
     from safeguards.logs import redact_query_strings
-    from supabase_local.api import create_api_app
+    from safeguards.proxies import uvicorn_proxy_options
+    from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.keys import local_keys
     from supabase_local.rest.app import create_rest_app
+    from supabase_local.storage import create_storage_app
 
     await database.prepare(seed=True)
     keys = local_keys(args.state_dir)
     urls = database.urls()
-    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret))
+    storage = create_storage_app(urls.authenticator, keys.jwt_secret, args.state_dir / "storage",
+                                 max_upload_bytes=command_line_settings().storage_max_upload_bytes)
+    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret), extra_mounts={STORAGE_PREFIX: storage})
     redact_query_strings()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
                                            **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(())))

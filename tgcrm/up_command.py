@@ -270,6 +270,7 @@ class UpCommand:
             FUNCTIONS_CRM_HOSTS=os.environ.get("FUNCTIONS_CRM_HOSTS")
             or f"{options.client_host}:{options.crm_port},localhost:{options.crm_port}",
             TGCRM_REST_DATABASE_URL=urls.authenticator,
+            TGCRM_STORAGE_DIR=str(options.state_dir / "storage"),
             TGCRM_LOCAL_DEMO_USER_ID=DEMO_USER_ID,
             TGCRM_LOCAL_DEMO_USER_EMAIL=DEMO_USER_EMAIL,
             TGCRM_LOCAL_CRM_URL=options.crm_url,
@@ -286,6 +287,9 @@ class UpCommand:
             # Webhooks go to the local API on loopback: that one address, not every private one (the metadata
             # address, the database, other local services stay refused).
             CRM_PRIVATE_WEBHOOK_HOSTS=_host_port(options.api_url),
+            # Outgoing files come from the local Storage's signed URLs on that same address, and from nowhere
+            # else private.
+            CRM_PRIVATE_MEDIA_HOSTS=_host_port(options.api_url),
             CRM_LOG_LEVEL=options.log_level,
             CRM_LOG_PAYLOADS="1" if options.log_payloads else "0",
         )

@@ -109,7 +109,8 @@ async def send(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, SendRequest)
     require_project(principal, body.project_id)
-    if body.text is None and body.file_url is None:
+    if body.file_url is None and not (body.text or "").strip():
+        # Without a file there must be a text; with one, the text is its caption and may be empty.
         raise errors.ValidationError("`text` is required (or `file_url`)", field="text")
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
@@ -121,14 +122,18 @@ async def send(request: Request) -> Response:
             return JSONResponse(replay, headers={"Idempotent-Replayed": "true"})
 
     started = time.perf_counter()
+    file = None
     try:
+        if body.file_url is not None:
+            # Fetched by us (guarded, size-limited), uploaded by Telethon: Telegram never sees the URL.
+            file = await state.outgoing_files.fetch(body.file_url, kind=body.file_type or "document",
+                                                    file_name=body.file_name)
         result = await state.manager.send(
             body.project_id,
             body.phone,
             parse_recipient(body.to),
             body.text,
-            file_url=body.file_url,
-            file_type=body.file_type,
+            file=file,
             reply_to=body.reply_to,
         )
     except BaseException as exc:
@@ -137,6 +142,9 @@ async def send(request: Request) -> Response:
             await state.idempotency.release(body.project_id, idempotency_key)
         state.metrics.sends.labels(getattr(exc, "code", "INTERNAL_ERROR")).inc()
         raise
+    finally:
+        if file is not None:
+            file.discard()
     state.metrics.send_seconds.observe(time.perf_counter() - started)
     state.metrics.sends.labels("sent").inc()
     payload = SendResponse(

@@ -25,6 +25,20 @@ def _not_blank(value: str) -> str:
     return value
 
 
+FILE_KINDS = ("photo", "document", "voice", "video", "audio")
+
+
+def _file_kind(value: str) -> str:
+    """A kind of the contract, or a MIME type as callers of the original plan sent it (mapped to its kind)."""
+    value = value.strip().lower()
+    if value in FILE_KINDS:
+        return value
+    if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", value):
+        major = value.split("/", 1)[0]
+        return {"image": "photo", "video": "video", "audio": "audio"}.get(major, "document")
+    raise ValueError(f"must be one of {', '.join(FILE_KINDS)}")
+
+
 def _http_url(value: str) -> str:
     if not re.match(r"(?i)^https?://[^/?#\s]+", value) or any(ch.isspace() for ch in value):
         raise ValueError("must be an http:// or https:// URL")
@@ -34,6 +48,8 @@ def _http_url(value: str) -> str:
 ProjectId = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
 Phone = Annotated[StrictStr, Field(min_length=5, max_length=32, examples=["+15551234567"]), AfterValidator(normalize_phone)]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=4096), AfterValidator(_not_blank)]
+# A message's text, or a file's caption: may be empty when a file is sent (the route checks one of them is there).
+Caption = Annotated[StrictStr, Field(max_length=4096)]
 HttpUrl = Annotated[StrictStr, Field(min_length=8, max_length=2048), AfterValidator(_http_url)]
 RecipientField = Annotated[
     StrictStr | StrictInt,
@@ -106,11 +122,24 @@ class SendRequest(RequestModel):
     project_id: ProjectId
     phone: Phone
     to: RecipientField
-    text: Text | None = None
+    text: Caption | None = None
     file_url: HttpUrl | None = None
     file_name: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
-    file_type: Annotated[StrictStr, Field(min_length=1, max_length=127)] | None = None
+    # How Telegram shows the file (photo, document, voice, video, audio; a MIME type is mapped); absent: a document.
+    file_type: Annotated[StrictStr, Field(min_length=1, max_length=127, examples=list(FILE_KINDS)),
+                         AfterValidator(_file_kind)] | None = None
     reply_to: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class MediaPath(RequestModel):
+    id: StrictStr = Field(description="The file's id from `media.url` of a webhook event")
+
+
+class MediaLinkQuery(RequestModel):
+    """The capability part of `media.url`: as signed by the server, used as it is."""
+
+    expires: StrictStr = Field(description="Unix seconds after which the link is refused")
+    signature: StrictStr = Field(description="HMAC-SHA256 of the id and expiry with the server's own key (hex)")
 
 
 class SendResponse(ResponseModel):

@@ -58,7 +58,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST",
         "/telegram/send",
-        "Send a text (and optionally a file by URL) from an account",
+        "Send a text, or a file by URL (fetched by the server, then uploaded to Telegram as its `file_type`) with "
+        "`text` as its caption (may be empty)",
         models.SendResponse,
         body=models.SendRequest,
         errors=(400, 401, 403, 404, 409, 422, 429, 502, 503),
@@ -106,6 +107,9 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("GET", "/health", "Liveness (no API key); with the admin key also the counts across every tenant",
               models.HealthResponse, errors=(), auth=False),
+    Operation("GET", "/media/{id}", "An incoming message's file, by the signed link of a webhook's `media.url` "
+              "(no API key; 403 when forged or expired, 404 when no longer kept; Range requests answered)", None,
+              query=models.MediaLinkQuery, path_params=models.MediaPath, errors=(403, 404), auth=False),
     Operation("GET", "/metrics", "Prometheus metrics (admin key)", None, errors=(401, 403)),
     Operation("GET", "/openapi.json", "This description", None, errors=(401,)),
     Operation("GET", "/docs", "Swagger UI for this description (no key: type it into Authorize)", None, errors=(),

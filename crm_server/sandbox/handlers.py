@@ -368,7 +368,8 @@ class RequestHandlers:
     ) -> object:
         ids = [item.id for item in request.id if isinstance(item, types.InputMessageID)]
         found = self._world.messages_by_id(account_id, ids)
-        ordered = [found.get(i) or types.MessageEmpty(id=i) for i in ids]
+        # messageEmpty carries only the id (peer_id is optional in the schema; Telethon's patched class asks for it).
+        ordered = [found.get(i) or types.MessageEmpty(id=i, peer_id=None) for i in ids]
         return self._messages_result(account_id, session.dc_id, ordered)
 
     def get_history(

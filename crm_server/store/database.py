@@ -16,6 +16,7 @@ from crm_server.store.accounts import AccountTable
 from crm_server.store.api_keys import ApiKeyTable
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.idempotency import IdempotencyTable
+from crm_server.store.media import MediaTable
 from crm_server.store.outbox import OutboxTable
 from crm_server.store.schema import metadata
 from crm_server.store.upgrade import add_missing_columns
@@ -60,6 +61,7 @@ class Store:
         self.webhooks = WebhookTable(engine, cipher)
         self.idempotency = IdempotencyTable(engine)
         self.outbox = OutboxTable(engine)
+        self.media = MediaTable(engine)
 
     @classmethod
     async def open(cls, url: str, session_key: bytes) -> "Store":

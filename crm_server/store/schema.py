@@ -137,3 +137,28 @@ outbox = Table(
     Index("ix_outbox_lane", "state", "project_id", "phone", "chat_id", "id"),
     Index("ix_outbox_delivered", "project_id", "phone", "delivered_at"),
 )
+
+# Files of incoming messages, downloaded from Telegram into `<state-dir>/media/` once per event, reused by every
+# retry of its delivery, removed by the retention sweep (crm_server.media.files).
+media = Table(
+    "media",
+    metadata,
+    # The outbox event the file belongs to (one file per message).
+    Column("event_id", String(64), primary_key=True),
+    # The capability URL's id: random, so knowing a message's identity is no way to its file.
+    Column("media_id", String(64), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("mime_type", String(127), nullable=True),
+    Column("file_name", String(255), nullable=True),
+    # NULL when there is no file: `error` says why (too_large, unavailable).
+    Column("path", Text, nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("error", String(32), nullable=True),
+    Column("created_at", Float, nullable=False),
+    # When its event was delivered (copied from the outbox by the sweep); files go RETENTION after it.
+    Column("delivered_at", Float, nullable=True),
+    Index("ix_media_created", "created_at"),
+)

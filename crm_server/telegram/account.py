@@ -17,6 +17,7 @@ from typing import Any
 from telethon import TelegramClient, errors as tg_errors
 
 from crm_server import errors
+from crm_server.media.outgoing import OutgoingFile
 from crm_server.settings import ServerSettings
 from crm_server.store.accounts import AccountTable
 from crm_server.telegram import sending
@@ -243,7 +244,7 @@ class Account:
 
     # --- sending ----------------------------------------------------------------------------------------------------
 
-    async def send(self, recipient: Recipient, text: str | None, *, file_url: str | None, file_type: str | None,
+    async def send(self, recipient: Recipient, text: str | None, *, file: OutgoingFile | None,
                    reply_to: int | None) -> SendResult:
         """Send from the live client, paced; Telethon's refusals become the contract's errors."""
         client = self.client
@@ -255,8 +256,7 @@ class Account:
         if wait > 0:
             raise errors.RateLimitedError(retry_after=wait)
         try:
-            return await sending.send_to(client, recipient, text, file_url=file_url, file_type=file_type,
-                                         reply_to=reply_to)
+            return await sending.send_to(client, recipient, text, file=file, reply_to=reply_to)
         except errors.CrmError:
             raise
         except BaseException as exc:

@@ -10,7 +10,10 @@ import logging
 import time
 import uuid
 
+from telethon import TelegramClient
+
 from crm_server import errors
+from crm_server.media.outgoing import OutgoingFile
 from crm_server.settings import ServerSettings
 from crm_server.store import AccountRecord, Store, StoredStatus
 from crm_server.store.accounts import PhoneHeldByAnotherProject
@@ -20,8 +23,8 @@ from crm_server.telegram.clients import ClientFactory
 from crm_server.telegram.pacing import ConnectPacer
 from crm_server.telegram.recipients import Recipient
 from crm_server.telegram.sending import SendResult
-from crm_server.telegram.states import AccountKey, AccountState, AccountStatus, LoginOutcome
-from crm_server.telegram.updates import IncomingHandler, UpdateListener
+from crm_server.telegram.states import AccountKey, AccountState, AccountStatus, LoginOutcome, SessionTerminated
+from crm_server.telegram.updates import IncomingHandler, RecentMessages, UpdateListener
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ SEND_CONNECT_WAIT_SECONDS = 5.0
 
 class AccountManager:
     def __init__(self, store: Store, settings: ServerSettings, *, owner_id: str | None = None,
-                 incoming: IncomingHandler | None = None) -> None:
+                 incoming: IncomingHandler | None = None, recent_messages: RecentMessages | None = None) -> None:
         self._store = store
         self._settings = settings
         self.owner_id = owner_id or f"crm-{uuid.uuid4().hex[:16]}"
@@ -42,12 +45,16 @@ class AccountManager:
         self._stopping = False
         # Hooks run for every new live client.
         self.on_client_started: list[ClientStartedHook] = []
+        # Incoming messages with a file, kept so their download needs no re-fetch (crm_server.telegram.media_download).
+        self.recent_messages = recent_messages or RecentMessages()
         pacer = ConnectPacer(settings.connect_concurrency, settings.connect_stagger_seconds)
         self._context = AccountContext(
             table=store.accounts,
             owner_id=self.owner_id,
             settings=settings,
-            clients=ClientFactory(settings, UpdateListener(incoming) if incoming is not None else None),
+            clients=ClientFactory(
+                settings, UpdateListener(incoming, recent=self.recent_messages) if incoming is not None else None
+            ),
             connect_slot=pacer.slot,
             on_client_started=self.on_client_started,
             stopping=lambda: self._stopping,
@@ -146,12 +153,20 @@ class AccountManager:
         recipient: Recipient,
         text: str | None,
         *,
-        file_url: str | None = None,
-        file_type: str | None = None,
+        file: OutgoingFile | None = None,
         reply_to: int | None = None,
     ) -> SendResult:
         account = await self._live_account(project_id, phone)
-        return await account.send(recipient, text, file_url=file_url, file_type=file_type, reply_to=reply_to)
+        return await account.send(recipient, text, file=file, reply_to=reply_to)
+
+    def media_client(self, project_id: str, phone: str) -> TelegramClient | None:
+        """The live client an incoming message's file is downloaded through, None while it is not connected here.
+
+        SessionTerminated when the account is logged out: its files can never be fetched (deliver without them)."""
+        account = self._accounts.get(AccountKey(project_id, phone))
+        if account is not None and account.state == AccountState.LOGGED_OUT:
+            raise SessionTerminated(phone)
+        return account.client if account is not None and account.live else None
 
     # --- the registry ---------------------------------------------------------------------------
 

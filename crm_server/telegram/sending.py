@@ -14,6 +14,7 @@ from typing import Any
 from telethon import TelegramClient, errors as tg_errors, functions, types, utils
 
 from crm_server import errors
+from crm_server.media.outgoing import OutgoingFile
 from crm_server.telegram.recipients import Recipient
 from crm_server.telegram.states import CONNECTION_ERRORS, TERMINAL_SESSION_ERRORS
 
@@ -71,17 +72,33 @@ class SendResult:
     date: datetime.datetime
 
 
-async def send_to(client: TelegramClient, recipient: Recipient, text: str | None, *, file_url: str | None,
-                  file_type: str | None, reply_to: int | None) -> SendResult:
+def upload_options(file: OutgoingFile) -> dict[str, Any]:
+    """send_file's options that make Telegram show the file as its kind (Telethon guesses from the name otherwise)."""
+    name = types.DocumentAttributeFilename(file.file_name)
+    if file.kind == "photo":
+        return {"force_document": False}
+    if file.kind == "voice":
+        # Plays as a voice message (with its waveform) rather than as a music file.
+        return {"voice_note": True, "attributes": [types.DocumentAttributeAudio(duration=0, voice=True), name],
+                "mime_type": file.mime_type or "audio/ogg"}
+    if file.kind == "video":
+        return {"supports_streaming": True, "mime_type": file.mime_type or "video/mp4",
+                "attributes": [types.DocumentAttributeVideo(duration=0, w=1, h=1, supports_streaming=True), name]}
+    if file.kind == "audio":
+        title = file.file_name.rsplit(".", 1)[0] or None
+        return {"mime_type": file.mime_type or "audio/mpeg",
+                "attributes": [types.DocumentAttributeAudio(duration=0, title=title), name]}
+    # A document keeps its name and is never turned into a photo or a player.
+    return {"force_document": True, "attributes": [name], "mime_type": file.mime_type}
+
+
+async def send_to(client: TelegramClient, recipient: Recipient, text: str | None, *, file: OutgoingFile | None,
+                  reply_to: int | None) -> SendResult:
     """Resolve the recipient and send; raises what Telethon raises (see `send_error`) or RecipientNotFoundError."""
     peer = await resolve_recipient(client, recipient)
-    if file_url:
+    if file is not None:
         message = await client.send_file(
-            peer,
-            file_url,
-            caption=text or "",
-            reply_to=reply_to,
-            force_document=not (file_type or "").startswith("image"),
+            peer, str(file.path), caption=text or "", reply_to=reply_to, file_size=file.size, **upload_options(file),
         )
     else:
         message = await client.send_message(peer, text or "", reply_to=reply_to, link_preview=False)

@@ -18,11 +18,15 @@ from crm_server.telegram import telethon_seam
 from crm_server.telegram.session import StoreSession
 from crm_server.telegram.states import AccountKey
 from crm_server.webhooks.incoming import IncomingMessage
+from crm_server.webhooks.media_payload import MediaHint
 
 log = logging.getLogger(__name__)
 
 # Senders we have seen, so a known sender's names cost no request (UpdateShortMessage carries only the id).
 SENDER_CACHE_SIZE = 50_000
+# Messages with a file kept for their download (a Message holds its file reference): past it, or after a restart,
+# the download fetches the message again (messages.GetMessages), which costs one request.
+RECENT_MESSAGES = 2_000
 # Telegram's service account: it sends the account's login codes and new-login alerts. Never a client: forwarded,
 # every manager of the organization would read the next login code.
 TELEGRAM_SERVICE_USER_ID = 777000
@@ -65,23 +69,68 @@ class SenderCache:
         return sender
 
 
+class RecentMessages:
+    """The last incoming messages with a file, per (account, chat, message id), oldest dropped first."""
+
+    def __init__(self, size: int = RECENT_MESSAGES) -> None:
+        self._size = size
+        self._messages: OrderedDict[tuple[AccountKey, int, int], Any] = OrderedDict()
+
+    def remember(self, key: AccountKey, chat_id: int, message: Any) -> None:
+        self._messages[(key, chat_id, message.id)] = message
+        if len(self._messages) > self._size:
+            self._messages.popitem(last=False)
+
+    def get(self, key: AccountKey, chat_id: int, message_id: int) -> Any | None:
+        return self._messages.get((key, chat_id, message_id))
+
+    def forget(self, key: AccountKey, chat_id: int, message_id: int) -> None:
+        self._messages.pop((key, chat_id, message_id), None)
+
+
+# Telethon's classification of a file → the contract's kind; the first that matches wins (a voice note is also
+# audio, a round video note and a GIF are also videos, a sticker is also a document).
+FILE_KINDS = (("photo", "photo"), ("voice", "voice"), ("video_note", "video_note"), ("gif", "animation"),
+              ("sticker", "sticker"), ("video", "video"), ("audio", "audio"), ("document", "document"))
+# Extensions for a name when Telegram gives none (photos never have one).
+DEFAULT_EXTENSIONS = {"photo": ".jpg", "voice": ".ogg", "video_note": ".mp4", "animation": ".mp4", "video": ".mp4"}
+
+
+def media_hint(message: Any) -> MediaHint | None:
+    """The file a message carries, as Telegram announces it, or None (no media, or media that is no file)."""
+    if not isinstance(message.media, (types.MessageMediaPhoto, types.MessageMediaDocument)):
+        # Not a file sent: no media, or a link preview (Telethon's `.photo` would show the preview's picture).
+        return None
+    for attribute, kind in FILE_KINDS:
+        if getattr(message, attribute, None):
+            file = message.file
+            name = file.name if file is not None else None
+            if not name:
+                extension = (file.ext if file is not None else None) or DEFAULT_EXTENSIONS.get(kind, "")
+                name = f"{kind}_{message.id}{extension}"
+            return MediaHint(kind=kind, mime_type=file.mime_type if file is not None else None, file_name=name,
+                             size=file.size if file is not None else None)
+    return None
+
+
 def media_descriptor(message: Any) -> tuple[str | None, str | None]:
-    """(file_type, file_name) of a message's media, or (None, None) for plain text."""
+    """(file_type, None) of media that is no file (contact, geo, poll…), as the original plan forwarded it."""
     if message.media is None:
         return None, None
-    for kind in ("photo", "voice", "video_note", "video", "audio", "sticker", "gif", "document", "contact", "geo"):
+    for kind in ("contact", "geo"):
         if getattr(message, kind, None):
-            file = message.file
-            return kind, (file.name if file is not None else None)
+            return kind, None
     return type(message.media).__name__.removeprefix("MessageMedia").lower(), None
 
 
 class UpdateListener:
     """Forwards each account's incoming private messages to `handler`, and keeps only covered update states."""
 
-    def __init__(self, handler: IncomingHandler, senders: SenderCache | None = None) -> None:
+    def __init__(self, handler: IncomingHandler, senders: SenderCache | None = None,
+                 recent: RecentMessages | None = None) -> None:
         self._handler = handler
         self._senders = senders or SenderCache()
+        self._recent = recent or RecentMessages()
 
     def attach(self, client: TelegramClient, session: StoreSession, key: AccountKey) -> None:
         """Listen on `client` (before connect(): catch-up starts as soon as the client connects).
@@ -113,7 +162,10 @@ class UpdateListener:
             return
         sender = await self._senders.sender_of(key, event)
         phone = getattr(sender, "phone", None)
-        file_type, file_name = media_descriptor(message)
+        media = media_hint(message)
+        file_type, file_name = media_descriptor(message) if media is None else (None, None)
+        if media is not None:
+            self._recent.remember(key, event.chat_id, message)
         await self._handler(
             IncomingMessage(
                 project_id=key.project_id,
@@ -129,5 +181,6 @@ class UpdateListener:
                 date=message.date,
                 file_type=file_type,
                 file_name=file_name,
+                media=media,
             )
         )

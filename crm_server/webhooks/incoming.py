@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crm_server.store.outbox import OutboxEvent
+from crm_server.webhooks.media_payload import MediaHint
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,11 @@ class IncomingMessage:
     from_phone: str | None  # E.164 when Telegram shows it to the account
     text: str
     date: datetime.datetime
+    # Media that is not a file (contact, location, poll): its type only, as the original plan had it.
     file_type: str | None = None
     file_name: str | None = None
+    # A file: its hint is stored; the worker downloads it and adds `url`, `sha256`… right before each post.
+    media: MediaHint | None = None
 
     @property
     def event_id(self) -> str:
@@ -51,7 +55,12 @@ class IncomingMessage:
             "text": self.text,
             "timestamp": timestamp,
         }
-        if self.file_type is not None:
+        if self.media is not None:
+            body["media"] = self.media.wire()
+            body["file_url"] = None
+            body["file_type"] = self.media.kind
+            body["file_name"] = self.media.file_name
+        elif self.file_type is not None:
             body["file_type"] = self.file_type
             body["file_name"] = self.file_name
         return body

@@ -27,6 +27,8 @@ from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookTable
 from crm_server.webhooks.delivered import DeliveredRecorder
 from crm_server.webhooks.lanes import LaneClients, LaneRun
+from crm_server.webhooks.media_payload import MediaPreparer
+from crm_server.webhooks.media_source import MediaTransient
 from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_transport_error
 from crm_server.webhooks.posting import DeliveryResult, WebhookPoster
 from crm_server.webhooks.urls import DeliveryTargets, WebhookAddressRefused
@@ -91,6 +93,7 @@ class WebhookDelivery:
         observers: list[Callable[[DeliveryResult], None]] | None = None,
         client_factory: Callable[[], httpx.AsyncClient] | None = None,
         targets: DeliveryTargets | None = None,
+        media: MediaPreparer | None = None,
     ) -> None:
         self._outbox = outbox
         self._webhooks = webhook_table
@@ -100,6 +103,8 @@ class WebhookDelivery:
         self._poster = WebhookPoster(self._schedule, observers or [])
         # Where each webhook URL may be posted to now (checked and pinned at every run); None: the URL as it is.
         self._targets = targets
+        # Gives media events their file and a fresh signed URL right before each post (None: posted as stored).
+        self._media = media
         self._owner = uuid.uuid4().hex
         self._lanes: dict[Lane, LaneRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -339,6 +344,18 @@ class WebhookDelivery:
                     run.lease_until = time.time() + settings.lease_seconds
                     await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
                 row = run.rows.popleft()
+                if self._media is not None and self._media.carries_media(row):
+                    try:
+                        row = await self._leased_while(run, row, self._media.body_for(row))
+                    except MediaTransient as exc:
+                        # Its file cannot be had now: the chat's later messages wait behind it (order), and
+                        # only this chat waits: other lanes keep posting.
+                        run.open = False
+                        await self._media_waits(row, str(exc))
+                        return
+                    if run.halted:  # paused or removed while its file came: it waits (given back) unposted
+                        run.rows.appendleft(row)
+                        break
                 outcome, status = await self._poster.post(http, webhook, row, target)
                 if outcome.verdict is Verdict.DELIVERED:
                     self._recorder.add(lane, row.id, status or 200)
@@ -352,6 +369,31 @@ class WebhookDelivery:
             if http is not None:
                 self._clients.give_back(http)
             await self._close_run(run)
+
+    async def _leased_while(self, run: LaneRun, row: OutboxRow, work: Coroutine[Any, Any, OutboxRow]) -> OutboxRow:
+        """Await `work` (a download may take minutes), extending the lane's lease meanwhile so no other worker
+        takes the chat."""
+        settings = self._settings
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=settings.lease_seconds / 3)
+                if done:
+                    return task.result()
+                run.lease_until = time.time() + settings.lease_seconds
+                await self._outbox.extend_lease([row.id] + [r.id for r in run.rows], self._owner, run.lease_until)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _media_waits(self, row: OutboxRow, reason: str) -> None:
+        """The row waits for its file, with the lane's backoff; never a dead letter for it (the window does not
+        apply: the file is not the receiver's fault, and the message must not be lost)."""
+        now = time.time()
+        delay = self._schedule.delay(row.attempts + 1)
+        await self._outbox.mark_failed_attempt(row, dead=False, next_attempt_at=now + delay, status=None,
+                                               error=f"media not ready: {reason}"[:200], now=now)
 
     async def _next_row(self, run: LaneRun) -> bool:
         """Whether there is a row to post: one held, or one the listener hands over while the lane lingers."""

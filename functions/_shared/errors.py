@@ -394,6 +394,64 @@ class DatabaseError(FunctionError):
         self.pg_code = pg_code
 
 
+# --- media: files of incoming messages (crm_server → Storage) and of outgoing ones (Storage → crm_server) -----------
+
+class MediaFetchFailedError(FunctionError):
+    """The file of an incoming message could not be fetched from crm_server (unreachable, an error answer, a
+    redirect): 5xx, so that crm_server delivers the event again and the file is fetched then."""
+
+    status_code = 502
+    code = "MEDIA_FETCH_FAILED"
+    default_message = "The message's file could not be fetched from the CRM Telegram server; deliver it again"
+
+
+class MediaMismatchError(FunctionError):
+    """The fetched file is not the one the event describes (its size or SHA-256 differ, or it is longer than the
+    event said): nothing is stored; 5xx, since a truncated or corrupted transfer may succeed next time."""
+
+    status_code = 502
+    code = "MEDIA_MISMATCH"
+    default_message = "The fetched file does not match the event's size or sha256; deliver it again"
+
+
+class MediaStoreFailedError(FunctionError):
+    """Storage did not take the file (or a signed URL for it): 5xx, like the database failing."""
+
+    status_code = 503
+    code = "MEDIA_STORE_FAILED"
+    default_message = "The file could not be stored; try again"
+
+
+class MediaTooLargeForStorageError(MediaStoreFailedError):
+    """Storage refused the file as larger than its limit (413): a retry cannot succeed, so the incoming message is
+    stored without it (never answered to crm_server)."""
+
+    code = "MEDIA_TOO_LARGE_FOR_STORAGE"
+    default_message = "The file is larger than Storage accepts"
+
+
+class FileForbiddenError(FunctionError):
+    """fileUrl names a chat-media object outside the caller's organization folder."""
+
+    status_code = 403
+    code = "FILE_FORBIDDEN"
+    default_message = "fileUrl names a file of another organization"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="fileUrl")
+
+
+class FileNotFoundInStorageError(FunctionError):
+    """fileUrl names a chat-media object of the caller's organization that Storage does not have."""
+
+    status_code = 422
+    code = "FILE_NOT_FOUND"
+    default_message = "fileUrl names a file that is not in storage"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="fileUrl")
+
+
 class SettingsKeyError(FunctionError):
     """An integration's secrets were sealed under another FUNCTIONS_SETTINGS_KEY (or none is configured): a
     server misconfiguration the caller cannot fix, so 500. The message never carries the key or the secret."""

@@ -191,6 +191,21 @@ async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow,
             log.warning("could not update client %s with %s: %s", client.id, sorted(attempt), exc.message)
 
 
+async def find_incoming(db: AsyncClient, *, organization_id: str, account_phone: str, chat_id: str,
+                        external_message_id: str) -> IngestResult | None:
+    """The incoming message stored already under the redelivery key (organization, account, chat, Telegram message
+    id; the key ingest_telegram_webhook dedupes by), as a duplicate's answer; None when it is new. Read before the
+    work a redelivery must not repeat (fetching and uploading its file)."""
+    row = await first_row(
+        db.table("chat_messages").select("id, client_id").eq("organization_id", organization_id)
+        .eq("external_account", account_phone).eq("external_chat_id", chat_id)
+        .eq("external_message_id", external_message_id).eq("is_outgoing", False).limit(1),
+        "looking up an earlier delivery")
+    if row is None:
+        return None
+    return IngestResult(message_id=str(row["id"]), client_id=str(row["client_id"]), duplicate=True)
+
+
 async def ingest_incoming(db: AsyncClient, params: dict[str, Any]) -> IngestResult:
     """One round trip (`ingest_telegram_webhook`): check the integration is still enabled, find or create the
     client, store the message unless it is a redelivery, touch the client, and notify the organization of a new

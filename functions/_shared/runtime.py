@@ -1,5 +1,6 @@
 """What one functions process shares across requests: settings, the service-role supabase-py client, the HTTP clients,
-the token verifier and the integration store. Created once (in the host's lifespan), never per request.
+the token verifier, the integration store and the chat-media bucket. Created once (in the host's lifespan), never per
+request.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from functions._shared.auth import TokenVerifier
+from functions._shared.chat_media import ChatMediaStore
 from functions._shared.checked_transport import CheckedTransport, Resolver, resolve_with_system
 from functions._shared.crm_client import CrmClient
 from functions._shared.integrations import IntegrationStore
@@ -33,6 +35,7 @@ class FunctionsRuntime:
     wappi: WappiClient
     integrations: IntegrationStore
     replays: ReplayCache
+    media: ChatMediaStore
 
     @classmethod
     async def start(cls, settings: FunctionsSettings, *,
@@ -62,7 +65,8 @@ class FunctionsRuntime:
                    wappi=WappiClient(http, settings.wappi_base_url, timeout=settings.send_timeout_seconds),
                    integrations=IntegrationStore(db, SettingsSealer(key),
                                                 settings.webhook_key_cache_seconds),
-                   replays=ReplayCache(settings.webhook_tolerance_seconds))
+                   replays=ReplayCache(settings.webhook_tolerance_seconds),
+                   media=ChatMediaStore(db, settings.supabase_url, public=settings.media_public))
 
     def crm(self, integration_settings: TelegramCrmSettings) -> CrmClient:
         return self.crm_at(integration_settings.crmApiUrl, integration_settings.crmApiKey)

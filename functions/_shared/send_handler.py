@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from functions._shared.auth import authenticate
 from functions._shared.errors import EarlierSendUnknownError, SendOutcomeUnknownError
 from functions._shared.messages import SENDING, SendClaims, client_and_earlier_send, store_outgoing, touch_client
+from functions._shared.outgoing_files import authorize_file, chat_media_file, provider_url
 from functions._shared.parsing import idempotency_key, parse_json_object, validate_model
 from functions._shared.rows import Provider
 from functions._shared.runtime import runtime_of
@@ -29,9 +30,15 @@ async def handle_send(request: Request, *, providers: Collection[Provider], fail
     # parse
     body = validate_model(SendRequest, parse_json_object(await request.body()))
     key = idempotency_key(request.headers)
+    file = chat_media_file(runtime.media, body.fileUrl)
+    if file is not None:
+        # The row keeps the object's own URL (however the caller spelled it; a signed one's token is dropped).
+        body = body.model_copy(update={"fileUrl": file.stored_url})
 
-    # authorize
+    # authorize: the caller, and the file is theirs to send
     caller = await authenticate(request, runtime.verifier, db)
+    if file is not None:
+        authorize_file(file, caller.organization_id)
 
     # load
     client, earlier = await client_and_earlier_send(db, caller.organization_id, str(body.clientId), key)
@@ -43,10 +50,15 @@ async def handle_send(request: Request, *, providers: Collection[Provider], fail
                                                str(body.integrationId) if body.integrationId else None,
                                                providers=providers)
 
-    # act: the chosen integration, or (when allowed) once another one when the chosen one is down
+    # act: the chosen integration, or (when allowed) once another one when the chosen one is down; a chat-media
+    # file goes to the provider as a short-lived signed URL, while the row keeps the object's URL
+    to_provider = body
+    if file is not None:
+        signed = await provider_url(runtime.media, file, expires_in=runtime.settings.media_signed_url_seconds)
+        to_provider = body.model_copy(update={"fileUrl": signed})
     claims = SendClaims(db, caller.organization_id, client, body, key)
     try:
-        outcome = await send_with_failover(runtime, caller.organization_id, chosen, client, body, key, claims,
+        outcome = await send_with_failover(runtime, caller.organization_id, chosen, client, to_provider, key, claims,
                                            fail_over=fail_over)
     except SendOutcomeUnknownError as exc:
         exc.idempotency_key = key  # the caller retries with it: sent at most once

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.responses import JSONResponse
 
+from functions._shared.chat_media import BUCKET
 from functions._shared.errors import Delivery, RecipientNotFoundError, UpstreamError
 from functions._shared.parsing import MAX_TEXT_LENGTH, RequestModel
 from functions._shared.recipients import recipient_candidates
@@ -20,6 +21,9 @@ from functions._shared.rows import ChatMessageRow, ClientRow, IntegrationRow, Pr
 from functions._shared.runtime import FunctionsRuntime
 
 log = logging.getLogger("functions.sending")
+
+# The kinds of file crm_server sends (the contract's `file_type` of POST /telegram/send).
+FileType = Literal["photo", "document", "voice", "video", "audio"]
 
 
 # --- what the send functions (telegram-send, telegram-crm-send) take and answer ---------------------------------------
@@ -29,9 +33,11 @@ class SendRequest(RequestModel):
 
     clientId: UUID
     text: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
+    # An http(s) URL crm_server downloads, or a chat-media object of the caller's organization (a Storage URL of
+    # this project, or a bare `chat-media/<path>`), which the handler turns into a signed URL (outgoing_files.py).
     fileUrl: str | None = Field(None, max_length=2000)
     fileName: str | None = Field(None, max_length=255)
-    fileType: str | None = Field(None, max_length=100)
+    fileType: FileType | None = None
     integrationId: UUID | None = None
     senderName: str | None = Field(None, max_length=200)
 
@@ -40,10 +46,17 @@ class SendRequest(RequestModel):
     def _file_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        if value.strip().startswith(f"{BUCKET}/"):
+            return value.strip()
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL")
+            raise ValueError(f"must be an http(s) URL or {BUCKET}/<path>")
         return value.strip()
+
+    @field_validator("fileType", mode="before")
+    @classmethod
+    def _blank_file_type(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _something_to_send(self) -> SendRequest:

@@ -106,6 +106,23 @@ class FunctionsSettings(BaseSettings):
     """Reverse proxies whose `X-Forwarded-For`/`-Proto` `tgcrm functions` believes: comma-separated IP addresses or
     networks, or `*`; empty: none (the headers are ignored).
     """
+    media_max_bytes: int = Field(
+        50 * 1024 * 1024, gt=0, validation_alias=AliasChoices("FUNCTIONS_MEDIA_MAX_BYTES", "media_max_bytes"))
+    """Incoming files: the most fetched from crm_server per message; a larger one is stored as a message without the
+    file.
+    """
+    media_public: bool = Field(False, validation_alias=AliasChoices("FUNCTIONS_MEDIA_PUBLIC", "media_public"))
+    """Whether the chat-media bucket is public (rows keep public URLs, as the original system's did) or private
+    (signed URLs)."""
+    media_signed_url_seconds: int = Field(
+        600, ge=10, le=86_400,
+        validation_alias=AliasChoices("FUNCTIONS_MEDIA_SIGNED_URL_SECONDS", "media_signed_url_seconds"))
+    """Outgoing files: how long the signed URL of a chat-media object handed to crm_server (or Wappi) may be read."""
+    media_fetch_timeout_seconds: float = Field(
+        120.0, gt=0, validation_alias=AliasChoices("FUNCTIONS_MEDIA_FETCH_TIMEOUT_SECONDS",
+                                                   "media_fetch_timeout_seconds"))
+    """Timeout of fetching one incoming file from crm_server, all of it (a 50 MiB file over a slow link takes a
+    while)."""
     cors_allow_origin: str = Field("*", validation_alias=AliasChoices("FUNCTIONS_CORS_ORIGIN", "cors_allow_origin"))
     """`Access-Control-Allow-Origin` of the functions' answers."""
     supabase_config: Path = Field(

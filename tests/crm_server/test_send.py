@@ -141,19 +141,27 @@ def test_a_failed_send_does_not_burn_its_idempotency_key(admin: CrmClient, accou
     assert [m["text"] for m in admin.sent(account)] == ["second try"]
 
 
-def test_send_with_a_file_url_sends_the_caption(admin: CrmClient, account: str) -> None:
+def test_send_with_a_file_url_to_a_private_address_is_refused(admin: CrmClient, account: str) -> None:
+    """crm_server fetches the file itself: a caller must not make it read addresses behind its firewall (the files
+    it sends are tested in tests/crm_server/test_outgoing_media.py)."""
     _, _, username = simulated_user(admin)
-    response = admin.send(
-        PROJECT_A,
-        account,
-        f"@{username}",
-        "the invoice",
-        file_url="https://93.184.216.34/invoice.pdf",
-        file_name="invoice.pdf",
-        file_type="application/pdf",
-    )
-    assert response.status_code == 200, response.text
-    assert [m["text"] for m in admin.sent(account)] == ["the invoice"]
+    for url in ("http://127.0.0.1:8090/health", "http://169.254.169.254/latest/meta-data/", "http://localhost/x"):
+        response = admin.send(PROJECT_A, account, f"@{username}", "the invoice", file_url=url,
+                              file_name="invoice.pdf", file_type="document")
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "FILE_UNAVAILABLE" and response.json()["field"] == "file_url"
+    assert admin.sent(account) == []
+
+
+def test_send_needs_a_text_or_a_file(admin: CrmClient, account: str) -> None:
+    _, _, username = simulated_user(admin)
+    for body in ({}, {"text": ""}, {"text": "   "}):
+        response = admin.post("/telegram/send", json={"project_id": PROJECT_A, "phone": account,
+                                                      "to": f"@{username}", **body})
+        assert response.status_code == 422 and response.json()["field"] == "text", body
+    response = admin.send(PROJECT_A, account, f"@{username}", "", file_url="https://example.com/a.pdf",
+                          file_type="spreadsheet")
+    assert response.status_code == 422 and response.json()["field"] == "file_type"
 
 
 def test_send_from_an_unknown_account_is_404(admin: CrmClient) -> None:

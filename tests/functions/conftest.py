@@ -47,9 +47,11 @@ def wappi_standin(wappi: tuple[WappiStandIn, str]) -> WappiStandIn:
 
 @pytest.fixture(scope="session")
 def crm() -> Iterator[CrmServerProcess]:
-    """crm_server with the sandbox; it may post webhooks to loopback (the functions host runs there)."""
+    """crm_server with the sandbox; it may post webhooks to loopback (the functions host runs there) and fetch an
+    outgoing file from loopback (the local Storage API's signed URLs)."""
     with tempfile.TemporaryDirectory(prefix="functions-crm-") as directory:
-        server = CrmServerProcess(Path(directory), env={"CRM_ALLOW_PRIVATE_WEBHOOKS": "1"}, name="functions")
+        server = CrmServerProcess(Path(directory), env={"CRM_ALLOW_PRIVATE_WEBHOOKS": "1",
+                                                        "CRM_ALLOW_PRIVATE_MEDIA": "1"}, name="functions")
         server.start()
         try:
             yield server

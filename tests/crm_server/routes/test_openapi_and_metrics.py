@@ -18,6 +18,7 @@ CONTRACT_OPERATIONS = {
     ("post", "/telegram/auth/sign-in"),
     ("post", "/telegram/auth/password"),
     ("delete", "/telegram/accounts/{phone}"),
+    ("get", "/media/{id}"),
     ("get", "/health"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),

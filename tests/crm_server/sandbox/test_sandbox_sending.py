@@ -119,3 +119,14 @@ async def test_send_file_by_url_is_a_document_with_its_name(world, client):
 async def test_unsupported_request_fails_loudly(world, client):
     with pytest.raises(errors.RPCError, match="METHOD_NOT_SUPPORTED_BY_SANDBOX"):
         await client(functions.messages.GetAllStickersRequest(hash=0))
+
+
+async def test_a_message_id_the_account_does_not_have_reads_as_none(world, client):
+    # Telegram answers messageEmpty (id only) for an id that is gone; Telethon turns it into None.
+    alice = world.create_user("+79990000011", username="alice11", first_name="Alice")
+    sent = await client.send_message("@alice11", "kept")
+
+    found = await client.get_messages(alice, ids=[sent.id, sent.id + 1000])
+
+    assert found[0].id == sent.id and found[0].message == "kept"
+    assert found[1] is None

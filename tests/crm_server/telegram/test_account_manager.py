@@ -46,10 +46,11 @@ async def login(manager: AccountManager, project: str, phone: str) -> None:
 async def test_hooks_run_for_every_live_client_after_login_and_after_a_restart(
     world: SandboxWorld, store: Store, tmp_path: Path
 ) -> None:
-    started: list[tuple[AccountKey, int]] = []
+    # The clients themselves, not their id(): an id may be reused once the first client is collected.
+    started: list[tuple[AccountKey, object]] = []
 
     async def on_started(key: AccountKey, client: object) -> None:
-        started.append((key, id(client)))
+        started.append((key, client))
 
     first = AccountManager(store, settings(tmp_path))
     first.on_client_started.append(on_started)
@@ -64,7 +65,7 @@ async def test_hooks_run_for_every_live_client_after_login_and_after_a_restart(
     await wait_for(lambda: asyncio.sleep(0, result=len(started) == 2))
     await second.stop()
     assert [key for key, _ in started] == [AccountKey("p", "+15557000001")] * 2
-    assert started[0][1] != started[1][1]  # a new client each time
+    assert started[0][1] is not started[1][1]  # a new client each time
 
 
 async def test_start_connects_every_stored_account_with_bounded_concurrency(

@@ -29,6 +29,10 @@
       clients: 'Clients', noClients: 'No clients yet.', chat: 'Chat',
       pickClient: 'Choose a client to see the conversation.', noMessages: 'No messages with this client yet.',
       replyPlaceholder: 'Write a reply…', send: 'Send',
+      attach: 'Attach a file', removeFile: 'Remove the file', fileTooLarge: 'The file is larger than {size}.',
+      fileMissing: 'File not received', fileTooLargeReceived: 'File not received: larger than the server accepts',
+      fileUnavailable: 'File not received: Telegram did not give it', uploading: 'Uploading the file…',
+      openFile: 'Open', sandboxFile: 'File (optional)',
       primary: 'Primary', makePrimary: 'Make primary', logIn: 'Log in', remove: 'Remove',
       enable: 'Enable', disable: 'Disable',
       confirmRemove: 'Remove the integration "{name}"? Its messages stay in the chats.',
@@ -72,6 +76,10 @@
       clients: 'Клиенты', noClients: 'Клиентов пока нет.', chat: 'Чат',
       pickClient: 'Выберите клиента, чтобы увидеть переписку.', noMessages: 'С этим клиентом ещё нет сообщений.',
       replyPlaceholder: 'Напишите ответ…', send: 'Отправить',
+      attach: 'Прикрепить файл', removeFile: 'Убрать файл', fileTooLarge: 'Файл больше {size}.',
+      fileMissing: 'Файл не получен', fileTooLargeReceived: 'Файл не получен: больше, чем принимает сервер',
+      fileUnavailable: 'Файл не получен: Telegram его не отдал', uploading: 'Загружаем файл…',
+      openFile: 'Открыть', sandboxFile: 'Файл (необязательно)',
       primary: 'Основная', makePrimary: 'Сделать основной', logIn: 'Войти', remove: 'Удалить',
       enable: 'Включить', disable: 'Выключить',
       confirmRemove: 'Удалить интеграцию «{name}»? Сообщения в чатах останутся.',
@@ -155,6 +163,12 @@
         SETTINGS_KEY_MISMATCH: "The integration's saved secrets cannot be opened on this server. Ask your "
           + 'administrator.',
         MESSAGE_NOT_STORED: 'The message was sent but not saved. Try again: it will be saved without being sent twice.',
+        MEDIA_FETCH_FAILED: 'The file could not be fetched from the Telegram server. It will be tried again.',
+        MEDIA_MISMATCH: 'The file arrived damaged. It will be tried again.',
+        MEDIA_STORE_FAILED: 'The file could not be saved right now. Try again in a moment.',
+        MEDIA_TOO_LARGE_FOR_STORAGE: 'This file is larger than the file storage accepts.',
+        FILE_FORBIDDEN: 'This file belongs to another organization and cannot be sent.',
+        FILE_NOT_FOUND: 'This file is no longer in the file storage. Attach it again.',
       },
       contexts: {
         send: {
@@ -253,6 +267,12 @@
           + 'администратору.',
         MESSAGE_NOT_STORED: 'Сообщение отправлено, но не сохранено. Попробуйте снова: оно сохранится без повторной '
           + 'отправки.',
+        MEDIA_FETCH_FAILED: 'Не удалось получить файл с сервера Telegram. Попытка будет повторена.',
+        MEDIA_MISMATCH: 'Файл пришёл повреждённым. Попытка будет повторена.',
+        MEDIA_STORE_FAILED: 'Сейчас не удалось сохранить файл. Попробуйте ещё раз чуть позже.',
+        MEDIA_TOO_LARGE_FOR_STORAGE: 'Этот файл больше, чем принимает хранилище файлов.',
+        FILE_FORBIDDEN: 'Этот файл принадлежит другой организации, его нельзя отправить.',
+        FILE_NOT_FOUND: 'Этого файла больше нет в хранилище. Прикрепите его заново.',
       },
       contexts: {
         send: {
@@ -538,10 +558,12 @@
     try {
       await withBusy(null, async () => {
         const [profiles, organizations] = await Promise.all([
-          rest(`profiles?select=full_name&id=eq.${encodeURIComponent(state.session.userId)}`),
+          rest(`profiles?select=full_name,organization_id&id=eq.${encodeURIComponent(state.session.userId)}`),
           rest('organizations?select=name&limit=1'),
         ]);
         const person = (profiles[0] && profiles[0].full_name) || state.session.userId;
+        // Files a manager attaches go under the organization's folder (the bucket's policy checks it).
+        state.organizationId = profiles[0] ? profiles[0].organization_id : null;
         const organization = organizations[0] ? ` · ${organizations[0].name}` : '';
         $('who').textContent = `${person}${organization}`;
       });
@@ -920,16 +942,157 @@
       body.fromName = client.name;
       body.fromUsername = client.telegram_username || undefined;
     }
-    if (!text) { fieldError('sandbox-error', `${t('sandboxText')}: ${t('required')}`); return; }
+    const file = pickedFile('sandbox-file');
+    if (!text && !file) { fieldError('sandbox-error', `${t('sandboxText')}: ${t('required')}`); return; }
+    if (file && file.size > MAX_ATTACHMENT_BYTES) {
+      fieldError('sandbox-error', t('fileTooLarge', { size: formatSize(MAX_ATTACHMENT_BYTES) }));
+      return;
+    }
     try {
-      await withBusy($('sandbox-send'), () => callFunction('telegram-crm-sandbox', body));
+      await withBusy($('sandbox-send'), async () => {
+        // The file goes to Storage first (the page's only way to hand a big file over); the function gives its
+        // bytes to the simulated user, who sends it as Telegram media.
+        if (file) {
+          body.fileUrl = await uploadAttachment(file, newIdempotencyKey());
+          body.fileName = file.name;
+          body.fileType = fileTypeOf(file);
+        }
+        return callFunction('telegram-crm-sandbox', body);
+      });
     } catch (error) {
       if (error.field) fieldError('sandbox-error', errorText(error, state.lang)); else showError(error);
       return;
     }
     $('sandbox-text').value = '';
+    $('sandbox-file').value = '';
     showNotice(() => t('sandboxSent'), 'info');
     if (client) openChat(client);
+  }
+
+  // --- files in the chat -----------------------------------------------------------------------------------------
+
+  // Files live in the private `chat-media` bucket. The page shows them through signed URLs made with the user's JWT
+  // (Storage checks the organization's read policy when signing), never through a public link; <img>, <audio> and
+  // <video> then stream them without holding them in the page's memory.
+  const MEDIA_BUCKET = 'chat-media';
+  const MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024;  // what crm_server accepts by default (CRM_MEDIA_MAX_BYTES)
+  const SIGNED_URL_SECONDS = 3600;
+  const IMAGE_KINDS = new Set(['photo', 'sticker']);
+  const AUDIO_KINDS = new Set(['voice', 'audio']);
+  const VIDEO_KINDS = new Set(['video', 'video_note', 'animation']);
+  const signedUrls = new Map();  // object path → {at, promise}
+
+  function encodePath(path) { return path.split('/').map(encodeURIComponent).join('/'); }
+
+  // The path inside `chat-media` of a stored file URL of this project's Storage, or null (a link from elsewhere).
+  function mediaPath(url) {
+    if (typeof url !== 'string') return null;
+    const base = `${state.config.supabaseUrl}/storage/v1/object/`;
+    if (!url.startsWith(base)) return null;
+    const match = /^(?:authenticated\/|public\/)?chat-media\/([^?#]+)$/.exec(url.slice(base.length));
+    return match ? decodeURIComponent(match[1]) : null;
+  }
+
+  function signedUrl(path) {
+    const cached = signedUrls.get(path);
+    // Renewed well before Storage's expiry, so a player started now keeps a valid URL.
+    if (cached && Date.now() - cached.at < SIGNED_URL_SECONDS * 500) return cached.promise;
+    const promise = request(`${state.config.supabaseUrl}/storage/v1/object/sign/${MEDIA_BUCKET}/${encodePath(path)}`, {
+      method: 'POST', headers: { ...authHeaders(), 'Content-Type': 'application/json' },
+      body: JSON.stringify({ expiresIn: SIGNED_URL_SECONDS }),
+    }).then((answer) => `${state.config.supabaseUrl}/storage/v1${answer.signedURL}`);
+    promise.catch(() => signedUrls.delete(path));
+    signedUrls.set(path, { at: Date.now(), promise });
+    return promise;
+  }
+
+  function formatSize(bytes) {
+    if (!Number.isFinite(bytes) || bytes < 0) return '';
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  // How a stored message's file is shown: inline for images, players for sound and video, a link for the rest.
+  function mediaNode(row) {
+    const media = (row.metadata && typeof row.metadata.media === 'object' && row.metadata.media) || {};
+    const kind = row.file_type || media.kind || '';
+    const name = row.file_name || media.file_name || '';
+    const path = mediaPath(row.file_url);
+    if (!path) {
+      if (isWebUrl(row.file_url)) {
+        return el('a', { class: 'file', href: row.file_url, target: '_blank', rel: 'noopener noreferrer',
+          text: `📎 ${name || row.file_url}` });
+      }
+      if (!kind) return null;
+      const reason = { too_large: t('fileTooLargeReceived'), unavailable: t('fileUnavailable') }[media.error];
+      return el('span', { class: 'file missing', text: `📎 ${[name, reason || t('fileMissing')].filter(Boolean).join(' — ')}` });
+    }
+    let node;
+    if (IMAGE_KINDS.has(kind)) {
+      node = el('img', { class: `media-image ${kind}`, alt: name || kind, loading: 'lazy' });
+    } else if (AUDIO_KINDS.has(kind)) {
+      node = el('audio', { class: 'media-audio', controls: true, preload: 'none' });
+    } else if (VIDEO_KINDS.has(kind)) {
+      node = el('video', { class: `media-video ${kind}`, controls: true, preload: 'metadata', playsinline: true });
+      if (kind === 'animation') { node.muted = true; node.loop = true; }
+    } else {
+      const size = formatSize(Number(media.size));
+      node = el('a', { class: 'file', target: '_blank', rel: 'noopener noreferrer',
+        text: `📎 ${name || t('openFile')}${size ? ` (${size})` : ''}` });
+      if (name) node.setAttribute('download', name);
+    }
+    node.dataset.mediaPath = path;
+    signedUrl(path).then((url) => {
+      if (node.tagName === 'A') node.href = name ? `${url}&download=${encodeURIComponent(name)}` : url;
+      else node.src = url;
+    }).catch((error) => {
+      node.replaceWith(el('span', { class: 'file missing', text: `📎 ${name || kind} — ${errorText(error, state.lang)}` }));
+    });
+    return node;
+  }
+
+  // The kind Telegram should show a manager's file as (telegram-send's fileType).
+  function fileTypeOf(file) {
+    const type = (file.type || '').toLowerCase();
+    if (/^image\/(jpeg|png|webp)$/.test(type) && file.size <= 10 * 1024 * 1024) return 'photo';
+    if (type === 'audio/ogg' || type === 'audio/opus') return 'voice';
+    if (type.startsWith('audio/')) return 'audio';
+    if (type.startsWith('video/')) return 'video';
+    return 'document';
+  }
+
+  function safeFileName(name) {
+    const cleaned = String(name || 'file').normalize('NFKD').replace(/[^\w.\-]+/g, '_').replace(/^[._]+/, '');
+    return (cleaned || 'file').slice(-100);
+  }
+
+  // Uploads a file the user picked into their own uploads folder (the bucket's policy allows nothing else) and
+  // answers the object's Storage URL. Upsert: a retry of the same reply (same key) overwrites the same object.
+  async function uploadAttachment(file, key) {
+    const path = `${state.organizationId}/uploads/${state.session.userId}/${key}-${safeFileName(file.name)}`;
+    await request(`${state.config.supabaseUrl}/storage/v1/object/${MEDIA_BUCKET}/${encodePath(path)}`, {
+      method: 'POST', body: file,
+      headers: { ...authHeaders(), 'Content-Type': file.type || 'application/octet-stream', 'x-upsert': 'true' },
+    });
+    return `${state.config.supabaseUrl}/storage/v1/object/authenticated/${MEDIA_BUCKET}/${encodePath(path)}`;
+  }
+
+  function pickedFile(inputId) {
+    const input = $(inputId);
+    return input.files && input.files[0] ? input.files[0] : null;
+  }
+
+  function renderPickedFile() {
+    const file = pickedFile('reply-file');
+    const chip = $('reply-file-chip');
+    chip.hidden = !file;
+    $('reply-file-name').textContent = file ? `📎 ${file.name} (${formatSize(file.size)})` : '';
+  }
+
+  function clearPickedFile() {
+    $('reply-file').value = '';
+    renderPickedFile();
   }
 
   // --- clients and the chat view ---------------------------------------------------------------------------------
@@ -1006,7 +1169,7 @@
     let rows;
     try {
       const load = () => rest('chat_messages?select=id,message_text,message_type,is_outgoing,created_at,'
-        + 'message_status,sender_name,file_url,file_name,idempotency_key'
+        + 'message_status,sender_name,file_url,file_type,file_name,metadata,idempotency_key'
         + `&client_id=eq.${clientId}&order=created_at.desc&limit=200`);
       rows = quiet ? await load() : await withBusy(null, load);
     } catch (error) {
@@ -1048,9 +1211,8 @@
       const meta = [who, formatTime(row.created_at), row.message_status === 'failed' ? t('failed') : '']
         .filter(Boolean).join(' · ');
       const bubble = el('div', { class: `bubble ${kind}`, 'data-message-id': row.id },
+        mediaNode(row),
         row.message_text ? el('span', { class: 'text', text: row.message_text }) : null,
-        isWebUrl(row.file_url) ? el('a', { class: 'file', href: row.file_url, target: '_blank',
-          rel: 'noopener noreferrer', text: `📎 ${row.file_name || row.file_url}` }) : null,
         el('span', { class: 'meta', text: meta }));
       box.append(bubble);
     }
@@ -1064,7 +1226,8 @@
     const label = { sending: t('sending'), failed: t('notSent'), sent: '' }[entry.status];
     const meta = [t('outgoing'), formatTime(entry.at), label].filter(Boolean).join(' · ');
     const bubble = el('div', { class: `bubble out ${entry.status}`, 'data-idempotency-key': entry.key },
-      el('span', { class: 'text', text: entry.text }),
+      entry.file ? el('span', { class: 'file', text: `📎 ${entry.file.name}` }) : null,
+      entry.text ? el('span', { class: 'text', text: entry.text }) : null,
       el('span', { class: 'meta', text: meta }));
     if (entry.status === 'failed') {
       bubble.append(el('div', { class: 'send-failure', role: 'alert' },
@@ -1090,10 +1253,26 @@
   async function sendReply(event) {
     event.preventDefault();
     const text = $('reply-text').value.trim();
-    if (!text || !state.clientId) return;
+    const file = pickedFile('reply-file');
+    if ((!text && !file) || !state.clientId) return;
     clearNotice();
+    if (file && file.size > MAX_ATTACHMENT_BYTES) {
+      showNotice(() => t('fileTooLarge', { size: formatSize(MAX_ATTACHMENT_BYTES) }), 'error');
+      return;
+    }
     const entry = { key: newIdempotencyKey(), clientId: state.clientId, text, at: new Date().toISOString(),
-      status: 'sending', error: null };
+      status: 'sending', error: null, file: null };
+    if (file) {
+      // Uploaded first, once: the entry then names the stored object, so a retry (even after a reload) resends it.
+      try {
+        const url = await withBusy($('reply-send'), () => uploadAttachment(file, entry.key));
+        entry.file = { url, name: file.name, type: fileTypeOf(file) };
+      } catch (error) {
+        showError(error);
+        return;
+      }
+      clearPickedFile();
+    }
     state.outbox.push(entry);
     $('reply-text').value = '';
     await deliver(entry);
@@ -1109,8 +1288,9 @@
     saveOutbox();
     renderChat();
     try {
-      await withBusy(null, () => callFunction('telegram-send', { clientId: entry.clientId, text: entry.text },
-        'POST', { 'Idempotency-Key': entry.key }));
+      const body = { clientId: entry.clientId, text: entry.text || undefined };
+      if (entry.file) Object.assign(body, { fileUrl: entry.file.url, fileName: entry.file.name, fileType: entry.file.type });
+      await withBusy(null, () => callFunction('telegram-send', body, 'POST', { 'Idempotency-Key': entry.key }));
       entry.status = 'sent';
     } catch (error) {
       if (!(error instanceof ApiError)) console.error(error);
@@ -1156,7 +1336,7 @@
     try {
       const saved = JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || 'null');
       if (!saved || saved.userId !== state.session.userId || !Array.isArray(saved.entries)) return;
-      state.outbox = saved.entries.filter((entry) => entry && entry.key && entry.clientId && entry.text)
+      state.outbox = saved.entries.filter((entry) => entry && entry.key && entry.clientId && (entry.text || entry.file))
         .map((entry) => (entry.status === 'sending'
           // Closed while sending: it may or may not have gone; a retry under the same key settles it.
           ? { ...entry, status: 'failed', error: { code: 'INTERRUPTED', status: 0 } } : entry));
@@ -1232,6 +1412,9 @@
     $('sandbox-from').addEventListener('change', toggleSandboxNew);
     $('refresh-clients').addEventListener('click', () => loadClients());
     $('reply-form').addEventListener('submit', sendReply);
+    $('reply-attach').addEventListener('click', () => $('reply-file').click());
+    $('reply-file').addEventListener('change', renderPickedFile);
+    $('reply-file-remove').addEventListener('click', clearPickedFile);
     $('reply-text').addEventListener('keydown', (event) => {
       if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) $('reply-form').requestSubmit();
     });

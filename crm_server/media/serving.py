@@ -1,0 +1,55 @@
+"""`MediaServing`: what `GET /media/{id}` hands out: the file behind a valid link, with headers safe to serve.
+
+A file's name and MIME type come from whoever sent the message; they are reduced here to what cannot break a header
+or turn crm_server's origin into a web page of the sender's (an attachment, never sniffed, sandboxed).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from crm_server import errors
+from crm_server.media.links import MediaLinks
+from crm_server.store.media import MediaTable
+
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]+')
+
+
+def safe_mime_type(value: str | None) -> str:
+    value = (value or "").strip().lower()
+    return value if _MIME.fullmatch(value) else "application/octet-stream"
+
+
+def safe_file_name(value: str | None, fallback: str = "file") -> str:
+    """A name with no path, quotes, separators or control characters, at most 128 characters, never empty."""
+    name = unicodedata.normalize("NFC", value or "")
+    name = _UNSAFE_NAME.sub("_", name).strip(" ._")
+    return name[:128] or fallback
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    path: Path
+    mime_type: str
+    file_name: str
+    sha256: str
+
+
+class MediaServing:
+    def __init__(self, table: MediaTable, links: MediaLinks) -> None:
+        self._table = table
+        self._links = links
+
+    async def open(self, media_id: str, expires: str, signature: str) -> ServedFile:
+        if not self._links.valid(media_id, expires, signature):
+            raise errors.MediaLinkInvalidError(field="signature")
+        record = await self._table.by_media_id(media_id)
+        if record is None or record.path is None or not Path(record.path).is_file():
+            raise errors.MediaNotFoundError()
+        return ServedFile(path=Path(record.path), mime_type=safe_mime_type(record.mime_type),
+                          file_name=safe_file_name(record.file_name, fallback=record.kind),
+                          sha256=record.sha256 or "")

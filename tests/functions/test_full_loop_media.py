@@ -1,0 +1,67 @@
+"""Files over the whole loop on real sockets: a Telegram user sends a document → crm_server downloads it and posts a
+signed media.url → telegram-crm-webhook stores it in chat-media → the manager sends that very object back through
+telegram-send → crm_server fetches its signed URL and the user receives the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import UserClientFactory
+from tests.crm_server.server_process import CrmClient, CrmServerProcess
+from tests.functions.conftest import Organization, connect_account, sandbox_user
+
+# crm_server's media side (its /media route, the sandbox's files) comes with branch crm-media.
+pytest.importorskip("crm_server.media", reason="crm_server without media support")
+
+MakeOrganization = Callable[[], Awaitable[Organization]]
+BUCKET = "chat-media"
+
+
+async def test_a_document_travels_from_telegram_into_storage_and_back_to_telegram(
+        http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool, api_server: str,
+        user_client: UserClientFactory, make_organization: MakeOrganization) -> None:
+    organization = await make_organization()
+    connected = await connect_account(http, crm, crm_admin, organization)
+    _, user_phone, _ = sandbox_user(crm_admin, first_name="Olga")
+    data = os.urandom(40_000)
+
+    incoming = crm_admin.ok(crm_admin.post("/sandbox/incoming", json={
+        "account_phone": connected.phone, "from": user_phone, "text": "",
+        "media": {"kind": "document", "file_name": "price list.pdf", "mime_type": "application/pdf",
+                  "data_base64": base64.b64encode(data).decode()}}))
+    row = await _wait_for_incoming(db, organization.id, str(incoming["message_id"]))
+
+    assert (row["message_text"], row["file_type"], row["file_name"]) == ("", "document", "price list.pdf")
+    assert row["file_url"].startswith(f"{api_server}/storage/v1/object/authenticated/{BUCKET}/{organization.id}/")
+    path = row["file_url"].split(f"/{BUCKET}/", 1)[1]
+    member = await user_client(organization.user_id)
+    assert await member.storage.from_(BUCKET).download(path) == data
+
+    reply = await http.post("/telegram-send", headers=organization.auth, json={
+        "clientId": row["client_id"], "fileUrl": row["file_url"], "fileName": "price list.pdf",
+        "fileType": "document", "text": "Here it is back"})
+    assert reply.status_code == 200, reply.text
+    [sent] = crm_admin.sent(connected.phone)
+    assert sent["media"]["sha256"] == hashlib.sha256(data).hexdigest() and sent["text"] == "Here it is back"
+
+
+async def _wait_for_incoming(db: asyncpg.Pool, organization_id: str, message_id: str,
+                             timeout: float = 30.0) -> asyncpg.Record:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await db.fetchrow("SELECT * FROM public.chat_messages WHERE organization_id = $1 "
+                                "AND external_message_id = $2 AND NOT is_outgoing", organization_id, message_id)
+        if row is not None:
+            return row
+        assert time.monotonic() < deadline, "the incoming message never reached chat_messages"
+        await asyncio.sleep(0.1)

@@ -3,8 +3,10 @@ INSERT INTO public.organizations (id, name)
 VALUES ('00000000-0000-4000-8000-000000000001', 'Demo Organization')
 ON CONFLICT (id) DO NOTHING;
 
-INSERT INTO auth.users (id, email)
-VALUES ('00000000-0000-4000-8000-0000000000a1', 'admin@demo.local')
+-- No password here: `tgcrm up` generates one on the first start and prints it as DEMO_USER_PASSWORD.
+INSERT INTO auth.users (id, email, aud, role, email_confirmed_at, raw_app_meta_data, raw_user_meta_data)
+VALUES ('00000000-0000-4000-8000-0000000000a1', 'admin@demo.local', 'authenticated', 'authenticated', now(),
+        '{"provider": "email", "providers": ["email"]}', '{}')
 ON CONFLICT (id) DO NOTHING;
 
 INSERT INTO public.profiles (id, organization_id, full_name)

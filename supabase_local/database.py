@@ -1,7 +1,8 @@
 """The local Supabase database: embedded PostgreSQL (or an existing server by URL) made ready for the API.
 
-Ready means: Supabase bootstrap applied, migrations applied, seed applied when asked, and an `authenticator`
-login for the REST gateway, whose password is generated once and kept in the state folder.
+Ready means: Supabase bootstrap applied, migrations applied, seed applied when asked, and the `authenticator`
+(REST gateway) and `supabase_auth_admin` (auth service) logins, whose passwords are generated once and kept in the
+state folder.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from supabase_local.postgres import EmbeddedPostgres, PostgresConfig
 class DatabaseUrls:
     admin: str  # superuser: migrations, tests, benches
     authenticator: str  # what the REST gateway logs in as
+    auth_admin: str  # what the auth service (/auth/v1) logs in as: the `auth` tables only
 
 
 def _with_user(url: str, user: str, password: str) -> str:
@@ -71,15 +73,18 @@ class LocalDatabase:
 
     def urls(self) -> DatabaseUrls:
         password = _secret_file(self.state_dir / "authenticator.password")
+        auth_password = _secret_file(self.state_dir / "auth_admin.password")
         return DatabaseUrls(admin=self.admin_url,
-                            authenticator=_with_user(self.admin_url, "authenticator", password))
+                            authenticator=_with_user(self.admin_url, "authenticator", password),
+                            auth_admin=_with_user(self.admin_url, "supabase_auth_admin", auth_password))
 
     async def prepare(self, seed: bool = False) -> list[str]:
         """Bootstrap, migrate and optionally seed; returns the migration versions applied now."""
         password = _secret_file(self.state_dir / "authenticator.password")
+        auth_password = _secret_file(self.state_dir / "auth_admin.password")
         conn = await asyncpg.connect(self.admin_url)
         try:
-            await bootstrap(conn, password)
+            await bootstrap(conn, password, auth_password)
             applied = await apply_migrations(conn)
             if seed:
                 await apply_seed(conn)

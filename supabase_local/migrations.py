@@ -15,10 +15,11 @@ from pathlib import Path
 import asyncpg
 import sqlparse
 
-from supabase_local.project_files import migrations_dir, seed_file
+from supabase_local.project_files import config_toml, migrations_dir, seed_file
 
 MIGRATIONS_DIR = migrations_dir()
 SEED_FILE = seed_file()
+CONFIG_TOML = config_toml()  # `[auth]` is read by supabase_local.auth.config
 # In order: roles and `auth` first, then `storage`, whose grants name those roles.
 BOOTSTRAP_FILES = ("bootstrap.sql", "storage.sql")
 
@@ -63,12 +64,13 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def bootstrap(conn: asyncpg.Connection, authenticator_password: str | None) -> None:
+async def bootstrap(conn: asyncpg.Connection, authenticator_password: str | None,
+                    auth_admin_password: str | None = None) -> None:
     """Create what hosted Supabase has before migrations: roles, the auth schema and its claim helpers, the storage
-    schema.
+    schema. `auth_admin_password` lets the local auth service log in as `supabase_auth_admin`.
 
-    Without a password the `authenticator` login stays without one (nothing can log in as it): `tgcrm db migrate
-    --bootstrap` prepares a schema, not a REST gateway.
+    Without passwords those logins stay without one (nothing can log in as them): `tgcrm db migrate --bootstrap`
+    prepares a schema, not a REST gateway or an auth service.
     """
     sql_dir = resources.files("supabase_local").joinpath("sql")
     async with conn.transaction():
@@ -80,6 +82,9 @@ async def bootstrap(conn: asyncpg.Connection, authenticator_password: str | None
             statement = await conn.fetchval("SELECT format('ALTER ROLE authenticator PASSWORD %L', $1::text)",
                                             authenticator_password)
             await conn.execute(statement)
+        if auth_admin_password is not None:
+            await conn.execute(await conn.fetchval(
+                "SELECT format('ALTER ROLE supabase_auth_admin PASSWORD %L', $1::text)", auth_admin_password))
 
 
 async def missing_prerequisites(conn: asyncpg.Connection) -> list[str]:

@@ -61,20 +61,26 @@ def local_keys(state_dir: Path) -> LocalKeys:
 
 @pytest.fixture(scope="session")
 def api_server(database_urls: DatabaseUrls, local_keys: LocalKeys, state_dir: Path) -> Iterator[str]:
-    """`create_api_app` (/rest/v1 and /storage/v1, files under `<state_dir>/storage`) under uvicorn in a background thread; yields the base URL (what SUPABASE_URL would be)."""
+    """`create_api_app` (/rest/v1, /auth/v1 and /storage/v1, files under `<state_dir>/storage`) under uvicorn in a
+    background thread; yields the base URL (what SUPABASE_URL would be)."""
     from supabase_local.api import STORAGE_PREFIX, create_api_app
+    from supabase_local.auth.app import create_auth_app
+    from supabase_local.auth.config import auth_config
     from supabase_local.rest.app import create_rest_app
     from supabase_local.storage import create_storage_app
 
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     storage = create_storage_app(database_urls.authenticator, local_keys.jwt_secret, state_dir / "storage")
     app = create_api_app(create_rest_app(database_urls.authenticator, local_keys.jwt_secret),
-                         extra_mounts={STORAGE_PREFIX: storage})
-    port = free_port()
+                         extra_mounts={STORAGE_PREFIX: storage},
+                         api_keys=(local_keys.anon_key, local_keys.service_role_key),
+                         auth_app=create_auth_app(auth_config(local_keys.jwt_secret, base_url),
+                                                  database_urls.auth_admin))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
     thread.start()
-    base_url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base_url}/health", expect_status=200)
         yield base_url

@@ -1,5 +1,6 @@
-"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), Storage (/storage/v1), the edge
-functions (/functions/v1) and the admin page (/admin), configured by the environment `tgcrm up` gives it.
+"""The API process of `tgcrm up`: one port serving the REST gateway (/rest/v1), auth (/auth/v1), Storage
+(/storage/v1), the edge functions (/functions/v1) and the admin page (/admin), configured by the environment
+`tgcrm up` gives it.
 
 Prints READY once uvicorn listens, so the supervisor knows when to check its health.
 """
@@ -41,7 +42,13 @@ class ApiProcessSettings(BaseSettings):
         validation_alias=AliasChoices("STORAGE_MAX_UPLOAD_BYTES", "storage_max_upload_bytes"))
     """The largest object /storage/v1 takes (413-shaped EntityTooLarge past it), as hosted Storage's 50 MiB default."""
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
-    """The anon key the admin page calls the API with."""
+    """The anon key the admin page calls the API with (and one of the two keys the gateway accepts)."""
+    service_role_key: str = Field(validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "service_role_key"))
+    """The gateway's other key (supabase_local.gateway)."""
+    supabase_url: str = Field(validation_alias=AliasChoices("SUPABASE_URL", "supabase_url"))
+    """The API's own address: the issuer of the auth service's tokens."""
+    auth_database_url: str = Field(validation_alias=AliasChoices("TGCRM_AUTH_DATABASE_URL", "auth_database_url"))
+    """What /auth/v1 logs in to PostgreSQL as (the `supabase_auth_admin` role: the `auth` tables only)."""
     demo_user_id: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_ID", "demo_user_id"))
     """Local mode: the admin page may sign in as this user without a password (unset in production)."""
     demo_user_email: str | None = Field(
@@ -73,6 +80,8 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_functions_app
     from supabase_local.api import STORAGE_PREFIX, create_api_app
+    from supabase_local.auth.app import create_auth_app
+    from supabase_local.auth.config import auth_config
     from supabase_local.rest.app import create_rest_app
     from supabase_local.storage import create_storage_app
     from tgcrm.admin.app import AdminSettings, LocalSignIn, create_admin_app
@@ -88,12 +97,15 @@ def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
         anon_key=settings.anon_key, host_guard=HostGuard.for_listen_address(host, port), local_sign_in=local,
         sandbox=bool(functions_settings.crm_sandbox_url and functions_settings.crm_sandbox_api_key)))
     rest = create_rest_app(settings.rest_database_url, settings.jwt_secret, max_body_bytes=settings.rest_max_body_bytes)
+    auth = create_auth_app(auth_config(settings.jwt_secret, settings.supabase_url, functions_settings.supabase_config),
+                           settings.auth_database_url)
     mounts = {"/functions/v1": create_functions_app(functions_settings), "/admin": admin}
     if settings.storage_dir is not None:
         mounts[STORAGE_PREFIX] = create_storage_app(settings.rest_database_url, settings.jwt_secret,
                                                     settings.storage_dir,
                                                     max_upload_bytes=settings.storage_max_upload_bytes)
-    app = create_api_app(rest, extra_mounts=mounts)
+    app = create_api_app(rest, extra_mounts=mounts, api_keys=(settings.anon_key, settings.service_role_key),
+                         auth_app=auth)
 
     async def home(request: Request) -> RedirectResponse:
         return RedirectResponse("/admin/", status_code=307)

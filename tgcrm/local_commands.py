@@ -1,4 +1,5 @@
-"""`tgcrm db up` (PostgreSQL + migrations + REST), `db migrate` (db_migrate.py) and `token` (a local user JWT).
+"""`tgcrm db up` (PostgreSQL + migrations + REST + auth), `db migrate` (db_migrate.py) and `token` (a local user
+JWT).
 
 `db up` and `token` read the same state folder, so the keys `db up` prints and the tokens `token` mints agree.
 """
@@ -33,7 +34,8 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     db = subparsers.add_parser("db", help="the local Supabase database and REST API")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1 and /storage/v1")
+    up = db_commands.add_parser("up", help="start PostgreSQL, apply migrations and seed, serve /rest/v1, /auth/v1 "
+                                           "and /storage/v1")
     add_stack_options(up)
     up.set_defaults(handler=run_db_up)
     db_migrate.add_command(db_commands)
@@ -110,16 +112,23 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     from safeguards.logs import redact_query_strings
     from safeguards.proxies import uvicorn_proxy_options
     from supabase_local.api import STORAGE_PREFIX, create_api_app
+    from supabase_local.auth.app import create_auth_app
+    from supabase_local.auth.config import auth_config
     from supabase_local.keys import local_keys
+    from supabase_local.migrations import CONFIG_TOML
     from supabase_local.rest.app import create_rest_app
     from supabase_local.storage import create_storage_app
 
     await database.prepare(seed=True)
     keys = local_keys(args.state_dir)
     urls = database.urls()
+    api_url = f"http://{args.host}:{args.api_port}"
     storage = create_storage_app(urls.authenticator, keys.jwt_secret, args.state_dir / "storage",
                                  max_upload_bytes=command_line_settings().storage_max_upload_bytes)
-    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret), extra_mounts={STORAGE_PREFIX: storage})
+    app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret), extra_mounts={STORAGE_PREFIX: storage},
+                         api_keys=(keys.anon_key, keys.service_role_key),
+                         auth_app=create_auth_app(auth_config(keys.jwt_secret, api_url, CONFIG_TOML),
+                                                  urls.auth_admin))
     redact_query_strings()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
                                            **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(())))
@@ -130,7 +139,7 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
         await serving
         return
     values = {
-        "SUPABASE_URL": f"http://{args.host}:{args.api_port}",
+        "SUPABASE_URL": api_url,
         "SUPABASE_ANON_KEY": keys.anon_key,
         "SUPABASE_SERVICE_ROLE_KEY": keys.service_role_key,
         "SUPABASE_JWT_SECRET": keys.jwt_secret,

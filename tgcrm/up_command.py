@@ -242,6 +242,7 @@ class UpCommand:
 
     async def _start(self, database: LocalDatabase) -> LocalStack:
         from supabase_local.keys import local_keys, user_token
+        from tgcrm.demo_user import ensure_demo_password, load_or_create_password
 
         options = self.options
         restart_policy = RestartPolicy.from_environment()  # a bad TGCRM_RESTART_DELAY_* is named before anything runs
@@ -251,6 +252,8 @@ class UpCommand:
         await database.prepare(seed=True)
         keys = local_keys(options.state_dir)
         urls = database.urls()
+        demo_password = load_or_create_password(options.state_dir)
+        await ensure_demo_password(database.admin_url, DEMO_USER_ID, demo_password)
         try:
             admin_key, demo_key = await ensure_crm_keys(options)
         except Exception as exc:  # noqa: BLE001 - a bad CRM_SESSION_KEY or CRM_DATABASE_URL: name the step
@@ -270,6 +273,7 @@ class UpCommand:
             FUNCTIONS_CRM_HOSTS=os.environ.get("FUNCTIONS_CRM_HOSTS")
             or f"{options.client_host}:{options.crm_port},localhost:{options.crm_port}",
             TGCRM_REST_DATABASE_URL=urls.authenticator,
+            TGCRM_AUTH_DATABASE_URL=urls.auth_admin,
             TGCRM_STORAGE_DIR=str(options.state_dir / "storage"),
             TGCRM_LOCAL_DEMO_USER_ID=DEMO_USER_ID,
             TGCRM_LOCAL_DEMO_USER_EMAIL=DEMO_USER_EMAIL,
@@ -293,7 +297,7 @@ class UpCommand:
             CRM_LOG_LEVEL=options.log_level,
             CRM_LOG_PAYLOADS="1" if options.log_payloads else "0",
         )
-        secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key, settings_key)
+        secrets = (keys.jwt_secret, keys.service_role_key, admin_key, demo_key, settings_key, demo_password)
         api = ChildService("api", python_module("tgcrm", "serve-api", "--host", options.host, "--port",
                                                 str(options.api_port), "--log-level", options.log_level),
                            api_env, hidden_values=lambda: secrets)
@@ -309,6 +313,7 @@ class UpCommand:
                               {"X-API-Key": admin_key})]),
             Supervised(api, [(f"{options.api_url}/health", {}),
                              (f"{options.api_url}/rest/v1/organizations?select=id&limit=1", service_headers),
+                             (f"{options.api_url}/auth/v1/health", {"apikey": keys.anon_key}),
                              (f"{options.api_url}/functions/v1/telegram-providers", {}),
                              (f"{options.api_url}/admin/", {})]),
         ])
@@ -324,6 +329,8 @@ class UpCommand:
             "SUPABASE_JWT_SECRET": keys.jwt_secret,
             "DATABASE_URL": urls.admin,
             "DEMO_USER_ID": DEMO_USER_ID,
+            "DEMO_USER_EMAIL": DEMO_USER_EMAIL,
+            "DEMO_USER_PASSWORD": demo_password,
             "DEMO_USER_JWT": user_token(DEMO_USER_ID, keys.jwt_secret, lifetime=DEMO_TOKEN_LIFETIME,
                                         email=DEMO_USER_EMAIL),
             "DEMO_ORGANIZATION_ID": DEMO_ORGANIZATION_ID,

@@ -123,9 +123,12 @@ class CrmClient:
         body.update({name: value for name, value in (("first_name", first_name), ("username", username)) if value})
         return await self._post("/sandbox/users", body, timeout=self._timeout)
 
-    async def sandbox_incoming(self, *, account_phone: str, sender: str, text: str) -> dict[str, Any]:
-        return await self._post("/sandbox/incoming", {"account_phone": account_phone, "from": sender, "text": text},
-                                timeout=self._timeout)
+    async def sandbox_incoming(self, *, account_phone: str, sender: str, text: str,
+                               media: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"account_phone": account_phone, "from": sender, "text": text}
+        if media is not None:
+            body["media"] = media
+        return await self._post("/sandbox/incoming", body, timeout=self._timeout)
 
     async def _post(self, path: str, body: dict[str, Any], *, timeout: float,
                     headers: dict[str, str] | None = None, sending: bool = False) -> dict[str, Any]:

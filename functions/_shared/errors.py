@@ -441,6 +441,14 @@ class FileForbiddenError(FunctionError):
         super().__init__(message, field="fileUrl")
 
 
+class FileTooLargeForSandboxError(FunctionError):
+    """The sandbox demo hands a file to the simulated user whole: it takes files up to a bound."""
+
+    status_code = 413
+    code = "FILE_TOO_LARGE"
+    default_message = "The file is too large for the sandbox"
+
+
 class FileNotFoundInStorageError(FunctionError):
     """fileUrl names a chat-media object of the caller's organization that Storage does not have."""
 

@@ -1,7 +1,8 @@
 """The admin page in a real browser (Playwright driving Debian's Chromium, headless) against one `tgcrm up` stack.
 
-The story a newcomer follows: sign in as the demo user, add a telegram_crm integration through the form (a bad phone
-is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
+The story a newcomer follows: sign in with the demo user's email and password (a wrong one is refused; the
+session refreshes and signs out through /auth/v1), sign in with the one-click demo button, add a telegram_crm
+integration through the form (a bad phone is refused with a message), log the sandbox account in (code, then its 2FA password), make a simulated user write,
 see the message in the chat view, reply, and find the reply among what the account sent in the sandbox; reply to a
 demo client of the seed. Then what goes wrong: a reply that fails stays beside its message with a retry that can
 never send twice, errors read as plain sentences in the page's language, the language switch keeps the open chat,
@@ -10,11 +11,14 @@ the page works 390 px wide, and the login code takes digits only.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import struct
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +97,53 @@ def page(stack: StackProcess) -> Iterator[object]:
             yield browser_page
         finally:
             context.close()
+
+
+def stored_session(page) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    return page.evaluate("() => JSON.parse(sessionStorage.getItem('tgcrm-admin-session') || 'null')")
+
+
+def refresh_with(stack: StackProcess, refresh_token: str) -> httpx.Response:
+    return httpx.post(f"{stack.values['SUPABASE_URL']}/auth/v1/token", params={"grant_type": "refresh_token"},
+                      json={"refresh_token": refresh_token}, headers={"apikey": stack.values["SUPABASE_ANON_KEY"]})
+
+
+def test_a_wrong_password_is_refused_beside_the_form(page, stack: StackProcess) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    # The demo user's email is prefilled locally; its password is what `tgcrm up` printed.
+    expect(page.locator("#email-input")).to_have_value(stack.values["DEMO_USER_EMAIL"])
+    page.fill("#password-input", "not the password")
+    page.click("#sign-in-password")
+    expect(page.locator("#password-sign-in-error")).to_have_text("Wrong email or password.")
+    expect(page.locator("#workspace")).to_be_hidden()
+
+
+def test_signs_in_with_email_and_password_refreshes_and_signs_out(  # type: ignore[no-untyped-def]
+        page, stack: StackProcess) -> None:
+    from playwright.sync_api import expect
+
+    page.fill("#email-input", stack.values["DEMO_USER_EMAIL"])
+    page.fill("#password-input", stack.values["DEMO_USER_PASSWORD"])
+    page.click("#sign-in-password")
+    expect(page.locator("#workspace")).to_be_visible()
+    expect(page.locator("#who")).to_contain_text("Demo Admin")
+    expect(page.locator("#clients li", has_text="Ivan Petrov")).to_be_visible()
+    first = stored_session(page)
+    assert first["userId"] == stack.values["DEMO_USER_ID"] and first["refreshToken"]
+
+    assert page.evaluate("() => window.tgcrmAdmin.refreshSession()") is True
+    second = stored_session(page)
+    # Rotation: a new refresh token (the access token may be byte-equal when minted in the same second).
+    assert second["refreshToken"] != first["refreshToken"] and second["expiresAt"] >= first["expiresAt"]
+    expect(page.locator("#clients li", has_text="Ivan Petrov")).to_be_visible()
+
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    assert stored_session(page) is None
+    # Signing out ended the session on the server: its refresh token is dead there too.
+    answer = refresh_with(stack, second["refreshToken"])
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "refresh_token_not_found")
 
 
 def test_signs_in_as_the_demo_user(page) -> None:  # type: ignore[no-untyped-def]
@@ -188,6 +239,58 @@ def test_a_reply_from_the_chat_view_reaches_the_sandbox(page, stack: StackProces
     sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
     assert sent.status_code == 200
     assert Story.reply_text in [entry["text"] for entry in sent.json()]
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG of one colour (no imaging library needed), so the browser has something to decode."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_photo_the_client_sends_shows_in_the_chat(page, crm_admin: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.select_option("#sandbox-from", label=f"{Story.sender_name} ({Story.sender_phone})")
+    page.fill("#sandbox-text", "")
+    page.set_input_files("#sandbox-file", files=[{"name": "receipt.png", "mimeType": "image/png",
+                                                  "buffer": _png(120, 80, (200, 40, 40))}])
+    page.click("#sandbox-send")
+    expect(page.locator("#notice")).to_have_class("notice info")
+
+    # Delivered (crm_server → webhook → chat-media), then shown through a signed URL the browser decodes.
+    image = page.locator("#messages .bubble.in img.media-image").last
+    expect(image).to_be_visible(timeout=DELIVERY_TIMEOUT_MS)
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [120, 80]
+    source = image.get_attribute("src")
+    assert "/storage/v1/object/sign/chat-media/" in source and "token=" in source  # never a public link
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    image.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "admin_chat_photo.png"))
+
+
+def test_a_file_attached_to_a_reply_arrives_with_its_bytes_and_name(  # type: ignore[no-untyped-def]
+        page, crm_admin: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    data = b"%PDF-1.4\n" + uuid.uuid4().bytes * 2000
+    page.set_input_files("#reply-file", files=[{"name": "offer.pdf", "mimeType": "application/pdf", "buffer": data}])
+    expect(page.locator("#reply-file-chip")).to_contain_text("offer.pdf")
+    page.fill("#reply-text", "Our offer, attached")
+    page.click("#reply-send")
+    stored = page.locator(STORED_REPLY, has_text="Our offer, attached")
+    expect(stored).to_be_visible()
+    expect(stored.locator("a.file")).to_contain_text("offer.pdf")
+    expect(page.locator("#reply-file-chip")).to_be_hidden()
+
+    sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone}).json()
+    [entry] = [item for item in sent if item["text"] == "Our offer, attached"]
+    assert entry["media"] == {"kind": "document", "file_name": "offer.pdf", "size": len(data),
+                              "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_a_reply_to_a_demo_client_of_the_seed_is_sent(page,  # type: ignore[no-untyped-def]

@@ -36,7 +36,8 @@ from tests.helpers.internal_service import http_answer, internal_service
 from tests.helpers.net import free_port
 
 CONTRACT_NAMES = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET",
-                  "DATABASE_URL", "DEMO_USER_ID", "DEMO_USER_JWT", "DEMO_ORGANIZATION_ID", "CRM_URL", "CRM_API_KEY",
+                  "DATABASE_URL", "DEMO_USER_ID", "DEMO_USER_EMAIL", "DEMO_USER_PASSWORD", "DEMO_USER_JWT",
+                  "DEMO_ORGANIZATION_ID", "CRM_URL", "CRM_API_KEY",
                   "CRM_SANDBOX")
 DELIVERY_TIMEOUT = 45.0
 _PHONES = itertools.count(int(time.time()) % 1_000_000)
@@ -134,7 +135,7 @@ def test_the_state_folder_and_everything_the_stack_made_in_it_are_closed_to_othe
         if relative.startswith("postgres/pgdata/"):
             continue  # PostgreSQL's own (it creates them 0600 and 0700 itself)
         found[relative] = stat.S_IMODE(path.lstat().st_mode)
-    assert {"env", "jwt_secret", "crm.sqlite3", "crm_admin_api_key", "functions_settings.key",
+    assert {"env", "jwt_secret", "crm.sqlite3", "crm_admin_api_key", "functions_settings.key", "demo_user_password",
             "postgres/postgres.log", "postgres/postgres.password", "postgres/pgdata"} <= set(found), sorted(found)
     wide = {relative: oct(mode) for relative, mode in found.items()
             if mode != expected.get(relative, 0o700 if (state / relative).is_dir() else 0o600)}
@@ -168,6 +169,38 @@ def test_crm_server_posts_webhooks_to_the_local_api_and_no_other_local_address(s
         "project_id": organization, "phone": "+79990001122", "webhook_url": own})
     assert accepted.status_code == 200, accepted.text
     crm_admin.post("/integration/lovable/disconnect", json={"project_id": organization, "phone": "+79990001122"})
+
+
+# --- auth and the gateway rule, as hosted Supabase has them ----------------------------------------------------------
+
+def test_the_demo_user_signs_in_with_the_printed_email_and_password(stack: StackProcess) -> None:
+    from supabase import create_client
+
+    client = create_client(stack.values["SUPABASE_URL"], stack.values["SUPABASE_ANON_KEY"])
+    answer = client.auth.sign_in_with_password({"email": stack.values["DEMO_USER_EMAIL"],
+                                                "password": stack.values["DEMO_USER_PASSWORD"]})
+    assert answer.user is not None and answer.user.id == stack.values["DEMO_USER_ID"]
+    assert (stack.state_dir / "demo_user_password").read_text().strip() == stack.values["DEMO_USER_PASSWORD"]
+    # The session's token reads the demo organization through /rest/v1 under RLS.
+    organizations = client.table("organizations").select("id").execute().data
+    assert [row["id"] for row in organizations] == [stack.values["DEMO_ORGANIZATION_ID"]]
+    client.auth.sign_out()
+
+
+def test_rest_and_auth_want_the_apikey_and_functions_the_bearer_token(stack: StackProcess) -> None:
+    user = {"Authorization": f"Bearer {stack.values['DEMO_USER_JWT']}"}
+    with httpx.Client(base_url=stack.values["SUPABASE_URL"], timeout=30.0) as http:
+        rest = http.get("/rest/v1/organizations", params={"select": "id"}, headers=user)
+        auth = http.get("/auth/v1/user", headers=user)
+        # Hosted edge functions check the JWT in Authorization and need no apikey.
+        function = http.get("/functions/v1/telegram-crm-status", headers=user)
+        anon_bearer = http.get("/functions/v1/telegram-providers",
+                               headers={"Authorization": f"Bearer {stack.values['SUPABASE_ANON_KEY']}"})
+    missing = {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
+    assert (rest.status_code, rest.json()) == (401, missing)
+    assert (auth.status_code, auth.json()) == (401, missing)
+    assert function.status_code == 200, function.text
+    assert anon_bearer.status_code == 200
 
 
 # --- the admin page answers only to its own loopback name (DNS rebinding) -------------------------------------------

@@ -28,7 +28,8 @@ def mounted(database_urls: Any, local_keys: Any) -> Iterator[str]:
     settings = FunctionsSettings(supabase_url=base_url, supabase_service_role_key=local_keys.service_role_key,
                                  supabase_jwt_secret=local_keys.jwt_secret, settings_key=Fernet.generate_key().decode())
     app = create_api_app(create_rest_app(database_urls.authenticator, local_keys.jwt_secret),
-                         extra_mounts={"/functions/v1": create_functions_app(settings)})
+                         extra_mounts={"/functions/v1": create_functions_app(settings)},
+                         api_keys=(local_keys.anon_key, local_keys.service_role_key))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -20,11 +20,48 @@ from tests.conftest import UserClientFactory
 from tests.crm_server.server_process import CrmClient, CrmServerProcess
 from tests.functions.conftest import Organization, connect_account, sandbox_user
 
-# crm_server's media side (its /media route, the sandbox's files) comes with branch crm-media.
-pytest.importorskip("crm_server.media", reason="crm_server without media support")
-
 MakeOrganization = Callable[[], Awaitable[Organization]]
 BUCKET = "chat-media"
+# Every kind of file crm_server forwards, as a Telegram user sends it (name, mime type).
+KINDS = {
+    "photo": (None, "image/jpeg"),
+    "voice": (None, "audio/ogg"),
+    "audio": ("song.mp3", "audio/mpeg"),
+    "video": ("clip.mp4", "video/mp4"),
+    "video_note": (None, "video/mp4"),
+    "document": ("contract.pdf", "application/pdf"),
+    "sticker": (None, "image/webp"),
+    "animation": ("funny.mp4", "video/mp4"),
+}
+
+
+@pytest.mark.parametrize("caption", ["", "see attached"], ids=["no caption", "caption"])
+async def test_every_kind_of_file_is_stored_and_none_is_refused(
+        caption: str, http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
+        user_client: UserClientFactory, make_organization: MakeOrganization) -> None:
+    organization = await make_organization()
+    connected = await connect_account(http, crm, crm_admin, organization)
+    _, user_phone, _ = sandbox_user(crm_admin, first_name="Vera")
+    sent: dict[str, tuple[str, bytes]] = {}
+    for kind, (name, mime) in KINDS.items():
+        data = os.urandom(3_000 + len(sent) * 1_111)
+        media = {"kind": kind, "mime_type": mime, "data_base64": base64.b64encode(data).decode()}
+        if name:
+            media["file_name"] = name
+        incoming = crm_admin.ok(crm_admin.post("/sandbox/incoming", json={
+            "account_phone": connected.phone, "from": user_phone, "text": caption, "media": media}))
+        sent[kind] = (str(incoming["message_id"]), data)
+
+    member = await user_client(organization.user_id)
+    for kind, (message_id, data) in sent.items():
+        row = await _wait_for_incoming(db, organization.id, message_id)
+        assert (row["file_type"], row["message_text"]) == (kind, caption)
+        path = row["file_url"].split(f"/{BUCKET}/", 1)[1]
+        assert await member.storage.from_(BUCKET).download(path) == data, kind
+    # Nothing crm_server produced was refused by our own receiver: no dead letter for this organization.
+    dead = crm_admin.ok(crm_admin.get("/webhooks/deliveries", params={"project_id": organization.id,
+                                                                      "state": "failed"}))
+    assert dead["deliveries"] == []
 
 
 async def test_a_document_travels_from_telegram_into_storage_and_back_to_telegram(

@@ -45,6 +45,7 @@ def api_port(tmp_path_factory: pytest.TempPathFactory, local_keys: LocalKeys,
     api = ApiProcess(tmp_path_factory.mktemp("limits-api"), {
         "SUPABASE_SERVICE_ROLE_KEY": local_keys.service_role_key, "SUPABASE_ANON_KEY": local_keys.anon_key,
         "SUPABASE_JWT_SECRET": local_keys.jwt_secret, "TGCRM_REST_DATABASE_URL": database_urls.authenticator,
+        "TGCRM_AUTH_DATABASE_URL": database_urls.auth_admin,
         "TGCRM_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)})
     api.start()
     try:

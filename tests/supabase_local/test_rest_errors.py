@@ -14,7 +14,7 @@ from supabase_local.rest.errors import from_postgres, status_for_sqlstate
 from tests.conftest import DEMO_ORGANIZATION_ID, DEMO_USER_ID, ClientFactory, StatusRecorder, UserClientFactory
 
 
-async def expect_error(client: AsyncClient, record_statuses: StatusRecorder, request, code: str,
+async def expect_error(client: AsyncClient, record_statuses: StatusRecorder, request, code: str | None,
                        status: int) -> APIError:
     async with record_statuses(client) as statuses:
         with pytest.raises(APIError) as raised:
@@ -114,7 +114,8 @@ async def test_bad_token_is_pgrst301(make_supabase_client: ClientFactory, local_
         "foreign role": sign({"role": "postgres", "exp": 4102444800}, local_keys.jwt_secret),
         "alg none": "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.",
     }[kind]
-    client = await make_supabase_client(token)
+    # The project's key passes the gateway; the bad token is the session token PostgREST checks.
+    client = await make_supabase_client(local_keys.anon_key, token)
     await expect_error(client, record_statuses, client.table("clients").select("id"), "PGRST301", 401)
 
 
@@ -124,7 +125,16 @@ async def test_request_without_any_key_is_401(make_supabase_client: ClientFactor
     for header in ("apikey", "authorization"):
         client.postgrest.session.headers.pop(header, None)
         client.postgrest.headers.pop(header, None)
-    await expect_error(client, record_statuses, client.table("clients").select("id"), "PGRST302", 401)
+    # The gateway answers before PostgREST, with its own body (no PostgREST code).
+    error = await expect_error(client, record_statuses, client.table("clients").select("id"), None, 401)
+    assert error.message == "No API key found in request"
+
+
+async def test_a_bad_apikey_is_refused_by_the_gateway(make_supabase_client: ClientFactory,
+                                                      record_statuses: StatusRecorder) -> None:
+    client = await make_supabase_client(api_key("service_role", "another-project-secret-of-a-decent-length"))
+    error = await expect_error(client, record_statuses, client.table("clients").select("id"), None, 401)
+    assert error.message == "Invalid API key"
 
 
 async def test_user_token_may_not_call_service_only_function(user_client: UserClientFactory,

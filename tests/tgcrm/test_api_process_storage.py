@@ -26,7 +26,8 @@ def api_process(database_urls: DatabaseUrls, local_keys: LocalKeys, tmp_path_fac
     storage_dir = tmp_path_factory.mktemp("api-process") / "storage"
     environment = {"SUPABASE_URL": base_url, "SUPABASE_SERVICE_ROLE_KEY": local_keys.service_role_key,
                    "SUPABASE_JWT_SECRET": local_keys.jwt_secret, "SUPABASE_ANON_KEY": local_keys.anon_key,
-                   "TGCRM_REST_DATABASE_URL": database_urls.authenticator, "TGCRM_STORAGE_DIR": str(storage_dir)}
+                   "TGCRM_REST_DATABASE_URL": database_urls.authenticator, "TGCRM_STORAGE_DIR": str(storage_dir),
+                   "TGCRM_AUTH_DATABASE_URL": database_urls.auth_admin}
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)

@@ -1,5 +1,6 @@
 """The admin page's server side: the static page (plain HTML, CSS and JavaScript, nothing fetched from elsewhere),
-its configuration, and in local mode only an endpoint that signs the page in as the demo user.
+its configuration, and in local mode only an endpoint that signs the page in as the demo user (loopback only; the
+page's usual sign-in is email + password through /auth/v1).
 
 Everything the page does after that goes through /rest/v1 (RLS applies) and /functions/v1 with the user's JWT.
 All of it answers only requests addressed to its own loopback name and port (`host_guard`: DNS rebinding).
@@ -64,8 +65,11 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
         return FileResponse(STATIC_DIR / "index.html", headers=SECURITY_HEADERS)
 
     async def config(request: Request) -> JSONResponse:
+        local = settings.local_sign_in
+        # The demo user's email prefills the sign-in form locally (its password is printed by `tgcrm up`).
         return JSONResponse({"anonKey": settings.anon_key, "supabaseUrl": "",
-                             "localSignIn": settings.local_sign_in is not None, "sandbox": settings.sandbox},
+                             "localSignIn": local is not None, "sandbox": settings.sandbox,
+                             "demoEmail": local.email if local is not None else None},
                             headers={"Cache-Control": "no-store"})
 
     async def local_session(request: Request) -> JSONResponse:

@@ -104,7 +104,8 @@ async def test_bad_object_names_are_refused(service_storage: AsyncStorageClient,
                                             local_keys, name: str) -> None:  # type: ignore[no-untyped-def]
     # storage3 refuses dot segments itself (and httpx would resolve them), so they are sent %-encoded, as a
     # client bent on escaping the bucket would send them.
-    headers = {"Authorization": f"Bearer {local_keys.service_role_key}", "content-type": "text/plain"}
+    headers = {"apikey": local_keys.service_role_key,
+               "Authorization": f"Bearer {local_keys.service_role_key}", "content-type": "text/plain"}
     encoded = name.replace(".", "%2E").replace("\\", "%5C").replace("\x01", "%01")
     async with httpx.AsyncClient() as http:
         answer = await http.post(f"{api_server}/storage/v1/object/{BUCKET}/{encoded}", content=b"x", headers=headers)
@@ -114,7 +115,8 @@ async def test_bad_object_names_are_refused(service_storage: AsyncStorageClient,
 
 async def test_dot_segments_encoded_in_the_url_are_refused(api_server: str,
                                                            local_keys) -> None:  # type: ignore[no-untyped-def]
-    headers = {"Authorization": f"Bearer {local_keys.service_role_key}"}
+    headers = {"apikey": local_keys.service_role_key,
+               "Authorization": f"Bearer {local_keys.service_role_key}"}
     async with httpx.AsyncClient() as http:
         answer = await http.get(f"{api_server}/storage/v1/object/{BUCKET}/a/%2E%2E/b", headers=headers)
     assert answer.status_code == 400 and answer.json()["error"] == "InvalidKey"
@@ -139,9 +141,10 @@ async def test_expired_forged_and_misused_tokens_are_refused(demo_object: str, a
     assert missing.status_code == 400
 
 
-async def test_a_bad_api_token_is_invalid_jwt(api_server: str) -> None:
+async def test_a_bad_api_token_is_invalid_jwt(api_server: str, local_keys) -> None:  # type: ignore[no-untyped-def]
     async with httpx.AsyncClient() as http:
-        answer = await http.get(f"{api_server}/storage/v1/bucket", headers={"Authorization": "Bearer junk"})
+        answer = await http.get(f"{api_server}/storage/v1/bucket",
+                                headers={"apikey": local_keys.anon_key, "Authorization": "Bearer junk"})
     assert answer.status_code == 400 and answer.json()["error"] == "InvalidJWT"
 
 

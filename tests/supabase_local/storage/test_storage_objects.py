@@ -198,7 +198,8 @@ async def test_raw_body_upload_takes_its_content_type(make_bucket: BucketFactory
                                                       service_storage: AsyncStorageClient,
                                                       local_keys) -> None:  # type: ignore[no-untyped-def]
     bucket_id = await make_bucket()
-    headers = {"Authorization": f"Bearer {local_keys.service_role_key}", "content-type": "image/jpeg"}
+    headers = {"apikey": local_keys.service_role_key,
+               "Authorization": f"Bearer {local_keys.service_role_key}", "content-type": "image/jpeg"}
     async with httpx.AsyncClient() as http:
         answer = await http.post(f"{api_server}/storage/v1/object/{bucket_id}/p.jpg", content=b"jpeg",
                                  headers=headers)
@@ -219,11 +220,10 @@ async def test_head_answers_the_headers_without_the_body(service_storage: AsyncS
                                                          local_keys) -> None:  # type: ignore[no-untyped-def]
     bucket_id = await make_bucket()
     await service_storage.from_(bucket_id).upload("a.txt", b"12345", {"content-type": "text/plain"})
+    service = {"apikey": local_keys.service_role_key, "Authorization": f"Bearer {local_keys.service_role_key}"}
     async with httpx.AsyncClient() as http:
-        answer = await http.head(f"{api_server}/storage/v1/object/authenticated/{bucket_id}/a.txt",
-                                 headers={"Authorization": f"Bearer {local_keys.service_role_key}"})
-        missing = await http.head(f"{api_server}/storage/v1/object/authenticated/{bucket_id}/b.txt",
-                                  headers={"Authorization": f"Bearer {local_keys.service_role_key}"})
+        answer = await http.head(f"{api_server}/storage/v1/object/authenticated/{bucket_id}/a.txt", headers=service)
+        missing = await http.head(f"{api_server}/storage/v1/object/authenticated/{bucket_id}/b.txt", headers=service)
     assert (answer.status_code, answer.headers["content-length"], answer.content) == (200, "5", b"")
     assert (missing.status_code, missing.content) == (400, b"")
 
@@ -233,7 +233,7 @@ async def test_range_requests_get_partial_content(service_storage: AsyncStorageC
     bucket_id = await make_bucket()
     await service_storage.from_(bucket_id).upload("v.mp4", b"0123456789", {"content-type": "video/mp4"})
     url = f"{api_server}/storage/v1/object/authenticated/{bucket_id}/v.mp4"
-    auth = {"Authorization": f"Bearer {local_keys.service_role_key}"}
+    auth = {"apikey": local_keys.service_role_key, "Authorization": f"Bearer {local_keys.service_role_key}"}
     async with httpx.AsyncClient() as http:
         middle = await http.get(url, headers={**auth, "Range": "bytes=2-4"})
         tail = await http.get(url, headers={**auth, "Range": "bytes=-3"})

@@ -31,7 +31,8 @@ def small_limit_storage(database_urls: DatabaseUrls, local_keys: LocalKeys,
     files = tmp_path_factory.mktemp("storage-limit")
     storage = create_storage_app(database_urls.authenticator, local_keys.jwt_secret, files, max_upload_bytes=LIMIT)
     app = create_api_app(create_rest_app(database_urls.authenticator, local_keys.jwt_secret),
-                         extra_mounts={STORAGE_PREFIX: storage})
+                         extra_mounts={STORAGE_PREFIX: storage},
+                         api_keys=(local_keys.anon_key, local_keys.service_role_key))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="small-limit-storage", daemon=True)
@@ -60,7 +61,8 @@ async def test_an_upload_over_the_global_limit_is_refused_and_leaves_nothing(
             for _ in range(LIMIT // 1024 + 1):
                 yield b"y" * 1024
         raw = await http.post(f"{base_url}/storage/v1/object/chat-media/{name}", content=chunks(),
-                              headers={"Authorization": f"Bearer {key}", "content-type": "application/octet-stream"})
+                              headers={"apikey": key, "Authorization": f"Bearer {key}",
+                                       "content-type": "application/octet-stream"})
         await storage.from_("chat-media").upload(f"{name}.ok", b"x" * LIMIT)
     assert (multipart.value.status, multipart.value.code) == ("413", "Payload too large")
     assert raw.status_code == 400 and raw.json()["statusCode"] == "413"

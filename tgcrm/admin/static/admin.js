@@ -1,5 +1,6 @@
 // The admin page: plain JavaScript, no build step, talking only to its own origin:
-// /rest/v1 with the user's JWT (RLS applies) and /functions/v1 for everything that needs an integration's secrets.
+// /auth/v1 to sign in (email + password, as Supabase Auth), /rest/v1 with the user's JWT (RLS applies) and
+// /functions/v1 for everything that needs an integration's secrets.
 'use strict';
 
 (() => {
@@ -9,6 +10,9 @@
       signInTitle: 'Sign in', localSignInHint: "Local mode: sign in as the demo organization's admin.",
       signInDemo: 'Sign in as the demo user', tokenLabel: 'Supabase access token (JWT)',
       signInToken: 'Sign in with this token', tokenInvalid: 'This is not a valid, unexpired access token.',
+      emailLabel: 'Email', accountPasswordLabel: 'Password', signInPassword: 'Sign in',
+      credentialsRequired: 'Type your email and password.', credentialsInvalid: 'Wrong email or password.',
+      emailNotConfirmed: 'This email is not confirmed yet.',
       integrations: 'Telegram integrations', refresh: 'Refresh', addIntegration: 'Add integration',
       colName: 'Name', colProvider: 'Provider', colPrimary: 'Primary', colEnabled: 'Enabled', colStatus: 'Status',
       noIntegrations: 'No integrations yet: add one to connect a Telegram account.',
@@ -54,6 +58,9 @@
       signInTitle: 'Вход', localSignInHint: 'Локальный режим: войти как администратор демо-организации.',
       signInDemo: 'Войти как демо-пользователь', tokenLabel: 'Токен доступа Supabase (JWT)',
       signInToken: 'Войти с этим токеном', tokenInvalid: 'Это недействительный или просроченный токен.',
+      emailLabel: 'Эл. почта', accountPasswordLabel: 'Пароль', signInPassword: 'Войти',
+      credentialsRequired: 'Введите почту и пароль.', credentialsInvalid: 'Неверная почта или пароль.',
+      emailNotConfirmed: 'Эта почта ещё не подтверждена.',
       integrations: 'Интеграции Telegram', refresh: 'Обновить', addIntegration: 'Добавить интеграцию',
       colName: 'Название', colProvider: 'Провайдер', colPrimary: 'Основная', colEnabled: 'Включена',
       colStatus: 'Состояние',
@@ -169,6 +176,8 @@
         MEDIA_TOO_LARGE_FOR_STORAGE: 'This file is larger than the file storage accepts.',
         FILE_FORBIDDEN: 'This file belongs to another organization and cannot be sent.',
         FILE_NOT_FOUND: 'This file is no longer in the file storage. Attach it again.',
+        FILE_TOO_LARGE: 'This file is too large to send. Send a smaller one, or a link to it.',
+        FILE_UNAVAILABLE: 'The file could not be fetched for sending. Attach it again.',
       },
       contexts: {
         send: {
@@ -273,6 +282,8 @@
         MEDIA_TOO_LARGE_FOR_STORAGE: 'Этот файл больше, чем принимает хранилище файлов.',
         FILE_FORBIDDEN: 'Этот файл принадлежит другой организации, его нельзя отправить.',
         FILE_NOT_FOUND: 'Этого файла больше нет в хранилище. Прикрепите его заново.',
+        FILE_TOO_LARGE: 'Файл слишком большой для отправки. Отправьте файл поменьше или ссылку на него.',
+        FILE_UNAVAILABLE: 'Не удалось получить файл для отправки. Прикрепите его снова.',
       },
       contexts: {
         send: {
@@ -316,12 +327,14 @@
   const LANG_KEY = 'tgcrm-admin-lang';
   const OUTBOX_KEY = 'tgcrm-admin-outbox';
   const POLL_MS = 2500;
+  // A session is refreshed this long before its access token expires (supabase-js refreshes with a margin too).
+  const REFRESH_MARGIN_MS = 60000;
   const NARROW = window.matchMedia('(max-width: 860px)');
 
   const state = {
     lang: 'en', config: null, session: null, providers: [], integrations: [], statuses: {}, clients: [],
     clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], loginIntegrationId: null,
-    loginHint: [], notice: null, busy: 0, pollTimer: null,
+    loginHint: [], notice: null, busy: 0, pollTimer: null, refreshTimer: null, refreshing: null,
     // Replies not yet seen among the stored messages: {key (the Idempotency-Key), clientId, text, at, status:
     // 'sending' | 'failed' | 'sent', error}. A retry resends under the same key, so it can never send twice.
     outbox: [],
@@ -499,9 +512,84 @@
     state.session = session;
     if (session) sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
     else sessionStorage.removeItem(SESSION_KEY);
+    scheduleRefresh();
   }
 
+  // --- Supabase Auth (/auth/v1): email + password, refresh before expiry, sign out -------------------------------
+
+  function auth(path, { body, token } = {}) {
+    // The API version supabase-js sends: errors then carry their code as a string (`invalid_credentials`, …).
+    const headers = { apikey: state.config.anonKey, 'Content-Type': 'application/json',
+      'X-Supabase-Api-Version': '2024-01-01' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return request(`${state.config.supabaseUrl}/auth/v1/${path}`,
+      { method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  }
+
+  function sessionFromAuth(answer, crmDefaults) {
+    return { token: answer.access_token, refreshToken: answer.refresh_token, expiresAt: answer.expires_at,
+      userId: answer.user.id, email: answer.user.email, crmDefaults: crmDefaults || null };
+  }
+
+  function scheduleRefresh() {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = null;
+    const session = state.session;
+    if (!session || !session.refreshToken || !session.expiresAt) return;
+    const delay = Math.max(0, session.expiresAt * 1000 - Date.now() - REFRESH_MARGIN_MS);
+    state.refreshTimer = setTimeout(refreshSession, delay);
+  }
+
+  // One refresh at a time: each refresh token is good once, so a second request with it would end the session.
+  function refreshSession() {
+    if (!state.refreshing) {
+      state.refreshing = (async () => {
+        const session = state.session;
+        if (!session || !session.refreshToken) return false;
+        try {
+          const answer = await auth('token?grant_type=refresh_token',
+            { body: { refresh_token: session.refreshToken } });
+          saveSession(sessionFromAuth(answer, session.crmDefaults));
+          return true;
+        } catch (error) {
+          if (state.session === session) endSession();
+          return false;
+        }
+      })().finally(() => { state.refreshing = null; });
+    }
+    return state.refreshing;
+  }
+
+  async function signInWithPassword(event) {
+    event.preventDefault();
+    const email = $('email-input').value.trim();
+    const password = $('password-input').value;
+    if (!email || !password) { fieldError('password-sign-in-error', t('credentialsRequired')); return; }
+    fieldError('password-sign-in-error', '');
+    clearNotice();
+    try {
+      const answer = await withBusy(event.submitter || $('sign-in-password'),
+        () => auth('token?grant_type=password', { body: { email, password } }));
+      $('password-input').value = '';
+      saveSession(sessionFromAuth(answer, null));
+      await enterWorkspace();
+    } catch (error) {
+      const code = error.code || '';
+      if (code === 'email_not_confirmed') fieldError('password-sign-in-error', t('emailNotConfirmed'));
+      else if (code === 'invalid_credentials' || code === 'validation_failed') {
+        fieldError('password-sign-in-error', t('credentialsInvalid'));
+      }
+      else showError(error);
+    }
+  }
+
+  // A 401 with a refreshable session (e.g. after the computer slept through the refresh timer) refreshes first.
   function expireSession() {
+    if (state.session && state.session.refreshToken && !state.refreshing) { refreshSession(); return; }
+    if (!state.refreshing) endSession();
+  }
+
+  function endSession() {
     saveSession(null);
     stopPolling();
     showSignIn();
@@ -514,6 +602,7 @@
     $('who').textContent = '';
     $('sign-in').hidden = false;
     $('local-sign-in').hidden = !state.config.localSignIn;
+    if (state.config.demoEmail && !$('email-input').value) $('email-input').value = state.config.demoEmail;
   }
 
   async function signInDemo(event) {
@@ -535,7 +624,12 @@
     await enterWorkspace();
   }
 
-  function signOut() {
+  async function signOut() {
+    const session = state.session;
+    // Ends this session on the server too, so its refresh token is dead; the page signs out even if that fails.
+    if (session && session.refreshToken) {
+      await withBusy($('sign-out'), () => auth('logout?scope=local', { token: session.token })).catch(() => {});
+    }
     saveSession(null);
     stopPolling();
     state.clientId = null;
@@ -984,12 +1078,14 @@
 
   function encodePath(path) { return path.split('/').map(encodeURIComponent).join('/'); }
 
-  // The path inside `chat-media` of a stored file URL of this project's Storage, or null (a link from elsewhere).
+  // The path inside `chat-media` of a stored file URL of Storage, or null (a link from elsewhere). Matched on the
+  // path alone: the row keeps the functions' address of the project, the page may be opened under another name
+  // (localhost, a proxy); signing it here still asks this project's Storage, whose policy decides.
   function mediaPath(url) {
-    if (typeof url !== 'string') return null;
-    const base = `${state.config.supabaseUrl}/storage/v1/object/`;
-    if (!url.startsWith(base)) return null;
-    const match = /^(?:authenticated\/|public\/)?chat-media\/([^?#]+)$/.exec(url.slice(base.length));
+    if (typeof url !== 'string' || !isWebUrl(url)) return null;
+    let path;
+    try { path = new URL(url).pathname; } catch (error) { return null; }
+    const match = /^\/storage\/v1\/object\/(?:authenticated\/|public\/)?chat-media\/(.+)$/.exec(path);
     return match ? decodeURIComponent(match[1]) : null;
   }
 
@@ -1068,14 +1164,15 @@
   }
 
   // Uploads a file the user picked into their own uploads folder (the bucket's policy allows nothing else) and
-  // answers the object's Storage URL. Upsert: a retry of the same reply (same key) overwrites the same object.
+  // answers how the functions name it (`chat-media/<path>`, whatever address the page was opened under). Upsert: a
+  // retry of the same reply (same key) overwrites the same object.
   async function uploadAttachment(file, key) {
     const path = `${state.organizationId}/uploads/${state.session.userId}/${key}-${safeFileName(file.name)}`;
     await request(`${state.config.supabaseUrl}/storage/v1/object/${MEDIA_BUCKET}/${encodePath(path)}`, {
       method: 'POST', body: file,
       headers: { ...authHeaders(), 'Content-Type': file.type || 'application/octet-stream', 'x-upsert': 'true' },
     });
-    return `${state.config.supabaseUrl}/storage/v1/object/authenticated/${MEDIA_BUCKET}/${encodePath(path)}`;
+    return `${MEDIA_BUCKET}/${path}`;
   }
 
   function pickedFile(inputId) {
@@ -1398,6 +1495,7 @@
     $('notice-close').addEventListener('click', clearNotice);
     $('sign-in-demo').addEventListener('click', signInDemo);
     $('token-sign-in').addEventListener('submit', signInWithToken);
+    $('password-sign-in').addEventListener('submit', signInWithPassword);
     $('sign-out').addEventListener('click', signOut);
     $('refresh-integrations').addEventListener('click', () => loadIntegrations());
     $('add-integration').addEventListener('click', openForm);
@@ -1432,16 +1530,18 @@
       showError(error);
       return;
     }
-    try {
-      const stored = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
-      if (stored && tokenUsable(stored.token)) state.session = stored;
-    } catch (error) { state.session = null; }
+    let stored = null;
+    try { stored = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null'); } catch (error) { stored = null; }
+    if (stored && tokenUsable(stored.token)) saveSession(stored);
+    else if (stored && stored.refreshToken) { state.session = stored; await refreshSession(); }
     if (state.session) await enterWorkspace(); else showSignIn();
   }
 
   // For the browser tests (and a curious console): the sentence a manager would read for an error.
   window.tgcrmAdmin = Object.freeze({
     errorText: (error, lang, context) => errorText(error, lang || state.lang, context),
+    // What the timer does a minute before the access token expires, now.
+    refreshSession: () => refreshSession(),
   });
 
   document.addEventListener('DOMContentLoaded', boot);

@@ -526,6 +526,16 @@
       { method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body) });
   }
 
+  // Locally, the demo user's integration form is prefilled with the local crm_server and its key, however they signed
+  // in; anywhere else (or for another user) there is nothing to prefill.
+  async function localCrmDefaults(token) {
+    if (!state.config.localSignIn) return null;
+    try {
+      const answer = await request('local/crm-defaults', { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+      return answer.crmDefaults || null;
+    } catch (error) { return null; }
+  }
+
   function sessionFromAuth(answer, crmDefaults) {
     return { token: answer.access_token, refreshToken: answer.refresh_token, expiresAt: answer.expires_at,
       userId: answer.user.id, email: answer.user.email, crmDefaults: crmDefaults || null };
@@ -571,7 +581,7 @@
       const answer = await withBusy(event.submitter || $('sign-in-password'),
         () => auth('token?grant_type=password', { body: { email, password } }));
       $('password-input').value = '';
-      saveSession(sessionFromAuth(answer, null));
+      saveSession(sessionFromAuth(answer, await localCrmDefaults(answer.access_token)));
       await enterWorkspace();
     } catch (error) {
       const code = error.code || '';

@@ -138,7 +138,7 @@ async def store_outgoing(db: AsyncClient, *, organization_id: str, client: Clien
     """
     row = {**_outgoing_row(organization_id, client, integration, request, idempotency_key),
            "external_message_id": str(sent.message_id) if sent.message_id is not None else None,
-           "metadata": metadata}
+           "metadata": metadata, **telegram_key(integration, client, sent)}
     for attempt in range(attempts):
         try:
             if sent.claimed_row_id is not None:
@@ -165,11 +165,48 @@ async def store_outgoing(db: AsyncClient, *, organization_id: str, client: Clien
                     existing = None
                 if existing is not None:
                     return str(existing["id"])
+                # The account's message.outgoing event stored this very Telegram message first: it becomes the
+                # send's row (one row, whichever of the two arrived first).
+                adopted = await adopt_event_row(db, organization_id, row)
+                if adopted is not None:
+                    return adopted
             log.warning("storing sent message %s failed (attempt %d/%d): %s", sent.message_id, attempt + 1,
                         attempts, exc.message)
         if attempt + 1 < attempts:
             await asyncio.sleep(STORE_BACKOFF[min(attempt, len(STORE_BACKOFF) - 1)])
     raise MessageNotStoredError()
+
+
+def telegram_key(integration: IntegrationRow, client: ClientRow, sent: SentMessage) -> dict[str, str]:
+    """The Telegram key (account, chat; the message id is external_message_id) of a message crm_server sent: the
+    key its message.outgoing / edit / read events name it by. Wappi's ids are not Telegram's: no key."""
+    if integration.provider != "telegram_crm" or sent.message_id is None:
+        return {}
+    account = integration.settings.get("crmPhoneNumber")
+    chat = sent.chat_id or sent.to_user_id or client.telegram_chat_id or client.telegram_user_id
+    if not account or not chat:
+        return {}
+    return {"external_account": str(account), "external_chat_id": str(chat)}
+
+
+async def adopt_event_row(db: AsyncClient, organization_id: str, row: dict[str, Any]) -> str | None:
+    """The row an event stored under the send's Telegram key, completed with the send's key and metadata; None when
+    no row holds the key (the conflict was something else)."""
+    if not row.get("external_account"):
+        return None
+    existing = await first_row(
+        db.table("chat_messages").select("id, metadata, idempotency_key").eq("organization_id", organization_id)
+        .eq("external_account", row["external_account"]).eq("external_chat_id", row["external_chat_id"])
+        .eq("external_message_id", row["external_message_id"]).eq("is_outgoing", True).limit(1),
+        "finding the event's row of the sent message")
+    if existing is None or existing.get("idempotency_key") not in (None, row["idempotency_key"]):
+        return None
+    changes = {"idempotency_key": row["idempotency_key"], "sender_name": row["sender_name"],
+               "integration_id": row["integration_id"], "metadata": {**(existing.get("metadata") or {}),
+                                                                     **row["metadata"]}}
+    adopted = await first_row(db.table("chat_messages").update(changes).eq("id", existing["id"])
+                              .eq("organization_id", organization_id), "adopting the event's row")
+    return str(adopted["id"]) if adopted is not None else None
 
 
 async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow, sent: SentMessage,
@@ -191,15 +228,15 @@ async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow,
             log.warning("could not update client %s with %s: %s", client.id, sorted(attempt), exc.message)
 
 
-async def find_incoming(db: AsyncClient, *, organization_id: str, account_phone: str, chat_id: str,
+async def find_by_telegram_key(db: AsyncClient, *, organization_id: str, account_phone: str, chat_id: str,
                         external_message_id: str) -> IngestResult | None:
-    """The incoming message stored already under the redelivery key (organization, account, chat, Telegram message
-    id; the key ingest_telegram_webhook dedupes by), as a duplicate's answer; None when it is new. Read before the
+    """The message stored already under the Telegram key (organization, account, chat, Telegram message id, in
+    either direction: the key the ingest rpcs dedupe by), as a duplicate's answer; None when it is new. Read before the
     work a redelivery must not repeat (fetching and uploading its file)."""
     row = await first_row(
         db.table("chat_messages").select("id, client_id").eq("organization_id", organization_id)
         .eq("external_account", account_phone).eq("external_chat_id", chat_id)
-        .eq("external_message_id", external_message_id).eq("is_outgoing", False).limit(1),
+        .eq("external_message_id", external_message_id).limit(1),
         "looking up an earlier delivery")
     if row is None:
         return None

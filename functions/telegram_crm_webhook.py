@@ -56,6 +56,8 @@ class WebhookPayload(EventBase):
     # crm_server's description of the message's file (the contract's "Media"); the legacy file_* fields beside it
     # are for receivers of the original plan, and are not what this function stores when `media` is present.
     media: IncomingMedia | None = None
+    # Imported from the account's history (the contract's backfill): stored like any message, announced to no one.
+    history: bool = False
 
     @field_validator("from_phone", mode="before")
     @classmethod
@@ -210,6 +212,7 @@ async def handle_message(context: EventContext, payload: WebhookPayload) -> dict
         "account_phone": payload.account_phone,
         "chat_id": payload.chat_id,
         "telegram_message_id": payload.message_id,
+        "history": payload.history or None,
         **file_metadata,
     }
     result = await ingest_incoming(db, {
@@ -233,6 +236,7 @@ async def handle_message(context: EventContext, payload: WebhookPayload) -> dict
         "p_file_type": file_type,
         "p_file_name": file_name,
         "p_metadata": {name: value for name, value in metadata.items() if value is not None},
+        "p_notify": not payload.history,
     })
     return _message_answer(result)
 

@@ -78,6 +78,7 @@ CREATE TABLE public.telegram_pending_events (
 -- A redelivered early edit or deletion is recorded once.
 CREATE UNIQUE INDEX telegram_pending_events_key ON public.telegram_pending_events
     (organization_id, external_account, external_message_id, external_chat_id, kind, happened_at) NULLS NOT DISTINCT;
+CREATE INDEX telegram_pending_events_age_idx ON public.telegram_pending_events (organization_id, created_at);
 
 -- How far each side of a chat has read (message.read): the rows stored later below the mark are read already, so
 -- a read that overtook its outgoing row is not lost.
@@ -95,6 +96,15 @@ ALTER TABLE public.telegram_pending_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.telegram_read_marks ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON public.telegram_pending_events, public.telegram_read_marks FROM PUBLIC, anon, authenticated;
 GRANT ALL ON public.telegram_pending_events, public.telegram_read_marks TO service_role;
+
+-- A pending event waits at most this long: a deletion of a message the CRM never had (one from before the account
+-- was connected) would otherwise wait forever. Trimmed by the rpcs that add pending events.
+CREATE FUNCTION public.trim_telegram_pending_events(p_organization_id uuid) RETURNS void
+    LANGUAGE sql
+AS $$
+    DELETE FROM public.telegram_pending_events
+    WHERE organization_id = p_organization_id AND created_at < now() - interval '30 days'
+$$;
 
 -- The locks every writer of a message's events takes, so an event and its message never miss each other: either
 -- the event sees the stored row, or the row's insert sees the recorded event.
@@ -319,6 +329,86 @@ BEGIN
 END
 $$;
 
+-- ingest_telegram_webhook with `p_notify`: a message imported from the account's history (`history: true`) is
+-- stored like any other but announces nothing (a new parameter: drop, then create).
+DROP FUNCTION public.ingest_telegram_webhook(
+    uuid, uuid, text, text, text, text, text, text, text, text, text, text, timestamptz, text, text, text, jsonb, text);
+
+CREATE FUNCTION public.ingest_telegram_webhook(
+    p_organization_id uuid,
+    p_integration_id uuid,
+    p_telegram_user_id text,
+    p_message_text text,
+    p_notification_title text,
+    p_notification_body text DEFAULT NULL,
+    p_external_message_id text DEFAULT NULL,
+    p_telegram_chat_id text DEFAULT NULL,
+    p_telegram_username text DEFAULT NULL,
+    p_first_name text DEFAULT NULL,
+    p_last_name text DEFAULT NULL,
+    p_phone text DEFAULT NULL,
+    p_sent_at timestamptz DEFAULT NULL,
+    p_file_url text DEFAULT NULL,
+    p_file_type text DEFAULT NULL,
+    p_file_name text DEFAULT NULL,
+    p_metadata jsonb DEFAULT '{}'::jsonb,
+    p_account_phone text DEFAULT NULL,
+    p_notify boolean DEFAULT true
+) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path = public
+AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    -- The authoritative check: a disabled or deleted integration (or one moved to another organization) stores
+    -- nothing, however fresh the caller's copy of it was. PT404 is answered 404, as PostgREST answers it.
+    PERFORM 1 FROM messenger_integrations
+    WHERE id = p_integration_id AND organization_id = p_organization_id AND is_enabled;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Unknown or disabled integration' USING ERRCODE = 'PT404';
+    END IF;
+
+    v_result := ingest_telegram_message(
+        p_organization_id => p_organization_id,
+        p_integration_id => p_integration_id,
+        p_telegram_user_id => p_telegram_user_id,
+        p_message_text => p_message_text,
+        p_external_message_id => p_external_message_id,
+        p_telegram_chat_id => p_telegram_chat_id,
+        p_telegram_username => p_telegram_username,
+        p_first_name => p_first_name,
+        p_last_name => p_last_name,
+        p_phone => p_phone,
+        p_sent_at => p_sent_at,
+        p_file_url => p_file_url,
+        p_file_type => p_file_type,
+        p_file_name => p_file_name,
+        p_metadata => p_metadata,
+        p_account_phone => p_account_phone);
+
+    IF p_notify AND NOT (v_result ->> 'duplicate')::boolean THEN
+        -- Best effort, in its own subtransaction: a lost notification must not lose the message.
+        BEGIN
+            INSERT INTO notifications (organization_id, type, title, body, data)
+            VALUES (p_organization_id, 'telegram_message', p_notification_title, p_notification_body,
+                    jsonb_build_object('clientId', v_result ->> 'client_id', 'messageId', v_result ->> 'message_id',
+                                       'integrationId', p_integration_id::text));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'could not notify organization %: %', p_organization_id, SQLERRM;
+        END;
+    END IF;
+    RETURN v_result;
+END
+$$;
+
+REVOKE ALL ON FUNCTION public.ingest_telegram_webhook(
+    uuid, uuid, text, text, text, text, text, text, text, text, text, text, timestamptz, text, text, text, jsonb, text, boolean
+) FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.ingest_telegram_webhook(
+    uuid, uuid, text, text, text, text, text, text, text, text, text, text, timestamptz, text, text, text, jsonb, text, boolean
+) TO service_role;
+
 -- message.outgoing: the account wrote from its phone or desktop app. The client is the chat's user (found by user
 -- or chat id; a conversation the manager started from the phone makes one); the row is the manager's, never
 -- notified (the manager wrote it), and never a second row for a message stored already (telegram-send's row).
@@ -429,6 +519,7 @@ BEGIN
         VALUES (p_organization_id, p_account_phone, p_telegram_chat_id, p_external_message_id, 'edited',
                 p_edit_date, p_message_text)
         ON CONFLICT DO NOTHING;
+        PERFORM trim_telegram_pending_events(p_organization_id);
         RETURN jsonb_build_object('status', 'pending');
     END IF;
     IF v_row.edited_at IS NOT NULL AND p_edit_date <= v_row.edited_at THEN
@@ -483,6 +574,9 @@ BEGIN
             v_pending := v_pending + 1;
         END IF;
     END LOOP;
+    IF v_pending > 0 THEN
+        PERFORM trim_telegram_pending_events(p_organization_id);
+    END IF;
     RETURN jsonb_build_object('deleted', v_deleted, 'pending', v_pending);
 END
 $$;
@@ -589,6 +683,7 @@ BEGIN
         'check_telegram_integration(uuid, uuid)',
         'lock_telegram_message(uuid, text, text)',
         'lock_telegram_chat(uuid, text, text)',
+        'trim_telegram_pending_events(uuid)',
         'apply_pending_telegram_events()',
         'ingest_telegram_outgoing(uuid, uuid, text, text, text, text, text, timestamptz, text, text, text, jsonb)',
         'apply_telegram_edit(uuid, uuid, text, text, text, text, timestamptz)',

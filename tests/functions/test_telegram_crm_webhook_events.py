@@ -221,6 +221,18 @@ async def test_an_inbox_read_marks_the_clients_messages_read(http: httpx.AsyncCl
     assert {row["external_message_id"]: row["is_read"] for row in await hook.rows()} == {"410": True, "411": False}
 
 
+async def test_a_message_imported_from_history_is_stored_once_and_notifies_no_one(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    client_user = user()
+    imported = {**hook.message(client_user, 420, "an old question"), "history": True}
+    await post(http, hook, imported)
+    await post(http, hook, {**imported, "event_id": str(uuid.uuid4())})  # imported twice
+    assert (await hook.row(420))["metadata"]["history"] is True
+    assert await count(db, "notifications", hook.organization.id) == 0
+    await post(http, hook, hook.message(client_user, 421, "a new one"))
+    assert await count(db, "notifications", hook.organization.id) == 1
+
+
 # --- out of order ---------------------------------------------------------------------------------------------------
 
 async def test_an_edit_before_its_message_applies_when_the_message_arrives(http: httpx.AsyncClient, hook: Hook) -> None:

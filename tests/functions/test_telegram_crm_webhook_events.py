@@ -5,6 +5,7 @@ that is also a /telegram/send result is one row, whichever is stored first."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -271,6 +272,18 @@ async def test_a_read_before_the_outgoing_row_applies_when_it_arrives(http: http
     rows = {row["external_message_id"]: row for row in await hook.rows()}
     assert (rows["521"]["message_status"], rows["522"]["message_status"], rows["520"]["is_read"]) == \
         ("read", "sent", True)
+
+
+async def test_an_edit_racing_its_message_is_never_lost(http: httpx.AsyncClient, hook: Hook) -> None:
+    client_user = user()
+    pairs = [(hook.message(client_user, 600 + n, "first"),
+              hook.edited(client_user, 600 + n, "edited", "2026-12-01T10:02:00Z")) for n in range(8)]
+    # Each message and its edit at once (and each twice): whichever the database sees first, the edit lands.
+    await asyncio.gather(*(post(http, hook, body) for pair in pairs for body in (*pair, *pair)))
+    rows = await hook.rows()
+    assert len(rows) == 8
+    assert {row["message_text"] for row in rows} == {"edited"}
+    assert all([entry["text"] for entry in row["metadata"]["edits"]] == ["first"] for row in rows)
 
 
 # --- the send's row and the phone's event ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from functions._shared.event_rpc import event_rpc
 
 
 class AccountStatusEvent(EventBase):
-    state: str = Field(min_length=1, max_length=50, pattern=r"^[a-z][a-z0-9_]*$")
+    state: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.:-]+$")
     reason: str | None = Field(None, max_length=500)
 
 

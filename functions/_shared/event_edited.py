@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from functions._shared.event_context import EventContext
 from functions._shared.event_fields import EventBase, TelegramId, utc
@@ -23,7 +23,6 @@ class EditedEvent(EventBase):
     media: IncomingMedia | None = None
     edit_date: datetime | None = None
     outgoing: bool = False
-    history: bool = Field(False, exclude=True)
 
     @field_validator("edit_date")
     @classmethod

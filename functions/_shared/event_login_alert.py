@@ -13,12 +13,22 @@ from functions._shared.event_context import EventContext, present
 from functions._shared.event_fields import EventBase
 from functions._shared.event_rpc import event_rpc
 
-TITLE = "New login to the Telegram account {phone}"
+TITLES = {
+    "login_code": "A login code was sent to the Telegram account {phone}",
+    "new_login": "New login to the Telegram account {phone}",
+}
+DEFAULT_TITLE = TITLES["new_login"]
 
 
 class LoginAlertEvent(EventBase):
+    # crm_server: "login_code" (a code was asked for) or "new_login" (a device logged in); others read as the latter.
+    alert: str | None = Field(None, max_length=50)
     device: str | None = Field(None, max_length=200)
     location: str | None = Field(None, max_length=200)
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.alert or "", DEFAULT_TITLE).format(phone=self.account_phone)
 
 
 async def handle_login_alert(context: EventContext, event: LoginAlertEvent) -> dict[str, Any]:
@@ -29,9 +39,9 @@ async def handle_login_alert(context: EventContext, event: LoginAlertEvent) -> d
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_event_id": event_id,
-        "p_title": TITLE.format(phone=event.account_phone),
+        "p_title": event.title,
         "p_body": body,
-        "p_data": present({"accountPhone": event.account_phone, "device": event.device,
+        "p_data": present({"accountPhone": event.account_phone, "alert": event.alert, "device": event.device,
                            "location": event.location}),
     }, "storing the login alert")
     return {"success": True, "notificationId": result.get("notification_id"),

@@ -345,7 +345,8 @@ async def test_the_accounts_state_is_shown_by_telegram_crm_status(http: httpx.As
 
 async def test_a_login_alert_notifies_once_and_stores_no_message(
         http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
-    alert = hook.event("account.login_alert", device="Telegram Desktop", location="Berlin, Germany")
+    alert = hook.event("account.login_alert", alert="new_login", device="Telegram Desktop",
+                       location="Berlin, Germany", chat_id=None)
     first = await post(http, hook, alert)
     again = await post(http, hook, alert)  # the same event, redelivered
     assert (first["duplicate"], again["duplicate"], again["notificationId"]) == \
@@ -354,6 +355,8 @@ async def test_a_login_alert_notifies_once_and_stores_no_message(
                                    hook.organization.id)
     assert len(notifications) == 1
     assert notifications[0]["type"] == "telegram_login_alert"
+    assert notifications[0]["title"] == f"New login to the Telegram account {hook.phone}"
+    assert notifications[0]["data"]["alert"] == "new_login"
     assert notifications[0]["body"] == "Telegram Desktop · Berlin, Germany"
     assert await count(db, "chat_messages", hook.organization.id) == 0
 

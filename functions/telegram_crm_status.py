@@ -48,6 +48,11 @@ def reported_state(integration: IntegrationRow) -> dict[str, Any]:
             "lastStatusAt": at.isoformat() if at is not None else None}
 
 
+class StatusResponse(BaseModel):
+    success: bool = True
+    integrations: list[IntegrationStatus]
+
+
 async def status_of(runtime: FunctionsRuntime, organization_id: str, integration: IntegrationRow) -> IntegrationStatus:
     status = await _asked_status(runtime, organization_id, integration)
     return status.model_copy(update=reported_state(integration))
@@ -110,4 +115,4 @@ async def handler(request: Request) -> JSONResponse:
                                       for integration in integrations))
 
     # respond
-    return JSONResponse({"success": True, "integrations": [status.model_dump() for status in statuses]})
+    return JSONResponse(StatusResponse(integrations=statuses).model_dump())

@@ -201,9 +201,10 @@ async def adopt_event_row(db: AsyncClient, organization_id: str, row: dict[str, 
         "finding the event's row of the sent message")
     if existing is None or existing.get("idempotency_key") not in (None, row["idempotency_key"]):
         return None
+    # The send is what the row is now: not "from the Telegram app" (the event's source), the send's own metadata.
+    earlier = {name: value for name, value in (existing.get("metadata") or {}).items() if name != "source"}
     changes = {"idempotency_key": row["idempotency_key"], "sender_name": row["sender_name"],
-               "integration_id": row["integration_id"], "metadata": {**(existing.get("metadata") or {}),
-                                                                     **row["metadata"]}}
+               "integration_id": row["integration_id"], "metadata": {**earlier, **row["metadata"]}}
     adopted = await first_row(db.table("chat_messages").update(changes).eq("id", existing["id"])
                               .eq("organization_id", organization_id), "adopting the event's row")
     return str(adopted["id"]) if adopted is not None else None

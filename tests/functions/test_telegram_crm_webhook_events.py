@@ -322,6 +322,7 @@ async def test_a_send_then_its_outgoing_event_is_one_row(
     row = await hook.row(next_id)
     assert row["id"] == later.json()["savedMessageId"]
     assert row["idempotency_key"] is not None and row["metadata"]["provider"] == "telegram_crm"
+    assert "source" not in row["metadata"]  # the CRM sent it: not shown as written in the Telegram app
     assert row["message_status"] == "sent"  # above the client's read mark
 
 

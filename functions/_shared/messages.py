@@ -12,14 +12,14 @@ from typing import Any
 from postgrest.types import ReturnMethod
 from supabase import AsyncClient
 
-from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
+from functions._shared.database import UNIQUE_VIOLATION, first_row, rows
 from functions._shared.errors import (
     DatabaseError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
-    IntegrationNotFoundError,
     MessageNotStoredError,
 )
+from functions._shared.event_rpc import event_rpc
 from functions._shared.integrations import load_client
 from functions._shared.rows import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SentMessage
 from functions._shared.sending import SendRequest
@@ -31,8 +31,6 @@ OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, message_
 SENDING = "sending"
 # Pauses between attempts to store an outgoing row the provider already sent (seconds).
 STORE_BACKOFF = (0.2, 0.5, 1.0, 2.0)
-# What ingest_telegram_webhook raises when the integration is disabled, deleted or not the organization's.
-INTEGRATION_GONE = "PT404"
 
 
 async def find_outgoing(db: AsyncClient, organization_id: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -252,14 +250,7 @@ async def ingest_incoming(db: AsyncClient, params: dict[str, Any]) -> IngestResu
     An integration disabled or deleted since the caller found it is IntegrationNotFoundError (404), exactly like an
     unknown webhook key.
     """
-    try:
-        value = await rpc_value(db.rpc("ingest_telegram_webhook", params), "storing the incoming message")
-    except DatabaseError as exc:
-        if exc.pg_code == INTEGRATION_GONE:
-            raise IntegrationNotFoundError("Unknown or disabled webhook key") from exc
-        raise
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
+    value = await event_rpc(db, "ingest_telegram_webhook", params, "storing the incoming message")
     try:
         return IngestResult.model_validate(value)
     except ValueError as exc:

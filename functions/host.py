@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from functions import (
     telegram_crm_auth,
     telegram_crm_connect,
+    telegram_crm_mark_read,
     telegram_crm_sandbox,
     telegram_crm_send,
     telegram_crm_status,
@@ -78,6 +79,7 @@ FUNCTIONS: tuple[EdgeFunction, ...] = (
     # The admin page's operations that need an integration's secrets (crm_server key, sandbox admin key).
     EdgeFunction("telegram-crm-auth", telegram_crm_auth.handler, ("POST",)),
     EdgeFunction("telegram-crm-status", telegram_crm_status.handler, ("GET", "POST")),
+    EdgeFunction("telegram-crm-mark-read", telegram_crm_mark_read.handler, ("POST",)),
     EdgeFunction("telegram-crm-sandbox", telegram_crm_sandbox.handler, ("POST",)),
     EdgeFunction("telegram-integration-save", telegram_integration_save.handler, ("POST",)),
     EdgeFunction("telegram-integration-remove", telegram_integration_remove.handler, ("POST",)),

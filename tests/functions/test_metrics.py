@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from functions._shared.settings import FunctionsSettings
 from functions.host import FUNCTIONS, create_functions_app
 from supabase_local.keys import user_token
-from tests.functions.conftest import METRICS_KEY, Organization
+from tests.functions.conftest import METRICS_KEY, Organization, create_client, create_wappi_integration
 from tests.helpers.net import free_port
+from tests.helpers.wappi_standin import WappiStandIn
 
 SECRET = "metrics-test-secret-metrics-test-secret"
 SCRAPE = {"Authorization": f"Bearer {METRICS_KEY}"}
@@ -94,6 +96,27 @@ async def test_an_unreachable_crm_server_is_counted_as_its_upstream_error(
     assert value(after, "functions_requests_total", function="telegram-crm-connect", method="POST",
                  status_class="5xx") - value(before, "functions_requests_total", function="telegram-crm-connect",
                                              method="POST", status_class="5xx") == 1
+
+
+async def test_an_upstream_failure_the_function_recovers_from_is_counted_too(
+        http: httpx.AsyncClient, db: asyncpg.Pool, wappi_standin: WappiStandIn,
+        make_organization: Callable[[], Awaitable[Organization]]) -> None:
+    organization = await make_organization()
+    for primary in (True, False):
+        profile_id, token = f"profile-{uuid.uuid4().hex[:10]}", f"token-{uuid.uuid4().hex}"
+        wappi_standin.add_profile(profile_id, token, None)
+        await create_wappi_integration(db, organization.id, profile_id, token, primary=primary)
+    client_id = await create_client(db, organization.id, username="metrics_friend")
+    before = await scrape(http)
+    wappi_standin.fail_next(503, "maintenance")
+    response = await http.post("/telegram-send", headers=organization.auth,
+                               json={"clientId": client_id, "text": "through the backup"})
+    assert response.status_code == 200 and response.json()["failedOver"] is True, response.text
+    after = await scrape(http)
+    labels = {"upstream": "wappi", "kind": "WAPPI_ERROR"}
+    # The answer is a success; only the count says the primary integration's provider failed.
+    assert value(after, "functions_upstream_errors_total", **labels) - \
+        value(before, "functions_upstream_errors_total", **labels) == 1
 
 
 @pytest.fixture

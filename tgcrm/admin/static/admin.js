@@ -134,6 +134,7 @@
         INVALID_TOKEN: 'Your session has expired: sign in again.',
         ORGANIZATION_NOT_FOUND: 'Your user does not belong to an organization yet. Ask an administrator to add you.',
         INVALID_SECRET: 'The Telegram server could not prove who it is. Connect the integration again.',
+        INVALID_METRICS_KEY: 'The metrics key is missing or wrong.',
         INVALID_SIGNATURE: 'The Telegram server could not prove who it is. Connect the integration again.',
         PROJECT_MISMATCH: 'The Telegram server is set up for another organization. Connect the integration again.',
         PROJECT_FORBIDDEN: 'This API key belongs to another organization. Use the key made for yours.',
@@ -239,6 +240,7 @@
         ORGANIZATION_NOT_FOUND: 'Ваш пользователь ещё не входит ни в одну организацию. Попросите администратора '
           + 'добавить вас.',
         INVALID_SECRET: 'Telegram-сервер не смог подтвердить, что это он. Подключите интеграцию заново.',
+        INVALID_METRICS_KEY: 'Ключ метрик не указан или неверен.',
         INVALID_SIGNATURE: 'Telegram-сервер не смог подтвердить, что это он. Подключите интеграцию заново.',
         PROJECT_MISMATCH: 'Telegram-сервер настроен для другой организации. Подключите интеграцию заново.',
         PROJECT_FORBIDDEN: 'Этот API-ключ принадлежит другой организации. Используйте ключ, выданный для вашей.',

@@ -126,8 +126,9 @@ async def verified_claims(request: Request, verifier: TokenVerifier) -> dict[str
     return claims
 
 
-async def authenticate(request: Request, verifier: TokenVerifier, db: AsyncClient) -> Caller:
-    """The calling user and their organization: 401 without a user token, 404 when the user has no organization."""
+async def authenticated_user_id(request: Request, verifier: TokenVerifier) -> str:
+    """The calling user's id (401 without a signed-in user's token); their organization is the caller's to read
+    (`authenticate`, or inside an rpc that takes the user id)."""
     claims = await verified_claims(request, verifier)
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
@@ -137,6 +138,12 @@ async def authenticate(request: Request, verifier: TokenVerifier, db: AsyncClien
         user_id = str(uuid.UUID(str(claims.get("sub"))))
     except ValueError as exc:
         raise InvalidTokenError("The access token has no user") from exc
+    return user_id
+
+
+async def authenticate(request: Request, verifier: TokenVerifier, db: AsyncClient) -> Caller:
+    """The calling user and their organization: 401 without a user token, 404 when the user has no organization."""
+    user_id = await authenticated_user_id(request, verifier)
     profile = await first_row(
         db.table("profiles").select("organization_id").eq("id", user_id).limit(1), "loading the user's profile")
     if profile is None or not profile.get("organization_id"):

@@ -63,7 +63,7 @@ async def handle_send(request: Request, *, providers: Collection[Provider], fail
     claims = SendClaims(db, organization_id, client, body, key)
     try:
         outcome = await send_with_failover(runtime, organization_id, chosen, client, to_provider, key, claims,
-                                           failover=plan.failover)
+                                           failover=plan.failover_candidate)
     except SendOutcomeUnknownError as exc:
         exc.idempotency_key = key  # the caller retries with it: sent at most once
         raise

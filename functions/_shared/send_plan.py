@@ -81,11 +81,11 @@ class SendPlan:
             raise DatabaseError("The database answered prepare_telegram_send unexpectedly")
         return self.integrations.opened(row)
 
-    @property
-    def failover(self) -> list[IntegrationRow]:
-        """The other enabled integrations to try once after the chosen one, primary first (empty without
-        failover)."""
-        return [self.integrations.opened(row) for row in self.answer.get("failover") or []]
+    def failover_candidate(self) -> IntegrationRow | None:
+        """The integration to try once after the chosen one: the first other enabled one, primary first (None
+        without failover). Opened only when asked: each opening decrypts its settings."""
+        candidates = self.answer.get("failover") or []
+        return self.integrations.opened(candidates[0]) if candidates else None
 
 
 async def prepare_send(db: AsyncClient, integrations: IntegrationStore, *, user_id: str, client_id: str,

@@ -131,6 +131,12 @@ def test_signs_in_with_email_and_password_refreshes_and_signs_out(  # type: igno
     expect(page.locator("#clients li", has_text="Ivan Petrov")).to_be_visible()
     first = stored_session(page)
     assert first["userId"] == stack.values["DEMO_USER_ID"] and first["refreshToken"]
+    # The README's story works after a password sign-in too: the form knows the local crm_server and its key.
+    page.click("#add-integration")
+    page.select_option("#provider-select", "telegram_crm")
+    expect(page.locator("#field-crmApiUrl")).to_have_value(stack.values["CRM_URL"])
+    expect(page.locator("#field-crmApiKey")).to_have_value(stack.values["CRM_DEMO_API_KEY"])
+    page.click("#integration-cancel")
 
     assert page.evaluate("() => window.tgcrmAdmin.refreshSession()") is True
     second = stored_session(page)

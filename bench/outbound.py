@@ -19,7 +19,10 @@ from pathlib import Path
 
 from bench.common import BenchResult, figure, percentile
 
-TARGET_ADDED_P50_MS = 5.0
+TARGET_ADDED_P50_MS = 5.0  # crm_server's own /telegram/send (issue 4)
+# telegram-send: two database calls and crm_server's send over a direct Telethon send (issue 17, item 3).
+TARGET_FUNCTION_ADDED_P50_MS = 10.0
+TARGET_FUNCTION_ADDED_P99_MS = 20.0
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,9 @@ def run(config: OutboundConfig = OutboundConfig(), workdir: Path | None = None) 
     result.add(figure("Telethon send_message on the sandbox", "sends/s", measured["direct_per_s"]))
     result.add(figure("telegram-send / direct", "ratio", measured["function_ratio"]))
     result.add(figure("telegram-send added p50", "ms", measured["function_added_p50_ms"],
-                      at_most=TARGET_ADDED_P50_MS))
-    result.add(figure("telegram-send added p99", "ms", measured["function_added_p99_ms"]))
+                      at_most=TARGET_FUNCTION_ADDED_P50_MS))
+    result.add(figure("telegram-send added p99", "ms", measured["function_added_p99_ms"],
+                      at_most=TARGET_FUNCTION_ADDED_P99_MS))
     result.add(figure("/telegram/send / direct", "ratio", measured["crm_ratio"]))
     result.add(figure("/telegram/send added p50", "ms", measured["crm_added_p50_ms"], at_most=TARGET_ADDED_P50_MS))
     result.add(figure("/telegram/send added p99", "ms", measured["crm_added_p99_ms"]))

@@ -108,6 +108,8 @@ idempotency = Table(
     # NULL while the first request is still in flight; the JSON of its success response afterwards.
     Column("response", Text, nullable=True),
     Column("created_at", Float, nullable=False, index=True),
+    # The claim that owns the key (random, per request): a claim in one statement tells by it whether it won.
+    Column("claim_id", String(32), nullable=True),
 )
 
 # Every incoming Telegram message, written before anything else happens to it, until its webhook took it.

@@ -1,15 +1,14 @@
-"""Reading and writing messenger integrations (settings sealed at rest, open in memory), loading clients, and choosing
-which integration sends.
+"""Reading and writing messenger integrations (settings sealed at rest, open in memory). A send reads its route in
+`prepare_telegram_send` (send_plan.py) and opens the rows here.
 
-The choice: the caller's explicit integration; else the one that received the client's last incoming message, if
-enabled; else the organization's primary; else its oldest enabled one. All queries filter by organization, because
-the service role sees every organization (the webhook's lookup by key is the one exception: the key names the
-integration, and the handler then checks the payload's organization against it).
+All queries filter by organization, because the service role sees every organization (the webhook's lookup by key
+is the one exception: the key names the integration, and the handler then checks the payload's organization
+against it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from supabase import AsyncClient
@@ -18,7 +17,6 @@ from functions._shared.database import UNIQUE_VIOLATION, first_row, rows
 from functions._shared.errors import (
     ClientNotFoundError,
     DatabaseError,
-    IntegrationDisabledError,
     IntegrationNotFoundError,
 )
 from functions._shared.sealed_settings import SettingsSealer
@@ -42,15 +40,6 @@ async def load_client(db: AsyncClient, organization_id: str, client_id: str) -> 
     if row is None:
         raise ClientNotFoundError(field="clientId")
     return ClientRow.model_validate(row)
-
-
-async def last_incoming_integration_id(db: AsyncClient, organization_id: str, client_id: str) -> str | None:
-    # The very last incoming message decides; if its integration was deleted since, the primary takes over.
-    row = await first_row(
-        db.table("chat_messages").select("integration_id").eq("organization_id", organization_id)
-        .eq("client_id", client_id).eq("is_outgoing", False)
-        .order("created_at", desc=True).limit(1), "finding the client's last incoming message")
-    return str(row["integration_id"]) if row and row.get("integration_id") else None
 
 
 class IntegrationStore:
@@ -93,38 +82,6 @@ class IntegrationStore:
             self._db.table(TABLE).select(INTEGRATION_COLUMNS).eq("webhook_key", webhook_key).limit(1),
             "finding the integration by webhook key")
         return None if row is None else self._opened(row)
-
-    # --- choosing -------------------------------------------------------------------------------------------------
-
-    async def choose(self, organization_id: str, client: ClientRow, explicit_id: str | None,
-                     providers: Collection[Provider] = ALL_PROVIDERS) -> IntegrationRow:
-        """The integration that sends to `client` (see the module docstring)."""
-        if explicit_id is not None:
-            integration = await self.load(organization_id, explicit_id)
-            if integration.provider not in providers:
-                raise IntegrationNotFoundError(f"Integration {explicit_id} is not a {' or '.join(providers)} "
-                                               f"integration", field="integrationId")
-            if not integration.is_enabled:
-                raise IntegrationDisabledError(field="integrationId")
-            return integration
-        candidates = [integration for integration in await self.telegram_integrations(organization_id)
-                      if integration.is_enabled and integration.provider in providers]
-        last_incoming = await last_incoming_integration_id(self._db, organization_id, client.id)
-        for integration in candidates:
-            if integration.id == last_incoming:
-                return integration
-        if candidates:
-            # Ordered primary first, then oldest.
-            return candidates[0]
-        raise IntegrationNotFoundError("The organization has no enabled Telegram integration; connect one first")
-
-    async def failover(self, organization_id: str, failed: IntegrationRow,
-                       providers: Collection[Provider] = ALL_PROVIDERS) -> IntegrationRow | None:
-        """Another enabled Telegram integration of the organization to try once after `failed`, primary first."""
-        for integration in await self.telegram_integrations(organization_id):
-            if integration.id != failed.id and integration.is_enabled and integration.provider in providers:
-                return integration
-        return None
 
     # --- writing --------------------------------------------------------------------------------------------------
 
@@ -176,6 +133,10 @@ class IntegrationStore:
             self._db.table(TABLE).select("id").eq("organization_id", organization_id)
             .eq("messenger_type", MESSENGER).eq("is_primary", True).limit(1), "finding the primary integration")
         return row is not None
+
+    def opened(self, row: Mapping[str, Any]) -> IntegrationRow:
+        """A row read elsewhere (an rpc's answer) as an `IntegrationRow`, its settings opened."""
+        return self._opened(row)
 
     def _opened(self, row: Mapping[str, Any]) -> IntegrationRow:
         settings = row.get("settings")

@@ -1,5 +1,6 @@
-"""Writes of chat messages: the outgoing row after a send (idempotent by the send's key, retried, never skipped),
-and the incoming message with the organization's notification about it, through `ingest_telegram_webhook`.
+"""Writes of chat messages: the outgoing row after a send (one `store_telegram_send`, idempotent by the send's key,
+retried, never skipped) and its claim first where the provider cannot dedupe, and the incoming message with the
+organization's notification about it, through `ingest_telegram_webhook`.
 """
 
 from __future__ import annotations
@@ -12,57 +13,22 @@ from typing import Any
 from postgrest.types import ReturnMethod
 from supabase import AsyncClient
 
-from functions._shared.database import UNIQUE_VIOLATION, first_row, rows
+from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
 from functions._shared.errors import (
     DatabaseError,
     IdempotencyInProgressError,
-    IdempotencyKeyReusedError,
     MessageNotStoredError,
 )
 from functions._shared.event_rpc import event_rpc
-from functions._shared.integrations import load_client
-from functions._shared.rows import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SentMessage
+from functions._shared.rows import ClientRow, IngestResult, IntegrationRow, SentMessage
 from functions._shared.sending import SendRequest
 
 log = logging.getLogger("functions.messages")
 
-OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, message_status, metadata"
 # An outgoing row claimed before a send through a provider that cannot dedupe retries (Wappi), until it answered.
 SENDING = "sending"
 # Pauses between attempts to store an outgoing row the provider already sent (seconds).
 STORE_BACKOFF = (0.2, 0.5, 1.0, 2.0)
-
-
-async def find_outgoing(db: AsyncClient, organization_id: str, idempotency_key: str) -> dict[str, Any] | None:
-    """The outgoing row stored earlier under this Idempotency-Key, if any."""
-    return await first_row(
-        db.table("chat_messages").select(OUTGOING_COLUMNS).eq("organization_id", organization_id)
-        .eq("idempotency_key", idempotency_key).eq("is_outgoing", True).limit(1), "looking up an earlier send")
-
-
-async def earlier_send(db: AsyncClient, organization_id: str, client_id: str,
-                       idempotency_key: str) -> ChatMessageRow | None:
-    """A replayed request: the row of the first send, or 422 when the key was used for another client."""
-    row = await find_outgoing(db, organization_id, idempotency_key)
-    if row is None:
-        return None
-    if str(row["client_id"]) != client_id:
-        raise IdempotencyKeyReusedError(field="Idempotency-Key")
-    return ChatMessageRow.model_validate(row)
-
-
-async def client_and_earlier_send(db: AsyncClient, organization_id: str, client_id: str,
-                                  idempotency_key: str) -> tuple[ClientRow, ChatMessageRow | None]:
-    """The send's client and, for a replayed request, the first send's row: two independent reads, run at once (a
-    round trip less per send). An unknown client is reported before a reused key, as if read one after the other."""
-    client, earlier = await asyncio.gather(load_client(db, organization_id, client_id),
-                                           earlier_send(db, organization_id, client_id, idempotency_key),
-                                           return_exceptions=True)
-    if isinstance(client, BaseException):
-        raise client
-    if isinstance(earlier, BaseException):
-        raise earlier
-    return client, earlier
 
 
 def _outgoing_row(organization_id: str, client: ClientRow, integration: IntegrationRow, request: SendRequest,
@@ -129,45 +95,34 @@ async def release_claim(db: AsyncClient, organization_id: str, row_id: str) -> N
 
 async def store_outgoing(db: AsyncClient, *, organization_id: str, client: ClientRow, integration: IntegrationRow,
                          request: SendRequest, sent: SentMessage, idempotency_key: str, metadata: dict[str, Any],
-                         attempts: int) -> str:
-    """Store the sent message and return its row id; retried, and an existing row with the key is the answer.
+                         sent_at: datetime, attempts: int) -> str:
+    """Store the sent message and touch the client in one round trip (`store_telegram_send`), and return the row's
+    id; retried, and a row already stored under the key is the answer.
 
     Raises MessageNotStoredError when every attempt failed: the caller must not be told "success" without a row.
     """
-    row = {**_outgoing_row(organization_id, client, integration, request, idempotency_key),
-           "external_message_id": str(sent.message_id) if sent.message_id is not None else None,
-           "metadata": metadata, **telegram_key(integration, client, sent)}
+    params: dict[str, Any] = {
+        "p_organization_id": organization_id, "p_client_id": client.id, "p_integration_id": integration.id,
+        "p_idempotency_key": idempotency_key, "p_message_text": request.text, "p_file_url": request.fileUrl,
+        "p_file_type": request.fileType, "p_file_name": request.fileName, "p_sender_name": request.senderName,
+        "p_external_message_id": str(sent.message_id) if sent.message_id is not None else None,
+        "p_metadata": metadata, "p_claimed_row_id": sent.claimed_row_id,
+        # The Telegram ids the send resolved, kept only where the client has none yet (so their replies find it).
+        "p_telegram_user_id": sent.to_user_id or None, "p_telegram_chat_id": sent.chat_id or None,
+        "p_sent_at": sent_at.isoformat(),
+        # The Telegram key its message.outgoing / edit / read events name it by (an event row stored first is
+        # adopted by the rpc: one row, whichever arrived first).
+        **{f"p_{name}": value for name, value in telegram_key(integration, client, sent).items()}}
     for attempt in range(attempts):
         try:
-            if sent.claimed_row_id is not None:
-                # The claim becomes the sent message (its integration too: a failover may have sent it).
-                completed = await first_row(
-                    db.table("chat_messages").update(row).eq("id", sent.claimed_row_id)
-                    .eq("organization_id", organization_id), "completing the sent message")
-                if completed is not None:
-                    return str(completed["id"])
-                raise DatabaseError("The claimed message disappeared before it was completed")
-            stored = await first_row(db.table("chat_messages").insert(row), "storing the sent message")
-            if stored is not None:
-                return str(stored["id"])
-            # Inserted without an answer (should not happen): the key finds it.
-            existing = await find_outgoing(db, organization_id, idempotency_key)
-            if existing is not None:
-                return str(existing["id"])
+            value = await rpc_value(db.rpc("store_telegram_send", params), "storing the sent message")
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            if isinstance(value, dict) and value.get("message_id"):
+                return str(value["message_id"])
+            log.warning("storing sent message %s: unexpected answer (attempt %d/%d)", sent.message_id,
+                        attempt + 1, attempts)
         except DatabaseError as exc:
-            if exc.pg_code == UNIQUE_VIOLATION:
-                # A concurrent or earlier request with the same key stored it.
-                try:
-                    existing = await find_outgoing(db, organization_id, idempotency_key)
-                except DatabaseError:
-                    existing = None
-                if existing is not None:
-                    return str(existing["id"])
-                # The account's message.outgoing event stored this very Telegram message first: it becomes the
-                # send's row (one row, whichever of the two arrived first).
-                adopted = await adopt_event_row(db, organization_id, row)
-                if adopted is not None:
-                    return adopted
             log.warning("storing sent message %s failed (attempt %d/%d): %s", sent.message_id, attempt + 1,
                         attempts, exc.message)
         if attempt + 1 < attempts:
@@ -185,46 +140,6 @@ def telegram_key(integration: IntegrationRow, client: ClientRow, sent: SentMessa
     if not account or not chat:
         return {}
     return {"external_account": str(account), "external_chat_id": str(chat)}
-
-
-async def adopt_event_row(db: AsyncClient, organization_id: str, row: dict[str, Any]) -> str | None:
-    """The row an event stored under the send's Telegram key, completed with the send's key and metadata; None when
-    no row holds the key (the conflict was something else)."""
-    if not row.get("external_account"):
-        return None
-    existing = await first_row(
-        db.table("chat_messages").select("id, metadata, idempotency_key").eq("organization_id", organization_id)
-        .eq("external_account", row["external_account"]).eq("external_chat_id", row["external_chat_id"])
-        .eq("external_message_id", row["external_message_id"]).eq("is_outgoing", True).limit(1),
-        "finding the event's row of the sent message")
-    if existing is None or existing.get("idempotency_key") not in (None, row["idempotency_key"]):
-        return None
-    # The send is what the row is now: not "from the Telegram app" (the event's source), the send's own metadata.
-    earlier = {name: value for name, value in (existing.get("metadata") or {}).items() if name != "source"}
-    changes = {"idempotency_key": row["idempotency_key"], "sender_name": row["sender_name"],
-               "integration_id": row["integration_id"], "metadata": {**earlier, **row["metadata"]}}
-    adopted = await first_row(db.table("chat_messages").update(changes).eq("id", existing["id"])
-                              .eq("organization_id", organization_id), "adopting the event's row")
-    return str(adopted["id"]) if adopted is not None else None
-
-
-async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow, sent: SentMessage,
-                       at: datetime) -> None:
-    """Move the client up the CRM's list and remember the Telegram ids the send resolved (so their replies find
-    this client). Failures are logged: the message is stored already."""
-    changes: dict[str, Any] = {"last_message_at": at.isoformat()}
-    if client.telegram_user_id is None and sent.to_user_id:
-        changes["telegram_user_id"] = sent.to_user_id
-    if client.telegram_chat_id is None and sent.chat_id:
-        changes["telegram_chat_id"] = sent.chat_id
-    for attempt in (changes, {"last_message_at": changes["last_message_at"]}):
-        try:
-            await rows(db.table("clients").update(attempt, returning=ReturnMethod.minimal)
-                       .eq("id", client.id).eq("organization_id", organization_id), "touching the client")
-            return
-        except DatabaseError as exc:
-            # Another client may hold this Telegram user id already (unique per organization): just touch.
-            log.warning("could not update client %s with %s: %s", client.id, sorted(attempt), exc.message)
 
 
 async def find_by_telegram_key(db: AsyncClient, *, organization_id: str, account_phone: str, chat_id: str,

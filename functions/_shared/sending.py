@@ -5,6 +5,7 @@ turn, and the one failover to another integration when the chosen one is down; a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -95,15 +96,15 @@ class SendOutcome:
 
 async def send_with_failover(runtime: FunctionsRuntime, organization_id: str, chosen: IntegrationRow,
                              client: ClientRow, body: SendRequest, key: str, claims: SendClaims, *,
-                             fail_over: bool) -> SendOutcome:
+                             failover: Callable[[], IntegrationRow | None]) -> SendOutcome:
     """Send through `chosen`; when it refused before sending anything (unreachable, our key refused, the account
-    missing, logged out or throttled) and `fail_over` allows, once more through another enabled integration of the
-    organization. Never after a timeout or a 5xx: the first one may have sent it."""
+    missing, logged out or throttled) and `failover()` names another integration (the organization's next enabled
+    one; None when the function does not fail over), once more through that one. Never after a timeout or a 5xx:
+    the first one may have sent it."""
     try:
         return SendOutcome(chosen, await send_through(runtime, organization_id, chosen, client, body, key, claims))
     except UpstreamError as exc:
-        backup = (await runtime.integrations.failover(organization_id, chosen)
-                  if fail_over and exc.delivery is Delivery.NOT_SENT_HERE else None)
+        backup = failover() if exc.delivery is Delivery.NOT_SENT_HERE else None
         if backup is None:
             raise
         log.warning("integration %s failed (%s); failing over to %s", chosen.id, exc.code, backup.id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from supabase_local.rest.auth import API_ROLES, Identity
+from supabase_local.rest.connections import KeptConnections
 from supabase_local.rest.errors import RestError, from_postgres, internal_error, logger, singular_mismatch
 from supabase_local.rest.sql import Statement
 
@@ -69,13 +70,14 @@ class Executor:
         self.dsn = dsn
         self._sizes = (min_size, max_size)
         self._pool: asyncpg.Pool | None = None
+        self._kept: KeptConnections | None = None
         self._lock = asyncio.Lock()
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
+                    pool = await asyncpg.create_pool(
                         self.dsn, min_size=self._sizes[0], max_size=self._sizes[1],
                         # Statements differ by shape only (values are parameters), so a large cache keeps them
                         # prepared; each is planned per role, PostgreSQL replans when the role differs.
@@ -83,11 +85,17 @@ class Executor:
                         reset=_keep_session, connection_class=GatewayConnection,
                         server_settings={"application_name": "supabase_local.rest"},
                     )
+                    # One connection stays with the pool for the schema cache's reloads.
+                    self._kept = KeptConnections(pool, keep=max(self._sizes[1] - 1, 0))
+                    self._pool = pool
         return self._pool
 
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
+            if self._kept is not None:
+                kept, self._kept = self._kept, None
+                await kept.close()
             await pool.close()
 
     async def run(self, identity: Identity, statements: Sequence[Statement], *, readonly: bool,
@@ -102,14 +110,20 @@ class Executor:
         request of any other role makes the next service_role request on that connection set its session again.
         """
         assert identity.role in API_ROLES
-        pool = await self.pool()
+        await self.pool()
+        kept = self._kept
+        assert kept is not None
         # A transaction is needed to roll back after a check on a write, to bundle statements, to keep functions
         # called by a GET read-only, and to scope the settings of every role but service_role.
         needs_transaction = (identity.role != SESSION_ROLE or len(statements) > 1 or max_affected is not None
                              or (singular and not readonly) or (readonly and calls_functions))
         for attempt in range(2):
             try:
-                async with pool.acquire() as conn:
+                conn = await kept.acquire()
+                # A database error leaves the connection usable (its transaction rolled back); anything else (a
+                # lost connection, a cancelled request mid-query) hands it back to the pool to reset or replace.
+                healthy = False
+                try:
                     if needs_transaction:
                         outcome = await self._run_in_transaction(conn, identity, statements, readonly, singular,
                                                                  max_affected)
@@ -119,6 +133,12 @@ class Executor:
                                                identity.subject)
                             conn.remember_session_claims(identity.claims_json)
                         outcome = await self._run_statements(conn, statements)
+                    healthy = True
+                except (asyncpg.PostgresError, RestError):
+                    healthy = True
+                    raise
+                finally:
+                    await kept.release(conn, healthy=healthy)
                 if singular and outcome.rows != 1:
                     raise singular_mismatch(outcome.rows)
                 return outcome

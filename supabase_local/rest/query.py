@@ -6,6 +6,7 @@ the schema cache and renders them quoted, with every value bound as a parameter.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -307,6 +308,22 @@ def parse_count(text: str, what: str) -> int:
     return int(text)
 
 
+# A client sends the same few selects over and over (supabase-py's `.select("id, name")` per call site): parsed once.
+# Only short ones are kept, so the memory is bounded; the parse is pure and its result immutable.
+_SELECTS_KEPT = 512
+_SELECT_KEPT_LENGTH = 2000
+
+
+@functools.lru_cache(maxsize=_SELECTS_KEPT)
+def _cached_select(text: str) -> tuple[SelectItem, ...]:
+    return parse_select(text)
+
+
+def parsed_select(text: str) -> tuple[SelectItem, ...]:
+    """`parse_select`, remembered for short selects (a refused one raises each time: errors are not cached)."""
+    return _cached_select(text) if len(text) <= _SELECT_KEPT_LENGTH else parse_select(text)
+
+
 def parse_name_list(text: str) -> tuple[str, ...]:
     return tuple(parse_name(part) for part in split_top_level(text) if part.strip())
 
@@ -319,7 +336,7 @@ def parse_query(params: Iterable[tuple[str, str]], argument_names: Sequence[str]
         if key == "apikey":
             continue  # Supabase's gateway accepts the key in the URL too; it is not a filter
         if key == "select":
-            query.select = parse_select(value)
+            query.select = parsed_select(value)
         elif key == "order":
             query.order += parse_order(value)
         elif key == "limit":

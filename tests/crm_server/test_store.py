@@ -5,6 +5,7 @@ Keys hashed, secrets and sessions encrypted, leases exclusive until they expire,
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from crm_server.keys import hash_key
 from crm_server.store import Store
@@ -142,6 +143,35 @@ async def test_a_released_or_expired_idempotency_key_can_be_claimed_again(store:
         await connection.execute(update(idempotency).values(created_at=time.time() - 25 * 3600))
     assert (await store.idempotency.claim("org-1", "key-2")).claimed
     assert await store.idempotency.purge_expired() == 0
+
+
+async def test_an_abandoned_claim_can_be_claimed_again_and_concurrent_claims_have_one_owner(store: Store) -> None:
+    assert (await store.idempotency.claim("org-1", "key-3")).claimed
+    async with store.engine.begin() as connection:
+        await connection.execute(update(idempotency).where(idempotency.c.key == "key-3")
+                                 .values(created_at=time.time() - 301))
+    assert (await store.idempotency.claim("org-1", "key-3")).claimed  # its process died mid-send
+    assert not (await store.idempotency.claim("org-1", "key-3")).claimed
+    claims = await asyncio.gather(*(store.idempotency.claim("org-1", "key-4") for _ in range(8)))
+    assert sum(claim.claimed for claim in claims) == 1
+
+
+async def test_claiming_and_completing_a_key_are_one_statement_each(store: Store) -> None:
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        for _ in range(2):  # the owner's claim, then a concurrent request's
+            await store.idempotency.claim("org-1", "key-5")
+        await store.idempotency.complete("org-1", "key-5", {"status": "sent"})
+        replay = await store.idempotency.claim("org-1", "key-5")
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+    assert replay.response == {"status": "sent"}
+    assert len(statements) == 4, statements
 
 
 async def test_webhooks_upsert_per_account_with_the_secret_encrypted(store: Store) -> None:

@@ -102,3 +102,28 @@ async def test_hs256_is_refused_when_the_project_has_no_secret() -> None:
     async with httpx.AsyncClient() as http:
         with pytest.raises(InvalidTokenError):
             await TokenVerifier(settings(secret=None), http).verify(jwt.encode(claims(), SECRET, algorithm="HS256"))
+
+
+async def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    now = [time.time()]
+    token = jwt.encode(claims(exp=int(now[0]) + 60), SECRET, algorithm="HS256")
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(settings(), http, clock=lambda: now[0])
+        assert (await verifier.verify(token))["aud"] == "authenticated"
+        assert (await verifier.verify(token))["aud"] == "authenticated"  # remembered
+        now[0] += 120
+        with pytest.raises(InvalidTokenError, match="expired"):
+            await verifier.verify(token)
+
+
+async def test_a_token_differing_from_a_remembered_one_is_verified_afresh() -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    header, payload, signature = token.split(".")
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(settings(), http)
+        await verifier.verify(token)
+        forged = ".".join((header, payload, ("A" if signature[0] != "A" else "B") + signature[1:]))
+        with pytest.raises(InvalidTokenError):
+            await verifier.verify(forged)
+        with pytest.raises(InvalidTokenError):
+            await verifier.verify(forged)  # a refusal is not remembered as a success either

@@ -17,7 +17,7 @@ from supabase_local.database import DatabaseUrls
 from supabase_local.keys import LocalKeys
 from supabase_local.rest.errors import RestError
 from tests.helpers.net import answer_to_head, status_of
-from supabase_local.rest.query import MAX_LOGIC_DEPTH, MAX_SELECT_ITEMS, parse_logic, parse_select
+from supabase_local.rest.query import MAX_LOGIC_DEPTH, MAX_SELECT_ITEMS, parse_logic, parse_select, parsed_select
 
 
 def nested(depth: int, innermost: str = "id.is.null", conjunction: str = "or") -> str:
@@ -160,3 +160,13 @@ def test_the_parser_refuses_a_select_past_the_limit() -> None:
     with pytest.raises(RestError) as raised:
         parse_select(",".join(["id"] * (MAX_SELECT_ITEMS + 1)))
     assert (raised.value.status, raised.value.code) == (400, "PGRST100")
+
+
+def test_a_repeated_select_is_parsed_once_and_a_refused_one_is_refused_every_time() -> None:
+    assert parsed_select("id, name, phone") is parsed_select("id, name, phone")
+    assert parsed_select("id, name, phone") == parse_select("id, name, phone")
+    for _ in range(2):
+        with pytest.raises(RestError):
+            parsed_select("id, clients(name)")
+    long_select = ",".join(["id"] * 800)  # longer than what is remembered: parsed as it comes
+    assert parsed_select(long_select) == parse_select(long_select)

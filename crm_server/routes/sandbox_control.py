@@ -21,6 +21,7 @@ from crm_server.routes.models import (
     SandboxFloodRequest,
     SandboxIncomingMedia,
     SandboxIncomingRequest,
+    SandboxQrScanRequest,
     SandboxRevokeRequest,
     SandboxSentQuery,
     SandboxUserRequest,
@@ -147,6 +148,26 @@ async def revoke(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def qr_scan(request: Request) -> Response:
+    """A logged-in phone of the world scans a QR login code (`{url, phone}`), as its Telegram app would."""
+    from crm_server.sandbox import qr_login
+
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxQrScanRequest)
+    try:
+        user_id = qr_login.scan(state.world, body.url, body.phone)
+    except qr_login.TokenExpired:
+        raise errors.LoginTokenRefusedError("AUTH_TOKEN_EXPIRED", "The QR code expired", field="url") from None
+    except qr_login.TokenAlreadyAccepted:
+        raise errors.LoginTokenRefusedError("AUTH_TOKEN_ALREADY_ACCEPTED", "The QR code was already scanned",
+                                            field="url") from None
+    except (qr_login.TokenInvalid, ValueError):
+        raise errors.LoginTokenRefusedError("AUTH_TOKEN_INVALID", field="url") from None
+    except Exception as exc:
+        raise _sandbox_error(exc, "phone") from None
+    return JSONResponse({"status": "accepted", "user_id": user_id})
+
+
 async def request_counts(request: Request) -> Response:
     """How many requests of each TL type the world answered: shows what Telethon really asked for."""
     state = await _admin_state(request)
@@ -161,4 +182,5 @@ routes = [
     Route("/sandbox/flood", flood, methods=["POST"]),
     Route("/sandbox/revoke", revoke, methods=["POST"]),
     Route("/sandbox/requests", request_counts, methods=["GET"]),
+    Route("/sandbox/qr-scan", qr_scan, methods=["POST"]),
 ]

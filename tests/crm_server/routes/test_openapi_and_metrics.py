@@ -17,6 +17,8 @@ CONTRACT_OPERATIONS = {
     ("post", "/telegram/auth/send-code"),
     ("post", "/telegram/auth/sign-in"),
     ("post", "/telegram/auth/password"),
+    ("post", "/telegram/auth/qr"),
+    ("get", "/telegram/auth/qr"),
     ("delete", "/telegram/accounts/{phone}"),
     ("get", "/media/{id}"),
     ("get", "/health"),
@@ -30,6 +32,7 @@ SANDBOX_OPERATIONS = {
     ("post", "/sandbox/incoming"),
     ("get", "/sandbox/sent"),
     ("post", "/sandbox/flood"),
+    ("post", "/sandbox/qr-scan"),
 }
 
 

@@ -145,6 +145,11 @@ def _crm_routes(t: Targets) -> list[Route]:
                                                 "seconds": fuzzed(1, 0, -5, 10**12)}),
         Route("crm", "POST", "/sandbox/revoke", {"account_phone": fuzzed(st.sampled_from(t.spare_phones))}),
         Route("crm", "GET", "/sandbox/requests"),
+        Route("crm", "POST", "/telegram/auth/qr", {"project_id": fuzzed(projects), "phone": fuzzed(phones)}),
+        Route("crm", "GET", "/telegram/auth/qr", query={"project_id": fuzzed(projects), "login_id": fuzzed(
+            "A" * 32, st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True))}),
+        Route("crm", "POST", "/sandbox/qr-scan", {"url": fuzzed("tg://login?token=AAAA", st.from_regex(
+            r"tg://login\?token=[A-Za-z0-9_-]{1,60}", fullmatch=True)), "phone": fuzzed(account_phones)}),
     ]
 
 
@@ -196,7 +201,8 @@ def _function_routes(t: Targets) -> list[Route]:
         Route("fn", "POST", "/telegram-send", send, extra_headers=idempotency),
         Route("fn", "GET", "/telegram-providers"),
         Route("fn", "POST", "/telegram-crm-auth", {"integrationId": fuzzed(ids), "step": fuzzed(
-            "send-code", "sign-in", "password"), "code": fuzzed("12345"), "password": fuzzed(text)}),
+            "send-code", "sign-in", "password", "qr", "qr-status"), "code": fuzzed("12345"), "password": fuzzed(text),
+            "loginId": fuzzed("A" * 32, st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True))}),
         Route("fn", "GET", "/telegram-crm-status", {"integrationId": fuzzed(ids)},
               query={"integrationId": fuzzed(ids)}),
         Route("fn", "POST", "/telegram-crm-sandbox", {"integrationId": fuzzed(ids), "fromPhone": fuzzed(
@@ -212,7 +218,7 @@ ROUTE_NAMES = [
     *(f"crm {name}" for name in ("connect", "send", "status", "send-code", "sign-in", "password", "logout",
                                  "deliveries", "retry", "health", "metrics", "openapi", "docs", "sandbox-users",
                                  "sandbox-accounts", "sandbox-incoming", "sandbox-sent", "sandbox-flood",
-                                 "sandbox-revoke", "sandbox-requests")),
+                                 "sandbox-revoke", "sandbox-requests", "qr-start", "qr-status", "sandbox-qr-scan")),
     *(f"fn {name}" for name in ("telegram-crm-connect", "telegram-crm-send", "telegram-crm-webhook", "telegram-send",
                                 "telegram-providers", "telegram-crm-auth", "telegram-crm-status",
                                 "telegram-crm-sandbox", "telegram-integration-save")),

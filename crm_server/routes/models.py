@@ -401,6 +401,9 @@ class SandboxQrScanRequest(RequestModel):
     url: Annotated[StrictStr, Field(min_length=17, max_length=256, pattern=r"^tg://login\?token=[A-Za-z0-9_-]+$")]
     # The logged-in account of the world that scans it.
     phone: Phone
+    # False: the updateLoginToken push is lost on the way, as an update may be; the client learns of the scan only
+    # from its next token export (its refresh).
+    push: StrictBool = True
 
 
 class SandboxQrScanResponse(ResponseModel):

@@ -155,7 +155,7 @@ async def qr_scan(request: Request) -> Response:
     state = await _admin_state(request)
     body = await parse_body(request, SandboxQrScanRequest)
     try:
-        user_id = qr_login.scan(state.world, body.url, body.phone)
+        user_id = qr_login.scan(state.world, body.url, body.phone, notify=body.push)
     except qr_login.TokenExpired:
         raise errors.LoginTokenRefusedError("AUTH_TOKEN_EXPIRED", "The QR code expired", field="url") from None
     except qr_login.TokenAlreadyAccepted:

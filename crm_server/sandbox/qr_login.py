@@ -98,8 +98,9 @@ class LoginTokens:
             raise TokenInvalid("no such login token")
         return token
 
-    def accept(self, raw: bytes, user_id: int) -> None:
-        """A logged-in user accepts the token: the exporting session is told (`updateLoginToken`)."""
+    def accept(self, raw: bytes, user_id: int, *, notify: bool = True) -> None:
+        """A logged-in user accepts the token: the exporting session is told (`updateLoginToken`), unless `notify`
+        is False (an update lost on the way: the client learns it from its next export)."""
         with self._lock:
             token = self._by_token.get(raw)
             if token is None:
@@ -109,7 +110,8 @@ class LoginTokens:
             if token.accepted_by is not None:
                 raise TokenAlreadyAccepted("the login token was already accepted")
             token.accepted_by = user_id
-        token.session.on_login_token()
+        if notify:
+            token.session.on_login_token()
 
     def _forget(self, token: _Token) -> None:
         self._by_token.pop(token.token, None)
@@ -150,7 +152,7 @@ def token_from_url(url: str) -> bytes:
         raise ValueError("not a login token") from None
 
 
-def scan(world: SandboxWorld, url: str, phone: str) -> int:
+def scan(world: SandboxWorld, url: str, phone: str, *, notify: bool = True) -> int:
     """The account `phone` scans the QR code `url` (as its Telegram app would: auth.acceptLoginToken).
     Returns the scanner's user id; raises UnknownAccount, TokenInvalid, TokenExpired, TokenAlreadyAccepted, ValueError.
     """
@@ -161,7 +163,7 @@ def scan(world: SandboxWorld, url: str, phone: str) -> int:
         user_id = None
     if user_id is None or all(account.id != user_id for account in world.accounts()):
         raise UnknownAccount(f"{phone} is not logged in to the sandbox world")
-    tokens_of(world).accept(raw, user_id)
+    tokens_of(world).accept(raw, user_id, notify=notify)
     return user_id
 
 

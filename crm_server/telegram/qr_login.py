@@ -91,6 +91,9 @@ class QrLogin:
         self._qr = qr
         self._adopt = adopt
         self._task: asyncio.Task[None] | None = None
+        # The code shown, kept apart from the QRLogin: an export that found the scan holds no token any more.
+        self._url: str = qr.url
+        self._expires: datetime.datetime = qr.expires
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name=f"crm-qr-login-{self.login_id[:8]}")
@@ -104,8 +107,8 @@ class QrLogin:
         return QrView(
             login_id=self.login_id,
             status=status,
-            url=self._qr.url if showing else None,
-            expires_at=self._qr.expires if showing else None,
+            url=self._url if showing else None,
+            expires_at=self._expires if showing else None,
             phone=self.authorized_phone or self.phone,
             error=self.error,
         )
@@ -139,7 +142,7 @@ class QrLogin:
 
     def _refresh_in(self) -> float:
         now = datetime.datetime.now(tz=datetime.timezone.utc)
-        life = (self._qr.expires - now).total_seconds()
+        life = (self._expires - now).total_seconds()
         refresh = life - min(REFRESH_MARGIN_SECONDS, max(life, 0.0) / 4)
         return max(0.2, min(refresh, self.deadline - time.monotonic()))
 
@@ -152,6 +155,7 @@ class QrLogin:
             return answer.authorization.user
         if not isinstance(answer, types.auth.LoginToken):
             raise errors.TelegramError(f"Unexpected answer to a QR login token export: {type(answer).__name__}")
+        self._url, self._expires = self._qr.url, self._qr.expires
         return None
 
     async def check_password(self, password: str) -> None:
@@ -179,10 +183,23 @@ class QrLogin:
                                            field="phone")
         # This client only logged in; the account connects its own from the session (with its update listener).
         await quiet_disconnect(self._client)
-        await self._adopt(self.project_id, phone, self._session, user)
+        try:
+            await self._adopt(self.project_id, phone, self._session, user)
+        except BaseException:
+            # No account took the session (e.g. the phone is another project's): it must not stay logged in.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._log_out_again(), timeout=10)
+            raise
         self.authorized_phone = phone
         self.status = QrStatus.AUTHORIZED
         log.info("QR login %s… of project %s logged in account %s", self.login_id[:8], self.project_id, phone)
+
+    async def _log_out_again(self) -> None:
+        await self._client.connect()
+        try:
+            await self._client.log_out()
+        finally:
+            await quiet_disconnect(self._client)
 
     async def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, errors.CrmError):

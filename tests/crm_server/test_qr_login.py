@@ -40,8 +40,8 @@ def wait_status(client: CrmClient, login_id: str, status: str) -> dict[str, Any]
         time.sleep(0.05)
 
 
-def scan(admin: CrmClient, url: str, phone: str) -> Any:
-    return admin.post("/sandbox/qr-scan", json={"url": url, "phone": phone})
+def scan(admin: CrmClient, url: str, phone: str, **extra: Any) -> Any:
+    return admin.post("/sandbox/qr-scan", json={"url": url, "phone": phone, **extra})
 
 
 def test_a_qr_login_without_a_phone_logs_in_the_account_that_scans_it(admin: CrmClient) -> None:
@@ -96,6 +96,24 @@ def test_another_account_scanning_a_qr_login_for_a_phone_is_refused(admin: CrmCl
     assert ended["error"]["code"] == "INVALID_PHONE" and ended["error"]["field"] == "phone"
     assert admin.account(PROJECT_A, phone)["authorized"] is False
     assert admin.get("/telegram/status", params={"project_id": PROJECT_A, "phone": other}).json()["accounts"] == []
+
+
+def test_another_projects_account_scanning_a_phoneless_qr_login_is_refused_and_logged_out(
+        admin: CrmClient) -> None:
+    phone = new_phone()
+    admin.login(PROJECT_B, phone)
+    started = start_qr(admin, PROJECT_A)
+    log_outs = admin.ok(admin.get("/sandbox/requests"))["counts"].get("LogOutRequest", 0)
+    admin.ok(scan(admin, started["url"], phone))
+    ended = wait_status(admin, started["login_id"], "expired")
+    assert ended["error"]["code"] == "ACCOUNT_HELD_BY_ANOTHER_PROJECT"
+    # The session the scan made belongs to no account here: it was logged out of Telegram again.
+    deadline = time.monotonic() + POLL_TIMEOUT
+    while admin.ok(admin.get("/sandbox/requests"))["counts"].get("LogOutRequest", 0) == log_outs:
+        assert time.monotonic() < deadline, "the orphaned session was never logged out"
+        time.sleep(0.05)
+    assert admin.get("/telegram/status", params={"project_id": PROJECT_A, "phone": phone}).json()["accounts"] == []
+    assert admin.account(PROJECT_B, phone)["connected"] is True
 
 
 def test_a_qr_login_belongs_to_its_project(admin: CrmClient, client_a: CrmClient, project_keys: dict[str, str],
@@ -161,6 +179,18 @@ def test_the_token_is_refreshed_while_nobody_scans_and_the_old_one_is_expired(sh
     stale = scan(admin, started["url"], phone)
     assert stale.status_code == 422 and stale.json()["code"] == "AUTH_TOKEN_EXPIRED"
     admin.ok(scan(admin, current["url"], phone))
+    assert wait_status(admin, started["login_id"], "authorized")["phone"] == phone
+    assert admin.wait_account(PROJECT_A, phone, "connected")["connected"] is True
+
+
+def test_a_scan_whose_update_was_lost_is_learned_at_the_next_refresh(short_tokens: CrmClient) -> None:
+    """Telegram answers the refresh's export with the login itself (auth.loginTokenSuccess) when the
+    updateLoginToken push never arrived: the login completes from that answer."""
+    admin = short_tokens
+    phone = new_phone()
+    admin.ok(admin.post("/sandbox/accounts", json={"phone": phone}))
+    started = start_qr(admin)
+    admin.ok(scan(admin, started["url"], phone, push=False))
     assert wait_status(admin, started["login_id"], "authorized")["phone"] == phone
     assert admin.wait_account(PROJECT_A, phone, "connected")["connected"] is True
 

@@ -133,6 +133,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/docs", "Swagger UI for this description (no key: type it into Authorize)", None, errors=(),
               auth=False),
     Operation(
+        "POST", "/sandbox/qr-scan", "A logged-in phone of the world scans a QR login code (auth.acceptLoginToken)",
+        models.SandboxQrScanResponse, body=models.SandboxQrScanRequest, sandbox=True, errors=(400, 401, 404, 422),
+    ),
+    Operation(
         "POST", "/sandbox/users", "Create a simulated Telegram user", models.SandboxUserResponse,
         body=models.SandboxUserRequest, sandbox=True,
     ),
@@ -155,10 +159,6 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", "/sandbox/revoke", "Terminate the account's sessions (AUTH_KEY_UNREGISTERED from now on)",
         models.SandboxOkResponse, body=models.SandboxRevokeRequest, sandbox=True,
-    ),
-    Operation(
-        "POST", "/sandbox/qr-scan", "A logged-in phone of the world scans a QR login code (auth.acceptLoginToken)",
-        models.SandboxQrScanResponse, body=models.SandboxQrScanRequest, sandbox=True, errors=(400, 401, 404, 422),
     ),
     Operation(
         "GET", "/sandbox/requests", "Requests the sandbox answered, by TL type", models.SandboxRequestCounts,

@@ -117,6 +117,11 @@ def _crm_routes(t: Targets) -> list[Route]:
     account_phones = st.sampled_from([*t.spare_phones, t.account_phone])
     sandbox_users = st.from_regex(r"\+1555[0-9]{7}", fullmatch=True)
     return [
+        Route("crm", "POST", "/telegram/auth/qr", {"project_id": fuzzed(projects), "phone": fuzzed(phones)}),
+        Route("crm", "GET", "/telegram/auth/qr", query={"project_id": fuzzed(projects), "login_id": fuzzed(
+            "A" * 32, st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True))}),
+        Route("crm", "POST", "/sandbox/qr-scan", {"url": fuzzed("tg://login?token=AAAA", st.from_regex(
+            r"tg://login\?token=[A-Za-z0-9_-]{1,60}", fullmatch=True)), "phone": fuzzed(account_phones)}),
         Route("crm", "POST", "/integration/lovable/connect", body["connect"]),
         Route("crm", "POST", "/telegram/send", body["send"], extra_headers=idempotency),
         Route("crm", "GET", "/telegram/status", query={"project_id": fuzzed(projects), "phone": fuzzed(phones)}),
@@ -145,11 +150,6 @@ def _crm_routes(t: Targets) -> list[Route]:
                                                 "seconds": fuzzed(1, 0, -5, 10**12)}),
         Route("crm", "POST", "/sandbox/revoke", {"account_phone": fuzzed(st.sampled_from(t.spare_phones))}),
         Route("crm", "GET", "/sandbox/requests"),
-        Route("crm", "POST", "/telegram/auth/qr", {"project_id": fuzzed(projects), "phone": fuzzed(phones)}),
-        Route("crm", "GET", "/telegram/auth/qr", query={"project_id": fuzzed(projects), "login_id": fuzzed(
-            "A" * 32, st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True))}),
-        Route("crm", "POST", "/sandbox/qr-scan", {"url": fuzzed("tg://login?token=AAAA", st.from_regex(
-            r"tg://login\?token=[A-Za-z0-9_-]{1,60}", fullmatch=True)), "phone": fuzzed(account_phones)}),
     ]
 
 
@@ -215,10 +215,11 @@ def _function_routes(t: Targets) -> list[Route]:
 
 
 ROUTE_NAMES = [
+    *(f"crm {name}" for name in ("qr-start", "qr-status", "sandbox-qr-scan")),
     *(f"crm {name}" for name in ("connect", "send", "status", "send-code", "sign-in", "password", "logout",
                                  "deliveries", "retry", "health", "metrics", "openapi", "docs", "sandbox-users",
                                  "sandbox-accounts", "sandbox-incoming", "sandbox-sent", "sandbox-flood",
-                                 "sandbox-revoke", "sandbox-requests", "qr-start", "qr-status", "sandbox-qr-scan")),
+                                 "sandbox-revoke", "sandbox-requests")),
     *(f"fn {name}" for name in ("telegram-crm-connect", "telegram-crm-send", "telegram-crm-webhook", "telegram-send",
                                 "telegram-providers", "telegram-crm-auth", "telegram-crm-status",
                                 "telegram-crm-sandbox", "telegram-integration-save")),

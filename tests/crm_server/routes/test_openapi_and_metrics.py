@@ -27,12 +27,12 @@ CONTRACT_OPERATIONS = {
     ("get", "/docs"),
 }
 SANDBOX_OPERATIONS = {
+    ("post", "/sandbox/qr-scan"),
     ("post", "/sandbox/users"),
     ("post", "/sandbox/accounts"),
     ("post", "/sandbox/incoming"),
     ("get", "/sandbox/sent"),
     ("post", "/sandbox/flood"),
-    ("post", "/sandbox/qr-scan"),
 }
 
 

@@ -341,11 +341,13 @@
 
   const state = {
     lang: 'en', config: null, session: null, providers: [], integrations: [], statuses: {}, clients: [],
-    clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], loginIntegrationId: null, qrLoginId: null, qrTimer: null,
+    clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], loginIntegrationId: null,
     loginHint: [], notice: null, busy: 0, pollTimer: null, refreshTimer: null, refreshing: null,
     // Replies not yet seen among the stored messages: {key (the Idempotency-Key), clientId, text, at, status:
     // 'sending' | 'failed' | 'sent', error}. A retry resends under the same key, so it can never send twice.
     outbox: [],
+    // The QR login shown in the login dialog (its loginId for qr-status and the password step) and its poll.
+    qrLoginId: null, qrTimer: null,
   };
 
   const $ = (id) => document.getElementById(id);

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared.auth import authenticate
-from functions._shared.errors import CRM_SERVER_CODES, IntegrationNotFoundError
+from functions._shared.errors import CRM_SERVER_CODES, CrmServerRejectedError, IntegrationNotFoundError
 from functions._shared.runtime import runtime_of
 from functions._shared.parsing import RequestModel, parse_json_object, validate_model
 from functions._shared.qr_svg import qr_svg
@@ -75,8 +75,14 @@ def _qr_error(error: object) -> QrLoginError | None:
     return QrLoginError(code=relayed.code, message=relayed.default_message)
 
 
+QR_STATUSES = frozenset({"qr", "password_required", "authorized", "expired"})
+
+
 def _qr_response(answer: dict, phone: str, login_id: str) -> AuthResponse:
     status = str(answer.get("status", ""))
+    if status not in QR_STATUSES or not login_id:
+        raise CrmServerRejectedError("The CRM Telegram server answered a QR login step in an unexpected shape",
+                                     upstream_status=200)
     url = answer.get("url") if status == "qr" else None
     if url is not None and not (isinstance(url, str) and url.startswith("tg://login?token=") and len(url) <= 256):
         url = None  # only a login URL is ever drawn: a server that is not crm_server cannot make us draw its text

@@ -594,7 +594,7 @@ def test_the_login_code_takes_digits_only(page, crm_admin: httpx.Client) -> None
     assert len(sign_ins) == 1
 
 
-def test_a_qr_code_shows_and_a_scan_logs_the_account_in(page, crm_admin: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+def test_a_qr_code_shows_and_a_scan_logs_in(page, crm_admin: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
     phone = new_phone()

@@ -1,5 +1,5 @@
 """QR login on the sandbox under Telethon's own `qr_login()`: a logged-in client accepts the token
-(auth.acceptLoginToken), the waiting client is told (updateLoginToken) and logs in, with 2FA, expired and reused tokens."""
+(auth.acceptLoginToken), the waiting client is told (updateLoginToken) and logs in; 2FA, expired and reused tokens."""
 
 from __future__ import annotations
 
@@ -79,7 +79,9 @@ async def test_an_expired_or_replaced_token_cannot_be_scanned(world: SandboxWorl
         scan(world, "https://example.com/?token=abc", phone)
 
 
-async def test_only_an_account_of_the_world_scans_and_only_once(world: SandboxWorld, make_client: ClientFactory) -> None:
+async def test_only_an_account_of_the_world_scans_and_only_once(
+    world: SandboxWorld, make_client: ClientFactory
+) -> None:
     world.create_account("+15550100004")
     desktop = make_client()
     await desktop.connect()

@@ -67,6 +67,8 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/telegram/auth/send-code", api.send_code, methods=["POST"]),
         Route("/telegram/auth/sign-in", api.sign_in, methods=["POST"]),
         Route("/telegram/auth/password", api.password, methods=["POST"]),
+        Route("/telegram/auth/qr", api.start_qr_login, methods=["POST"]),
+        Route("/telegram/auth/qr", api.qr_login_status, methods=["GET"]),
         Route("/telegram/accounts/{phone}", api.logout, methods=["DELETE"]),
         Route("/webhooks/deliveries", deliveries.list_deliveries, methods=["GET"]),
         Route("/webhooks/deliveries/{id}/retry", deliveries.retry_delivery, methods=["POST"]),
@@ -115,6 +117,9 @@ async def start_state(settings: ServerSettings) -> AppState:
         from crm_server.sandbox import SandboxWorld, install
 
         world = SandboxWorld(settings.resolved_sandbox_world)
+        from crm_server.sandbox.qr_login import tokens_of
+
+        tokens_of(world).token_seconds = settings.sandbox_qr_token_seconds
         # Before any TelegramClient is built: clients pick their sender class at construction.
         install(world)
     metrics = ServerMetrics()

@@ -117,6 +117,25 @@ class LoginNotStartedError(CrmError):
     default_message = "No login in progress for this phone; call /telegram/auth/send-code first"
 
 
+class LoginNotFoundError(CrmError):
+    status_code = 404
+    code = "LOGIN_NOT_FOUND"
+    default_message = "No such QR login for this project (it ended, or was never started); start a new one"
+
+
+class LoginTokenRefusedError(CrmError):
+    """The sandbox's simulated phone could not accept a QR code: Telegram's reason is the code
+    (AUTH_TOKEN_EXPIRED, AUTH_TOKEN_INVALID, AUTH_TOKEN_ALREADY_ACCEPTED)."""
+
+    status_code = 422
+    code = "AUTH_TOKEN_INVALID"
+    default_message = "The QR code holds no valid login token"
+
+    def __init__(self, code: str, message: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
 class IdempotencyInProgressError(RetryableError):
     status_code = 409
     code = "IDEMPOTENCY_IN_PROGRESS"

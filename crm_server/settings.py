@@ -49,6 +49,12 @@ class ServerSettings(BaseSettings):
     """Run on the offline Telegram sandbox instead of real Telegram (any phone logs in, the code is 12345)."""
     sandbox_world: Path | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_WORLD", "sandbox_world"))
     """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`."""
+    sandbox_qr_token_seconds: int = Field(
+        30, ge=1, le=3600,
+        validation_alias=AliasChoices("CRM_SANDBOX_QR_TOKEN_SECONDS", "sandbox_qr_token_seconds"),
+    )
+    """How long a QR login token of the sandbox lives, as Telegram's do (about 30 s); crm_server refreshes the QR
+    code before it runs out."""
 
     telegram_api_id: int | None = Field(None, validation_alias=AliasChoices("TELEGRAM_API_ID", "telegram_api_id"))
     """Your application's api_id from my.telegram.org (real Telegram)."""

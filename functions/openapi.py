@@ -96,7 +96,9 @@ FUNCTION_DOCS: tuple[FunctionDoc, ...] = (
     FunctionDoc("telegram-providers", "The providers and their form fields (no secrets)", None, None,
                 (telegram_providers,)),
     FunctionDoc("telegram-crm-auth", "One login step of an integration's Telegram account: send-code, sign-in, "
-                "password", telegram_crm_auth.AuthRequest, telegram_crm_auth.AuthResponse,
+                "password; or by QR code: qr (answers loginId, url, expiresAt and the code as SVG, qrSvg), then "
+                "qr-status with the loginId until authorized (password with the loginId when 2FA asks for it)",
+                telegram_crm_auth.AuthRequest, telegram_crm_auth.AuthResponse,
                 (telegram_crm_auth, auth, crm_client, sealed_settings)),
     FunctionDoc("telegram-crm-status", "The status of one or every integration of the caller's organization",
                 telegram_crm_status.StatusRequest, telegram_crm_status.StatusResponse,

@@ -32,6 +32,11 @@ from crm_server.routes.models import (
     PasswordRequest,
     PasswordResponse,
     PauseRequest,
+    QrLoginError,
+    QrLoginQuery,
+    QrLoginRequest,
+    QrLoginResponse,
+    QrLoginStatusResponse,
     PauseResponse,
     SendCodeRequest,
     SendCodeResponse,
@@ -44,6 +49,7 @@ from crm_server.routes.models import (
     WebhookStatus,
 )
 from crm_server.routes.parsing import parse_body, parse_path, parse_query
+from crm_server.telegram.qr_login import QrView
 from crm_server.telegram.recipients import parse_recipient
 from crm_server.webhooks.urls import validate_webhook_url
 
@@ -218,8 +224,43 @@ async def password(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, PasswordRequest)
     require_project(principal, body.project_id)
-    outcome = await state.manager.check_password(body.project_id, body.phone, body.password)
+    if body.login_id is not None:
+        outcome = await state.manager.check_qr_password(body.project_id, body.login_id, body.password)
+    elif body.phone is not None:
+        outcome = await state.manager.check_password(body.project_id, body.phone, body.password)
+    else:
+        raise errors.ValidationError("`phone` is required (or `login_id` for a QR login)", field="phone")
     return _json(PasswordResponse(status=outcome))
+
+
+def _qr_status(view: QrView) -> QrLoginStatusResponse:
+    error = view.error
+    return QrLoginStatusResponse(
+        status=view.status.value,  # type: ignore[arg-type]
+        url=view.url,
+        expires_at=iso(view.expires_at.timestamp()) if view.expires_at is not None else None,
+        phone=view.phone,
+        error=QrLoginError(code=error.code, message=error.message, field=error.field) if error is not None else None,
+    )
+
+
+async def start_qr_login(request: Request) -> Response:
+    state = _state(request)
+    principal = await authenticate(request)
+    body = await parse_body(request, QrLoginRequest)
+    require_project(principal, body.project_id)
+    view = await state.manager.start_qr_login(body.project_id, body.phone)
+    assert view.url is not None and view.expires_at is not None
+    return _json(QrLoginResponse(login_id=view.login_id, status="qr", url=view.url,
+                                 expires_at=iso(view.expires_at.timestamp()) or ""))
+
+
+async def qr_login_status(request: Request) -> Response:
+    state = _state(request)
+    principal = await authenticate(request)
+    query = parse_query(request, QrLoginQuery)
+    require_project(principal, query.project_id)
+    return _json(_qr_status(state.manager.qr_login_status(query.project_id, query.login_id)), exclude_none=True)
 
 
 async def logout(request: Request) -> Response:

@@ -201,14 +201,55 @@ class SignInResponse(ResponseModel):
     status: LoginOutcome
 
 
+# A QR login's id: random, URL-safe (crm_server.telegram.qr_login).
+LoginId = Annotated[StrictStr, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
 class PasswordRequest(RequestModel):
     project_id: ProjectId
-    phone: Phone
+    # The account of a code login; a QR login names its `login_id` instead (the route requires one of them).
+    phone: Phone | None = None
+    login_id: LoginId | None = None
     password: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
 
 
 class PasswordResponse(ResponseModel):
     status: Literal[LoginOutcome.AUTHORIZED]
+
+
+class QrLoginRequest(RequestModel):
+    project_id: ProjectId
+    # Only this account may scan the QR code; without it, the account is the one that scans it.
+    phone: Phone | None = None
+
+
+class QrLoginResponse(ResponseModel):
+    login_id: str
+    status: Literal["qr"]
+    url: str = Field(examples=["tg://login?token=AQID..."])
+    expires_at: str
+
+
+class QrLoginQuery(RequestModel):
+    project_id: ProjectId
+    login_id: LoginId
+
+
+class QrLoginError(ResponseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class QrLoginStatusResponse(ResponseModel):
+    status: Literal["qr", "password_required", "authorized", "expired"]
+    # The QR code to show (while `qr`; it changes when the token is refreshed) and when it runs out.
+    url: str | None = None
+    expires_at: str | None = None
+    # The account: as asked for, or the one that scanned it once authorized.
+    phone: str | None = None
+    # Why it ended, when it ended by an error (not by running out of time).
+    error: QrLoginError | None = None
 
 
 class AccountQuery(RequestModel):
@@ -353,6 +394,21 @@ class SandboxSentMessage(ResponseModel):
 class SandboxFloodRequest(RequestModel):
     account_phone: Phone
     seconds: Annotated[StrictInt, Field(ge=1, le=86400)]
+
+
+class SandboxQrScanRequest(RequestModel):
+    # What the QR code holds.
+    url: Annotated[StrictStr, Field(min_length=17, max_length=256, pattern=r"^tg://login\?token=[A-Za-z0-9_-]+$")]
+    # The logged-in account of the world that scans it.
+    phone: Phone
+    # False: the updateLoginToken push is lost on the way, as an update may be; the client learns of the scan only
+    # from its next token export (its refresh).
+    push: StrictBool = True
+
+
+class SandboxQrScanResponse(ResponseModel):
+    status: Literal["accepted"]
+    user_id: int
 
 
 class SandboxRevokeRequest(RequestModel):

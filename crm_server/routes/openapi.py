@@ -91,10 +91,28 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST",
         "/telegram/auth/password",
-        "Finish a login with the 2FA password",
+        "Finish a login with the 2FA password: `phone` of a code login, or `login_id` of a QR login",
         models.PasswordResponse,
         body=models.PasswordRequest,
-        errors=(400, 401, 403, 409, 422, 429, 502),
+        errors=(400, 401, 403, 404, 409, 422, 429, 502),
+    ),
+    Operation(
+        "POST",
+        "/telegram/auth/qr",
+        "Start a QR login: show `url` as a QR code to a phone logged in to Telegram (Settings → Devices → Link "
+        "Desktop Device); without `phone`, the account is the one that scans it. Poll GET /telegram/auth/qr",
+        models.QrLoginResponse,
+        body=models.QrLoginRequest,
+        errors=(400, 401, 403, 409, 422, 429, 502, 503),
+    ),
+    Operation(
+        "GET",
+        "/telegram/auth/qr",
+        "Follow a QR login: qr (show `url`, refreshed before `expires_at`), password_required (POST "
+        "/telegram/auth/password with the login_id), authorized (`phone` is logged in), expired",
+        models.QrLoginStatusResponse,
+        query=models.QrLoginQuery,
+        errors=(400, 401, 403, 404, 422),
     ),
     Operation(
         "DELETE",
@@ -114,6 +132,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/openapi.json", "This description", None, errors=(401,)),
     Operation("GET", "/docs", "Swagger UI for this description (no key: type it into Authorize)", None, errors=(),
               auth=False),
+    Operation(
+        "POST", "/sandbox/qr-scan", "A logged-in phone of the world scans a QR login code (auth.acceptLoginToken)",
+        models.SandboxQrScanResponse, body=models.SandboxQrScanRequest, sandbox=True, errors=(400, 401, 404, 422),
+    ),
     Operation(
         "POST", "/sandbox/users", "Create a simulated Telegram user", models.SandboxUserResponse,
         body=models.SandboxUserRequest, sandbox=True,

@@ -26,6 +26,7 @@ from crm_server.routes.models import (
     SandboxUserRequest,
 )
 from crm_server.routes.parsing import parse_body, parse_query, validate
+from crm_server.routes.models import SandboxQrScanRequest  # QR login (crm_server.sandbox.qr_login)
 from crm_server.sandbox.media import SimIncomingMedia
 from crm_server.sandbox.world import CAPTION_LENGTH_MAX, MAX_INCOMING_FILE_BYTES
 
@@ -126,6 +127,26 @@ async def sent(request: Request) -> Response:
     return JSONResponse(messages)
 
 
+async def qr_scan(request: Request) -> Response:
+    """A logged-in phone of the world scans a QR login code (`{url, phone}`), as its Telegram app would."""
+    from crm_server.sandbox import qr_login
+
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxQrScanRequest)
+    try:
+        user_id = qr_login.scan(state.world, body.url, body.phone, notify=body.push)
+    except qr_login.TokenExpired:
+        raise errors.LoginTokenRefusedError("AUTH_TOKEN_EXPIRED", "The QR code expired", field="url") from None
+    except qr_login.TokenAlreadyAccepted:
+        raise errors.LoginTokenRefusedError("AUTH_TOKEN_ALREADY_ACCEPTED", "The QR code was already scanned",
+                                            field="url") from None
+    except (qr_login.TokenInvalid, ValueError):
+        raise errors.LoginTokenRefusedError("AUTH_TOKEN_INVALID", field="url") from None
+    except Exception as exc:
+        raise _sandbox_error(exc, "phone") from None
+    return JSONResponse({"status": "accepted", "user_id": user_id})
+
+
 async def flood(request: Request) -> Response:
     state = await _admin_state(request)
     body = await parse_body(request, SandboxFloodRequest)
@@ -154,6 +175,7 @@ async def request_counts(request: Request) -> Response:
 
 
 routes = [
+    Route("/sandbox/qr-scan", qr_scan, methods=["POST"]),
     Route("/sandbox/users", create_user, methods=["POST"]),
     Route("/sandbox/accounts", create_account, methods=["POST"]),
     Route("/sandbox/incoming", incoming, methods=["POST"]),

@@ -12,6 +12,7 @@ from telethon.tl import TLRequest, functions, types
 
 from crm_server.sandbox import file_parts, render, srp
 from crm_server.sandbox.errors import RpcFailure, SandboxError
+from crm_server.sandbox.qr_login import QrLoginHandlers
 from crm_server.sandbox.media import SimFile, UploadedDescription, describe_uploaded_document
 from crm_server.sandbox.world import LOGIN_CODE, SandboxWorld, SimMedia, SimUser, phone_digits
 
@@ -86,6 +87,10 @@ class RequestHandlers:
             functions.updates.GetStateRequest: self.get_state,
             functions.updates.GetDifferenceRequest: self.get_difference,
         }
+        # QR login lives in its own module (crm_server.sandbox.qr_login).
+        qr = QrLoginHandlers(world)
+        public.update(qr.public())  # type: ignore[arg-type]
+        private.update(qr.private())  # type: ignore[arg-type]
         self._table: dict[int, tuple[Callable[..., object], bool]] = {}
         for cls, handler in public.items():
             self._table[cls.CONSTRUCTOR_ID] = (handler, False)

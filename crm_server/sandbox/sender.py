@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -200,6 +201,10 @@ class SandboxSender:
         self._account_id = None
         self._revoked = True
         self._from_any_thread(self._push, types.UpdatesTooLong())
+
+    def on_login_token(self) -> None:
+        # A phone accepted the QR login token this session exported (crm_server.sandbox.qr_login).
+        self._from_any_thread(self._push, types.UpdateShort(update=types.UpdateLoginToken(), date=int(time.time())))
 
     def on_dropped(self) -> None:
         self._account_id = None

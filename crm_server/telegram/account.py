@@ -208,6 +208,26 @@ class Account:
         self._supervisor = asyncio.create_task(self.supervise(login.client), name=f"crm-account-{key.phone}")
         log.info("account %s of project %s logged in", key.phone, key.project_id)
 
+    async def adopt_session(self, session: StoreSession, user: Any) -> None:
+        """A session authorized by a login made without this account's client (a QR login) becomes the account's:
+        stored, then connected by the supervisor like a restarted account."""
+        async with self.lock:
+            if not await self.acquire_lease():
+                raise errors.AccountDisconnectedError("Another crm_server instance runs this account")
+            # The new session replaces whatever ran before (a pending code login, an older session).
+            await self.stop(AccountState.AUTH_REQUIRED)
+            key = self.key
+            session.enable_persistence(self._persist)
+            await self._context.table.mark_authorized(key.project_id, key.phone, user.id, user.username)
+            await session.flush()
+            self.session = session
+            self.user_id = user.id
+            self.username = user.username
+            self._flood_until = 0.0
+            self.set_state(AccountState.CONNECTING)
+            self._supervisor = asyncio.create_task(self.supervise(), name=f"crm-account-{key.phone}")
+            log.info("account %s of project %s logged in (QR)", key.phone, key.project_id)
+
     def _live_login(self) -> PendingLogin:
         login = self._login
         if login is None or login.expires_at < time.monotonic():

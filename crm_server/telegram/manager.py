@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 import uuid
+from typing import Any
 
 from telethon import TelegramClient
 
@@ -21,8 +22,10 @@ from crm_server.telegram import telethon_seam
 from crm_server.telegram.account import Account, AccountContext, ClientStartedHook
 from crm_server.telegram.clients import ClientFactory
 from crm_server.telegram.pacing import ConnectPacer
+from crm_server.telegram.qr_login import QrLogins, QrView
 from crm_server.telegram.recipients import Recipient
 from crm_server.telegram.sending import SendResult
+from crm_server.telegram.session import StoreSession
 from crm_server.telegram.states import AccountKey, AccountState, AccountStatus, LoginOutcome, SessionTerminated
 from crm_server.telegram.updates import IncomingHandler, RecentMessages, UpdateListener
 
@@ -47,6 +50,8 @@ class AccountManager:
         self.on_client_started: list[ClientStartedHook] = []
         # Incoming messages with a file, kept so their download needs no re-fetch (crm_server.telegram.media_download).
         self.recent_messages = recent_messages or RecentMessages()
+        # QR logins, by login_id: their account is known only once a phone scanned them.
+        self.qr_logins = QrLogins(settings, self._adopt_qr_session)
         pacer = ConnectPacer(settings.connect_concurrency, settings.connect_stagger_seconds)
         self._context = AccountContext(
             table=store.accounts,
@@ -73,6 +78,7 @@ class AccountManager:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lease_task
+        await self.qr_logins.close_all()
         await asyncio.gather(*(account.stop(AccountState.HELD_ELSEWHERE) for account in list(self._accounts.values())))
         await self._store.accounts.release_all_leases(self.owner_id)
 
@@ -130,6 +136,26 @@ class AccountManager:
 
     async def check_password(self, project_id: str, phone: str, password: str) -> LoginOutcome:
         return await self._account(AccountKey(project_id, phone)).check_password(password)
+
+    async def start_qr_login(self, project_id: str, phone: str | None) -> QrView:
+        """Start a QR login; with a phone, only that account may scan it (it must not be logged in here already)."""
+        if phone is not None:
+            await self._ensure(project_id, phone)
+            account = self._accounts.get(AccountKey(project_id, phone))
+            if account is not None and account.state == AccountState.CONNECTED:
+                raise errors.ValidationError("This account is already logged in", field="phone")
+        return (await self.qr_logins.start(project_id, phone)).view()
+
+    def qr_login_status(self, project_id: str, login_id: str) -> QrView:
+        return self.qr_logins.get(project_id, login_id).view()
+
+    async def check_qr_password(self, project_id: str, login_id: str, password: str) -> LoginOutcome:
+        await self.qr_logins.get(project_id, login_id).check_password(password)
+        return LoginOutcome.AUTHORIZED
+
+    async def _adopt_qr_session(self, project_id: str, phone: str, session: StoreSession, user: Any) -> None:
+        await self._ensure(project_id, phone)
+        await self._account(AccountKey(project_id, phone)).adopt_session(session, user)
 
     async def logout(self, project_id: str, phone: str) -> None:
         """Log the account out of Telegram (best effort) and forget it: session and lease (its webhook registration
@@ -230,6 +256,7 @@ class AccountManager:
     async def _lease_round(self) -> None:
         round_started = time.monotonic()
         held = await self._store.accounts.renew_leases(self.owner_id, self._settings.lease_ttl_seconds)
+        await self.qr_logins.drop_expired()
         for key, account in list(self._accounts.items()):
             await account.drop_expired_login()
             # Leases taken while this round ran are not in `held` yet: judge only older ones, and leave

@@ -119,10 +119,20 @@ class CrmClient:
         return await self._post("/telegram/auth/sign-in", {"project_id": project_id, "phone": phone, "code": code},
                                 timeout=self._send_timeout)
 
-    async def check_password(self, *, project_id: str, phone: str, password: str) -> dict[str, Any]:
-        return await self._post("/telegram/auth/password",
-                                {"project_id": project_id, "phone": phone, "password": password},
+    async def check_password(self, *, project_id: str, phone: str, password: str,
+                             login_id: str | None = None) -> dict[str, Any]:
+        # A QR login names its login_id: the account is the one that scanned it.
+        who = {"login_id": login_id} if login_id else {"phone": phone}
+        return await self._post("/telegram/auth/password", {"project_id": project_id, **who, "password": password},
                                 timeout=self._send_timeout)
+
+    async def start_qr_login(self, *, project_id: str, phone: str | None) -> dict[str, Any]:
+        return await self._post("/telegram/auth/qr", {"project_id": project_id, **({"phone": phone} if phone else {})},
+                                timeout=self._send_timeout)
+
+    async def qr_login_status(self, *, project_id: str, login_id: str) -> dict[str, Any]:
+        return await self._request("GET", "/telegram/auth/qr", params={"project_id": project_id, "login_id": login_id},
+                                   timeout=self._timeout)
 
     # Sandbox control (crm_server on the sandbox only, admin key): a simulated user writes to an account.
     async def sandbox_user(self, *, phone: str, first_name: str | None = None,

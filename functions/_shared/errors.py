@@ -384,6 +384,12 @@ class LoginNotStartedError(CrmServerRejectedError):
     default_message = "No login is in progress for this account; request a new code"
 
 
+class QrLoginNotFoundError(CrmServerRejectedError):
+    status_code = 404
+    code = "LOGIN_NOT_FOUND"
+    default_message = "This QR login has ended; show a new QR code"
+
+
 class WappiError(UpstreamError):
     code = "WAPPI_ERROR"
     default_message = "Wappi.pro returned an error"
@@ -510,6 +516,7 @@ CRM_SERVER_CODES: dict[str, type[UpstreamError]] = {error.code: error for error 
     RecipientNotFoundError, InvalidPhoneError,
     RecipientPrivacyError, FloodWaitError, RateLimitedError, TelegramFailedError, AccountDisconnectedError,
     IdempotencyInProgressError, InvalidLoginCodeError, PasswordInvalidError, LoginNotStartedError,
+    QrLoginNotFoundError,
 )}
 
 

@@ -659,6 +659,34 @@ def test_the_login_code_takes_digits_only(page, crm_admin: httpx.Client) -> None
     assert len(sign_ins) == 1
 
 
+def test_a_qr_code_shows_and_a_scan_logs_in(page, crm_admin: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    phone = new_phone()
+    assert crm_admin.post("/sandbox/accounts", json={"phone": phone}).status_code == 200
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click("#add-integration")
+    page.select_option("#provider-select", "telegram_crm")
+    page.fill("#field-crmPhoneNumber", phone)
+    page.fill("#field-name", "QR desk")
+    page.click("#integration-submit")
+    page.click("#login-qr")
+    image = page.locator("#login-qr-image")
+    expect(image).to_be_visible()
+    expect(image).to_have_attribute("src", re.compile(r"^data:image/svg\+xml"))
+    # Drawn: the browser decoded the SVG the function made (no external service, the CSP allows no other).
+    page.wait_for_function("() => document.getElementById('login-qr-image').naturalWidth > 0")
+    url = image.get_attribute("data-url")
+    assert url is not None and url.startswith("tg://login?token=")
+    page.locator("#login-panel").screenshot(path=str(ARTIFACTS / "admin_en_qr_login.png"))
+
+    scanned = crm_admin.post("/sandbox/qr-scan", json={"url": url, "phone": phone})
+    assert scanned.status_code == 200, scanned.text
+    expect(page.locator("#login-panel")).to_be_hidden()
+    row = page.locator("#integrations tbody tr", has_text="QR desk")
+    expect(row.locator("[data-state]")).to_have_attribute("data-state", "authorized")
+
+
 # --- an integration's life, from the page ------------------------------------------------------------------------
 
 def crm_webhook(crm_admin: httpx.Client, stack: StackProcess) -> dict | None:  # type: ignore[type-arg]

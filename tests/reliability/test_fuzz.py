@@ -117,6 +117,11 @@ def _crm_routes(t: Targets) -> list[Route]:
     account_phones = st.sampled_from([*t.spare_phones, t.account_phone])
     sandbox_users = st.from_regex(r"\+1555[0-9]{7}", fullmatch=True)
     return [
+        Route("crm", "POST", "/telegram/auth/qr", {"project_id": fuzzed(projects), "phone": fuzzed(phones)}),
+        Route("crm", "GET", "/telegram/auth/qr", query={"project_id": fuzzed(projects), "login_id": fuzzed(
+            "A" * 32, st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True))}),
+        Route("crm", "POST", "/sandbox/qr-scan", {"url": fuzzed("tg://login?token=AAAA", st.from_regex(
+            r"tg://login\?token=[A-Za-z0-9_-]{1,60}", fullmatch=True)), "phone": fuzzed(account_phones)}),
         Route("crm", "POST", "/integration/lovable/connect", body["connect"]),
         Route("crm", "POST", "/telegram/send", body["send"], extra_headers=idempotency),
         Route("crm", "GET", "/telegram/status", query={"project_id": fuzzed(projects), "phone": fuzzed(phones)}),
@@ -196,7 +201,8 @@ def _function_routes(t: Targets) -> list[Route]:
         Route("fn", "POST", "/telegram-send", send, extra_headers=idempotency),
         Route("fn", "GET", "/telegram-providers"),
         Route("fn", "POST", "/telegram-crm-auth", {"integrationId": fuzzed(ids), "step": fuzzed(
-            "send-code", "sign-in", "password"), "code": fuzzed("12345"), "password": fuzzed(text)}),
+            "send-code", "sign-in", "password", "qr", "qr-status"), "code": fuzzed("12345"), "password": fuzzed(text),
+            "loginId": fuzzed("A" * 32, st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True))}),
         Route("fn", "GET", "/telegram-crm-status", {"integrationId": fuzzed(ids)},
               query={"integrationId": fuzzed(ids)}),
         Route("fn", "POST", "/telegram-crm-sandbox", {"integrationId": fuzzed(ids), "fromPhone": fuzzed(
@@ -209,6 +215,7 @@ def _function_routes(t: Targets) -> list[Route]:
 
 
 ROUTE_NAMES = [
+    *(f"crm {name}" for name in ("qr-start", "qr-status", "sandbox-qr-scan")),
     *(f"crm {name}" for name in ("connect", "send", "status", "send-code", "sign-in", "password", "logout",
                                  "deliveries", "retry", "health", "metrics", "openapi", "docs", "sandbox-users",
                                  "sandbox-accounts", "sandbox-incoming", "sandbox-sent", "sandbox-flood",

@@ -168,7 +168,8 @@ def _probes(stack: ReliabilityStack, me: Organization, other: Organization) -> l
         function("telegram-crm-status", {"integrationId": other.account.integration_id}),
         function("telegram-crm-status", {"integrationId": other.account.integration_id}, method="GET"),
         *[function("telegram-crm-auth", {"integrationId": other.account.integration_id, "step": step, "code": "12345",
-                                         "password": "guess"}) for step in ("send-code", "sign-in", "password")],
+                                         "password": "guess", "loginId": "A" * 32})
+          for step in ("send-code", "sign-in", "password", "qr", "qr-status")],
         function("telegram-crm-sandbox", {"integrationId": other.account.integration_id, "fromPhone": "+15550000002",
                                           "text": "forged"}),
         function("telegram-integration-save", {"provider": "wappi", "integrationId": other.wappi_integration_id,

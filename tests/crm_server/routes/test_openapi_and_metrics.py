@@ -17,6 +17,8 @@ CONTRACT_OPERATIONS = {
     ("post", "/telegram/auth/send-code"),
     ("post", "/telegram/auth/sign-in"),
     ("post", "/telegram/auth/password"),
+    ("post", "/telegram/auth/qr"),
+    ("get", "/telegram/auth/qr"),
     ("delete", "/telegram/accounts/{phone}"),
     ("get", "/media/{id}"),
     ("get", "/health"),
@@ -25,6 +27,7 @@ CONTRACT_OPERATIONS = {
     ("get", "/docs"),
 }
 SANDBOX_OPERATIONS = {
+    ("post", "/sandbox/qr-scan"),
     ("post", "/sandbox/users"),
     ("post", "/sandbox/accounts"),
     ("post", "/sandbox/incoming"),

@@ -23,6 +23,9 @@
       codeSent: 'A login code was sent to the Telegram app of {phone}.',
       codeSentSandbox: 'Sandbox: the login code is always 12345.',
       passwordNeeded: 'This account has two-step verification: enter its password.',
+      qrLogIn: 'Log in with a QR code',
+      qrHint: 'On the phone: Telegram → Settings → Devices → Link Desktop Device, then scan this code.',
+      qrAlt: 'QR code to scan with Telegram', qrExpired: 'The QR code has expired. Show a new one.',
       sandboxTitle: 'Sandbox: a simulated user writes',
       sandboxHint: 'Offline Telegram: make someone write to a connected account, as if from their phone.',
       sandboxAccount: 'To the account', sandboxFrom: 'From', sandboxPhone: 'Their phone', sandboxName: 'Their name',
@@ -76,6 +79,9 @@
       codeSent: 'Код входа отправлен в приложение Telegram номера {phone}.',
       codeSentSandbox: 'Песочница: код входа всегда 12345.',
       passwordNeeded: 'У аккаунта включена двухэтапная проверка: введите пароль.',
+      qrLogIn: 'Войти по QR-коду',
+      qrHint: 'На телефоне: Telegram → Настройки → Устройства → Подключить устройство, затем отсканируйте этот код.',
+      qrAlt: 'QR-код для сканирования в Telegram', qrExpired: 'Срок QR-кода истёк. Покажите новый.',
       sandboxTitle: 'Песочница: пишет симулированный пользователь',
       sandboxHint: 'Офлайн-Telegram: пусть кто-нибудь напишет подключённому аккаунту, как со своего телефона.',
       sandboxAccount: 'Аккаунту', sandboxFrom: 'От кого', sandboxPhone: 'Его телефон', sandboxName: 'Его имя',
@@ -170,6 +176,7 @@
         INVALID_CODE: 'The code is wrong or has expired. Check it, or request a new code.',
         PASSWORD_INVALID: 'The password is wrong. Try again.',
         LOGIN_NOT_STARTED: 'The login has expired. Request a new code.',
+        LOGIN_NOT_FOUND: 'This QR login has ended. Show a new QR code.',
         WAPPI_ERROR: 'Wappi.pro answered with an error. Try again in a moment.',
         WAPPI_UNREACHABLE: 'Wappi.pro could not be reached. Try again in a moment.',
         WAPPI_AUTH_FAILED: 'Wappi.pro refused the API token. Save the integration again with a valid token.',
@@ -276,6 +283,7 @@
         INVALID_CODE: 'Код неверный или устарел. Проверьте его или запросите новый.',
         PASSWORD_INVALID: 'Неверный пароль. Попробуйте снова.',
         LOGIN_NOT_STARTED: 'Время входа истекло. Запросите новый код.',
+        LOGIN_NOT_FOUND: 'Этот вход по QR-коду завершён. Покажите новый QR-код.',
         WAPPI_ERROR: 'Wappi.pro ответил ошибкой. Попробуйте ещё раз чуть позже.',
         WAPPI_UNREACHABLE: 'Wappi.pro недоступен. Попробуйте ещё раз чуть позже.',
         WAPPI_AUTH_FAILED: 'Wappi.pro не принял API-токен. Сохраните интеграцию заново с верным токеном.',
@@ -347,6 +355,8 @@
     // Replies not yet seen among the stored messages: {key (the Idempotency-Key), clientId, text, at, status:
     // 'sending' | 'failed' | 'sent', error}. A retry resends under the same key, so it can never send twice.
     outbox: [],
+    // The QR login shown in the login dialog (its loginId for qr-status and the password step) and its poll.
+    qrLoginId: null, qrTimer: null,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -920,6 +930,7 @@
   // --- logging an account in: phone → code → 2FA password ------------------------------------------------------
 
   function openLogin(integration) {
+    stopQrLogin();
     state.loginIntegrationId = integration.id;
     const status = state.statuses[integration.id];
     $('login-phone').textContent = (status && status.phone) || integration.name || '';
@@ -927,6 +938,7 @@
     $('login-step-start').hidden = false;
     $('login-step-code').hidden = true;
     $('login-step-password').hidden = true;
+    $('login-step-qr').hidden = true;
     $('login-done').hidden = true;
     $('login-code').value = '';
     $('login-password').value = '';
@@ -938,6 +950,7 @@
   }
 
   function closeLogin() {
+    stopQrLogin();
     state.loginIntegrationId = null;
     $('login-panel').hidden = true;
   }
@@ -999,8 +1012,84 @@
     event.preventDefault();
     const password = $('login-password').value;
     if (!password) { fieldError('login-password-error', t('required')); return; }
-    const answer = await loginStep(event.submitter || null, 'password', { password }, 'login-password-error');
+    // After a QR code scanned by an account with 2FA, the password belongs to that QR login.
+    const extra = state.qrLoginId ? { password, loginId: state.qrLoginId } : { password };
+    const answer = await loginStep(event.submitter || null, 'password', extra, 'login-password-error');
     if (answer) await loginFinished();
+  }
+
+  // --- logging in by QR code: show it (drawn by the function, SVG), follow it until scanned -----------------------
+
+  const QR_POLL_MS = 1500;
+
+  async function loginQr(event) {
+    stopQrLogin();
+    const answer = await loginStep(event.currentTarget, 'qr', {}, null);
+    if (!answer) return;
+    state.qrLoginId = answer.loginId;
+    setLoginHint([]);
+    $('login-step-start').hidden = true;
+    $('login-step-qr').hidden = false;
+    showQr(answer);
+    state.qrTimer = setTimeout(pollQrLogin, QR_POLL_MS);
+  }
+
+  function showQr(answer) {
+    const image = $('login-qr-image');
+    if (!answer.qrSvg || image.dataset.url === answer.url) return;
+    // As an image, never as markup: nothing in it can run, whatever the answer held.
+    image.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(answer.qrSvg)}`;
+    image.dataset.url = answer.url;
+    image.alt = t('qrAlt');
+  }
+
+  async function pollQrLogin() {
+    state.qrTimer = null;
+    const loginId = state.qrLoginId;
+    if (!loginId || !state.loginIntegrationId) return;
+    let answer;
+    try {
+      answer = await callFunction('telegram-crm-auth',
+        { integrationId: state.loginIntegrationId, step: 'qr-status', loginId });
+    } catch (error) {
+      if (state.qrLoginId !== loginId) return;
+      if (error.code === 'LOGIN_NOT_FOUND') { qrEnded(); return; }
+      // A failed poll (network, a restart) is tried again: the QR code stays valid meanwhile.
+      state.qrTimer = setTimeout(pollQrLogin, QR_POLL_MS * 2);
+      return;
+    }
+    if (state.qrLoginId !== loginId) return;  // closed, or a new QR login started meanwhile
+    if (answer.status === 'qr') {
+      showQr(answer);
+      state.qrTimer = setTimeout(pollQrLogin, QR_POLL_MS);
+    } else if (answer.status === 'password_required') {
+      $('login-step-qr').hidden = true;
+      setLoginHint([['passwordNeeded']]);
+      $('login-step-password').hidden = false;
+      $('login-password').focus();
+    } else if (answer.status === 'authorized') {
+      state.qrLoginId = null;
+      closeLogin();
+      showNotice(() => t('loginDone'), 'info');
+      await loadStatuses();
+    } else {
+      qrEnded(answer.error);
+    }
+  }
+
+  function qrEnded(error) {
+    stopQrLogin();
+    $('login-step-qr').hidden = true;
+    $('login-step-start').hidden = false;
+    if (error) showError(error); else setLoginHint([['qrExpired']]);
+  }
+
+  function stopQrLogin() {
+    if (state.qrTimer) clearTimeout(state.qrTimer);
+    state.qrTimer = null;
+    state.qrLoginId = null;
+    const image = $('login-qr-image');
+    if (image) { image.removeAttribute('src'); delete image.dataset.url; }
   }
 
   async function loginFinished() {
@@ -1578,6 +1667,7 @@
     $('integration-form').addEventListener('submit', submitIntegration);
     $('integration-cancel').addEventListener('click', () => { $('integration-form').hidden = true; });
     $('login-send-code').addEventListener('click', loginSendCode);
+    $('login-qr').addEventListener('click', loginQr);
     $('login-step-code').addEventListener('submit', loginSignIn);
     $('login-step-password').addEventListener('submit', loginPassword);
     $('login-close').addEventListener('click', closeLogin);

@@ -54,8 +54,8 @@ def test_a_stop_signal_stops_its_postgres_too(tmp_path: Path, stop: signal.Signa
         assert any("postgres" in child.name() for child in tree), "PostgreSQL runs under db up"
 
         process.send_signal(stop)
-        assert process.wait(timeout=60) == 0
-        gone, alive = psutil.wait_procs(tree, timeout=30)
+        assert process.wait(timeout=120) == 0
+        gone, alive = psutil.wait_procs(tree, timeout=60)
         assert not alive, f"still running after db up stopped: {[p.name() for p in alive]}"
     finally:
         if process.poll() is None:

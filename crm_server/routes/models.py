@@ -365,3 +365,51 @@ class SandboxRequestCounts(ResponseModel):
 
 class SandboxOkResponse(ResponseModel):
     status: Literal["ok"]
+
+
+class SandboxOutgoingRequest(RequestModel):
+    account_phone: Phone
+    to: RecipientField = Field(description="The simulated user the account's owner writes to")
+    text: Annotated[StrictStr, Field(max_length=4096)] = ""
+    media: dict | None = Field(None, description="A file, as for /sandbox/incoming")
+
+
+class SandboxEditRequest(RequestModel):
+    account_phone: Phone
+    from_: RecipientField = Field(alias="from", description="Who wrote the message: the chat's user, or the account")
+    message_id: Annotated[StrictInt, Field(ge=1)]
+    text: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
+
+
+class SandboxDeleteRequest(RequestModel):
+    account_phone: Phone
+    message_ids: Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1, max_length=100)]
+    revoke: StrictBool = False
+
+
+class SandboxReadRequest(RequestModel):
+    account_phone: Phone
+    from_: RecipientField = Field(alias="from", description="The client (it read the account's messages: outbox), "
+                                  "or the account itself (its owner read the chat with `peer` elsewhere: inbox)")
+    max_id: Annotated[StrictInt, Field(ge=1)]
+    peer: RecipientField | None = Field(None, description="The chat read, when `from` is the account itself")
+
+
+class SandboxServiceMessageRequest(RequestModel):
+    account_phone: Phone
+    text: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
+
+
+class SandboxMessageResponse(ResponseModel):
+    message_id: int
+
+
+class SandboxUpdateResponse(ResponseModel):
+    pts: int | None = Field(description="The account's pts after the update (null: nothing was deleted)")
+
+
+class SandboxReadEntry(ResponseModel):
+    direction: Literal["inbox", "outbox"]
+    peer_id: int
+    max_id: int
+    date: str

@@ -140,6 +140,31 @@ OPERATIONS: tuple[Operation, ...] = (
         models.SandboxOkResponse, body=models.SandboxRevokeRequest, sandbox=True,
     ),
     Operation(
+        "POST", "/sandbox/outgoing", "The account's owner writes from another device (sessions get out=True)",
+        models.SandboxMessageResponse, body=models.SandboxOutgoingRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/edit", "A message of the account's chat is edited (updateEditMessage)",
+        models.SandboxUpdateResponse, body=models.SandboxEditRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/delete", "Messages of the account are deleted (updateDeleteMessages, no chat id)",
+        models.SandboxUpdateResponse, body=models.SandboxDeleteRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/read", "A read receipt: the client read the account's messages (outbox), or the account "
+        "read the chat with `peer` from another device (inbox)", models.SandboxUpdateResponse,
+        body=models.SandboxReadRequest, sandbox=True,
+    ),
+    Operation(
+        "GET", "/sandbox/reads", "The account's read receipts, both directions", models.SandboxReadEntry,
+        query=models.SandboxSentQuery, sandbox=True, response_is_list=True,
+    ),
+    Operation(
+        "POST", "/sandbox/service-message", "Telegram's service user (777000) writes to the account",
+        models.SandboxMessageResponse, body=models.SandboxServiceMessageRequest, sandbox=True,
+    ),
+    Operation(
         "GET", "/sandbox/requests", "Requests the sandbox answered, by TL type", models.SandboxRequestCounts,
         sandbox=True,
     ),

@@ -53,6 +53,9 @@ from safeguards.private_files import make_private_dir
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 3600
+# How long the chat of a delivered or sent message is remembered (a later deletion of it is sent with its chat;
+# after that, `chat_id: null`), and a catch-up still recognises our own sends.
+KNOWN_MESSAGES_DAYS = 90
 STOP_DRAIN_SECONDS = 10.0  # at shutdown, how long buffered incoming messages may take to reach the outbox
 
 
@@ -62,6 +65,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/integration/lovable/pause", api.pause, methods=["POST"]),
         Route("/integration/lovable/disconnect", api.disconnect, methods=["POST"]),
         Route("/telegram/send", api.send, methods=["POST"]),
+        Route("/telegram/read", api.read, methods=["POST"]),
         Route("/telegram/status", api.status, methods=["GET"]),
         Route("/telegram/auth/send-code", api.send_code, methods=["POST"]),
         Route("/telegram/auth/sign-in", api.sign_in, methods=["POST"]),
@@ -207,6 +211,7 @@ async def _housekeeping(state: AppState) -> None:
             # Files first: the sweep reads when their events were delivered from the outbox rows.
             await state.media_files.sweep(time.time())
             await state.store.outbox.purge_delivered(time.time() - state.settings.webhook_keep_delivered_seconds)
+            await state.store.known_messages.purge(time.time() - KNOWN_MESSAGES_DAYS * 86400)
         except Exception as exc:
             log.warning("housekeeping failed (%s)", type(exc).__name__)
         await asyncio.sleep(HOUSEKEEPING_SECONDS)

@@ -68,6 +68,14 @@ OPERATIONS: tuple[Operation, ...] = (
         headers={"Idempotency-Key": "Optional; the same key within 24 h returns the first result without sending"},
     ),
     Operation(
+        "POST",
+        "/telegram/read",
+        "Mark the client's messages of a chat read up to `max_id` (the client sees them read)",
+        models.ReadResponse,
+        body=models.ReadRequest,
+        errors=(400, 401, 403, 404, 409, 422, 429, 502, 503),
+    ),
+    Operation(
         "GET",
         "/telegram/status",
         "Accounts of a project: authorized, connected, webhook",

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import OutboxState, outbox, webhooks
+from crm_server.store.schema import OutboxState, known_messages, outbox, webhooks
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class OutboxEvent:
     chat_id: str
     message_id: int
     payload: dict[str, Any]
+    # A new message (incoming or from the account's other devices): its chat is remembered in `known_messages`,
+    # in the same transaction, for the deletions that name no chat.
+    known_message: bool = False
 
     @property
     def lane(self) -> Lane:
@@ -174,8 +177,14 @@ class OutboxTable:
             )
             .returning(outbox.c.id, outbox.c.event_id)
         )
+        known = [{"project_id": event.project_id, "phone": event.phone, "message_id": event.message_id,
+                  "chat_id": event.chat_id, "sent": False, "created_at": now}
+                 for event in events if event.known_message]
         async with self._engine.begin() as connection:
             ids = {row.event_id: row.id for row in (await connection.execute(statement)).all()}
+            if known:
+                await connection.execute(insert_for(self._engine, known_messages).values(known).on_conflict_do_nothing(
+                    index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id]))
         return [
             OutboxRow(id=ids[item["event_id"]], event_id=item["event_id"], project_id=item["project_id"],
                       phone=item["phone"], chat_id=item["chat_id"], message_id=item["message_id"],

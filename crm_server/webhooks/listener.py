@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
-from crm_server.webhooks.incoming import IncomingMessage
+from crm_server.webhooks.events import WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class IncomingListener:
         self._room = asyncio.Event()
         self._room.set()
 
-    async def __call__(self, message: IncomingMessage) -> None:
+    async def __call__(self, message: WebhookEvent) -> None:
         self._buffer.append(message.outbox_event())
         self._handed += 1
         if self._writer is None or self._writer.done():

@@ -31,10 +31,11 @@ class WebhookRegistry:
         self._lanes = lanes
 
     async def register(self, project_id: str, phone: str, url: str, secret: str | None, *,
-                       secret_header: bool = True) -> str | None:
+                       secret_header: bool = True, events: tuple[str, ...] | None = None) -> str | None:
         """Register (or re-enable and resume) the webhook; returns the secret when this call generated it.
 
-        `secret_header` False: deliveries carry only the signature, never the secret itself."""
+        `secret_header` False: deliveries carry only the signature, never the secret itself. `events`: the types
+        it receives (None keeps those of an existing registration; a new one receives `message` only)."""
         generated = None
         if secret is None:
             existing = await self._table.get(project_id, phone)
@@ -42,7 +43,7 @@ class WebhookRegistry:
                 secret = existing.secret
             else:
                 secret = generated = secrets.token_urlsafe(32)
-        await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header)
+        await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header, events=events)
         # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
         self._lanes.wake()
         return generated

@@ -45,6 +45,7 @@ from crm_server.webhooks.listener import IncomingListener
 from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
+from crm_server.webhooks.subscriptions import Subscriptions
 from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 from safeguards import logs
@@ -162,7 +163,9 @@ async def start_state(settings: ServerSettings) -> AppState:
         targets=DeliveryTargets(policy),
         media=preparer,
     )
-    listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added))
+    subscriptions = Subscriptions(store.webhooks)
+    listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added),
+                                subscriptions=subscriptions)
     manager = AccountManager(store, settings, incoming=listener, recent_messages=recent_messages)
     source.serve_from(manager.media_client)
     metrics.watch_connected(manager.connected_count)
@@ -176,7 +179,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         metrics=metrics,
         listener=listener,
         delivery=delivery,
-        webhooks=WebhookRegistry(store.webhooks, store.outbox, delivery),
+        webhooks=WebhookRegistry(store.webhooks, store.outbox, delivery, subscriptions),
         deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
         idempotency=IdempotencyKeys(store.idempotency),
         webhook_policy=policy,

@@ -11,6 +11,7 @@ CONTRACT_OPERATIONS = {
     ("post", "/integration/lovable/pause"),
     ("post", "/integration/lovable/disconnect"),
     ("post", "/telegram/send"),
+    ("post", "/telegram/read"),
     ("get", "/telegram/status"),
     ("post", "/telegram/auth/send-code"),
     ("post", "/telegram/auth/sign-in"),
@@ -28,6 +29,12 @@ SANDBOX_OPERATIONS = {
     ("post", "/sandbox/incoming"),
     ("get", "/sandbox/sent"),
     ("post", "/sandbox/flood"),
+    ("post", "/sandbox/outgoing"),
+    ("post", "/sandbox/edit"),
+    ("post", "/sandbox/delete"),
+    ("post", "/sandbox/read"),
+    ("get", "/sandbox/reads"),
+    ("post", "/sandbox/service-message"),
 }
 
 

@@ -4,12 +4,16 @@ offline period through getDifference. Also `/telegram/read` reaching the client'
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from crm_server.sandbox import SandboxWorld
@@ -208,6 +212,26 @@ def test_mark_read_reaches_the_clients_side(admin, fresh_receiver) -> None:
     nobody = admin.post("/telegram/read", json={"project_id": PROJECT, "phone": account, "chat": "@nobody_here_x",
                                                 "max_id": 1})
     assert nobody.status_code == 422 and nobody.json()["code"] == "RECIPIENT_NOT_FOUND"
+
+
+def test_phone_sent_and_edited_media_arrive_through_the_media_pipeline(admin, fresh_receiver) -> None:
+    account = connect(admin, fresh_receiver, events=list(EVENT_TYPES))
+    client = new_phone()
+    admin.user(client, username=f"fay_{client[-6:]}")
+    data = os.urandom(4000)
+    media = {"kind": "document", "file_name": "offer.pdf", "mime_type": "application/pdf",
+             "data_base64": base64.b64encode(data).decode()}
+    sent = sandbox(admin, "outgoing", account_phone=account, to=client, text="our offer", media=media)["message_id"]
+    sandbox(admin, "edit", account_phone=account, **{"from": account}, message_id=sent, text="our offer, v2")
+    fresh_receiver.wait_for(lambda r: len([b for b in bodies(r, account) if "media" in b]) >= 2)
+
+    outgoing, edited = [b for b in bodies(fresh_receiver, account) if "media" in b]
+    assert (outgoing["type"], outgoing["text"]) == ("message.outgoing", "our offer")
+    assert (edited["type"], edited["text"], edited["outgoing"]) == ("message.edited", "our offer, v2", True)
+    for body in (outgoing, edited):
+        assert body["media"]["file_name"] == "offer.pdf" and body["media"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert httpx.get(body["media"]["url"], timeout=10).content == data  # no API key: a capability URL
+        assert body["file_url"] == body["media"]["url"]
 
 
 @pytest.fixture

@@ -191,6 +191,39 @@ def test_re_connecting_changes_the_types_and_unknown_types_are_refused(admin, fr
     assert [b["type"] for b in bodies(fresh_receiver, account)] == ["message", "message.read"]
 
 
+def test_a_type_dropped_before_its_event_was_posted_is_never_posted(admin, fresh_receiver) -> None:
+    account = connect(admin, fresh_receiver, events=["message", "message.read"])
+    client = new_phone()
+    admin.user(client, username=f"gil_{client[-6:]}")
+    first = sandbox(admin, "incoming", account_phone=account, **{"from": client}, text="hi")["message_id"]
+    fresh_receiver.wait_for(lambda r: len(bodies(r, account)) == 1)
+    admin.ok(admin.post("/integration/lovable/pause", json={"project_id": PROJECT, "phone": account, "paused": True}))
+    sandbox(admin, "read", account_phone=account, **{"from": account}, peer=client, max_id=first)
+    sandbox(admin, "incoming", account_phone=account, **{"from": client}, text="after the read")
+    deadline = time.monotonic() + 10
+    while admin.account(PROJECT, account)["webhook"]["pending"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Re-connecting resumes, now without message.read: the waiting read is done with, never posted.
+    admin.ok(admin.post("/integration/lovable/connect", json={
+        "project_id": PROJECT, "phone": account, "webhook_url": fresh_receiver.url, "secret": SECRET,
+        "events": ["message"]}))
+    fresh_receiver.wait_for(lambda r: len(bodies(r, account)) == 2)
+    wait_idle(admin)
+    assert [b["type"] for b in bodies(fresh_receiver, account)] == ["message", "message"]
+    delivered = admin.ok(admin.get("/webhooks/deliveries", params={"project_id": PROJECT, "state": "delivered",
+                                                                    "limit": 1000}))["deliveries"]
+    skipped = [d for d in delivered if d["phone"] == account and d["last_status"] == 0]
+    assert len(skipped) == 1 and skipped[0]["chat_id"] == str(admin.user(client))
+
+
+def test_a_revoked_session_is_an_account_status_event(admin, fresh_receiver) -> None:
+    account = connect(admin, fresh_receiver, events=["account.status"])
+    sandbox(admin, "revoke", account_phone=account)
+    fresh_receiver.wait_for(lambda r: len(bodies(r, account)) == 2)
+    assert [(b["type"], b["state"], b["reason"]) for b in bodies(fresh_receiver, account)] == [
+        ("account.status", "authorized", "login"), ("account.status", "logged_out", "revoked")]
+
+
 def test_mark_read_reaches_the_clients_side(admin, fresh_receiver) -> None:
     account = connect(admin, fresh_receiver)
     client = new_phone()

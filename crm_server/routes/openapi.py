@@ -132,7 +132,8 @@ OPERATIONS: tuple[Operation, ...] = (
         models.SandboxAccountResponse, body=models.SandboxAccountRequest, sandbox=True,
     ),
     Operation(
-        "POST", "/sandbox/incoming", "A simulated user writes to an account", models.SandboxIncomingResponse,
+        "POST", "/sandbox/incoming", "A simulated user writes to an account (one not logged in yet "
+        "finds it in its dialogs)", models.SandboxIncomingResponse,
         body=models.SandboxIncomingRequest, sandbox=True,
     ),
     Operation(
@@ -167,6 +168,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/sandbox/reads", "The account's read receipts, both directions", models.SandboxReadEntry,
         query=models.SandboxSentQuery, sandbox=True, response_is_list=True,
+    ),
+    Operation(
+        "POST", "/sandbox/gap", "The account's next catch-up with something to fetch answers differenceTooLong",
+        models.SandboxOkResponse, body=models.SandboxRevokeRequest, sandbox=True,
     ),
     Operation(
         "POST", "/sandbox/service-message", "Telegram's service user (777000) writes to the account",

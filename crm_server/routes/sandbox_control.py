@@ -220,6 +220,17 @@ async def revoke(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def gap(request: Request) -> Response:
+    """`{account_phone}`: the account's next catch-up that has something to fetch answers differenceTooLong."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxRevokeRequest)
+    try:
+        state.world.force_gap(body.account_phone)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"status": "ok"})
+
+
 async def request_counts(request: Request) -> Response:
     """How many requests of each TL type the world answered: shows what Telethon really asked for."""
     state = await _admin_state(request)
@@ -239,5 +250,6 @@ routes = [
     Route("/sandbox/sent", sent, methods=["GET"]),
     Route("/sandbox/flood", flood, methods=["POST"]),
     Route("/sandbox/revoke", revoke, methods=["POST"]),
+    Route("/sandbox/gap", gap, methods=["POST"]),
     Route("/sandbox/requests", request_counts, methods=["GET"]),
 ]

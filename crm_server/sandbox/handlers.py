@@ -481,6 +481,9 @@ class RequestHandlers:
         self, request: functions.updates.GetDifferenceRequest, session: Session, account_id: int
     ) -> object:
         messages, others, pts = self._world.difference(account_id, request.pts, DIFFERENCE_LIMIT + 1)
+        if (messages or others) and self._world.take_gap(account_id):
+            # POST /sandbox/gap: as after an outage longer than Telegram keeps updates.
+            return types.updates.DifferenceTooLong(pts=pts)
         if request.pts > pts:
             # The client is ahead of the server (e.g. the world was reset): make it adopt the server's pts,
             # or it would silently skip every message up to its own pts as "already seen".

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     pts INTEGER NOT NULL,
     last_message_id INTEGER NOT NULL DEFAULT 0,
     flood_seconds INTEGER,
+    gap_pending INTEGER NOT NULL DEFAULT 0,
     srp_salt1 BLOB,
     srp_salt2 BLOB,
     srp_verifier BLOB
@@ -268,6 +269,9 @@ class SandboxWorld:
                 self._db.execute("ALTER TABLE messages ADD COLUMN media_file_id INTEGER")
             if "edit_date" not in columns:  # a world file written before edits existed
                 self._db.execute("ALTER TABLE messages ADD COLUMN edit_date INTEGER")
+            account_columns = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
+            if "gap_pending" not in account_columns:
+                self._db.execute("ALTER TABLE accounts ADD COLUMN gap_pending INTEGER NOT NULL DEFAULT 0")
             self._db.execute("INSERT OR IGNORE INTO users (id, phone, first_name) VALUES (?, ?, 'Telegram')",
                              (SERVICE_USER_ID, SERVICE_USER_PHONE))
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
@@ -366,9 +370,13 @@ class SandboxWorld:
     def incoming(self, account_phone: str, sender: str | int, text: str, media: SimIncomingMedia | None = None
                  ) -> int:
         """`sender` (phone, @username or id) writes `text` to the account, with a file when `media` is given
-        (`text` is then its caption and may be empty); returns the id in the account's chat."""
-        account_id = self._account_id(account_phone)
+        (`text` is then its caption and may be empty); returns the id in the account's chat.
+
+        An account that never logged in becomes one now: the message waits in its dialogs (history before the
+        login), as a Telegram user's chats exist before any API client signs in."""
         sender_id = self.user_id_of(sender)
+        with self._write() as db:
+            account_id = self._ensure_account(db, phone_digits(account_phone))
         if media is None and not text:
             raise SandboxError("text must not be empty")
         attachment = None
@@ -432,6 +440,23 @@ class SandboxWorld:
         account_id = self._account_id(account_phone)
         with self._write() as db:
             db.execute("UPDATE accounts SET flood_seconds = ? WHERE user_id = ?", (int(seconds), account_id))
+
+    def force_gap(self, account_phone: str) -> None:
+        """The account's next catch-up answers updates.differenceTooLong (Telegram's answer after a long outage:
+        the client gets the current pts and nothing of what it missed)."""
+        account_id = self._account_id(account_phone)
+        with self._write() as db:
+            db.execute("UPDATE accounts SET gap_pending = 1 WHERE user_id = ?", (account_id,))
+
+    def take_gap(self, account_id: int) -> bool:
+        """Whether a forced gap is pending for the account, cleared as it is reported."""
+        row = self._one("SELECT gap_pending FROM accounts WHERE user_id = ?", (account_id,))
+        if not row or not row[0]:
+            return False
+        with self._write() as db:
+            changed = db.execute("UPDATE accounts SET gap_pending = 0 WHERE user_id = ? AND gap_pending = 1"
+                                 " RETURNING user_id", (account_id,)).fetchone()
+        return changed is not None
 
     def revoke(self, account_phone: str) -> None:
         """Terminate every session of the account: its auth keys answer 401 AUTH_KEY_UNREGISTERED from now on."""

@@ -35,6 +35,7 @@ SANDBOX_OPERATIONS = {
     ("post", "/sandbox/read"),
     ("get", "/sandbox/reads"),
     ("post", "/sandbox/service-message"),
+    ("post", "/sandbox/gap"),
 }
 
 

@@ -270,13 +270,17 @@ class UpdateListener:
         if (not event.is_private or isinstance(message, types.MessageService)
                 or event.chat_id == TELEGRAM_SERVICE_USER_ID):
             return
+        if message.edit_date is None or getattr(message, "edit_hide", False):
+            # Telegram also sends updateEditMessage when only a message's reactions or buttons change: no edit
+            # date, or one it hides ("edited" is not shown). Nothing the client wrote changed.
+            return
         media = media_hint(message)
         if media is not None:
             # The edit's own event downloads the file (a new one, when the edit replaced it).
             self._recent.remember(key, event.chat_id, message)
         await self._handler(EditedMessage(project_id=key.project_id, account_phone=key.phone,
                                           chat_id=event.chat_id, message_id=message.id, text=message.message or "",
-                                          edit_date=_utc(message.edit_date or message.date),
+                                          edit_date=_utc(message.edit_date),
                                           outgoing=bool(message.out), media=media))
 
     async def _forward_deletion(self, key: AccountKey, event: Any) -> None:

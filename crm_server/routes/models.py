@@ -400,13 +400,13 @@ class SandboxOutgoingRequest(RequestModel):
 class SandboxEditRequest(RequestModel):
     account_phone: Phone
     from_: RecipientField = Field(alias="from", description="Who wrote the message: the chat's user, or the account")
-    message_id: Annotated[StrictInt, Field(ge=1)]
+    message_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     text: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
 
 
 class SandboxDeleteRequest(RequestModel):
     account_phone: Phone
-    message_ids: Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1, max_length=100)]
+    message_ids: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]], Field(min_length=1, max_length=100)]
     revoke: StrictBool = False
 
 
@@ -414,7 +414,7 @@ class SandboxReadRequest(RequestModel):
     account_phone: Phone
     from_: RecipientField = Field(alias="from", description="The client (it read the account's messages: outbox), "
                                   "or the account itself (its owner read the chat with `peer` elsewhere: inbox)")
-    max_id: Annotated[StrictInt, Field(ge=1)]
+    max_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     peer: RecipientField | None = Field(None, description="The chat read, when `from` is the account itself")
 
 

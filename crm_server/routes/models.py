@@ -406,7 +406,8 @@ class SandboxEditRequest(RequestModel):
 
 class SandboxDeleteRequest(RequestModel):
     account_phone: Phone
-    message_ids: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]], Field(min_length=1, max_length=100)]
+    message_ids: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]],
+                           Field(min_length=1, max_length=100)]
     revoke: StrictBool = False
 
 

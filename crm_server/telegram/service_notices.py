@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 
 # Telegram writes these in the account's language; English and Russian are the ones our users get.
-_LOGIN_CODE = re.compile(r"login code|код для входа|код подтверждения|your code", re.IGNORECASE)
-_NEW_LOGIN = re.compile(r"new login|новый вход|detected a login|вход в ваш аккаунт", re.IGNORECASE)
-_DEVICE = re.compile(r"^\s*(?:device|устройство)\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
-_LOCATION = re.compile(r"^\s*(?:location|местоположение|место)\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_LOGIN_CODE = re.compile(r"login code|код для входа|код подтверждения|your code", re.I)
+_NEW_LOGIN = re.compile(r"new login|новый вход|detected a login|вход в ваш аккаунт", re.I)
+_DEVICE = re.compile(r"^\s*(?:device|устройство)\s*:\s*(.+?)\s*$", re.I | re.M)
+_LOCATION = re.compile(r"^\s*(?:location|местоположение|место)\s*:\s*(.+?)\s*$", re.I | re.M)
 # A code is 5-6 digits; device names have short version numbers ("Windows 10", "iOS 17.2").
 _CODE_LIKE = re.compile(r"\d{4,}")
 _MAX_VALUE = 128

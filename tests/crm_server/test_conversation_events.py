@@ -97,7 +97,8 @@ def test_every_type_arrives_with_its_fields_in_chat_order(admin, fresh_receiver,
     alice = admin.user(client, username=f"alice_{client[-6:]}", first_name="Alice")
     first = sandbox(admin, "incoming", account_phone=account, **{"from": client}, text="hello")["message_id"]
     sandbox(admin, "edit", account_phone=account, **{"from": client}, message_id=first, text="hello, edited")
-    phone_sent = sandbox(admin, "outgoing", account_phone=account, to=client, text="answer from the phone")["message_id"]
+    phone_sent = sandbox(admin, "outgoing", account_phone=account, to=client,
+                         text="answer from the phone")["message_id"]
     ours = admin.ok(admin.send(PROJECT, account, client, "answer through the CRM"))["message_id"]
     sandbox(admin, "read", account_phone=account, **{"from": client}, max_id=ours)
     sandbox(admin, "read", account_phone=account, **{"from": account}, peer=client, max_id=first)
@@ -262,7 +263,8 @@ def test_phone_sent_and_edited_media_arrive_through_the_media_pipeline(admin, fr
     assert (outgoing["type"], outgoing["text"]) == ("message.outgoing", "our offer")
     assert (edited["type"], edited["text"], edited["outgoing"]) == ("message.edited", "our offer, v2", True)
     for body in (outgoing, edited):
-        assert body["media"]["file_name"] == "offer.pdf" and body["media"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert body["media"]["file_name"] == "offer.pdf"
+        assert body["media"]["sha256"] == hashlib.sha256(data).hexdigest()
         assert httpx.get(body["media"]["url"], timeout=10).content == data  # no API key: a capability URL
         assert body["file_url"] == body["media"]["url"]
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick bench clean
+.PHONY: run test test-quick bench settings-reference clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# docs/configuration.md and .env.example, from the settings classes (a test fails when they are stale).
+settings-reference: $(STAMP)
+	$(BIN)/python -m tgcrm.settings_reference
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache

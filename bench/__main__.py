@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import accounts, backlog, inbound, outbound
+from bench import accounts, backlog, inbound, media_inbound, outbound
 from bench.common import BenchResult, summary_table
 
 
@@ -32,6 +32,7 @@ BENCHES = (
     Bench("outbound", outbound.run, outbound.OutboundConfig(), outbound.SMALLEST),
     Bench("accounts", accounts.run, accounts.AccountsConfig(), accounts.SMALLEST),
     Bench("backlog", backlog.run, backlog.BacklogConfig(), backlog.SMALLEST),
+    Bench("media_inbound", media_inbound.run, media_inbound.MediaInboundConfig(), media_inbound.SMALLEST),
 )
 
 

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 import certifi
 import httpx
 
+from api_docs.swagger_page import DocsPage
 from crm_server import errors
 from crm_server.app_state import AppState
 from crm_server.idempotency import IdempotencyKeys
@@ -34,7 +35,7 @@ from crm_server.media.serving import MediaServing
 from crm_server.metrics import ServerMetrics
 from crm_server.routes import api, deliveries, media, sandbox_control
 from crm_server.routes.auth import authenticate
-from crm_server.routes.openapi import build_openapi, render_docs
+from crm_server.routes.openapi import build_openapi
 from crm_server.settings import ServerSettings, load_session_key
 from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager
@@ -78,7 +79,8 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
+        # Swagger UI: the page opens without a key and asks for it; the description it then loads needs the key.
+        *DocsPage(title="crm_server API", key_header="X-API-Key", key_scheme="ApiKey").routes("/docs"),
     ]
     if settings.sandbox:
         routes += sandbox_control.routes
@@ -220,27 +222,20 @@ async def _housekeeping(state: AppState) -> None:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
-@functools.cache
-def _openapi_json(sandbox: bool) -> bytes:
-    # Building the description from the models takes ~20 ms of CPU; it never changes while the process runs.
-    return json.dumps(build_openapi(sandbox=sandbox)).encode()
-
-
-@functools.cache
-def _docs_html(sandbox: bool) -> str:
-    return render_docs(build_openapi(sandbox=sandbox))
+@functools.lru_cache(maxsize=16)
+def _openapi_json(sandbox: bool, server_url: str) -> bytes:
+    # Building the description from the models takes ~20 ms of CPU; it never changes while the process runs (one
+    # copy per address it is called by: a proxy's public name and a local one).
+    return json.dumps({**build_openapi(sandbox=sandbox), "servers": [{"url": server_url}]}).encode()
 
 
 async def openapi_json(request: Request) -> Response:
     state: AppState = request.app.state.crm
     await authenticate(request)
-    return Response(_openapi_json(state.settings.sandbox), media_type="application/json")
-
-
-async def docs(request: Request) -> Response:
-    state: AppState = request.app.state.crm
-    await authenticate(request)
-    return HTMLResponse(_docs_html(state.settings.sandbox))
+    # Where "Try it out" and generated clients send requests: the address this request came to, which behind a
+    # trusted proxy (CRM_TRUSTED_PROXIES) has the proxy's scheme, so an https page does not call http.
+    server_url = str(request.base_url).rstrip("/")
+    return Response(_openapi_json(state.settings.sandbox, server_url), media_type="application/json")
 
 
 def _count_error(request: Request, error: errors.CrmError) -> None:

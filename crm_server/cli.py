@@ -101,6 +101,7 @@ async def serve(settings: ServerSettings) -> int:
     from crm_server.app import create_app
     from crm_server.store import Store
     from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
 
     make_private_dir(settings.state_dir)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
@@ -121,6 +122,7 @@ async def serve(settings: ServerSettings) -> int:
         lifespan="on",
         log_config=None,  # keep our logging setup
         **uvicorn_options(RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)),
+        **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)),
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

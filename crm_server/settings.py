@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from safeguards.private_files import make_private_dir
+from safeguards.proxies import parse_trusted_proxies
 
 # Telegram's test data centre (DC 2). Test accounts use phones 99966XYYYY and code XXXXX.
 TEST_DC = (2, "149.154.167.40", 443)
@@ -25,119 +26,169 @@ SESSION_KEY_FILE = "crm_session.key"
 class ServerSettings(BaseSettings):
     """Every knob of crm_server; environment names follow the contract (CRM_*, TGCRM_*, TELEGRAM_*)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Each field's docstring is its description: docs/configuration.md is generated from them.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True,
+                                      use_attribute_docstrings=True)
 
     state_dir: Path = Field(Path(".local"), validation_alias=AliasChoices("TGCRM_STATE_DIR", "state_dir"))
+    """Folder of crm_server's state: its SQLite store, session key and sandbox world (with `tgcrm up`, the whole
+    stack's data). Created 0700.
+    """
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
+    """Address crm_server listens on."""
     port: int = Field(8090, validation_alias=AliasChoices("TGCRM_CRM_PORT", "port"))
+    """Port crm_server listens on."""
     database_url: str | None = Field(None, validation_alias=AliasChoices("CRM_DATABASE_URL", "database_url"))
+    """SQLAlchemy (async) URL of crm_server's store, instead of `<state_dir>/crm.sqlite3`."""
     session_key: str | None = Field(None, validation_alias=AliasChoices("CRM_SESSION_KEY", "session_key"))
+    """Fernet key that encrypts Telegram sessions and webhook secrets in the store; default:
+    `<state_dir>/crm_session.key`, made on first start. Keep it with the store.
+    """
 
     sandbox: bool = Field(False, validation_alias=AliasChoices("CRM_SANDBOX", "sandbox"))
+    """Run on the offline Telegram sandbox instead of real Telegram (any phone logs in, the code is 12345)."""
     sandbox_world: Path | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_WORLD", "sandbox_world"))
+    """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`."""
 
     telegram_api_id: int | None = Field(None, validation_alias=AliasChoices("TELEGRAM_API_ID", "telegram_api_id"))
+    """Your application's api_id from my.telegram.org (real Telegram)."""
     telegram_api_hash: str | None = Field(
         None, validation_alias=AliasChoices("TELEGRAM_API_HASH", "telegram_api_hash")
     )
-    # "test" for Telegram's test DCs, or "dc_id:ip:port" for a custom address; empty = production.
+    """Your application's api_hash from my.telegram.org (real Telegram)."""
     telegram_dc: str | None = Field(None, validation_alias=AliasChoices("TELEGRAM_DC", "telegram_dc"))
+    """`test` for Telegram's test data centres (phones 99966XYYYY, X the DC; the login code is X five times), or
+    `dc_id:ip:port` for another address; empty: production.
+    """
 
-    # Tests and development only: webhooks to any address.
     allow_private_webhooks: bool = Field(
         False, validation_alias=AliasChoices("CRM_ALLOW_PRIVATE_WEBHOOKS", "allow_private_webhooks")
     )
-    # host:port pairs webhooks may go to although private (the local stack's own API), comma-separated.
+    """Tests and development only: webhooks may go to any address, private ones included."""
     private_webhook_hosts: str = Field(
         "", validation_alias=AliasChoices("CRM_PRIVATE_WEBHOOK_HOSTS", "private_webhook_hosts")
     )
+    """Comma-separated `host:port` pairs webhooks may go to although private (the local stack's own API)."""
     send_rate_per_minute: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("CRM_SEND_RATE_PER_MINUTE", "send_rate_per_minute")
     )
-    # How many sends an idle account may make back to back before the per-minute pace applies.
+    """Messages one account sends per minute at most once its burst is spent."""
     send_burst: int = Field(10, ge=1, validation_alias=AliasChoices("CRM_SEND_BURST", "send_burst"))
+    """How many sends an idle account may make back to back before the per-minute pace applies."""
 
     connect_concurrency: int = Field(
         16, ge=1, validation_alias=AliasChoices("CRM_CONNECT_CONCURRENCY", "connect_concurrency")
     )
+    """Accounts connecting to Telegram at once when the server starts."""
     connect_stagger_seconds: float = Field(
         0.01, ge=0, validation_alias=AliasChoices("CRM_CONNECT_STAGGER_SECONDS", "connect_stagger_seconds")
     )
+    """Pause between starting two accounts' connections."""
     reconnect_max_backoff_seconds: float = Field(
         300.0, gt=0, validation_alias=AliasChoices("CRM_RECONNECT_MAX_BACKOFF_SECONDS", "reconnect_max_backoff_seconds")
     )
+    """Longest wait between two reconnect attempts of an account that lost Telegram."""
     lease_ttl_seconds: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("CRM_LEASE_TTL_SECONDS", "lease_ttl_seconds")
     )
-    # How long a started login (code sent, not yet signed in) is kept server-side.
+    """How long an instance holds an account without renewing its lease (then another may take it)."""
     login_ttl_seconds: float = Field(
         600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
     )
+    """How long a started login (code sent, not yet signed in) is kept server-side."""
     log_level: str = Field("info", validation_alias=AliasChoices("CRM_LOG_LEVEL", "log_level"))
-    # Message texts and phones may reach the DEBUG log (the store's statements with their parameters) only then.
+    """crm_server's log level: debug, info, warning or error."""
     log_payloads: bool = Field(False, validation_alias=AliasChoices("CRM_LOG_PAYLOADS", "log_payloads"))
-    # How long a client may take to send a request's head (safeguards.http_limits): idle and trickling connections
-    # are closed after it.
+    """Let the DEBUG log show the store's statements with their parameters (message texts, phones); off, no log holds a
+    message text.
+    """
     http_header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("CRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds")
     )
+    """How long a client may take to send a request's head; idle and trickling connections are closed after it."""
+
+    trusted_proxies: str = Field("", validation_alias=AliasChoices("CRM_TRUSTED_PROXIES", "trusted_proxies"))
+    """Reverse proxies whose `X-Forwarded-For`/`-Proto` crm_server believes: comma-separated IP addresses or networks,
+    or `*`; empty: none (the headers are ignored).
+    """
 
     # Webhook delivery (the outbox worker).
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds")
     )
+    """Timeout of one webhook POST."""
     webhook_concurrency: int = Field(
         64, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_CONCURRENCY", "webhook_concurrency")
     )
+    """Chats whose webhooks are posted at once."""
     webhook_retry_first_seconds: float = Field(
         2.0, gt=0, le=5, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_FIRST_SECONDS", "webhook_retry_first_seconds")
     )
+    """Delay before the first retry of a failed webhook; each next one doubles."""
     webhook_retry_max_seconds: float = Field(
         900.0, gt=0, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_MAX_SECONDS", "webhook_retry_max_seconds")
     )
+    """Longest delay between two retries of a webhook."""
     webhook_retry_window_seconds: float = Field(
         24 * 3600.0, gt=0,
         validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_WINDOW_SECONDS", "webhook_retry_window_seconds"),
     )
-    # A worker's hold on a chat's queued messages; a crashed worker's holds expire after this.
+    """How long a webhook is retried before it becomes a dead letter."""
     webhook_lease_seconds: float = Field(
         60.0, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_LEASE_SECONDS", "webhook_lease_seconds")
     )
-    # Delivered outbox rows are kept this long for the operator view, then purged.
+    """A worker's hold on a chat's queued messages; a crashed worker's holds expire after this."""
     webhook_keep_delivered_seconds: float = Field(
         7 * 24 * 3600.0, gt=0,
         validation_alias=AliasChoices("CRM_WEBHOOK_KEEP_DELIVERED_SECONDS", "webhook_keep_delivered_seconds"),
     )
+    """How long delivered outbox rows are kept for the operator view before they are purged."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)  # a bad entry stops the server at start, naming it
+        return value
 
     # Media: files of incoming messages, their signed links, and files fetched for outgoing ones.
-    # The base of the links in `media.url` (what the receiver can reach); empty = this server's own listen URL.
     public_url_setting: str = Field("", validation_alias=AliasChoices("CRM_PUBLIC_URL", "public_url_setting"))
+    """crm_server's address as the webhook's receiver reaches it: the base of the links in `media.url`
+    (e.g. `https://crm.example.com` behind a proxy); empty: this server's own listen URL.
+    """
     # Telegram lets bots fetch 20 MB and users send 2 GB; 50 MB covers photos, voice and most videos and documents
     # a CRM conversation carries, and keeps a download within a minute or so.
     media_max_bytes: int = Field(
         50 * 1024 * 1024, ge=1, validation_alias=AliasChoices("CRM_MEDIA_MAX_BYTES", "media_max_bytes")
     )
+    """The largest file crm_server downloads from Telegram or fetches for a send; a larger incoming one is delivered
+    with `media.url: null, error: "too_large"`.
+    """
     # A link is made at each post (each retry gets a fresh one), so it only has to outlive the receiver's own
     # queue: a day, well inside the retention, and a leaked link from a log is useless after it.
     media_url_ttl_seconds: float = Field(
         24 * 3600.0, gt=0, validation_alias=AliasChoices("CRM_MEDIA_URL_TTL_SECONDS", "media_url_ttl_seconds")
     )
+    """How long a signed `media.url` link works."""
     media_retention_hours: float = Field(
         72.0, gt=0, validation_alias=AliasChoices("CRM_MEDIA_RETENTION_HOURS", "media_retention_hours")
     )
+    """How long downloaded files are kept on disk after their message was delivered."""
     # 2 GiB: forty files of the largest size, or thousands of photos and voice notes, before old delivered files
     # are removed early to make room (pending ones never are: new downloads wait instead).
     media_max_disk_bytes: int = Field(
         2 * 1024 ** 3, ge=1, validation_alias=AliasChoices("CRM_MEDIA_MAX_DISK_BYTES", "media_max_disk_bytes")
     )
-    # host:port pairs an outgoing `file_url` may be fetched from although private (the local Supabase Storage).
+    """Disk budget of downloaded files (`<state_dir>/media`); past it old delivered files go first."""
     private_media_hosts: str = Field(
         "", validation_alias=AliasChoices("CRM_PRIVATE_MEDIA_HOSTS", "private_media_hosts")
     )
-    # Tests and development only: outgoing files from any address.
+    """Comma-separated `host:port` pairs an outgoing `file_url` may be fetched from although private (the local
+    Supabase Storage).
+    """
     allow_private_media: bool = Field(
         False, validation_alias=AliasChoices("CRM_ALLOW_PRIVATE_MEDIA", "allow_private_media")
     )
+    """Tests and development only: outgoing files may be fetched from any address."""
 
     @field_validator("telegram_api_id", mode="before")
     @classmethod

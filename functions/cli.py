@@ -6,10 +6,25 @@ Serves `/functions/v1/<name>` and `/health` under uvicorn; the full stack (`tgcr
 from __future__ import annotations
 
 import argparse
-import os
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 54331
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FunctionsCommandSettings(BaseSettings):
+    """The environment behind `tgcrm functions`' flags (a flag given wins); the host's own settings are
+    FunctionsSettings."""
+
+    # An empty variable means "not set", as the flags' defaults always read it (`TGCRM_API_PORT=` keeps 54321).
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True,
+                                      env_ignore_empty=True)
+
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("TGCRM_HOST", "host"))
+    """Address `tgcrm functions` listens on (`--host`)."""
+    port: int = Field(54331, ge=1, le=65535, validation_alias=AliasChoices("TGCRM_FUNCTIONS_PORT", "port"))
+    """Port of `tgcrm functions` (`--port`)."""
+    log_level: str = Field("info", validation_alias=AliasChoices("FUNCTIONS_LOG_LEVEL", "log_level"))
+    """Log level of `tgcrm functions` (`--log-level`)."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,9 +35,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                     "integration secrets), FUNCTIONS_PUBLIC_URL, WAPPI_BASE_URL, FUNCTIONS_CRM_HOSTS (the only "
                     "crm_server hosts reached, host[:port],...), CRM_ALLOW_HTTP_LOOPBACK (local stack: crm_server "
                     "on loopback only) from the environment or .env.")
-    parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", DEFAULT_HOST))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("TGCRM_FUNCTIONS_PORT", DEFAULT_PORT)))
-    parser.add_argument("--log-level", default=os.environ.get("FUNCTIONS_LOG_LEVEL", "info"))
+    defaults = FunctionsCommandSettings()
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--log-level", default=defaults.log_level)
     parser.set_defaults(handler=run_functions)
 
 
@@ -33,6 +49,7 @@ def run_functions(args: argparse.Namespace) -> int:
     from functions._shared.settings import FunctionsSettings
     from functions.host import create_standalone_app
     from safeguards.http_limits import RequestLimits, uvicorn_options
+    from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
     from safeguards.logs import configure_logging
 
     configure_logging(args.log_level, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,7 +64,8 @@ def run_functions(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"functions_public_url": f"http://{args.host}:{args.port}"})
     print(f"FUNCTIONS_URL=http://{args.host}:{args.port}/functions/v1", flush=True)
     uvicorn.run(create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower(),
-                **uvicorn_options(RequestLimits()))
+                **uvicorn_options(RequestLimits()),
+                **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import tomllib
@@ -33,6 +34,7 @@ from functions import (
     telegram_providers,
     telegram_send,
 )
+from api_docs.swagger_page import DocsPage
 from functions._shared.auth import bearer_token
 from functions._shared.checked_transport import Resolver, resolve_with_system
 from functions._shared.errors import (
@@ -44,6 +46,7 @@ from functions._shared.errors import (
 )
 from functions._shared.runtime import FunctionsRuntime
 from functions._shared.settings import FunctionsSettings
+from functions.openapi import build_openapi
 from safeguards.request_body import BodyTooLarge, with_body_read
 
 log = logging.getLogger("functions.host")
@@ -136,9 +139,15 @@ def create_functions_app(settings: FunctionsSettings, *,
         finally:
             await holder.close()
 
+    description = FunctionsDescription({function.name: function.methods for function in FUNCTIONS},
+                                       {function.name: verify_jwt.get(function.name, function.verify_jwt)
+                                        for function in FUNCTIONS})
     app = Starlette(
         routes=[
             *(gateway.route(function) for function in FUNCTIONS),
+            # Public, as Supabase's function URLs are: the description holds no secret, the functions keep theirs.
+            Route("/openapi.json", description.endpoint, methods=["GET"]),
+            *DocsPage(title="telegram-crm functions").routes("/docs"),
             # Any other name is the contract's 404 (a deeper path stays Starlette's own plain 404).
             Route("/{name}", gateway.no_such_function, methods=ROUTED_METHODS),
         ],
@@ -150,6 +159,26 @@ def create_functions_app(settings: FunctionsSettings, *,
     )
     app.state.runtime_holder = holder
     return app
+
+
+class FunctionsDescription:
+    """`/openapi.json`: built once per address it is asked at (its `servers` entry is that address, which behind a
+    trusted proxy, FUNCTIONS_TRUSTED_PROXIES, has the proxy's scheme)."""
+
+    def __init__(self, methods: Mapping[str, tuple[str, ...]], verify_jwt: Mapping[str, bool]) -> None:
+        self._methods = dict(methods)
+        self._verify_jwt = dict(verify_jwt)
+        self._built: dict[str, bytes] = {}
+
+    async def endpoint(self, request: Request) -> Response:
+        # Mounted at /functions/v1: the mount's path is in root_path (base_url has only the server's own).
+        server_url = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
+        if server_url not in self._built:
+            if len(self._built) >= 16:  # the Host header is the caller's: keep a few, not one per name tried
+                self._built.clear()
+            self._built[server_url] = json.dumps(build_openapi(self._methods, self._verify_jwt, server_url)).encode()
+        return Response(self._built[server_url], media_type="application/json",
+                        headers={"Access-Control-Allow-Origin": "*"})
 
 
 class EdgeGateway:

@@ -37,6 +37,11 @@ class IntegrationStatus(BaseModel):
     error: str | None = None
 
 
+class StatusResponse(BaseModel):
+    success: bool = True
+    integrations: list[IntegrationStatus]
+
+
 async def status_of(runtime: FunctionsRuntime, organization_id: str, integration: IntegrationRow) -> IntegrationStatus:
     if integration.provider != "telegram_crm":
         # Wappi's own dashboard shows its profile's state; nothing to ask here.
@@ -93,4 +98,4 @@ async def handler(request: Request) -> JSONResponse:
                                       for integration in integrations))
 
     # respond
-    return JSONResponse({"success": True, "integrations": [status.model_dump() for status in statuses]})
+    return JSONResponse(StatusResponse(integrations=statuses).model_dump())

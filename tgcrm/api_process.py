@@ -12,11 +12,13 @@ import logging
 import sys
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
+
+from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
 
 log = logging.getLogger("tgcrm.api")
 
@@ -24,36 +26,52 @@ log = logging.getLogger("tgcrm.api")
 class ApiProcessSettings(BaseSettings):
     """What the API process needs beyond the functions' own settings (FunctionsSettings reads the rest)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, use_attribute_docstrings=True)
 
     rest_database_url: str = Field(validation_alias=AliasChoices("TGCRM_REST_DATABASE_URL", "rest_database_url"))
-    # The largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB.
+    """PostgreSQL URL the REST gateway logs in with (the `authenticator` role)."""
     rest_max_body_bytes: int = Field(
         1024 * 1024, gt=0, validation_alias=AliasChoices("TGCRM_REST_MAX_BODY_BYTES", "rest_max_body_bytes"))
+    """Largest body /rest/v1 reads (413 PGRST413 past it); hosted Supabase's gateway allows 1 MB."""
     jwt_secret: str = Field(validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "jwt_secret"))
-    # Where /storage/v1 keeps the bytes of objects (`<state-dir>/storage`); unset: no /storage/v1.
+    """The local project's JWT secret: verifies tokens at /rest/v1 and signs the demo sign-in."""
     storage_dir: Path | None = Field(None, validation_alias=AliasChoices("TGCRM_STORAGE_DIR", "storage_dir"))
-    # The largest object /storage/v1 takes (413-shaped EntityTooLarge past it), as hosted Storage's 50 MiB default.
+    """Where /storage/v1 keeps the bytes of objects (`<state-dir>/storage`); unset: no /storage/v1."""
     storage_max_upload_bytes: int = Field(
         50 * 1024 * 1024, gt=0,
         validation_alias=AliasChoices("STORAGE_MAX_UPLOAD_BYTES", "storage_max_upload_bytes"))
+    """The largest object /storage/v1 takes (413-shaped EntityTooLarge past it), as hosted Storage's 50 MiB default."""
     anon_key: str = Field(validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"))
-    # The gateway's other key (supabase_local.gateway) and the issuer of the auth service's tokens.
+    """The anon key the admin page calls the API with (and one of the two keys the gateway accepts)."""
     service_role_key: str = Field(validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "service_role_key"))
+    """The gateway's other key (supabase_local.gateway)."""
     supabase_url: str = Field(validation_alias=AliasChoices("SUPABASE_URL", "supabase_url"))
-    # What /auth/v1 logs in to PostgreSQL as (the `supabase_auth_admin` role: the `auth` tables only).
+    """The API's own address: the issuer of the auth service's tokens."""
     auth_database_url: str = Field(validation_alias=AliasChoices("TGCRM_AUTH_DATABASE_URL", "auth_database_url"))
-    # Local mode: the admin page may sign in as this user without a password (absent in production).
+    """What /auth/v1 logs in to PostgreSQL as (the `supabase_auth_admin` role: the `auth` tables only)."""
     demo_user_id: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_ID", "demo_user_id"))
+    """Local mode: the admin page may sign in as this user without a password (unset in production)."""
     demo_user_email: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_DEMO_USER_EMAIL", "demo_user_email"))
-    # Local mode: what the connect form is prefilled with (the local crm_server and the demo organization's key).
+    """Local mode: the demo user's email, shown by the admin page."""
     local_crm_url: str | None = Field(None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_URL", "local_crm_url"))
+    """Local mode: the crm_server URL the connect form is prefilled with."""
     local_crm_api_key: str | None = Field(
         None, validation_alias=AliasChoices("TGCRM_LOCAL_CRM_API_KEY", "local_crm_api_key"))
-    # How long a client may take to send a request's head (safeguards.http_limits).
+    """Local mode: the crm_server key the connect form is prefilled with (the demo organization's)."""
+    trusted_proxies: str = Field("", validation_alias=AliasChoices("TGCRM_TRUSTED_PROXIES", "trusted_proxies"))
+    """Reverse proxies whose `X-Forwarded-For`/`-Proto` the API process of `tgcrm up` believes: comma-separated IP
+    addresses or networks, or `*`; empty: none (the headers are ignored).
+    """
     http_header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("TGCRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"))
+    """How long a client may take to send a request's head to the API process."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)  # a bad entry stops the process at start, naming it
+        return value
 
 
 def build_app(settings: ApiProcessSettings, host: str, port: int) -> Starlette:
@@ -112,7 +130,8 @@ def serve_api(host: str, port: int, log_level: str) -> int:
         return 2
     limits = RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                            log_config=None, **uvicorn_options(limits))
+                            log_config=None, **uvicorn_options(limits),
+                            **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))
     server = uvicorn.Server(config)
 
     async def run() -> int:

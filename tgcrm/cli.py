@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+
+from pydantic import ValidationError
 
 from crm_server import cli as crm_server_cli
 from functions import cli as functions_cli
@@ -17,6 +20,7 @@ from tgcrm import local_commands, up_command
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tgcrm", description="telegram-crm: CRM messaging through Telegram")
+    parser.add_argument("--version", action="version", version=f"tgcrm {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local_commands.add_commands(subparsers)
     up_command.add_commands(subparsers)
@@ -25,10 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def installed_version() -> str:
+    """The distribution's version (pyproject.toml's, as installed), for `tgcrm --version`."""
+    try:
+        return metadata.version("telegram-crm")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # What any command (and its children: PostgreSQL's log, the SQLite stores) creates is this user's alone.
     use_private_umask()
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ValidationError as exc:  # a flag's default from the environment (command_line_settings.py) is malformed
+        names = ", ".join(str(error["loc"][0]) for error in exc.errors())
+        print(f"tgcrm: invalid environment variable: {names}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     return int(args.handler(args) or 0)
 
 

@@ -1,36 +1,32 @@
-"""`tgcrm db up` (PostgreSQL + migrations + REST + auth) and `tgcrm token` (a local user JWT).
+"""`tgcrm db up` (PostgreSQL + migrations + REST + auth), `db migrate` (db_migrate.py) and `token` (a local user
+JWT).
 
-Both read the same state folder, so the keys `db up` prints and the tokens `token` mints agree.
+`db up` and `token` read the same state folder, so the keys `db up` prints and the tokens `token` mints agree.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import socket
 import sys
 from pathlib import Path
 
-DEFAULT_STATE_DIR = ".local"
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
-
+from tgcrm import db_migrate
+from tgcrm.command_line_settings import command_line_settings
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that starts part of the local stack."""
-    parser.add_argument("--host", default=os.environ.get("TGCRM_HOST", "127.0.0.1"),
+    defaults = command_line_settings()
+    parser.add_argument("--host", default=defaults.host,
                         help="address to listen on (default 127.0.0.1; env TGCRM_HOST)")
-    parser.add_argument("--api-port", type=int, default=_env_int("TGCRM_API_PORT", 54321),
+    parser.add_argument("--api-port", type=int, default=defaults.api_port,
                         help="Supabase-compatible API port (default 54321; env TGCRM_API_PORT)")
-    parser.add_argument("--db-port", type=int, default=_env_int("TGCRM_DB_PORT", 54322),
+    parser.add_argument("--db-port", type=int, default=defaults.db_port,
                         help="embedded PostgreSQL port (default 54322; env TGCRM_DB_PORT)")
-    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("TGCRM_STATE_DIR", DEFAULT_STATE_DIR)),
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir,
                         help="where data, keys and logs live (default .local; env TGCRM_STATE_DIR)")
     parser.add_argument("--fresh", action="store_true", help="delete the state folder first and start empty")
 
@@ -42,19 +38,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                            "and /storage/v1")
     add_stack_options(up)
     up.set_defaults(handler=run_db_up)
+    db_migrate.add_command(db_commands)
 
     token = subparsers.add_parser("token", help="print a user JWT signed with the local project's secret")
     token.add_argument("--user", required=True, help="the auth user's uuid")
     token.add_argument("--lifetime", type=int, default=24 * 3600, help="seconds until it expires (default 1 day)")
     token.add_argument("--state-dir", type=Path,
-                       default=Path(os.environ.get("TGCRM_STATE_DIR", DEFAULT_STATE_DIR)))
+                       default=command_line_settings().state_dir)
     token.set_defaults(handler=run_token)
 
 
 def run_token(args: argparse.Namespace) -> int:
     from supabase_local.keys import load_or_create_secret, user_token
 
-    secret = os.environ.get("SUPABASE_JWT_SECRET") or load_or_create_secret(args.state_dir)
+    secret = command_line_settings().jwt_secret or load_or_create_secret(args.state_dir)
     try:
         print(user_token(args.user, secret, lifetime=args.lifetime))
     except ValueError:
@@ -86,7 +83,7 @@ def run_db_up(args: argparse.Namespace) -> int:
     if port_is_busy(args.host, args.api_port):
         print(f"tgcrm: port {args.api_port} is busy; choose another with --api-port", file=sys.stderr)
         return 1
-    database = LocalDatabase(args.state_dir, port=args.db_port, database_url=os.environ.get("DATABASE_URL"))
+    database = LocalDatabase(args.state_dir, port=args.db_port, database_url=command_line_settings().database_url)
     try:
         database.start()
     except PostgresError as exc:
@@ -113,6 +110,7 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.logs import redact_query_strings
+    from safeguards.proxies import uvicorn_proxy_options
     from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.auth.app import create_auth_app
     from supabase_local.auth.config import auth_config
@@ -120,21 +118,20 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     from supabase_local.migrations import CONFIG_TOML
     from supabase_local.rest.app import create_rest_app
     from supabase_local.storage import create_storage_app
-    from supabase_local.storage.context import DEFAULT_MAX_UPLOAD_BYTES
 
     await database.prepare(seed=True)
     keys = local_keys(args.state_dir)
     urls = database.urls()
     api_url = f"http://{args.host}:{args.api_port}"
     storage = create_storage_app(urls.authenticator, keys.jwt_secret, args.state_dir / "storage",
-                                 max_upload_bytes=_env_int("STORAGE_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+                                 max_upload_bytes=command_line_settings().storage_max_upload_bytes)
     app = create_api_app(create_rest_app(urls.authenticator, keys.jwt_secret), extra_mounts={STORAGE_PREFIX: storage},
                          api_keys=(keys.anon_key, keys.service_role_key),
                          auth_app=create_auth_app(auth_config(keys.jwt_secret, api_url, CONFIG_TOML),
                                                   urls.auth_admin))
     redact_query_strings()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
-                                           **uvicorn_options(RequestLimits())))
+                                           **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(())))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)

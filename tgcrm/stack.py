@@ -31,6 +31,13 @@ FREE_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 300.0
 RESTART_DELAY_FIRST_SECONDS = 1.0
 RESTART_DELAY_MAX_SECONDS = 60.0
+# The supervisor's two knobs: (environment variable, RestartPolicy attribute, purpose for docs/configuration.md).
+RESTART_DELAY_VARIABLES = (
+    ("TGCRM_RESTART_DELAY_FIRST_SECONDS", "first_delay",
+     "Delay before a restart once the first three within five minutes are spent; each further one doubles."),
+    ("TGCRM_RESTART_DELAY_MAX_SECONDS", "max_delay",
+     "Longest delay between two restarts of a service that keeps dying."),
+)
 POSTGRES_POLL_SECONDS = 0.5
 CHILD_READY_TIMEOUT = 120.0
 CHILD_STOP_TIMEOUT = 15.0
@@ -80,8 +87,7 @@ class RestartPolicy:
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RestartPolicy:
         """TGCRM_RESTART_DELAY_FIRST_SECONDS and TGCRM_RESTART_DELAY_MAX_SECONDS (tests shorten them)."""
         values: dict[str, float] = {}
-        for name, attribute in (("TGCRM_RESTART_DELAY_FIRST_SECONDS", "first_delay"),
-                                ("TGCRM_RESTART_DELAY_MAX_SECONDS", "max_delay")):
+        for name, attribute, _ in RESTART_DELAY_VARIABLES:
             raw = environ.get(name, "").strip()
             if not raw:
                 continue

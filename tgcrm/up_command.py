@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 from typing import IO, TYPE_CHECKING
 
 from safeguards.private_files import PRIVATE_DIR_MODE, make_private_dir, write_private_file
-from tgcrm.local_commands import _env_int, add_stack_options, port_is_busy, write_env_file
+from tgcrm.command_line_settings import command_line_settings
+from tgcrm.local_commands import add_stack_options, port_is_busy, write_env_file
 from tgcrm.stack import (
     ChildService,
     LocalStack,
@@ -56,14 +57,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Start everything in one process tree and stay in the foreground until Ctrl-C. "
                     "Without TELEGRAM_API_ID/TELEGRAM_API_HASH crm_server runs on the offline Telegram sandbox.")
     add_stack_options(up)
-    up.add_argument("--crm-port", type=int, default=_env_int("TGCRM_CRM_PORT", 8090),
+    defaults = command_line_settings()
+    up.add_argument("--crm-port", type=int, default=defaults.crm_port,
                     help="crm_server port (default 8090; env TGCRM_CRM_PORT)")
     up.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=None,
                     help="run crm_server on the offline Telegram sandbox (default: unless TELEGRAM_API_ID and "
                          "TELEGRAM_API_HASH are set)")
-    up.add_argument("--database-url", default=os.environ.get("TGCRM_DATABASE_URL"),
+    up.add_argument("--database-url", default=defaults.up_database_url,
                     help="use this PostgreSQL instead of the embedded one (env TGCRM_DATABASE_URL)")
-    up.add_argument("--log-level", default=os.environ.get("TGCRM_LOG_LEVEL", "warning"),
+    up.add_argument("--log-level", default=defaults.log_level,
                     choices=["debug", "info", "warning", "error"],
                     help="log level of the services (default warning; env TGCRM_LOG_LEVEL)")
     up.add_argument("--log-payloads", action="store_true",

@@ -1,12 +1,10 @@
-"""The OpenAPI 3.1 description of crm_server, built from the pydantic models, and an offline HTML page for it.
+"""The OpenAPI 3.1 description of crm_server, built from the pydantic models (Swagger UI shows it at `/docs`).
 
 The operation table below is the API surface as documentation; app.py is the same surface as routing.
 """
 
 from __future__ import annotations
 
-import html
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +120,8 @@ OPERATIONS: tuple[Operation, ...] = (
               query=models.MediaLinkQuery, path_params=models.MediaPath, errors=(403, 404), auth=False),
     Operation("GET", "/metrics", "Prometheus metrics (admin key)", None, errors=(401, 403)),
     Operation("GET", "/openapi.json", "This description", None, errors=(401,)),
-    Operation("GET", "/docs", "This description as an HTML page", None, errors=(401,)),
+    Operation("GET", "/docs", "Swagger UI for this description (no key: type it into Authorize)", None, errors=(),
+              auth=False),
     Operation(
         "POST", "/sandbox/users", "Create a simulated Telegram user", models.SandboxUserResponse,
         body=models.SandboxUserRequest, sandbox=True,
@@ -253,38 +252,3 @@ def build_openapi(*, sandbox: bool) -> dict[str, Any]:
         "security": [{"ApiKey": []}],
     }
 
-
-def render_docs(spec: dict[str, Any]) -> str:
-    """A self-contained HTML page (no scripts, no CDN) listing every operation and schema."""
-    escape = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>crm_server API</title>",
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
-        "code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.6rem;overflow:auto}"
-        ".m{font-weight:bold;display:inline-block;min-width:4.5rem}</style></head><body>",
-        f"<h1>{escape(spec['info']['title'])} {escape(spec['info']['version'])}</h1>",
-        f"<p>{escape(spec['info']['description'])}</p>",
-        "<p>Every route but <code>/health</code> needs the header <code>X-API-Key</code>. "
-        "Errors: <code>{\"success\": false, \"error\", \"code\", \"field\"?}</code>. "
-        "Machine-readable: <code>/openapi.json</code>.</p><h2>Operations</h2>",
-    ]
-    for path, methods in spec["paths"].items():
-        for method, operation in methods.items():
-            parts.append(f"<h3><span class='m'>{escape(method.upper())}</span><code>{escape(path)}</code></h3>")
-            parts.append(f"<p>{escape(operation['summary'])}</p>")
-            for parameter in operation.get("parameters", []):
-                required = " (required)" if parameter.get("required") else ""
-                parts.append(
-                    f"<div>{escape(parameter['in'])} <code>{escape(parameter['name'])}</code>{required}</div>"
-                )
-            body = operation.get("requestBody")
-            if body:
-                ref = body["content"]["application/json"]["schema"].get("$ref", "")
-                parts.append(f"<div>body: <a href='#{escape(ref.rsplit('/', 1)[-1])}'>{escape(ref.rsplit('/', 1)[-1])}</a></div>")
-            statuses = ", ".join(escape(code) for code in operation["responses"])
-            parts.append(f"<div>responses: {statuses}</div>")
-    parts.append("<h2>Schemas</h2>")
-    for name, schema in spec["components"]["schemas"].items():
-        parts.append(f"<h3 id='{escape(name)}'>{escape(name)}</h3><pre>{escape(json.dumps(schema, indent=2))}</pre>")
-    parts.append("</body></html>")
-    return "".join(parts)

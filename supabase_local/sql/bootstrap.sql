@@ -1,5 +1,5 @@
 -- What a hosted Supabase project already has before any migration runs: the API roles, the `auth` schema with
--- `auth.users` and the claim helpers that RLS policies call, and the table where migrations are recorded.
+-- `auth.users` and the claim helpers that RLS policies call (the migrations' history table is migrations.py's).
 -- Idempotent: safe to run on every start.
 
 DO $$
@@ -28,7 +28,6 @@ $$;
 GRANT anon, authenticated, service_role TO authenticator;
 
 CREATE SCHEMA IF NOT EXISTS auth;
-CREATE SCHEMA IF NOT EXISTS supabase_migrations;
 
 CREATE TABLE IF NOT EXISTS auth.users (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -74,12 +73,6 @@ CREATE TABLE IF NOT EXISTS auth.refresh_tokens (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_id_idx ON auth.refresh_tokens (session_id);
-
-CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations (
-    version text PRIMARY KEY,
-    name text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
 
 -- The gateway sets `request.jwt.claims` (JSON) per transaction; these read it like Supabase's own helpers.
 CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb

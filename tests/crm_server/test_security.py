@@ -52,7 +52,6 @@ def admin_routes(phone: str) -> dict[str, Call]:
 def any_key_routes() -> dict[str, Call]:
     return {
         "openapi": lambda c: c.get("/openapi.json"),
-        "docs": lambda c: c.get("/docs"),
     }
 
 

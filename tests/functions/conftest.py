@@ -45,13 +45,19 @@ def wappi_standin(wappi: tuple[WappiStandIn, str]) -> WappiStandIn:
     return wappi[0]
 
 
+# Small, so a test can send a file over crm_server's limit without moving 50 MB.
+CRM_MEDIA_MAX_BYTES = 1_000_000
+
+
 @pytest.fixture(scope="session")
 def crm() -> Iterator[CrmServerProcess]:
     """crm_server with the sandbox; it may post webhooks to loopback (the functions host runs there) and fetch an
     outgoing file from loopback (the local Storage API's signed URLs)."""
     with tempfile.TemporaryDirectory(prefix="functions-crm-") as directory:
         server = CrmServerProcess(Path(directory), env={"CRM_ALLOW_PRIVATE_WEBHOOKS": "1",
-                                                        "CRM_ALLOW_PRIVATE_MEDIA": "1"}, name="functions")
+                                                        "CRM_ALLOW_PRIVATE_MEDIA": "1",
+                                                        "CRM_MEDIA_MAX_BYTES": str(CRM_MEDIA_MAX_BYTES)},
+                                  name="functions")
         server.start()
         try:
             yield server

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import UserClientFactory
 from tests.crm_server.server_process import CrmClient, CrmServerProcess
-from tests.functions.conftest import Organization, connect_account, sandbox_user
+from tests.functions.conftest import CRM_MEDIA_MAX_BYTES, Organization, connect_account, sandbox_user
 
 MakeOrganization = Callable[[], Awaitable[Organization]]
 BUCKET = "chat-media"
@@ -59,6 +59,25 @@ async def test_every_kind_of_file_is_stored_and_none_is_refused(
         path = row["file_url"].split(f"/{BUCKET}/", 1)[1]
         assert await member.storage.from_(BUCKET).download(path) == data, kind
     # Nothing crm_server produced was refused by our own receiver: no dead letter for this organization.
+    dead = crm_admin.ok(crm_admin.get("/webhooks/deliveries", params={"project_id": organization.id,
+                                                                      "state": "failed"}))
+    assert dead["deliveries"] == []
+
+
+async def test_a_file_over_the_servers_limit_is_stored_as_a_message_that_says_so(
+        http: httpx.AsyncClient, crm: CrmServerProcess, crm_admin: CrmClient, db: asyncpg.Pool,
+        make_organization: MakeOrganization) -> None:
+    organization = await make_organization()
+    connected = await connect_account(http, crm, crm_admin, organization)
+    _, user_phone, _ = sandbox_user(crm_admin, first_name="Gleb")
+    incoming = crm_admin.ok(crm_admin.post("/sandbox/incoming", json={
+        "account_phone": connected.phone, "from": user_phone, "text": "",
+        "media": {"kind": "video", "file_name": "long.mp4", "mime_type": "video/mp4",
+                  "data_base64": base64.b64encode(os.urandom(CRM_MEDIA_MAX_BYTES + 1)).decode()}}))
+
+    row = await _wait_for_incoming(db, organization.id, str(incoming["message_id"]))
+    assert (row["file_type"], row["file_name"], row["file_url"]) == ("video", "long.mp4", None)
+    assert row["metadata"]["media"]["unavailable"] == "too_large"
     dead = crm_admin.ok(crm_admin.get("/webhooks/deliveries", params={"project_id": organization.id,
                                                                       "state": "failed"}))
     assert dead["deliveries"] == []

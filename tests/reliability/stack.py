@@ -428,7 +428,7 @@ def start_reliability_stack(state_dir: Path, *, crm_env: dict[str, str] | None =
         api = ApiProcess(state_dir / "api", {
             "SUPABASE_SERVICE_ROLE_KEY": keys.service_role_key, "SUPABASE_ANON_KEY": keys.anon_key,
             "SUPABASE_JWT_SECRET": keys.jwt_secret, "TGCRM_REST_DATABASE_URL": urls.authenticator,
-            "TGCRM_AUTH_DATABASE_URL": urls.auth_admin,
+            "TGCRM_AUTH_DATABASE_URL": urls.auth_admin, "TGCRM_STORAGE_DIR": str(state_dir / "storage"),
             "CRM_ALLOW_HTTP_LOOPBACK": "1", "FUNCTIONS_SETTINGS_KEY": settings_key,
             "CRM_SANDBOX_URL": crm.url, "CRM_SANDBOX_API_KEY": crm.admin_key}, log_level=api_log_level)
         api.start()

@@ -1118,11 +1118,11 @@
     if (!path) {
       if (isWebUrl(row.file_url)) {
         return el('a', { class: 'file', href: row.file_url, target: '_blank', rel: 'noopener noreferrer',
-          text: `📎 ${name || row.file_url}` });
+          text: name || row.file_url });
       }
       if (!kind) return null;
       const reason = { too_large: t('fileTooLargeReceived'), unavailable: t('fileUnavailable') }[media.error];
-      return el('span', { class: 'file missing', text: `📎 ${[name, reason || t('fileMissing')].filter(Boolean).join(' — ')}` });
+      return el('span', { class: 'file missing', text: [name, reason || t('fileMissing')].filter(Boolean).join(' — ') });
     }
     let node;
     if (IMAGE_KINDS.has(kind)) {
@@ -1135,17 +1135,33 @@
     } else {
       const size = formatSize(Number(media.size));
       node = el('a', { class: 'file', target: '_blank', rel: 'noopener noreferrer',
-        text: `📎 ${name || t('openFile')}${size ? ` (${size})` : ''}` });
+        text: `${name || t('openFile')}${size ? ` (${size})` : ''}` });
       if (name) node.setAttribute('download', name);
     }
     node.dataset.mediaPath = path;
+    if (node.tagName !== 'A') {
+      // Media gets its height only once loaded: a chat read at its end stays at its end.
+      node.addEventListener(node.tagName === 'IMG' ? 'load' : 'loadedmetadata', keepChatAtEnd);
+      // A file the browser cannot show (damaged, an unknown format) is still offered as a link.
+      node.addEventListener('error', () => {
+        const link = el('a', { class: 'file', href: node.src, target: '_blank', rel: 'noopener noreferrer',
+          text: name || t('openFile') });
+        node.replaceWith(link);
+        keepChatAtEnd();
+      });
+    }
     signedUrl(path).then((url) => {
       if (node.tagName === 'A') node.href = name ? `${url}&download=${encodeURIComponent(name)}` : url;
       else node.src = url;
     }).catch((error) => {
-      node.replaceWith(el('span', { class: 'file missing', text: `📎 ${name || kind} — ${errorText(error, state.lang)}` }));
+      node.replaceWith(el('span', { class: 'file missing', text: `${name || kind} — ${errorText(error, state.lang)}` }));
     });
     return node;
+  }
+
+  function keepChatAtEnd() {
+    const box = $('messages');
+    if (state.chatAtEnd) box.scrollTop = box.scrollHeight;
   }
 
   // The kind Telegram should show a manager's file as (telegram-send's fileType).
@@ -1184,7 +1200,7 @@
     const file = pickedFile('reply-file');
     const chip = $('reply-file-chip');
     chip.hidden = !file;
-    $('reply-file-name').textContent = file ? `📎 ${file.name} (${formatSize(file.size)})` : '';
+    $('reply-file-name').textContent = file ? `${file.name} (${formatSize(file.size)})` : '';
   }
 
   function clearPickedFile() {
@@ -1315,6 +1331,7 @@
     }
     for (const entry of pending) box.append(outboxBubble(entry));
     box.scrollTop = box.scrollHeight;
+    state.chatAtEnd = true;
   }
 
   // A reply the server has not confirmed: sending, sent (until the stored row shows up), or failed, with why and a
@@ -1323,7 +1340,7 @@
     const label = { sending: t('sending'), failed: t('notSent'), sent: '' }[entry.status];
     const meta = [t('outgoing'), formatTime(entry.at), label].filter(Boolean).join(' · ');
     const bubble = el('div', { class: `bubble out ${entry.status}`, 'data-idempotency-key': entry.key },
-      entry.file ? el('span', { class: 'file', text: `📎 ${entry.file.name}` }) : null,
+      entry.file ? el('span', { class: 'file', text: entry.file.name }) : null,
       entry.text ? el('span', { class: 'text', text: entry.text }) : null,
       el('span', { class: 'meta', text: meta }));
     if (entry.status === 'failed') {
@@ -1511,6 +1528,10 @@
     $('refresh-clients').addEventListener('click', () => loadClients());
     $('reply-form').addEventListener('submit', sendReply);
     $('reply-attach').addEventListener('click', () => $('reply-file').click());
+    $('messages').addEventListener('scroll', () => {
+      const box = $('messages');
+      state.chatAtEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    });
     $('reply-file').addEventListener('change', renderPickedFile);
     $('reply-file-remove').addEventListener('click', clearPickedFile);
     $('reply-text').addEventListener('keydown', (event) => {

@@ -1,7 +1,7 @@
-"""The outbox: every incoming Telegram message waiting for, or done with, delivery to its webhook.
+"""The outbox: every webhook event (incoming message, edit, deletion, read…) waiting for, or done with, delivery.
 
-One row per Telegram message, keyed by (project, phone, chat, message id) so the same message can never be
-enqueued twice. A chat is delivered in order: a worker leases a chat's head row and the rows behind it (a lane);
+One row per Telegram fact, keyed by (project, phone, chat, message id) so the same fact can never be enqueued twice
+(events that are no new message use a negative key derived from their event id: crm_server.webhooks.events). A chat is delivered in order: a worker leases a chat's head row and the rows behind it (a lane);
 on PostgreSQL several workers share the table with `FOR UPDATE SKIP LOCKED`, on SQLite one worker drains it.
 """
 
@@ -29,7 +29,7 @@ class Lane:
 
 @dataclass(frozen=True)
 class OutboxEvent:
-    """A normalized incoming message, ready to be enqueued."""
+    """A normalized event (a message, an edit, a read…), ready to be enqueued."""
 
     event_id: str
     project_id: str

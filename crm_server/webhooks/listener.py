@@ -1,4 +1,5 @@
-"""`IncomingListener`: writes incoming messages to the outbox in group commits, then wakes the delivery worker.
+"""`IncomingListener`: writes the accounts' events (incoming messages first of all) to the outbox in group commits,
+then wakes the delivery worker; types nobody subscribed to are dropped before (webhooks.subscriptions).
 
 Telethon hands us one message at a time (sequential_updates) and reads the next update only when the handler
 returned. Awaiting one INSERT + COMMIT per message capped an account at the store's round-trip rate (~45 msg/s with

@@ -59,8 +59,8 @@ def fresh_receiver(receiver: Receiver) -> Receiver:
     return receiver
 
 
-def connect(admin: CrmClient, receiver: Receiver, events: list[str] | None = None) -> str:
-    phone = new_phone()
+def connect(admin: CrmClient, receiver: Receiver, events: list[str] | None = None, phone: str | None = None) -> str:
+    phone = phone or new_phone()
     body: dict[str, Any] = {"project_id": PROJECT, "phone": phone, "webhook_url": receiver.url, "secret": SECRET}
     if events is not None:
         body["events"] = events
@@ -148,6 +148,26 @@ def test_service_user_messages_become_login_alerts_without_their_text(admin, fre
     raw = b"".join(item.body for item in fresh_receiver.accepted)
     assert b"40718" not in raw and b"terms of service" not in raw and b"Dear Anna" not in raw
     assert "40718" not in server.log_text() and "Dear Anna" not in server.log_text()
+
+
+def test_one_deletion_over_several_chats_is_an_event_per_chat_and_one_for_what_was_never_delivered(
+        admin, fresh_receiver) -> None:
+    account, old_client, client = new_phone(), new_phone(), new_phone()
+    admin.user(old_client, username=f"hal_{old_client[-6:]}")
+    bob = admin.user(client, username=f"ivy_{client[-6:]}")
+    # Written before the account logged in: in its dialogs, never delivered by crm_server.
+    history = sandbox(admin, "incoming", account_phone=account, **{"from": old_client}, text="old")["message_id"]
+    connect(admin, fresh_receiver, events=["message", "message.deleted"], phone=account)
+    fresh = sandbox(admin, "incoming", account_phone=account, **{"from": client}, text="new")["message_id"]
+    ours = admin.ok(admin.send(PROJECT, account, client, "ours"))["message_id"]
+    sandbox(admin, "delete", account_phone=account, message_ids=[history, fresh, ours])
+    fresh_receiver.wait_for(lambda r: len(bodies(r, account)) >= 3)
+    wait_idle(admin)
+
+    events = bodies(fresh_receiver, account)
+    assert [(b["type"], b.get("text")) for b in events if b["type"] == "message"] == [("message", "new")]
+    deleted = sorted(((b["chat_id"] or 0), b["message_ids"]) for b in events if b["type"] == "message.deleted")
+    assert deleted == [(0, [history]), (bob, sorted([fresh, ours]))]
 
 
 def test_a_registration_with_default_events_gets_only_messages(admin, fresh_receiver) -> None:

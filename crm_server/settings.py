@@ -88,6 +88,12 @@ class ServerSettings(BaseSettings):
         300.0, gt=0, validation_alias=AliasChoices("CRM_RECONNECT_MAX_BACKOFF_SECONDS", "reconnect_max_backoff_seconds")
     )
     """Longest wait between two reconnect attempts of an account that lost Telegram."""
+    telegram_connect_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=AliasChoices("TELEGRAM_CONNECT_TIMEOUT_SECONDS", "telegram_connect_timeout_seconds")
+    )
+    """Longest a connection to Telegram may take, handshake and first answer included; past it the attempt fails as a
+    network failure does (a login answers 503, a logged-in account retries with backoff).
+    """
     lease_ttl_seconds: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("CRM_LEASE_TTL_SECONDS", "lease_ttl_seconds")
     )

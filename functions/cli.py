@@ -6,6 +6,8 @@ Serves `/functions/v1/<name>` and `/health` under uvicorn; the full stack (`tgcr
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,10 +65,23 @@ def run_functions(args: argparse.Namespace) -> int:
         # Standalone, the webhook URL crm_server is given must point here, not at SUPABASE_URL.
         settings = settings.model_copy(update={"functions_public_url": f"http://{args.host}:{args.port}"})
     print(f"FUNCTIONS_URL=http://{args.host}:{args.port}/functions/v1", flush=True)
-    uvicorn.run(create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower(),
-                **uvicorn_options(RequestLimits()),
-                **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))
-    return 0
+    server = uvicorn.Server(uvicorn.Config(
+        create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower(),
+        **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies))))
+    return asyncio.run(_serve(server))
+
+
+async def _serve(server: "uvicorn.Server") -> int:  # noqa: F821
+    """Serve, and print READY once the socket listens and the functions' runtime started, as `tgcrm db up` and
+    `tgcrm server` do: a script (or a test) starting the host waits for that line."""
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
+    await serving
+    return 0 if server.started else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from functions import (
     telegram_crm_auth,
     telegram_crm_connect,
+    telegram_crm_mark_read,
     telegram_crm_sandbox,
     telegram_crm_send,
     telegram_crm_status,
@@ -46,6 +47,7 @@ from functions._shared.errors import (
 )
 from functions._shared.runtime import FunctionsRuntime
 from functions._shared.settings import FunctionsSettings
+from functions.metrics import FunctionsMetrics, MetricsEndpoint
 from functions.openapi import build_openapi
 from safeguards.request_body import BodyTooLarge, with_body_read
 
@@ -78,6 +80,7 @@ FUNCTIONS: tuple[EdgeFunction, ...] = (
     # The admin page's operations that need an integration's secrets (crm_server key, sandbox admin key).
     EdgeFunction("telegram-crm-auth", telegram_crm_auth.handler, ("POST",)),
     EdgeFunction("telegram-crm-status", telegram_crm_status.handler, ("GET", "POST")),
+    EdgeFunction("telegram-crm-mark-read", telegram_crm_mark_read.handler, ("POST",)),
     EdgeFunction("telegram-crm-sandbox", telegram_crm_sandbox.handler, ("POST",)),
     EdgeFunction("telegram-integration-save", telegram_integration_save.handler, ("POST",)),
     EdgeFunction("telegram-integration-remove", telegram_integration_remove.handler, ("POST",)),
@@ -129,7 +132,12 @@ def create_functions_app(settings: FunctionsSettings, *,
         log.warning("FUNCTIONS_SETTINGS_KEY is not set: integration secrets (crmApiKey, secret, apiToken) are stored "
                     "in clear in messenger_integrations.settings; set it to a Fernet key to seal them")
     holder = RuntimeHolder(settings, crm_resolver)
-    gateway = EdgeGateway(holder, verify_jwt, settings.max_request_bytes, settings.cors_allow_origin)
+    metrics = FunctionsMetrics(function.name for function in FUNCTIONS)
+    gateway = EdgeGateway(holder, verify_jwt, settings.max_request_bytes, settings.cors_allow_origin, metrics)
+    # Without a key there is no endpoint: `/metrics` is then a name like any other (404 FUNCTION_NOT_FOUND).
+    metrics_routes = ([] if settings.metrics_key is None else
+                      [Route("/metrics", MetricsEndpoint(metrics, settings.metrics_key.get_secret_value()).endpoint,
+                             methods=["GET"])])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -148,6 +156,7 @@ def create_functions_app(settings: FunctionsSettings, *,
             # Public, as Supabase's function URLs are: the description holds no secret, the functions keep theirs.
             Route("/openapi.json", description.endpoint, methods=["GET"]),
             *DocsPage(title="telegram-crm functions").routes("/docs"),
+            *metrics_routes,
             # Any other name is the contract's 404 (a deeper path stays Starlette's own plain 404).
             Route("/{name}", gateway.no_such_function, methods=ROUTED_METHODS),
         ],
@@ -158,6 +167,7 @@ def create_functions_app(settings: FunctionsSettings, *,
         },
     )
     app.state.runtime_holder = holder
+    app.state.metrics = metrics
     return app
 
 
@@ -183,11 +193,12 @@ class FunctionsDescription:
 
 class EdgeGateway:
     """What runs around every function, and the answers of the exception handlers: every answer carries the CORS
-    headers and is logged once, with the function's name and how long it took."""
+    headers and is logged and counted (functions/metrics.py) once, with the function's name and how long it took."""
 
     def __init__(self, holder: RuntimeHolder, verify_jwt: Mapping[str, bool], max_request_bytes: int,
-                 cors_allow_origin: str) -> None:
+                 cors_allow_origin: str, metrics: FunctionsMetrics) -> None:
         self._holder = holder
+        self._metrics = metrics
         self._verify_jwt = verify_jwt
         self._max_request_bytes = max_request_bytes
         self._cors = {"Access-Control-Allow-Origin": cors_allow_origin,
@@ -196,7 +207,9 @@ class EdgeGateway:
     def route(self, function: EdgeFunction) -> Route:
         async def endpoint(request: Request) -> Response:
             try:
-                return self._answered(request, await self._serve(request, function))
+                with self._metrics.counting_upstream_errors():
+                    response = await self._serve(request, function)
+                return self._answered(request, response)
             except FunctionError:
                 raise  # the exception handler answers it
             except Exception as exc:
@@ -249,8 +262,9 @@ class EdgeGateway:
     def _answered(self, request: Request, response: Response) -> Response:
         response.headers.update(self._cors)
         name, started = self._arrival(request)
-        log.info("%s %s -> %d (%.0f ms)", request.method, name, response.status_code,
-                 (time.monotonic() - started) * 1000)
+        seconds = time.monotonic() - started
+        log.info("%s %s -> %d (%.0f ms)", request.method, name, response.status_code, seconds * 1000)
+        self._metrics.observe_request(name, request.method, response.status_code, seconds)
         return response
 
 

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from functions import (
     telegram_crm_auth,
     telegram_crm_connect,
+    telegram_crm_mark_read,
     telegram_crm_sandbox,
     telegram_crm_status,
     telegram_crm_webhook,
@@ -31,6 +32,8 @@ from functions._shared import (
     auth,
     crm_client,
     errors,
+    event_context,
+    event_rpc,
     integrations,
     messages,
     sealed_settings,
@@ -80,9 +83,12 @@ FUNCTION_DOCS: tuple[FunctionDoc, ...] = (
                 "registers the webhook with crm_server", telegram_crm_connect.ConnectRequest,
                 telegram_crm_connect.ConnectResponse, (telegram_crm_connect, auth, crm_client, sealed_settings)),
     _send_doc("telegram-crm-send", "Send a message to a client through a telegram_crm integration (no failover)"),
-    FunctionDoc("telegram-crm-webhook", "What crm_server posts for each incoming message: stored as the client's "
-                "chat message", telegram_crm_webhook.WebhookPayload, telegram_crm_webhook.WebhookResponse,
-                (telegram_crm_webhook, signature, messages, sealed_settings),
+    FunctionDoc("telegram-crm-webhook", "What crm_server posts for each event of an account: an incoming message "
+                "(this body: stored as the client's chat message), or by `type` message.outgoing, message.edited, "
+                "message.deleted, message.read, account.status, account.login_alert (the contract's Conversation "
+                "events); an unknown type is answered 200 {success, ignored}", telegram_crm_webhook.WebhookPayload,
+                telegram_crm_webhook.WebhookResponse,
+                (telegram_crm_webhook, signature, messages, sealed_settings, event_context, event_rpc),
                 query={"key": "The integration's webhook key (part of the URL crm_server was given)"},
                 headers=WEBHOOK_HEADERS),
     _send_doc("telegram-send", "Send a message to a client through the chosen or primary integration of any "
@@ -96,6 +102,10 @@ FUNCTION_DOCS: tuple[FunctionDoc, ...] = (
                 telegram_crm_status.StatusRequest, telegram_crm_status.StatusResponse,
                 (telegram_crm_status, auth, crm_client, sealed_settings),
                 query={"integrationId": "GET: one integration (none: every one)"}),
+    FunctionDoc("telegram-crm-mark-read", "A manager opened a client's chat: Telegram marks it read up to the "
+                "client's latest message, and so does the CRM", telegram_crm_mark_read.MarkReadRequest,
+                telegram_crm_mark_read.MarkReadResponse,
+                (telegram_crm_mark_read, auth, crm_client, sealed_settings, integrations, event_rpc)),
     FunctionDoc("telegram-crm-sandbox", "Local sandbox only: a simulated user writes to an integration's account",
                 telegram_crm_sandbox.SandboxIncomingRequest, telegram_crm_sandbox.SandboxIncomingResponse,
                 (telegram_crm_sandbox, auth, crm_client, sealed_settings)),

@@ -23,6 +23,7 @@ from functions._shared.errors import (
     IntegrationNotFoundError,
     UpstreamError,
 )
+from functions._shared.event_types import SUBSCRIBED_TYPES
 from functions._shared.parsing import RequestModel, parse_json_object, validate_model
 from functions._shared.phones import normalize_phone
 from functions._shared.rows import IntegrationRow, TelegramCrmSettings
@@ -134,7 +135,7 @@ async def handler(request: Request) -> JSONResponse:
     crm = runtime.crm(settings)
     try:
         connected = await crm.connect(project_id=caller.organization_id, webhook_url=webhook_url,
-                                      phone=body.crmPhoneNumber, secret=secret)
+                                      phone=body.crmPhoneNumber, secret=secret, events=SUBSCRIBED_TYPES)
     except CrmServerAddressRefusedError:
         raise
     except UpstreamError as exc:

@@ -35,6 +35,17 @@ class IntegrationStatus(BaseModel):
     username: str | None = None
     webhook: dict[str, Any] | None = None
     error: str | None = None
+    # What the account's last account.status event said (logged_out, ...), and when: known even while crm_server
+    # is unreachable.
+    accountState: str | None = None
+    accountStateReason: str | None = None
+    lastStatusAt: str | None = None
+
+
+def reported_state(integration: IntegrationRow) -> dict[str, Any]:
+    at = integration.account_state_at
+    return {"accountState": integration.account_state, "accountStateReason": integration.account_state_reason,
+            "lastStatusAt": at.isoformat() if at is not None else None}
 
 
 class StatusResponse(BaseModel):
@@ -43,6 +54,12 @@ class StatusResponse(BaseModel):
 
 
 async def status_of(runtime: FunctionsRuntime, organization_id: str, integration: IntegrationRow) -> IntegrationStatus:
+    status = await _asked_status(runtime, organization_id, integration)
+    return status.model_copy(update=reported_state(integration))
+
+
+async def _asked_status(runtime: FunctionsRuntime, organization_id: str,
+                        integration: IntegrationRow) -> IntegrationStatus:
     if integration.provider != "telegram_crm":
         # Wappi's own dashboard shows its profile's state; nothing to ask here.
         return IntegrationStatus(integrationId=integration.id, provider=integration.provider, state="not_checked")

@@ -1,6 +1,7 @@
-"""telegram-crm-webhook: an incoming Telegram message, posted by crm_server (or a server of the original plan),
-its file fetched into chat-media, stored as the client's message and announced to the organization in one database
-call.
+"""telegram-crm-webhook: the events of a Telegram account, posted by crm_server (or a server of the original plan):
+an incoming message (its file fetched into chat-media, stored as the client's message and announced to the
+organization in one database call), and the other types of the contract's "Conversation events", each stored by
+its handler in functions._shared (event_types).
 
 Answers 5xx only when the database, the file's fetch or its upload failed, so the sender retries exactly when
 retrying can help.
@@ -9,104 +10,60 @@ retrying can help.
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
-from typing import Annotated
-from uuid import UUID, uuid4
+from typing import Any
+from uuid import uuid4
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared import signature
 from functions._shared.errors import (
     IntegrationNotFoundError,
-    ProjectMismatchError,
+    ValidationFailedError,
     WebhookSecretError,
     WebhookSignatureError,
 )
-from functions._shared.incoming_media import MediaLimits, store_incoming_file
+from functions._shared.event_context import EventContext
+from functions._shared.event_fields import EventBase, OptionalTelegramId, TelegramId, phone_text
+from functions._shared.event_types import EVENT_TYPES, MESSAGE
 from functions._shared.media import IncomingMedia
-from functions._shared.messages import find_incoming, ingest_incoming
-from functions._shared.parsing import RequestModel, parse_json_object, validate_model
-from functions._shared.phones import normalize_phone, normalize_phone_or_none
+from functions._shared.messages import find_by_telegram_key, ingest_incoming
+from functions._shared.parsing import parse_json_object, validate_model
+from functions._shared.phones import normalize_phone_or_none
 from functions._shared.rows import IngestResult
-from functions._shared.runtime import FunctionsRuntime, runtime_of
+from functions._shared.runtime import runtime_of
 
 NOTIFICATION_PREVIEW_LENGTH = 200
 MAX_WEBHOOK_KEY_LENGTH = 200
+MAX_TYPE_LENGTH = 100
 
 
-def _telegram_id(value: object) -> object:
-    """Telegram ids arrive as JSON numbers or numeric strings; both become the decimal string."""
-    if isinstance(value, bool):
-        raise ValueError("must be a Telegram id (an integer)")
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and value.strip().isascii():
-        return str(int(value.strip()))
-    raise ValueError("must be a Telegram id (an integer)")
-
-
-def _optional_telegram_id(value: object) -> object:
-    return None if value is None or value == "" else _telegram_id(value)
-
-
-def _phone_text(value: object) -> object:
-    # Some senders put phones as JSON numbers (digits without `+`).
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-TelegramId = Annotated[str, BeforeValidator(_telegram_id)]
-OptionalTelegramId = Annotated[str | None, BeforeValidator(_optional_telegram_id)]
-
-
-class WebhookPayload(RequestModel):
+class WebhookPayload(EventBase):
     """What crm_server posts, and the minimal payload of the original plan
     (`{project_id, account_phone, from_id, from_username, text}`): everything else is optional."""
 
-    event_id: str | None = Field(None, max_length=200)
-    project_id: UUID
-    account_phone: str = Field(max_length=40)
     from_id: TelegramId
     from_username: str | None = Field(None, max_length=100)
     from_first_name: str | None = Field(None, max_length=500)
     from_last_name: str | None = Field(None, max_length=500)
     from_phone: str | None = Field(None, max_length=40)
-    chat_id: OptionalTelegramId = None
     message_id: OptionalTelegramId = None
     text: str | None = None
-    timestamp: datetime | None = None
     file_url: str | None = Field(None, max_length=2000)
     file_type: str | None = Field(None, max_length=100)
     file_name: str | None = Field(None, max_length=255)
     # crm_server's description of the message's file (the contract's "Media"); the legacy file_* fields beside it
     # are for receivers of the original plan, and are not what this function stores when `media` is present.
     media: IncomingMedia | None = None
-
-    @field_validator("event_id", mode="before")
-    @classmethod
-    def _event_id(cls, value: object) -> object:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
-
-    @field_validator("account_phone", mode="before")
-    @classmethod
-    def _account_phone_text(cls, value: object) -> object:
-        return _phone_text(value)
-
-    @field_validator("account_phone")
-    @classmethod
-    def _account_phone(cls, value: str) -> str:
-        return normalize_phone(value)
+    # Imported from the account's history (the contract's backfill): stored like any message, announced to no one.
+    history: bool = False
 
     @field_validator("from_phone", mode="before")
     @classmethod
     def _from_phone(cls, value: object) -> object:
         # A sender's phone is a nice-to-have: an unreadable one is dropped rather than losing the message.
-        value = _phone_text(value)
+        value = phone_text(value)
         return normalize_phone_or_none(value) if isinstance(value, str) else value
 
     @field_validator("from_username")
@@ -114,14 +71,6 @@ class WebhookPayload(RequestModel):
     def _username(cls, value: str | None) -> str | None:
         value = (value or "").strip().lstrip("@")
         return value or None
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        # The contract's timestamps are UTC; a naive one is read as UTC rather than the server's local time.
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value
 
     @model_validator(mode="after")
     def _has_content(self) -> WebhookPayload:
@@ -165,7 +114,6 @@ class WebhookResponse(BaseModel):
 
 async def handler(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
-    db = runtime.db
 
     # parse: who the webhook is for (the body is read before anything is trusted, but parsed only after)
     webhook_key = request.query_params.get("key", "")
@@ -199,11 +147,44 @@ async def handler(request: Request) -> JSONResponse:
         if answered is not None:
             # Stored already (a replay, or a redelivery within the window): the same answer, without the database.
             return JSONResponse({**answered, "duplicate": True})
-    payload = validate_model(WebhookPayload, parse_json_object(raw_body))
-    if str(payload.project_id) != integration.organization_id:
-        raise ProjectMismatchError(field="project_id")
+    data = parse_json_object(raw_body)
+    context = EventContext(runtime, integration, signed, webhook_id if signed else None)
 
-    event_id = payload.event_id or (request.headers.get("webhook-id") if signed else None)
+    # act and store: by the event's type (absent: a message, as every sender of the original plan posts)
+    kind = _event_type(data)
+    if kind == MESSAGE:
+        answer = await handle_message(context, validate_model(WebhookPayload, data))
+    elif kind in EVENT_TYPES:
+        event_type = EVENT_TYPES[kind]
+        event = validate_model(event_type.model, data)
+        context.check_project(event)
+        answer = await event_type.handle(context, event)
+    else:
+        # A type newer than this receiver (crm_server added one, or a registration subscribed to more than we know):
+        # 200, so the sender does not retry, dead-letter or pause the whole account's deliveries over an event we
+        # cannot store anyway, which a 4xx would do to every later event of the chat.
+        answer = {"success": True, "ignored": True, "type": kind}
+
+    # respond: remembered for a signed delivery, so that its replay is answered without the database
+    if signed:
+        runtime.replays.remember(integration.id, webhook_id, answer)
+    return JSONResponse(answer)
+
+
+def _event_type(data: dict[str, Any]) -> str:
+    kind = data.get("type")
+    if kind is None or kind == "":
+        return MESSAGE
+    if not isinstance(kind, str) or len(kind) > MAX_TYPE_LENGTH:
+        raise ValidationFailedError("type must be an event type (a string)", field="type")
+    return kind
+
+
+async def handle_message(context: EventContext, payload: WebhookPayload) -> dict[str, Any]:
+    """`message`: the client's message, its file in chat-media, and the organization's notification."""
+    db = context.runtime.db
+    context.check_project(payload)
+    event_id = context.event_id(payload)
     external_id = payload.external_message_id(event_id)
 
     # act: the message's file, from crm_server into chat-media; a redelivery of a stored message is answered before
@@ -211,18 +192,14 @@ async def handler(request: Request) -> JSONResponse:
     file_url, file_type, file_name = payload.file_url, payload.file_type, payload.file_name
     file_metadata: dict[str, object] = {}
     if payload.media is not None:
-        earlier = (await find_incoming(db, organization_id=integration.organization_id,
-                                       account_phone=payload.account_phone, chat_id=payload.telegram_chat_id,
-                                       external_message_id=external_id)
+        earlier = (await find_by_telegram_key(db, organization_id=context.organization_id,
+                                              account_phone=payload.account_phone, chat_id=payload.telegram_chat_id,
+                                              external_message_id=external_id)
                    if external_id is not None else None)
         if earlier is not None:
-            return _answer(runtime, integration.id, webhook_id if signed else None, earlier)
-        stored = await store_incoming_file(
-            runtime.crm_http, runtime.media, payload.media, crm_api_url=integration.settings.get("crmApiUrl"),
-            organization_id=integration.organization_id, integration_id=integration.id,
-            chat_id=payload.telegram_chat_id, message_id=external_id or str(uuid4()),
-            limits=MediaLimits(runtime.settings.media_max_bytes, runtime.settings.media_fetch_timeout_seconds),
-            now=datetime.now(timezone.utc))
+            return _message_answer(earlier)
+        stored = await context.store_media(payload.media, chat_id=payload.telegram_chat_id,
+                                           message_id=external_id or str(uuid4()))
         # The legacy file_url beside `media` is crm_server's expiring capability: never what the row keeps.
         file_url, file_type, file_name = stored.file_url, stored.file_type, stored.file_name
         file_metadata = stored.metadata
@@ -230,16 +207,17 @@ async def handler(request: Request) -> JSONResponse:
     # store: one round trip checks the integration is still enabled, finds or creates the client, stores the message
     # unless it is a redelivery, and tells the organization about a new one
     metadata = {
-        "source": "crm_server" if signed else "webhook",
+        "source": "crm_server" if context.signed else "webhook",
         "event_id": event_id,
         "account_phone": payload.account_phone,
         "chat_id": payload.chat_id,
         "telegram_message_id": payload.message_id,
+        "history": payload.history or None,
         **file_metadata,
     }
     result = await ingest_incoming(db, {
-        "p_organization_id": integration.organization_id,
-        "p_integration_id": integration.id,
+        "p_organization_id": context.organization_id,
+        "p_integration_id": context.integration.id,
         "p_telegram_user_id": payload.from_id,
         "p_message_text": payload.text or "",
         "p_notification_title": f"New Telegram message from {payload.sender_display_name}",
@@ -258,20 +236,14 @@ async def handler(request: Request) -> JSONResponse:
         "p_file_type": file_type,
         "p_file_name": file_name,
         "p_metadata": {name: value for name, value in metadata.items() if value is not None},
+        "p_notify": not payload.history,
     })
-
-    # respond
-    return _answer(runtime, integration.id, webhook_id if signed else None, result)
+    return _message_answer(result)
 
 
-def _answer(runtime: FunctionsRuntime, integration_id: str, webhook_id: str | None,
-            result: IngestResult) -> JSONResponse:
-    """The answer, remembered for a signed delivery so that its replay is answered without the database."""
-    answer = WebhookResponse(messageId=result.message_id, clientId=result.client_id,
-                             duplicate=result.duplicate).model_dump()
-    if webhook_id is not None:
-        runtime.replays.remember(integration_id, webhook_id, answer)
-    return JSONResponse(answer)
+def _message_answer(result: IngestResult) -> dict[str, Any]:
+    return WebhookResponse(messageId=result.message_id, clientId=result.client_id,
+                           duplicate=result.duplicate).model_dump()
 
 
 def _could_be_a_webhook_key(value: str) -> bool:

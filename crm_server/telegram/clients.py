@@ -5,7 +5,9 @@ One factory for logins and stored sessions alike, so a client never runs with ot
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from typing import Any
 
 from telethon import TelegramClient
 
@@ -13,6 +15,29 @@ from crm_server.settings import ServerSettings
 from crm_server.telegram.session import StoreSession
 from crm_server.telegram.states import AccountKey
 from crm_server.telegram.updates import UpdateListener
+
+
+class BoundedTelegramClient(TelegramClient):
+    """A TelegramClient whose `connect()` ends, in a network failure (ConnectionError, TimeoutError) when Telegram
+    does not answer.
+
+    Telethon bounds only the TCP connect: the key exchange and the first request (`connect()` awaits GetConfig's
+    answer) wait forever for a peer that accepts and then stays silent, which held the connection slot that every
+    other account's start waits for. A peer that hangs up mid-handshake raised asyncio's IncompleteReadError, an
+    EOFError that the callers' connection handling did not know.
+    """
+
+    def __init__(self, *args: Any, connect_bound_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connect_bound_seconds = connect_bound_seconds
+
+    async def connect(self) -> None:
+        try:
+            await asyncio.wait_for(super().connect(), self._connect_bound_seconds)
+        except TimeoutError:
+            raise TimeoutError(f"Telegram did not answer within {self._connect_bound_seconds:g}s") from None
+        except EOFError as exc:
+            raise ConnectionError("Telegram closed the connection during the handshake") from exc
 
 
 class ClientFactory:
@@ -27,7 +52,7 @@ class ClientFactory:
 
     def build(self, session: StoreSession, key: AccountKey) -> TelegramClient:
         api_id, api_hash = self._settings.telegram_credentials()
-        client = TelegramClient(
+        client = BoundedTelegramClient(
             session,
             api_id,
             api_hash,
@@ -42,6 +67,7 @@ class ClientFactory:
             system_version="1.0",
             app_version="0.1.0",
             base_logger="telethon",
+            connect_bound_seconds=self._settings.telegram_connect_timeout_seconds,
         )
         if self._updates is not None:
             # Before connect(): catch-up starts as soon as the client connects.

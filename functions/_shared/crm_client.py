@@ -8,6 +8,7 @@ at crmApiUrl says in an error reaches our caller but its status class and a code
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -72,11 +73,13 @@ class CrmClient:
         self._timeout = timeout
         self._send_timeout = send_timeout
 
-    async def connect(self, *, project_id: str, webhook_url: str, phone: str, secret: str) -> CrmConnectResult:
+    async def connect(self, *, project_id: str, webhook_url: str, phone: str, secret: str,
+                      events: Sequence[str] = ("message",)) -> CrmConnectResult:
         # secret_header False: our webhook verifies signatures, so the secret itself need never travel with a delivery
-        # (a server of the original plan ignores the field and keeps sending it).
+        # (a server of the original plan ignores the field and keeps sending it). `events`: the types the webhook
+        # receives (the contract's "Conversation events"); a server that predates them ignores the field.
         body = {"project_id": project_id, "webhook_url": webhook_url, "phone": phone, "secret": secret,
-                "secret_header": False}
+                "secret_header": False, "events": list(events)}
         data = await self._post("/integration/lovable/connect", body, timeout=self._timeout)
         return _parse(CrmConnectResult, data, "/integration/lovable/connect")
 
@@ -97,6 +100,11 @@ class CrmClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         data = await self._post("/telegram/send", body, timeout=self._send_timeout, headers=headers, sending=True)
         return _parse(CrmSendResult, data, "/telegram/send")
+
+    async def read(self, *, project_id: str, phone: str, chat: str, max_id: int) -> dict[str, Any]:
+        """Mark the chat read up to `max_id` on Telegram (the client sees the double tick)."""
+        return await self._post("/telegram/read", {"project_id": project_id, "phone": phone, "chat": chat,
+                                                   "max_id": max_id}, timeout=self._timeout)
 
     # The admin page's operations on an account: status, login steps (code, then 2FA password).
     async def status(self, *, project_id: str, phone: str | None = None) -> dict[str, Any]:

@@ -6,7 +6,10 @@ they become HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
@@ -14,6 +17,20 @@ import httpx
 from starlette.responses import JSONResponse
 
 from crm_server.errors import CrmError
+
+# Who hears of every error made while a request is handled (the host's metrics, functions/metrics.py): per request
+# through a context variable, so that apps in one process (tests, `tgcrm up`) do not count each other's errors.
+_error_observer: ContextVar[Callable[["FunctionError"], None] | None] = ContextVar("function_error_observer",
+                                                                                   default=None)
+
+
+@contextlib.contextmanager
+def observing_errors(observer: Callable[["FunctionError"], None]) -> Iterator[None]:
+    token = _error_observer.set(observer)
+    try:
+        yield
+    finally:
+        _error_observer.reset(token)
 
 
 class FunctionError(Exception):
@@ -29,6 +46,9 @@ class FunctionError(Exception):
         super().__init__(self.message)
         self.field = field
         self.extra_headers = dict(headers or {})
+        observer = _error_observer.get()
+        if observer is not None:
+            observer(self)
 
     def headers(self) -> dict[str, str]:
         return self.extra_headers
@@ -95,6 +115,12 @@ class OrganizationNotFoundError(FunctionError):
     status_code = 404
     code = "ORGANIZATION_NOT_FOUND"
     default_message = "The user does not belong to an organization"
+
+
+class MetricsKeyError(FunctionError):
+    status_code = 401
+    code = "INVALID_METRICS_KEY"
+    default_message = "Missing or wrong Authorization: Bearer <FUNCTIONS_METRICS_KEY>"
 
 
 class WebhookSecretError(FunctionError):
@@ -390,8 +416,8 @@ class DatabaseError(FunctionError):
     default_message = "The database is unavailable; try again"
 
     def __init__(self, message: str | None = None, *, pg_code: str | None = None) -> None:
+        self.pg_code = pg_code  # before the base's __init__, which shows the error to the metrics
         super().__init__(message)
-        self.pg_code = pg_code
 
 
 # --- media: files of incoming messages (crm_server → Storage) and of outgoing ones (Storage → crm_server) -----------

@@ -28,7 +28,7 @@ from functions._shared.webhook_key_cache import WebhookKeyCache
 MESSENGER = "telegram"
 TABLE = "messenger_integrations"
 INTEGRATION_COLUMNS = ("id, organization_id, messenger_type, provider, name, is_primary, is_enabled, webhook_key, "
-                       "settings, created_at")
+                       "settings, created_at, account_state, account_state_reason, account_state_at")
 CLIENT_COLUMNS = ("id, organization_id, name, phone, telegram_user_id, telegram_chat_id, telegram_username, "
                   "is_active")
 ALL_PROVIDERS: tuple[Provider, ...] = ("telegram_crm", "wappi")

@@ -12,14 +12,14 @@ from typing import Any
 from postgrest.types import ReturnMethod
 from supabase import AsyncClient
 
-from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_value
+from functions._shared.database import UNIQUE_VIOLATION, first_row, rows
 from functions._shared.errors import (
     DatabaseError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
-    IntegrationNotFoundError,
     MessageNotStoredError,
 )
+from functions._shared.event_rpc import event_rpc
 from functions._shared.integrations import load_client
 from functions._shared.rows import ChatMessageRow, ClientRow, IngestResult, IntegrationRow, SentMessage
 from functions._shared.sending import SendRequest
@@ -31,8 +31,6 @@ OUTGOING_COLUMNS = "id, client_id, integration_id, external_message_id, message_
 SENDING = "sending"
 # Pauses between attempts to store an outgoing row the provider already sent (seconds).
 STORE_BACKOFF = (0.2, 0.5, 1.0, 2.0)
-# What ingest_telegram_webhook raises when the integration is disabled, deleted or not the organization's.
-INTEGRATION_GONE = "PT404"
 
 
 async def find_outgoing(db: AsyncClient, organization_id: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -138,7 +136,7 @@ async def store_outgoing(db: AsyncClient, *, organization_id: str, client: Clien
     """
     row = {**_outgoing_row(organization_id, client, integration, request, idempotency_key),
            "external_message_id": str(sent.message_id) if sent.message_id is not None else None,
-           "metadata": metadata}
+           "metadata": metadata, **telegram_key(integration, client, sent)}
     for attempt in range(attempts):
         try:
             if sent.claimed_row_id is not None:
@@ -165,11 +163,49 @@ async def store_outgoing(db: AsyncClient, *, organization_id: str, client: Clien
                     existing = None
                 if existing is not None:
                     return str(existing["id"])
+                # The account's message.outgoing event stored this very Telegram message first: it becomes the
+                # send's row (one row, whichever of the two arrived first).
+                adopted = await adopt_event_row(db, organization_id, row)
+                if adopted is not None:
+                    return adopted
             log.warning("storing sent message %s failed (attempt %d/%d): %s", sent.message_id, attempt + 1,
                         attempts, exc.message)
         if attempt + 1 < attempts:
             await asyncio.sleep(STORE_BACKOFF[min(attempt, len(STORE_BACKOFF) - 1)])
     raise MessageNotStoredError()
+
+
+def telegram_key(integration: IntegrationRow, client: ClientRow, sent: SentMessage) -> dict[str, str]:
+    """The Telegram key (account, chat; the message id is external_message_id) of a message crm_server sent: the
+    key its message.outgoing / edit / read events name it by. Wappi's ids are not Telegram's: no key."""
+    if integration.provider != "telegram_crm" or sent.message_id is None:
+        return {}
+    account = integration.settings.get("crmPhoneNumber")
+    chat = sent.chat_id or sent.to_user_id or client.telegram_chat_id or client.telegram_user_id
+    if not account or not chat:
+        return {}
+    return {"external_account": str(account), "external_chat_id": str(chat)}
+
+
+async def adopt_event_row(db: AsyncClient, organization_id: str, row: dict[str, Any]) -> str | None:
+    """The row an event stored under the send's Telegram key, completed with the send's key and metadata; None when
+    no row holds the key (the conflict was something else)."""
+    if not row.get("external_account"):
+        return None
+    existing = await first_row(
+        db.table("chat_messages").select("id, metadata, idempotency_key").eq("organization_id", organization_id)
+        .eq("external_account", row["external_account"]).eq("external_chat_id", row["external_chat_id"])
+        .eq("external_message_id", row["external_message_id"]).eq("is_outgoing", True).limit(1),
+        "finding the event's row of the sent message")
+    if existing is None or existing.get("idempotency_key") not in (None, row["idempotency_key"]):
+        return None
+    # The send is what the row is now: not "from the Telegram app" (the event's source), the send's own metadata.
+    earlier = {name: value for name, value in (existing.get("metadata") or {}).items() if name != "source"}
+    changes = {"idempotency_key": row["idempotency_key"], "sender_name": row["sender_name"],
+               "integration_id": row["integration_id"], "metadata": {**earlier, **row["metadata"]}}
+    adopted = await first_row(db.table("chat_messages").update(changes).eq("id", existing["id"])
+                              .eq("organization_id", organization_id), "adopting the event's row")
+    return str(adopted["id"]) if adopted is not None else None
 
 
 async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow, sent: SentMessage,
@@ -191,15 +227,15 @@ async def touch_client(db: AsyncClient, organization_id: str, client: ClientRow,
             log.warning("could not update client %s with %s: %s", client.id, sorted(attempt), exc.message)
 
 
-async def find_incoming(db: AsyncClient, *, organization_id: str, account_phone: str, chat_id: str,
+async def find_by_telegram_key(db: AsyncClient, *, organization_id: str, account_phone: str, chat_id: str,
                         external_message_id: str) -> IngestResult | None:
-    """The incoming message stored already under the redelivery key (organization, account, chat, Telegram message
-    id; the key ingest_telegram_webhook dedupes by), as a duplicate's answer; None when it is new. Read before the
+    """The message stored already under the Telegram key (organization, account, chat, Telegram message id, in
+    either direction: the key the ingest rpcs dedupe by), as a duplicate's answer; None when it is new. Read before the
     work a redelivery must not repeat (fetching and uploading its file)."""
     row = await first_row(
         db.table("chat_messages").select("id, client_id").eq("organization_id", organization_id)
         .eq("external_account", account_phone).eq("external_chat_id", chat_id)
-        .eq("external_message_id", external_message_id).eq("is_outgoing", False).limit(1),
+        .eq("external_message_id", external_message_id).limit(1),
         "looking up an earlier delivery")
     if row is None:
         return None
@@ -214,14 +250,7 @@ async def ingest_incoming(db: AsyncClient, params: dict[str, Any]) -> IngestResu
     An integration disabled or deleted since the caller found it is IntegrationNotFoundError (404), exactly like an
     unknown webhook key.
     """
-    try:
-        value = await rpc_value(db.rpc("ingest_telegram_webhook", params), "storing the incoming message")
-    except DatabaseError as exc:
-        if exc.pg_code == INTEGRATION_GONE:
-            raise IntegrationNotFoundError("Unknown or disabled webhook key") from exc
-        raise
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
+    value = await event_rpc(db, "ingest_telegram_webhook", params, "storing the incoming message")
     try:
         return IngestResult.model_validate(value)
     except ValueError as exc:

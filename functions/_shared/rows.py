@@ -51,6 +51,10 @@ class IntegrationRow(BaseModel):
     webhook_key: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
+    # The account's state as crm_server last reported it (account.status events), not a setting.
+    account_state: str | None = None
+    account_state_reason: str | None = None
+    account_state_at: datetime | None = None
 
     def telegram_crm_settings(self) -> TelegramCrmSettings:
         return self._settings_as(TelegramCrmSettings, "telegram_crm")

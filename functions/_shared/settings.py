@@ -123,6 +123,11 @@ class FunctionsSettings(BaseSettings):
                                                    "media_fetch_timeout_seconds"))
     """Timeout of fetching one incoming file from crm_server, all of it (a 50 MiB file over a slow link takes a
     while)."""
+    metrics_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("FUNCTIONS_METRICS_KEY", "metrics_key"))
+    """Key of `/functions/v1/metrics` (Prometheus text: requests and latency per function, upstream failures), sent
+    as `Authorization: Bearer <key>`. Unset: the endpoint is not served (404).
+    """
     cors_allow_origin: str = Field("*", validation_alias=AliasChoices("FUNCTIONS_CORS_ORIGIN", "cors_allow_origin"))
     """`Access-Control-Allow-Origin` of the functions' answers."""
     supabase_config: Path = Field(
@@ -138,7 +143,7 @@ class FunctionsSettings(BaseSettings):
         return None if value is None else value.strip().rstrip("/")
 
     @field_validator("supabase_jwt_secret", "functions_public_url", "supabase_jwks_url", "crm_sandbox_url",
-                     "crm_sandbox_api_key", "settings_key", "crm_hosts", mode="before")
+                     "crm_sandbox_api_key", "settings_key", "crm_hosts", "metrics_key", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -131,6 +131,12 @@ def test_signs_in_with_email_and_password_refreshes_and_signs_out(  # type: igno
     expect(page.locator("#clients li", has_text="Ivan Petrov")).to_be_visible()
     first = stored_session(page)
     assert first["userId"] == stack.values["DEMO_USER_ID"] and first["refreshToken"]
+    # The README's story works after a password sign-in too: the form knows the local crm_server and its key.
+    page.click("#add-integration")
+    page.select_option("#provider-select", "telegram_crm")
+    expect(page.locator("#field-crmApiUrl")).to_have_value(stack.values["CRM_URL"])
+    expect(page.locator("#field-crmApiKey")).to_have_value(stack.values["CRM_DEMO_API_KEY"])
+    page.click("#integration-cancel")
 
     assert page.evaluate("() => window.tgcrmAdmin.refreshSession()") is True
     second = stored_session(page)
@@ -308,6 +314,65 @@ def test_a_reply_to_a_demo_client_of_the_seed_is_sent(page,  # type: ignore[no-u
     expect(page.locator("#notice")).to_be_hidden()
     sent = crm_admin.get("/sandbox/sent", params={"account_phone": Story.account_phone})
     assert text in [entry["text"] for entry in sent.json()]
+
+
+def test_the_conversation_shows_phone_sent_edited_deleted_messages_and_ticks(  # type: ignore[no-untyped-def]
+        page, api: httpx.Client) -> None:
+    """Rows as the conversation events store them (written here through REST as the demo user, the organization's
+    own right): the page renders each kind, and opening the chat asks telegram-crm-mark-read once."""
+    from playwright.sync_api import expect
+
+    [client] = api.get("/rest/v1/clients", params={"select": "id,organization_id", "name": "eq.Maria Smirnova"}).json()
+    tag = uuid.uuid4().hex[:6]
+    base = {"organization_id": client["organization_id"], "client_id": client["id"], "messenger_type": "telegram"}
+    rows = [
+        {**base, "message_text": f"Can I pay by card? {tag}", "message_type": "client", "is_outgoing": False,
+         "is_read": False, "message_status": "delivered", "edited_at": "2026-12-01T10:05:00Z",
+         "metadata": {"edits": [{"text": f"Can I pay? {tag}", "edited_at": "2026-12-01T10:05:00Z"}]}},
+        {**base, "message_text": f"Sure, by card {tag}", "message_type": "manager", "is_outgoing": True,
+         "is_read": True, "message_status": "read", "metadata": {"source": "telegram_app"}},
+        {**base, "message_text": f"Wrong chat, sorry {tag}", "message_type": "client", "is_outgoing": False,
+         "is_read": True, "message_status": "delivered", "deleted_at": "2026-12-01T10:07:00Z"},
+        {**base, "message_text": f"See you tomorrow {tag}", "message_type": "manager", "is_outgoing": True,
+         "is_read": True, "message_status": "sent", "sender_name": "Anna"},
+    ]
+    for offset, row in enumerate(rows):
+        row["created_at"] = f"2026-12-01T10:0{offset}:00Z"
+        answer = api.post("/rest/v1/chat_messages", json=row)
+        assert answer.status_code in (200, 201), answer.text
+
+    marks: list[str] = []
+    page.on("request", lambda request: marks.append(request.post_data or "")
+            if request.url.endswith("/functions/v1/telegram-crm-mark-read") else None)
+    page.click("#clients li:has-text('Maria Smirnova')")
+    expect(page.locator("#chat-title")).to_have_text("Maria Smirnova")
+
+    edited = page.locator("#messages .bubble.in", has_text=f"Can I pay by card? {tag}")
+    expect(edited.locator(".meta .edited")).to_have_text("edited")
+    expect(edited.locator(".meta .edited")).to_have_attribute("title", f"Before the edit: Can I pay? {tag}")
+
+    from_app = page.locator("#messages .bubble.out", has_text=f"Sure, by card {tag}")
+    expect(from_app).to_have_class(re.compile(r"\bfrom-app\b"))
+    expect(from_app.locator(".meta")).to_contain_text("from the Telegram app")
+    expect(from_app.locator(".ticks")).to_have_text("✓✓")
+    expect(from_app.locator(".ticks")).to_have_attribute("data-status", "read")
+
+    deleted = page.locator("#messages .bubble.in", has_text=f"Wrong chat, sorry {tag}")
+    expect(deleted).to_have_class(re.compile(r"\bdeleted\b"))
+    expect(deleted.locator(".meta .deleted-mark")).to_have_text("deleted")
+    assert deleted.locator(".text").evaluate("(node) => getComputedStyle(node).textDecorationLine") == "line-through"
+
+    sent = page.locator("#messages .bubble.out", has_text=f"See you tomorrow {tag}")
+    expect(sent.locator(".ticks")).to_have_text("✓")
+    expect(sent).not_to_have_class(re.compile(r"\bfrom-app\b"))
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "admin_chat_events.png"))
+    # Opened with an unread message: read once, not again on every poll of the same messages.
+    for _ in range(2):
+        with page.expect_request(lambda request: "/rest/v1/chat_messages" in request.url, timeout=30_000):
+            pass
+    assert len([body for body in marks if client["id"] in body]) == 1
 
 
 # --- when something goes wrong -----------------------------------------------------------------------------------

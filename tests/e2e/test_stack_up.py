@@ -517,3 +517,21 @@ def test_sigint_stops_every_child_and_postgres_and_state_survives_a_restart(stac
         assert (stack.state_dir / "functions_settings.key").read_text() != settings_key
     finally:
         assert stack.stop(signal.SIGINT) == 0
+
+
+def test_the_local_crm_defaults_are_for_the_demo_users_own_token_only(stack: StackProcess) -> None:
+    from supabase_local.keys import user_token
+
+    secret = stack.values["SUPABASE_JWT_SECRET"]
+    own = _admin(stack, "POST", "/admin/local/crm-defaults",
+                 Authorization=f"Bearer {user_token(stack.values['DEMO_USER_ID'], secret)}")
+    assert own.status_code == 200, own.text
+    assert own.json()["crmDefaults"] == {"crmApiUrl": stack.values["CRM_URL"],
+                                         "crmApiKey": stack.values["CRM_DEMO_API_KEY"]}
+    for authorization, status in ((None, 404), ("Bearer not-a-token", 401),
+                                  (f"Bearer {user_token(str(uuid.uuid4()), secret)}", 404),
+                                  (f"Bearer {user_token(stack.values['DEMO_USER_ID'], 'another secret')}", 401)):
+        headers = {"Authorization": authorization} if authorization else {}
+        refused = _admin(stack, "POST", "/admin/local/crm-defaults", **headers)
+        assert refused.status_code == status, (authorization, refused.text)
+        assert stack.values["CRM_DEMO_API_KEY"] not in refused.text

@@ -32,6 +32,9 @@ from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_pho
 from tests.helpers.net import free_port, wait_http
 from tests.helpers.wappi_standin import WappiStandIn, serve_wappi_standin
 
+# The functions host's FUNCTIONS_METRICS_KEY in these tests (tests/functions/test_metrics.py scrapes it).
+METRICS_KEY = "functions-metrics-test-key"
+
 # --- services -------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -90,7 +93,7 @@ def functions_host(api_server: str, local_keys: Any, wappi: tuple[WappiStandIn, 
         supabase_url=api_server, supabase_service_role_key=local_keys.service_role_key,
         supabase_jwt_secret=local_keys.jwt_secret, functions_public_url=public_url, wappi_base_url=wappi[1],
         crm_allow_http_loopback=True, store_attempts=3, http_timeout_seconds=10, send_timeout_seconds=15,
-        settings_key=settings_key)
+        settings_key=settings_key, metrics_key=METRICS_KEY)
     server = uvicorn.Server(uvicorn.Config(create_standalone_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="functions-host", daemon=True)

@@ -40,7 +40,9 @@ def standalone(api_server: str, local_keys: Any, standalone_log: Path) -> Iterat
     finally:
         process.terminate()
         process.wait(timeout=15)
-    assert f"FUNCTIONS_URL=http://127.0.0.1:{port}/functions/v1" in log_path.read_text()
+    announced = log_path.read_text().splitlines()
+    assert f"FUNCTIONS_URL=http://127.0.0.1:{port}/functions/v1" in announced
+    assert "READY" in announced  # printed once it serves, as `tgcrm db up` and `tgcrm server` do
 
 
 def test_the_standalone_host_serves_the_functions(standalone: str) -> None:

@@ -281,3 +281,25 @@ async def test_two_deliveries_of_one_message_at_once_store_one_row_and_one_objec
     assert len({answer.json()["messageId"] for answer in answers}) == 1
     assert await count(db, "chat_messages", media_hook.organization.id) == 1
     assert len(await stored_objects(user_client, media_hook)) == 1  # the same path, written twice at most
+
+
+async def test_a_phone_sent_photo_is_stored_like_an_incoming_one_and_fetched_once(
+        http: httpx.AsyncClient, db: asyncpg.Pool, user_client: UserClientFactory, media_hook: MediaHook,
+        media_server: CrmMediaStandIn) -> None:
+    media = media_server.media(PHOTO, "photo", content_type="image/jpeg")
+    event = {"type": "message.outgoing", "event_id": str(uuid.uuid4()), "project_id": media_hook.organization.id,
+             "account_phone": media_hook.phone, "chat_id": 881_501, "to_id": 881_501, "message_id": 1501,
+             "text": "the receipt", "media": media, "timestamp": "2026-12-01T10:00:00Z"}
+    first = await post(http, media_hook, event)
+    again = await post(http, media_hook, {**event, "event_id": str(uuid.uuid4())})
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert (again.json()["duplicate"], again.json()["messageId"]) == (True, first.json()["messageId"])
+    assert media_server.fetch_count(media["url"]) == 1
+
+    row = await message_row(db, first.json()["messageId"])
+    path = f"{media_hook.organization.id}/telegram/{media_hook.integration_id}/881501/1501-photo.jpg"
+    assert (row["is_outgoing"], row["message_type"], row["message_text"], row["metadata"]["source"]) == \
+        (True, "manager", "the receipt", "telegram_app")
+    assert row["metadata"]["media"]["path"] == path
+    member = await user_client(media_hook.organization.user_id)
+    assert await member.storage.from_(BUCKET).download(path) == PHOTO

@@ -1,6 +1,7 @@
-"""A stand-in for the two routes of crm_server the functions' media side talks to, on a real loopback socket:
-`GET /media/{id}?token=` (the signed, expiring capability URL an event's `media.url` names) and `POST /telegram/send`
-(which records the body, so tests see the `file_url` crm_server would download).
+"""A stand-in for the routes of crm_server whose requests the tests read, on a real loopback socket:
+`GET /media/{id}?token=` (the signed, expiring capability URL an event's `media.url` names), `POST /telegram/send`
+(which records the body, so tests see the `file_url` crm_server would download), `POST /telegram/read` and
+`POST /integration/lovable/connect` (recorded: what mark-read and connect asked for).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class CrmMediaStandIn:
     files: dict[str, MediaFile] = field(default_factory=dict)
     fetches: dict[str, int] = field(default_factory=dict)
     sends: list[dict[str, Any]] = field(default_factory=list)
+    reads: list[dict[str, Any]] = field(default_factory=list)
+    connects: list[dict[str, Any]] = field(default_factory=list)
+    # The status /telegram/read answers (a logged-out account: 409).
+    read_status: int = 200
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(5000))
 
@@ -87,10 +92,29 @@ class CrmMediaStandIn:
         return JSONResponse({"status": "sent", "message_id": message_id, "chat_id": 1234, "to_user_id": 1234,
                              "date": "2026-12-01T00:00:00Z"})
 
+    async def read(self, request: Request) -> Response:
+        body = await request.json()
+        with self.lock:
+            self.reads.append(body)
+            status = self.read_status
+        if status != 200:
+            return JSONResponse({"success": False, "error": "scripted", "code": "NOT_AUTHORIZED"}, status_code=status)
+        return JSONResponse({"status": "read", "max_id": body.get("max_id")})
+
+    async def connect(self, request: Request) -> Response:
+        body = await request.json()
+        with self.lock:
+            self.connects.append(body)
+        return JSONResponse({"status": "auth_required", "project_id": body["project_id"], "phone": body["phone"],
+                             "webhook_url": body["webhook_url"], "account": {"authorized": False},
+                             "signing": "standard-webhooks"})
+
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/media/{media_id}", self.serve_media, methods=["GET"]),
             Route("/telegram/send", self.send, methods=["POST"]),
+            Route("/telegram/read", self.read, methods=["POST"]),
+            Route("/integration/lovable/connect", self.connect, methods=["POST"]),
             Route("/health", lambda request: PlainTextResponse("ok")),
         ])
 

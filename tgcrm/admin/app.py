@@ -8,10 +8,12 @@ All of it answers only requests addressed to its own loopback name and port (`ho
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -85,9 +87,31 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
                              "crmDefaults": {"crmApiUrl": local.crm_url, "crmApiKey": local.crm_api_key}},
                             headers={"Cache-Control": "no-store"})
 
+    async def local_crm_defaults(request: Request) -> JSONResponse:
+        """The local crm_server and the demo organization's key, for the demo user however they signed in (the
+        one-click sign-in hands them over with its session; a password sign-in asks here with its token)."""
+        local = settings.local_sign_in
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if local is None or not _is_loopback(request) or scheme.lower() != "bearer":
+            return JSONResponse({"success": False, "error": "Not available here", "code": "NOT_FOUND"},
+                                status_code=404)
+        try:
+            claims = jwt.decode(token.strip(), local.jwt_secret, algorithms=["HS256"], audience="authenticated")
+        except jwt.PyJWTError:
+            return JSONResponse({"success": False, "error": "Invalid token", "code": "UNAUTHORIZED"},
+                                status_code=401)
+        # Only the demo user: the key belongs to the demo organization.
+        if not hmac.compare_digest(str(claims.get("sub", "")), local.user_id):
+            return JSONResponse({"success": False, "error": "Not available for this user", "code": "NOT_FOUND"},
+                                status_code=404)
+        return JSONResponse({"success": True,
+                             "crmDefaults": {"crmApiUrl": local.crm_url, "crmApiKey": local.crm_api_key}},
+                            headers={"Cache-Control": "no-store"})
+
     return Starlette(routes=[
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/config.json", config, methods=["GET"]),
         Route("/local/session", local_session, methods=["POST"]),
+        Route("/local/crm-defaults", local_crm_defaults, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ], middleware=[Middleware(HostGuardMiddleware, guard=settings.host_guard)])

@@ -51,6 +51,9 @@
       connectedOk: 'Integration saved.', needsLogin: 'Now log the Telegram account in.',
       sessionExpired: 'Your session has expired: sign in again.',
       outgoing: 'you', failed: 'failed', sending: 'sending…', notSent: 'not sent', retry: 'Retry', discard: 'Discard',
+      fromTelegramApp: 'from the Telegram app', edited: 'edited', editedFrom: 'Before the edit: {text}',
+      deleted: 'deleted', tickSent: 'Sent', tickRead: 'Read',
+      accountReported: 'Telegram said: {state}', accountReportedReason: 'Telegram said: {state} ({reason})',
       codeDigitsOnly: 'The code has digits only: type the digits Telegram sent, e.g. 12345.',
     },
     ru: {
@@ -102,6 +105,9 @@
       sessionExpired: 'Сессия истекла: войдите снова.',
       outgoing: 'вы', failed: 'ошибка', sending: 'отправляется…', notSent: 'не отправлено', retry: 'Повторить',
       discard: 'Убрать',
+      fromTelegramApp: 'из приложения Telegram', edited: 'изменено', editedFrom: 'До изменения: {text}',
+      deleted: 'удалено', tickSent: 'Отправлено', tickRead: 'Прочитано',
+      accountReported: 'Telegram сообщил: {state}', accountReportedReason: 'Telegram сообщил: {state} ({reason})',
       codeDigitsOnly: 'Код состоит только из цифр: введите цифры, которые прислал Telegram, например 12345.',
     },
   };
@@ -128,6 +134,7 @@
         INVALID_TOKEN: 'Your session has expired: sign in again.',
         ORGANIZATION_NOT_FOUND: 'Your user does not belong to an organization yet. Ask an administrator to add you.',
         INVALID_SECRET: 'The Telegram server could not prove who it is. Connect the integration again.',
+        INVALID_METRICS_KEY: 'The metrics key is missing or wrong.',
         INVALID_SIGNATURE: 'The Telegram server could not prove who it is. Connect the integration again.',
         PROJECT_MISMATCH: 'The Telegram server is set up for another organization. Connect the integration again.',
         PROJECT_FORBIDDEN: 'This API key belongs to another organization. Use the key made for yours.',
@@ -233,6 +240,7 @@
         ORGANIZATION_NOT_FOUND: 'Ваш пользователь ещё не входит ни в одну организацию. Попросите администратора '
           + 'добавить вас.',
         INVALID_SECRET: 'Telegram-сервер не смог подтвердить, что это он. Подключите интеграцию заново.',
+        INVALID_METRICS_KEY: 'Ключ метрик не указан или неверен.',
         INVALID_SIGNATURE: 'Telegram-сервер не смог подтвердить, что это он. Подключите интеграцию заново.',
         PROJECT_MISMATCH: 'Telegram-сервер настроен для другой организации. Подключите интеграцию заново.',
         PROJECT_FORBIDDEN: 'Этот API-ключ принадлежит другой организации. Используйте ключ, выданный для вашей.',
@@ -333,7 +341,8 @@
 
   const state = {
     lang: 'en', config: null, session: null, providers: [], integrations: [], statuses: {}, clients: [],
-    clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], loginIntegrationId: null,
+    clientId: null, clientsSignature: '', messagesSignature: '', messageRows: [], markedRead: {},
+    loginIntegrationId: null,
     loginHint: [], notice: null, busy: 0, pollTimer: null, refreshTimer: null, refreshing: null,
     // Replies not yet seen among the stored messages: {key (the Idempotency-Key), clientId, text, at, status:
     // 'sending' | 'failed' | 'sent', error}. A retry resends under the same key, so it can never send twice.
@@ -526,6 +535,16 @@
       { method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body) });
   }
 
+  // Locally, the demo user's integration form is prefilled with the local crm_server and its key, however they signed
+  // in; anywhere else (or for another user) there is nothing to prefill.
+  async function localCrmDefaults(token) {
+    if (!state.config.localSignIn) return null;
+    try {
+      const answer = await request('local/crm-defaults', { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+      return answer.crmDefaults || null;
+    } catch (error) { return null; }
+  }
+
   function sessionFromAuth(answer, crmDefaults) {
     return { token: answer.access_token, refreshToken: answer.refresh_token, expiresAt: answer.expires_at,
       userId: answer.user.id, email: answer.user.email, crmDefaults: crmDefaults || null };
@@ -571,7 +590,7 @@
       const answer = await withBusy(event.submitter || $('sign-in-password'),
         () => auth('token?grant_type=password', { body: { email, password } }));
       $('password-input').value = '';
-      saveSession(sessionFromAuth(answer, null));
+      saveSession(sessionFromAuth(answer, await localCrmDefaults(answer.access_token)));
       await enterWorkspace();
     } catch (error) {
       const code = error.code || '';
@@ -710,6 +729,12 @@
     if (status.webhook) {
       details.push(t('deliveries', { pending: status.webhook.pending ?? 0, failed: status.webhook.failed ?? 0 }));
       if (status.webhook.paused) details.push(t('deliveryPaused'));
+    }
+    // The account's last account.status event (logged_out, ...): known even when the server is not reachable.
+    if (status.accountState && status.accountState !== 'authorized') {
+      details.push(status.accountStateReason
+        ? t('accountReportedReason', { state: status.accountState, reason: status.accountStateReason })
+        : t('accountReported', { state: status.accountState }));
     }
     return el('div', {}, main, details.length ? el('div', { class: 'muted small', text: details.join(' · ') }) : null);
   }
@@ -1281,8 +1306,8 @@
     if (!clientId) return;
     let rows;
     try {
-      const load = () => rest('chat_messages?select=id,message_text,message_type,is_outgoing,created_at,'
-        + 'message_status,sender_name,file_url,file_type,file_name,metadata,idempotency_key'
+      const load = () => rest('chat_messages?select=id,message_text,message_type,is_outgoing,is_read,created_at,'
+        + 'message_status,sender_name,file_url,file_type,file_name,metadata,idempotency_key,edited_at,deleted_at'
         + `&client_id=eq.${clientId}&order=created_at.desc&limit=200`);
       rows = quiet ? await load() : await withBusy(null, load);
     } catch (error) {
@@ -1294,11 +1319,25 @@
     // A reply whose answer was lost (or that failed after sending) is stored under its key: it was sent.
     const stored = new Set(rows.map((row) => row.idempotency_key).filter(Boolean));
     const settled = forgetStored(clientId, stored);
-    const signature = rows.map((row) => `${row.id}:${row.message_status}`).join(',');
+    markChatRead(clientId, rows);
+    // An edit, a deletion or a read tick changes a row in place: part of what "unchanged" means.
+    const signature = rows.map((row) => [row.id, row.message_status, row.edited_at, row.deleted_at].join(':'))
+      .join(',');
     if (signature === state.messagesSignature && !settled) return;
     state.messagesSignature = signature;
     state.messageRows = rows;
     renderChat();
+  }
+
+  // The manager sees the chat, so Telegram shows the client their messages read (the double tick): asked once per
+  // new unread incoming message, quietly (a logged-out account only means the client sees no tick yet).
+  function markChatRead(clientId, rows) {
+    const unread = rows.filter((row) => !row.is_outgoing && !row.is_read && row.message_type !== 'system');
+    if (!unread.length) return;
+    const newest = unread[unread.length - 1].id;
+    if (state.markedRead[clientId] === newest) return;
+    state.markedRead[clientId] = newest;
+    callFunction('telegram-crm-mark-read', { clientId }).catch((error) => console.warn('mark-read', error));
   }
 
   // Only web links become clickable: a stored URL is data from outside (a `javascript:` one would run here).
@@ -1318,20 +1357,39 @@
       box.append(el('p', { class: 'muted empty', text: t('noMessages') }));
       return;
     }
-    for (const row of rows) {
-      const kind = row.message_type === 'system' ? 'system' : row.is_outgoing ? 'out' : 'in';
-      const who = row.is_outgoing ? (row.sender_name || t('outgoing')) : '';
-      const meta = [who, formatTime(row.created_at), row.message_status === 'failed' ? t('failed') : '']
-        .filter(Boolean).join(' · ');
-      const bubble = el('div', { class: `bubble ${kind}`, 'data-message-id': row.id },
-        mediaNode(row),
-        row.message_text ? el('span', { class: 'text', text: row.message_text }) : null,
-        el('span', { class: 'meta', text: meta }));
-      box.append(bubble);
-    }
+    for (const row of rows) box.append(messageBubble(row));
     for (const entry of pending) box.append(outboxBubble(entry));
     box.scrollTop = box.scrollHeight;
     state.chatAtEnd = true;
+  }
+
+  // A stored message: the manager's on the right (also those written in the Telegram app, with a hint), "edited"
+  // with the text before the edit as its title, a deleted one kept but struck through, and outgoing ticks.
+  function messageBubble(row) {
+    const kind = row.message_type === 'system' ? 'system' : row.is_outgoing ? 'out' : 'in';
+    const metadata = row.metadata || {};
+    const fromApp = row.is_outgoing && metadata.source === 'telegram_app';
+    const who = row.is_outgoing ? (row.sender_name || t('outgoing')) : '';
+    const meta = el('span', { class: 'meta' },
+      [who, fromApp ? t('fromTelegramApp') : '', formatTime(row.created_at),
+        row.message_status === 'failed' ? t('failed') : ''].filter(Boolean).join(' · '));
+    if (row.edited_at) {
+      const edits = Array.isArray(metadata.edits) ? metadata.edits : [];
+      const before = edits.length ? edits[edits.length - 1].text : '';
+      meta.append(' · ', el('span', { class: 'edited', text: t('edited'),
+        title: before ? t('editedFrom', { text: before }) : null }));
+    }
+    if (row.deleted_at) meta.append(' · ', el('span', { class: 'deleted-mark', text: t('deleted') }));
+    if (row.is_outgoing && (row.message_status === 'sent' || row.message_status === 'read')) {
+      const read = row.message_status === 'read';
+      meta.append(' ', el('span', { class: `ticks ${read ? 'read' : 'sent'}`, 'data-status': row.message_status,
+        title: read ? t('tickRead') : t('tickSent'), text: read ? '✓✓' : '✓' }));
+    }
+    const classes = ['bubble', kind, fromApp ? 'from-app' : '', row.deleted_at ? 'deleted' : ''].filter(Boolean);
+    return el('div', { class: classes.join(' '), 'data-message-id': row.id },
+      mediaNode(row),
+      row.message_text ? el('span', { class: 'text', text: row.message_text }) : null,
+      meta);
   }
 
   // A reply the server has not confirmed: sending, sent (until the stored row shows up), or failed, with why and a

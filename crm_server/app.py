@@ -46,6 +46,7 @@ from crm_server.webhooks.listener import IncomingListener
 from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
+from crm_server.webhooks.subscriptions import Subscriptions
 from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 from safeguards import logs
@@ -54,6 +55,9 @@ from safeguards.private_files import make_private_dir
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 3600
+# How long the chat of a delivered or sent message is remembered (a later deletion of it is sent with its chat;
+# after that, `chat_id: null`), and a catch-up still recognises our own sends.
+KNOWN_MESSAGES_DAYS = 90
 STOP_DRAIN_SECONDS = 10.0  # at shutdown, how long buffered incoming messages may take to reach the outbox
 
 
@@ -63,6 +67,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/integration/lovable/pause", api.pause, methods=["POST"]),
         Route("/integration/lovable/disconnect", api.disconnect, methods=["POST"]),
         Route("/telegram/send", api.send, methods=["POST"]),
+        Route("/telegram/read", api.read, methods=["POST"]),
         Route("/telegram/status", api.status, methods=["GET"]),
         Route("/telegram/auth/send-code", api.send_code, methods=["POST"]),
         Route("/telegram/auth/sign-in", api.sign_in, methods=["POST"]),
@@ -165,7 +170,9 @@ async def start_state(settings: ServerSettings) -> AppState:
         targets=DeliveryTargets(policy),
         media=preparer,
     )
-    listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added))
+    subscriptions = Subscriptions(store.webhooks)
+    listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added),
+                                subscriptions=subscriptions)
     manager = AccountManager(store, settings, incoming=listener, recent_messages=recent_messages)
     source.serve_from(manager.media_client)
     metrics.watch_connected(manager.connected_count)
@@ -179,7 +186,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         metrics=metrics,
         listener=listener,
         delivery=delivery,
-        webhooks=WebhookRegistry(store.webhooks, store.outbox, delivery),
+        webhooks=WebhookRegistry(store.webhooks, store.outbox, delivery, subscriptions),
         deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
         idempotency=IdempotencyKeys(store.idempotency),
         webhook_policy=policy,
@@ -214,6 +221,7 @@ async def _housekeeping(state: AppState) -> None:
             # Files first: the sweep reads when their events were delivered from the outbox rows.
             await state.media_files.sweep(time.time())
             await state.store.outbox.purge_delivered(time.time() - state.settings.webhook_keep_delivered_seconds)
+            await state.store.known_messages.purge(time.time() - KNOWN_MESSAGES_DAYS * 86400)
         except Exception as exc:
             log.warning("housekeeping failed (%s)", type(exc).__name__)
         await asyncio.sleep(HOUSEKEEPING_SECONDS)

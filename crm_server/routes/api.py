@@ -24,6 +24,8 @@ from crm_server.routes.models import (
     AccountStatusEntry,
     AccountSummary,
     ConnectRequest,
+    ReadRequest,
+    ReadResponse,
     ConnectResponse,
     DisconnectRequest,
     DisconnectResponse,
@@ -74,7 +76,7 @@ async def connect(request: Request) -> Response:
     # Without a secret in the body, an existing registration keeps its secret; a new one gets a generated
     # secret, returned once in this response (the receiver needs it to check deliveries).
     generated_secret = await state.webhooks.register(body.project_id, body.phone, webhook_url, body.secret or None,
-                                                     secret_header=body.secret_header)
+                                                     secret_header=body.secret_header, events=body.event_types())
     response = ConnectResponse(
         status="connected" if account.authorized else "auth_required",
         project_id=body.project_id,
@@ -165,6 +167,16 @@ async def send(request: Request) -> Response:
     return JSONResponse(payload)
 
 
+async def read(request: Request) -> Response:
+    """Mark the client's messages of a chat read up to `max_id` (messages.readHistory): the client sees the ticks."""
+    state = _state(request)
+    principal = await authenticate(request)
+    body = await parse_body(request, ReadRequest)
+    require_project(principal, body.project_id)
+    await state.manager.mark_read(body.project_id, body.phone, parse_recipient(body.chat), body.max_id)
+    return _json(ReadResponse(status="read"))
+
+
 async def status(request: Request) -> Response:
     state = _state(request)
     principal = await authenticate(request)
@@ -182,6 +194,7 @@ async def status(request: Request) -> Response:
                 url=registration.url,
                 enabled=registration.enabled,
                 paused=registration.paused,
+                events=list(registration.events),
                 pending=health.pending,
                 failed=health.dead,
                 last_success_at=iso(health.last_success_at),

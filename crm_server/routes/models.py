@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 from crm_server.telegram.recipients import normalize_phone, parse_recipient
 from crm_server.telegram.states import AccountState, LoginOutcome
+from crm_server.webhooks.events import EVENT_TYPES
 
 
 def _recipient(value: str | int) -> str | int:
@@ -58,6 +59,9 @@ RecipientField = Annotated[
 ]
 
 
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
 
@@ -76,6 +80,12 @@ class ConnectRequest(RequestModel):
     secret: Annotated[StrictStr, Field(min_length=8, max_length=512)] | None = None
     # False for a receiver that verifies the Standard Webhooks signature: the secret itself is then never sent.
     secret_header: StrictBool = Field(True, description="Send the secret as X-Lovable-Secret with each delivery")
+    events: Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))] | None = Field(
+        None, description="Event types the webhook receives (default `[\"message\"]`; absent on a re-connect: "
+        "unchanged)")
+
+    def event_types(self) -> tuple[str, ...] | None:
+        return tuple(dict.fromkeys(self.events)) if self.events is not None else None
 
 
 class AccountSummary(ResponseModel):
@@ -142,6 +152,18 @@ class MediaLinkQuery(RequestModel):
     signature: StrictStr = Field(description="HMAC-SHA256 of the id and expiry with the server's own key (hex)")
 
 
+class ReadRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    chat: RecipientField = Field(description="The chat read: `@username`, numeric id, or `+phone`, as `to` of a send")
+    max_id: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = Field(
+        description="Mark the client's messages up to this id read (0: all)")
+
+
+class ReadResponse(ResponseModel):
+    status: Literal["read"]
+
+
 class SendResponse(ResponseModel):
     status: Literal["sent"]
     message_id: int
@@ -161,6 +183,7 @@ class WebhookStatus(ResponseModel):
     enabled: bool
     # Paused by its integration (POST /integration/lovable/pause): messages wait, pending, until resumed.
     paused: bool
+    events: list[str]
     pending: int
     failed: int
     last_success_at: str | None
@@ -421,3 +444,52 @@ class SandboxRequestCounts(ResponseModel):
 
 class SandboxOkResponse(ResponseModel):
     status: Literal["ok"]
+
+
+class SandboxOutgoingRequest(RequestModel):
+    account_phone: Phone
+    to: RecipientField = Field(description="The simulated user the account's owner writes to")
+    text: Annotated[StrictStr, Field(max_length=4096)] = ""
+    media: dict | None = Field(None, description="A file, as for /sandbox/incoming")
+
+
+class SandboxEditRequest(RequestModel):
+    account_phone: Phone
+    from_: RecipientField = Field(alias="from", description="Who wrote the message: the chat's user, or the account")
+    message_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+    text: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
+
+
+class SandboxDeleteRequest(RequestModel):
+    account_phone: Phone
+    message_ids: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]],
+                           Field(min_length=1, max_length=100)]
+    revoke: StrictBool = False
+
+
+class SandboxReadRequest(RequestModel):
+    account_phone: Phone
+    from_: RecipientField = Field(alias="from", description="The client (it read the account's messages: outbox), "
+                                  "or the account itself (its owner read the chat with `peer` elsewhere: inbox)")
+    max_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+    peer: RecipientField | None = Field(None, description="The chat read, when `from` is the account itself")
+
+
+class SandboxServiceMessageRequest(RequestModel):
+    account_phone: Phone
+    text: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
+
+
+class SandboxMessageResponse(ResponseModel):
+    message_id: int
+
+
+class SandboxUpdateResponse(ResponseModel):
+    pts: int | None = Field(description="The account's pts after the update (null: nothing was deleted)")
+
+
+class SandboxReadEntry(ResponseModel):
+    direction: Literal["inbox", "outbox"]
+    peer_id: int
+    max_id: int
+    date: str

@@ -66,6 +66,14 @@ OPERATIONS: tuple[Operation, ...] = (
         headers={"Idempotency-Key": "Optional; the same key within 24 h returns the first result without sending"},
     ),
     Operation(
+        "POST",
+        "/telegram/read",
+        "Mark the client's messages of a chat read up to `max_id` (the client sees them read)",
+        models.ReadResponse,
+        body=models.ReadRequest,
+        errors=(400, 401, 403, 404, 409, 422, 429, 502, 503),
+    ),
+    Operation(
         "GET",
         "/telegram/status",
         "Accounts of a project: authorized, connected, webhook",
@@ -145,7 +153,8 @@ OPERATIONS: tuple[Operation, ...] = (
         models.SandboxAccountResponse, body=models.SandboxAccountRequest, sandbox=True,
     ),
     Operation(
-        "POST", "/sandbox/incoming", "A simulated user writes to an account", models.SandboxIncomingResponse,
+        "POST", "/sandbox/incoming", "A simulated user writes to an account (one not logged in yet "
+        "finds it in its dialogs)", models.SandboxIncomingResponse,
         body=models.SandboxIncomingRequest, sandbox=True,
     ),
     Operation(
@@ -159,6 +168,35 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", "/sandbox/revoke", "Terminate the account's sessions (AUTH_KEY_UNREGISTERED from now on)",
         models.SandboxOkResponse, body=models.SandboxRevokeRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/outgoing", "The account's owner writes from another device (sessions get out=True)",
+        models.SandboxMessageResponse, body=models.SandboxOutgoingRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/edit", "A message of the account's chat is edited (updateEditMessage)",
+        models.SandboxUpdateResponse, body=models.SandboxEditRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/delete", "Messages of the account are deleted (updateDeleteMessages, no chat id)",
+        models.SandboxUpdateResponse, body=models.SandboxDeleteRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/read", "A read receipt: the client read the account's messages (outbox), or the account "
+        "read the chat with `peer` from another device (inbox)", models.SandboxUpdateResponse,
+        body=models.SandboxReadRequest, sandbox=True,
+    ),
+    Operation(
+        "GET", "/sandbox/reads", "The account's read receipts, both directions", models.SandboxReadEntry,
+        query=models.SandboxSentQuery, sandbox=True, response_is_list=True,
+    ),
+    Operation(
+        "POST", "/sandbox/gap", "The account's next catch-up with something to fetch answers differenceTooLong",
+        models.SandboxOkResponse, body=models.SandboxRevokeRequest, sandbox=True,
+    ),
+    Operation(
+        "POST", "/sandbox/service-message", "Telegram's service user (777000) writes to the account",
+        models.SandboxMessageResponse, body=models.SandboxServiceMessageRequest, sandbox=True,
     ),
     Operation(
         "GET", "/sandbox/requests", "Requests the sandbox answered, by TL type", models.SandboxRequestCounts,

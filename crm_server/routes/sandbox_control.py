@@ -18,10 +18,15 @@ from crm_server.app_state import AppState
 from crm_server.routes.auth import authenticate, require_admin
 from crm_server.routes.models import (
     SandboxAccountRequest,
+    SandboxDeleteRequest,
+    SandboxEditRequest,
     SandboxFloodRequest,
     SandboxIncomingMedia,
     SandboxIncomingRequest,
+    SandboxOutgoingRequest,
+    SandboxReadRequest,
     SandboxRevokeRequest,
+    SandboxServiceMessageRequest,
     SandboxSentQuery,
     SandboxUserRequest,
 )
@@ -34,13 +39,13 @@ from crm_server.sandbox.world import CAPTION_LENGTH_MAX, MAX_INCOMING_FILE_BYTES
 _INCOMING_BODY_LIMIT = 4 * -(-MAX_INCOMING_FILE_BYTES // 3) + 64 * 1024
 
 
-def _sandbox_error(exc: Exception, field: str) -> errors.CrmError:
+def _sandbox_error(exc: Exception, field: str, *, user_field: str = "from") -> errors.CrmError:
     from crm_server.sandbox.errors import UnknownAccount, UnknownUser, UsernameTaken
 
     if isinstance(exc, UnknownAccount):
         return errors.AccountNotFoundError("No such account in the sandbox world", field=field)
     if isinstance(exc, UnknownUser):
-        return errors.RecipientNotFoundError("No such simulated user", field="from")
+        return errors.RecipientNotFoundError("No such simulated user", field=user_field)
     if isinstance(exc, UsernameTaken):
         return errors.ValidationError("Another simulated user has this username", field="username")
     return errors.ValidationError(str(exc), field=field)
@@ -79,7 +84,7 @@ async def create_account(request: Request) -> Response:
     return JSONResponse({"user_id": user_id})
 
 
-def _incoming_media(body: SandboxIncomingRequest) -> SimIncomingMedia | None:
+def _incoming_media(body: SandboxIncomingRequest | SandboxOutgoingRequest) -> SimIncomingMedia | None:
     """The body's `media` as the world takes it; each refusal names its field (`media.kind`, `text`...)."""
     if body.media is None:
         if not body.text.strip():
@@ -112,6 +117,74 @@ async def incoming(request: Request) -> Response:
     try:
         # On the loop thread: delivery pushes updates into live Telethon clients' asyncio queues.
         message_id = state.world.incoming(body.account_phone, body.from_, body.text, media)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"message_id": message_id})
+
+
+async def outgoing(request: Request) -> Response:
+    """The account's owner writes from another device: `{account_phone, to, text, media?}` (media as incoming)."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxOutgoingRequest, limit=_INCOMING_BODY_LIMIT,
+                            too_large_field="media.data_base64")
+    media = _incoming_media(body)
+    try:
+        message_id = state.world.outgoing(body.account_phone, body.to, body.text, media)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone", user_field="to") from None
+    return JSONResponse({"message_id": message_id})
+
+
+async def edit(request: Request) -> Response:
+    """`{account_phone, from, message_id, text}`: the message's author edits it (updateEditMessage)."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxEditRequest)
+    try:
+        update = state.world.edit(body.account_phone, body.from_, body.message_id, body.text)
+    except Exception as exc:
+        raise _sandbox_error(exc, "message_id") from None
+    return JSONResponse({"pts": update.pts})
+
+
+async def delete(request: Request) -> Response:
+    """`{account_phone, message_ids, revoke?}`: updateDeleteMessages, with no chat id, as Telegram sends it."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxDeleteRequest)
+    try:
+        update = state.world.delete(body.account_phone, body.message_ids, body.revoke)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"pts": update.pts if update is not None else None})
+
+
+async def read(request: Request) -> Response:
+    """`{account_phone, from, max_id, peer?}`: `from` the client → it read the account's messages (outbox);
+    `from` the account itself with `peer` → its owner read that chat on another device (inbox)."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxReadRequest)
+    try:
+        update = state.world.read(body.account_phone, body.from_, body.max_id, body.peer)
+    except Exception as exc:
+        raise _sandbox_error(exc, "peer" if body.peer is None else "account_phone") from None
+    return JSONResponse({"pts": update.pts})
+
+
+async def reads(request: Request) -> Response:
+    state = await _admin_state(request)
+    query = parse_query(request, SandboxSentQuery)
+    try:
+        entries = state.world.reads(query.account_phone)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse(entries)
+
+
+async def service_message(request: Request) -> Response:
+    """`{account_phone, text}`: Telegram's service user (777000) writes, e.g. a login code."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxServiceMessageRequest)
+    try:
+        message_id = state.world.service_message(body.account_phone, body.text)
     except Exception as exc:
         raise _sandbox_error(exc, "account_phone") from None
     return JSONResponse({"message_id": message_id})
@@ -168,6 +241,17 @@ async def revoke(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def gap(request: Request) -> Response:
+    """`{account_phone}`: the account's next catch-up that has something to fetch answers differenceTooLong."""
+    state = await _admin_state(request)
+    body = await parse_body(request, SandboxRevokeRequest)
+    try:
+        state.world.force_gap(body.account_phone)
+    except Exception as exc:
+        raise _sandbox_error(exc, "account_phone") from None
+    return JSONResponse({"status": "ok"})
+
+
 async def request_counts(request: Request) -> Response:
     """How many requests of each TL type the world answered: shows what Telethon really asked for."""
     state = await _admin_state(request)
@@ -179,8 +263,15 @@ routes = [
     Route("/sandbox/users", create_user, methods=["POST"]),
     Route("/sandbox/accounts", create_account, methods=["POST"]),
     Route("/sandbox/incoming", incoming, methods=["POST"]),
+    Route("/sandbox/outgoing", outgoing, methods=["POST"]),
+    Route("/sandbox/edit", edit, methods=["POST"]),
+    Route("/sandbox/delete", delete, methods=["POST"]),
+    Route("/sandbox/read", read, methods=["POST"]),
+    Route("/sandbox/reads", reads, methods=["GET"]),
+    Route("/sandbox/service-message", service_message, methods=["POST"]),
     Route("/sandbox/sent", sent, methods=["GET"]),
     Route("/sandbox/flood", flood, methods=["POST"]),
     Route("/sandbox/revoke", revoke, methods=["POST"]),
+    Route("/sandbox/gap", gap, methods=["POST"]),
     Route("/sandbox/requests", request_counts, methods=["GET"]),
 ]

@@ -411,9 +411,14 @@ class RequestHandlers:
             state=render.state(self._world, account_id),
         )
 
-    def read_history(self, request: TLRequest, session: Session, account_id: int) -> object:
-        # Read receipts are not simulated: pts_count 0 leaves the client's pts where it is (no false gap).
-        return types.messages.AffectedMessages(pts=self._world.pts(account_id), pts_count=0)
+    def read_history(
+        self, request: functions.messages.ReadHistoryRequest, session: Session, account_id: int
+    ) -> object:
+        """The account read a chat: its pts moves by one (updateReadHistoryInbox for its other sessions) and a peer
+        that is an account sees the read (updateReadHistoryOutbox)."""
+        peer_id = self._peer_user(account_id, request.peer).id
+        update = self._world.read_history(account_id, peer_id, request.max_id, origin=session)  # type: ignore[arg-type]
+        return types.messages.AffectedMessages(pts=update.pts, pts_count=update.pts_count)
 
     # ------------------------------------------------------------ files
 
@@ -480,31 +485,43 @@ class RequestHandlers:
     def get_difference(
         self, request: functions.updates.GetDifferenceRequest, session: Session, account_id: int
     ) -> object:
-        messages, pts = self._world.difference(account_id, request.pts, DIFFERENCE_LIMIT + 1)
+        messages, others, pts = self._world.difference(account_id, request.pts, DIFFERENCE_LIMIT + 1)
+        if (messages or others) and self._world.take_gap(account_id):
+            # POST /sandbox/gap: as after an outage longer than Telegram keeps updates.
+            return types.updates.DifferenceTooLong(pts=pts)
         if request.pts > pts:
             # The client is ahead of the server (e.g. the world was reset): make it adopt the server's pts,
             # or it would silently skip every message up to its own pts as "already seen".
             return types.updates.DifferenceTooLong(pts=pts)
-        if not messages:
+        if not messages and not others:
             return types.updates.DifferenceEmpty(date=int(time.time()), seq=0)
-        partial = len(messages) > DIFFERENCE_LIMIT
-        messages = messages[:DIFFERENCE_LIMIT]
-        rendered = [render.message(self._world, m, session.dc_id) for m in messages]
-        users = render.users(self._world, account_id, [account_id, *(m.peer_id for m in messages)])
+        partial = len(messages) + len(others) > DIFFERENCE_LIMIT
         if partial:
-            last = messages[-1]
-            intermediate = types.updates.State(pts=last.pts, qts=0, date=last.date, seq=0, unread_count=0)
+            cut = sorted([m.pts for m in messages] + [u.pts for u in others])[DIFFERENCE_LIMIT - 1]
+            messages = [m for m in messages if m.pts <= cut]
+            others = [u for u in others if u.pts <= cut]
+        rendered = [render.message(self._world, m, session.dc_id) for m in messages]
+        other_updates = [u for u in (render.other_update(self._world, sim, session.dc_id) for sim in others) if u]
+        peers = [account_id, *(m.peer_id for m in messages)]
+        for sim in others:
+            peers.extend(render.other_update_peers(sim))
+        users = render.users(self._world, account_id, peers)
+        last_pts = max([m.pts for m in messages] + [u.pts for u in others])
+        last_date = max([m.date for m in messages] + [u.date for u in others])
+        if partial:
+            intermediate = types.updates.State(pts=last_pts, qts=0, date=last_date, seq=0, unread_count=0)
             return types.updates.DifferenceSlice(
                 new_messages=rendered,
                 new_encrypted_messages=[],
-                other_updates=[],
+                other_updates=other_updates,
                 chats=[],
                 users=users,
                 intermediate_state=intermediate,
             )
-        state = types.updates.State(pts=pts, qts=0, date=messages[-1].date, seq=0, unread_count=0)
+        state = types.updates.State(pts=pts, qts=0, date=last_date, seq=0, unread_count=0)
         return types.updates.Difference(
-            new_messages=rendered, new_encrypted_messages=[], other_updates=[], chats=[], users=users, state=state
+            new_messages=rendered, new_encrypted_messages=[], other_updates=other_updates, chats=[], users=users,
+            state=state,
         )
 
 

@@ -11,7 +11,18 @@ from datetime import datetime, timezone
 from telethon.tl import types
 
 from crm_server.sandbox.media import SimFile, document_attributes
-from crm_server.sandbox.world import SERVICE_USER_ID, SandboxWorld, SimMedia, SimMessage, SimUser
+from crm_server.sandbox.world import (
+    DELETE,
+    EDIT,
+    READ_INBOX,
+    READ_OUTBOX,
+    SERVICE_USER_ID,
+    SandboxWorld,
+    SimMedia,
+    SimMessage,
+    SimUpdate,
+    SimUser,
+)
 
 # Telegram answers BoolTrue/BoolFalse and vectors with these bare constructors.
 BOOL_TRUE = struct.pack("<I", 0x997275B5)
@@ -164,7 +175,46 @@ def message(world: SandboxWorld, sim: SimMessage, dc_id: int) -> types.Message:
         message=sim.text,
         out=sim.out or None,
         media=media(world, sim, dc_id),
+        edit_date=sim.edit_date,
     )
+
+
+def other_update(world: SandboxWorld, sim: SimUpdate, dc_id: int) -> types.TypeUpdate | None:
+    """The TL update of a logged non-message update, as Telegram sends it (pushed or in getDifference's
+    other_updates); None for an edit of a message deleted since (Telegram no longer has it to show)."""
+    data = sim.data
+    if sim.kind == EDIT:
+        found = world.messages_by_id(sim.account_id, [data["message_id"]]).get(data["message_id"])
+        if found is None:
+            return None
+        # The message as it was right after this edit (a later edit has its own update).
+        edited = SimMessage(found.account_id, found.id, found.peer_id, found.out, data["text"], found.date,
+                            found.pts, found.media, data["edit_date"])
+        return types.UpdateEditMessage(message=message(world, edited, dc_id), pts=sim.pts, pts_count=sim.pts_count)
+    if sim.kind == DELETE:
+        # Private-chat deletions name no chat: only message ids (the client must know where they were).
+        return types.UpdateDeleteMessages(messages=list(data["message_ids"]), pts=sim.pts, pts_count=sim.pts_count)
+    if sim.kind == READ_OUTBOX:
+        return types.UpdateReadHistoryOutbox(peer=types.PeerUser(data["peer_id"]), max_id=data["max_id"],
+                                             pts=sim.pts, pts_count=sim.pts_count)
+    if sim.kind == READ_INBOX:
+        return types.UpdateReadHistoryInbox(peer=types.PeerUser(data["peer_id"]), max_id=data["max_id"],
+                                            still_unread_count=0, pts=sim.pts, pts_count=sim.pts_count)
+    raise ValueError(f"unknown sandbox update kind {sim.kind!r}")
+
+
+def other_update_peers(sim: SimUpdate) -> list[int]:
+    peer = sim.data.get("peer_id")
+    return [sim.account_id] + ([peer] if peer is not None else [])
+
+
+def pushed_other_update(world: SandboxWorld, sim: SimUpdate, dc_id: int) -> types.TypeUpdates:
+    """A logged update as Telegram pushes it: in `updates` with the users it mentions; an edit of a message deleted
+    meanwhile still moves the pts (an empty deletion), so the session sees no gap."""
+    update = other_update(world, sim, dc_id) or types.UpdateDeleteMessages(messages=[], pts=sim.pts,
+                                                                            pts_count=sim.pts_count)
+    return types.Updates(updates=[update], users=users(world, sim.account_id, other_update_peers(sim)), chats=[],
+                         date=sim.date, seq=0)
 
 
 def new_message_updates(

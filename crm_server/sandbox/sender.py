@@ -21,7 +21,7 @@ from telethon.tl import TLRequest, types
 from crm_server.sandbox import render
 from crm_server.sandbox.errors import RpcFailure
 from crm_server.sandbox.handlers import RequestHandlers
-from crm_server.sandbox.world import SandboxWorld, SimMessage, SimUser
+from crm_server.sandbox.world import SandboxWorld, SimMessage, SimUpdate, SimUser
 
 _log = logging.getLogger(__name__)
 
@@ -195,6 +195,9 @@ class SandboxSender:
     def on_new_message(self, message: SimMessage, peer: SimUser, peer_known: bool) -> None:
         self._from_any_thread(self._push_new_message, message, peer, peer_known)
 
+    def on_other_update(self, update: SimUpdate) -> None:
+        self._from_any_thread(self._push_other_update, update)
+
     def on_revoked(self) -> None:
         # The next request gets 401 and then the connection closes. An idle client sends nothing, so nudge
         # its update loop with UpdatesTooLong: Telethon asks for a difference, which is that next request.
@@ -220,6 +223,9 @@ class SandboxSender:
 
     def _push_new_message(self, message: SimMessage, peer: SimUser, peer_known: bool) -> None:
         self._push(render.new_message_updates(self._world, message, peer, peer_known, self.dc_id))
+
+    def _push_other_update(self, update: SimUpdate) -> None:
+        self._push(render.pushed_other_update(self._world, update, self.dc_id))
 
     def _push(self, updates: types.TypeUpdates) -> None:
         if not self._user_connected or self._updates_queue is None:

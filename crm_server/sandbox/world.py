@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import sqlite3
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     pts INTEGER NOT NULL,
     last_message_id INTEGER NOT NULL DEFAULT 0,
     flood_seconds INTEGER,
+    gap_pending INTEGER NOT NULL DEFAULT 0,
     srp_salt1 BLOB,
     srp_salt2 BLOB,
     srp_verifier BLOB
@@ -85,6 +87,16 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_pts ON messages (account_id, pts);
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (account_id, peer_id, id);
+-- Updates other than new messages (edits, deletions, reads), each with the pts it took: pushed and in getDifference.
+CREATE TABLE IF NOT EXISTS other_updates (
+    account_id INTEGER NOT NULL,
+    pts INTEGER NOT NULL,
+    pts_count INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    date INTEGER NOT NULL,
+    PRIMARY KEY (account_id, pts)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS known_peers (
     account_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
@@ -94,7 +106,10 @@ CREATE TABLE IF NOT EXISTS known_peers (
 """
 
 _USER_COLUMNS = "id, phone, username, first_name, last_name, privacy_restricted"
-_MESSAGE_COLUMNS = "account_id, id, peer_id, out, text, date, pts, media_kind, media_url, media_name, media_file_id"
+_MESSAGE_COLUMNS = ("account_id, id, peer_id, out, text, date, pts, media_kind, media_url, media_name, media_file_id,"
+                    " edit_date")
+# The kinds of `other_updates` rows, as Telegram names the updates they become (see render.other_update).
+EDIT, DELETE, READ_OUTBOX, READ_INBOX = "edit", "delete", "read_outbox", "read_inbox"
 # What one incoming file may weigh (POST /sandbox/incoming refuses more with 413): bounds the world's growth.
 MAX_INCOMING_FILE_BYTES = 64 * 1024 * 1024
 # Telegram's caption limit for a message with media (its text otherwise may have 4096 characters).
@@ -136,12 +151,28 @@ class SimMessage:
     date: int
     pts: int
     media: SimMedia | None = None
+    edit_date: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SimUpdate:
+    """One update of an account's log that is not a new message: `kind` (EDIT, DELETE, READ_*) and its data
+    (`message_id`/`text`/`edit_date`, `message_ids`, `peer_id`/`max_id`), with the pts it moved the account to."""
+
+    account_id: int
+    pts: int
+    pts_count: int
+    kind: str
+    data: dict
+    date: int
 
 
 class UpdateListener(Protocol):
     """A connected session of an account (a sandbox sender); the world tells it what Telegram would push."""
 
     def on_new_message(self, message: SimMessage, peer: SimUser, peer_known: bool) -> None: ...
+
+    def on_other_update(self, update: SimUpdate) -> None: ...
 
     def on_revoked(self) -> None: ...
 
@@ -236,6 +267,11 @@ class SandboxWorld:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
             if "media_file_id" not in columns:  # a world file written before stored media existed
                 self._db.execute("ALTER TABLE messages ADD COLUMN media_file_id INTEGER")
+            if "edit_date" not in columns:  # a world file written before edits existed
+                self._db.execute("ALTER TABLE messages ADD COLUMN edit_date INTEGER")
+            account_columns = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
+            if "gap_pending" not in account_columns:
+                self._db.execute("ALTER TABLE accounts ADD COLUMN gap_pending INTEGER NOT NULL DEFAULT 0")
             self._db.execute("INSERT OR IGNORE INTO users (id, phone, first_name) VALUES (?, ?, 'Telegram')",
                              (SERVICE_USER_ID, SERVICE_USER_PHONE))
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
@@ -334,9 +370,13 @@ class SandboxWorld:
     def incoming(self, account_phone: str, sender: str | int, text: str, media: SimIncomingMedia | None = None
                  ) -> int:
         """`sender` (phone, @username or id) writes `text` to the account, with a file when `media` is given
-        (`text` is then its caption and may be empty); returns the id in the account's chat."""
-        account_id = self._account_id(account_phone)
+        (`text` is then its caption and may be empty); returns the id in the account's chat.
+
+        An account that never logged in becomes one now: the message waits in its dialogs (history before the
+        login), as a Telegram user's chats exist before any API client signs in."""
         sender_id = self.user_id_of(sender)
+        with self._write() as db:
+            account_id = self._ensure_account(db, phone_digits(account_phone))
         if media is None and not text:
             raise SandboxError("text must not be empty")
         attachment = None
@@ -400,6 +440,23 @@ class SandboxWorld:
         account_id = self._account_id(account_phone)
         with self._write() as db:
             db.execute("UPDATE accounts SET flood_seconds = ? WHERE user_id = ?", (int(seconds), account_id))
+
+    def force_gap(self, account_phone: str) -> None:
+        """The account's next catch-up answers updates.differenceTooLong (Telegram's answer after a long outage:
+        the client gets the current pts and nothing of what it missed)."""
+        account_id = self._account_id(account_phone)
+        with self._write() as db:
+            db.execute("UPDATE accounts SET gap_pending = 1 WHERE user_id = ?", (account_id,))
+
+    def take_gap(self, account_id: int) -> bool:
+        """Whether a forced gap is pending for the account, cleared as it is reported."""
+        row = self._one("SELECT gap_pending FROM accounts WHERE user_id = ?", (account_id,))
+        if not row or not row[0]:
+            return False
+        with self._write() as db:
+            changed = db.execute("UPDATE accounts SET gap_pending = 0 WHERE user_id = ? AND gap_pending = 1"
+                                 " RETURNING user_id", (account_id,)).fetchone()
+        return changed is not None
 
     def revoke(self, account_phone: str) -> None:
         """Terminate every session of the account: its auth keys answer 401 AUTH_KEY_UNREGISTERED from now on."""
@@ -629,9 +686,11 @@ class SandboxWorld:
         row = self._one("SELECT pts FROM accounts WHERE user_id = ?", (account_id,))
         return int(row[0]) if row else _INITIAL_PTS
 
-    def difference(self, account_id: int, pts: int, limit: int) -> tuple[list[SimMessage], int]:
-        """The update log after `pts` (oldest first, at most `limit`) and the account's pts, read as one snapshot
-        so a message written meanwhile (by another process) is either in both or in neither."""
+    def difference(self, account_id: int, pts: int, limit: int
+                   ) -> tuple[list[SimMessage], list[SimUpdate], int]:
+        """The update log after `pts`: new messages and other updates (each oldest first, together at most `limit`
+        in pts order) and the account's pts, read as one snapshot so a write meanwhile (by another process) is
+        either in both or in neither."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -639,10 +698,161 @@ class SandboxWorld:
                     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND pts > ? ORDER BY pts LIMIT ?",
                     (account_id, pts, limit),
                 ).fetchall()
+                others = self._db.execute(
+                    "SELECT account_id, pts, pts_count, kind, data, date FROM other_updates"
+                    " WHERE account_id = ? AND pts > ? ORDER BY pts LIMIT ?",
+                    (account_id, pts, limit),
+                ).fetchall()
                 row = self._db.execute("SELECT pts FROM accounts WHERE user_id = ?", (account_id,)).fetchone()
             finally:
                 self._db.execute("COMMIT")
-        return [_message(r) for r in rows], (int(row[0]) if row else _INITIAL_PTS)
+        messages = [_message(r) for r in rows]
+        updates = [_update(r) for r in others]
+        if len(messages) + len(updates) > limit:
+            # Keep the `limit` lowest pts of both: the caller sees a prefix of the log, never a hole in it.
+            cut = sorted([m.pts for m in messages] + [u.pts for u in updates])[limit - 1]
+            messages = [m for m in messages if m.pts <= cut]
+            updates = [u for u in updates if u.pts <= cut]
+        return messages, updates, (int(row[0]) if row else _INITIAL_PTS)
+
+    # ---------------------------------------------------------------- the owner's other devices, edits, reads
+
+    def outgoing(self, account_phone: str, to: str | int, text: str, media: SimIncomingMedia | None = None) -> int:
+        """The account's owner writes to `to` from another device: every live session of the account gets the
+        message with out=True; returns its id in the account's chat."""
+        account_id = self._account_id(account_phone)
+        peer_id = self.user_id_of(to)
+        if media is None and not text:
+            raise SandboxError("text must not be empty")
+        attachment = self._store_incoming_file(media) if media is not None else None
+        with self._write() as db:
+            # The owner's app resolved the peer: from now on the account knows it (short updates).
+            db.execute("INSERT OR IGNORE INTO known_peers (account_id, user_id) VALUES (?, ?)", (account_id, peer_id))
+        sent, _ = self.deliver(account_id, peer_id, text, attachment)
+        assert sent is not None
+        return sent.id
+
+    def service_message(self, account_phone: str, text: str) -> int:
+        """Telegram's service user (777000) writes to the account, e.g. a login code or a new-login notice."""
+        return self.incoming(account_phone, SERVICE_USER_ID, text)
+
+    def edit(self, account_phone: str, author: str | int, message_id: int, text: str) -> SimUpdate:
+        """`author` (the chat's user, or the account itself) edits message `message_id` of the account's chat."""
+        account_id = self._account_id(account_phone)
+        author_id = self.user_id_of(author)
+        if not text:
+            raise SandboxError("text must not be empty")
+        now = int(time.time())
+        with self._write() as db:
+            row = db.execute("SELECT peer_id, out FROM messages WHERE account_id = ? AND id = ?",
+                             (account_id, message_id)).fetchone()
+            if row is None:
+                raise SandboxError(f"the account has no message {message_id}")
+            peer_id, out = row
+            if (author_id == account_id) != bool(out) or (not out and author_id != peer_id):
+                raise SandboxError(f"message {message_id} was not written by {author!r}")
+            db.execute("UPDATE messages SET text = ?, edit_date = ? WHERE account_id = ? AND id = ?",
+                       (text, now, account_id, message_id))
+            update = self._log_update(db, account_id, EDIT, {"message_id": message_id, "text": text,
+                                                              "edit_date": now, "peer_id": peer_id}, 1, now)
+        self._tell(update)
+        return update
+
+    def delete(self, account_phone: str, message_ids: list[int], revoke: bool = False) -> SimUpdate | None:
+        """Delete messages of the account's chats (from another device, or the client deleting for both with
+        `revoke`): one updateDeleteMessages with pts_count = the messages that existed; None if none did.
+        (The sandbox keeps one copy per side with its own ids: the peer's copy, if the peer is an account, stays.)"""
+        account_id = self._account_id(account_phone)
+        now = int(time.time())
+        with self._write() as db:
+            marks = ",".join("?" * len(message_ids))
+            found = [r[0] for r in db.execute(
+                f"SELECT id FROM messages WHERE account_id = ? AND id IN ({marks}) ORDER BY id",
+                (account_id, *message_ids))]
+            if not found:
+                return None
+            db.execute(f"DELETE FROM messages WHERE account_id = ? AND id IN ({','.join('?' * len(found))})",
+                       (account_id, *found))
+            update = self._log_update(db, account_id, DELETE, {"message_ids": found, "revoke": bool(revoke)},
+                                      len(found), now)
+        self._tell(update)
+        return update
+
+    def read(self, account_phone: str, reader: str | int, max_id: int, peer: str | int | None = None) -> SimUpdate:
+        """A read receipt in the account's chat. `reader` is the client: it read the account's messages up to
+        `max_id` (updateReadHistoryOutbox). `reader` is the account itself (its owner on another device): it read
+        the chat with `peer` up to `max_id` (updateReadHistoryInbox)."""
+        account_id = self._account_id(account_phone)
+        reader_id = self.user_id_of(reader)
+        if reader_id == account_id:
+            if peer is None:
+                raise SandboxError("an inbox read (from the account itself) needs `peer`")
+            kind, peer_id = READ_INBOX, self.user_id_of(peer)
+        else:
+            kind, peer_id = READ_OUTBOX, reader_id
+        now = int(time.time())
+        with self._write() as db:
+            update = self._log_update(db, account_id, kind, {"peer_id": peer_id, "max_id": int(max_id)}, 1, now)
+        self._tell(update)
+        return update
+
+    def read_history(self, account_id: int, peer_id: int, max_id: int, *, origin: UpdateListener | None = None
+                     ) -> SimUpdate:
+        """The account (messages.readHistory) read its chat with `peer_id` up to `max_id` (0: everything). Its
+        other sessions get updateReadHistoryInbox; a peer that is an account gets updateReadHistoryOutbox up to
+        its own copy of the newest message read."""
+        now = int(time.time())
+        with self._write() as db:
+            if not max_id:
+                row = db.execute("SELECT MAX(id) FROM messages WHERE account_id = ? AND peer_id = ?",
+                                 (account_id, peer_id)).fetchone()
+                max_id = int(row[0] or 0)
+            mine = self._log_update(db, account_id, READ_INBOX, {"peer_id": peer_id, "max_id": max_id}, 1, now)
+            theirs = None
+            if db.execute("SELECT 1 FROM accounts WHERE user_id = ?", (peer_id,)).fetchone() is not None:
+                # Copies are written together, so the peer's newest copy of an incoming message read is the
+                # count of the account's incoming messages read, mapped through the peer's own outgoing ones.
+                (count,) = db.execute("SELECT COUNT(*) FROM messages WHERE account_id = ? AND peer_id = ?"
+                                      " AND out = 0 AND id <= ?", (account_id, peer_id, max_id)).fetchone()
+                row = db.execute("SELECT id FROM messages WHERE account_id = ? AND peer_id = ? AND out = 1"
+                                 " ORDER BY id LIMIT 1 OFFSET ?", (peer_id, account_id, max(count - 1, 0))).fetchone()
+                if row is not None and count:
+                    theirs = self._log_update(db, peer_id, READ_OUTBOX, {"peer_id": account_id, "max_id": row[0]},
+                                              1, now)
+        self._tell(mine, origin=origin)
+        if theirs is not None:
+            self._tell(theirs)
+        return mine
+
+    def reads(self, account_phone: str) -> list[dict]:
+        """Every read receipt of the account, oldest first: `{direction: inbox|outbox, peer_id, max_id, date}`."""
+        account_id = self._account_id(account_phone)
+        rows = self._all("SELECT kind, data, date FROM other_updates WHERE account_id = ? AND kind IN (?, ?)"
+                         " ORDER BY pts", (account_id, READ_INBOX, READ_OUTBOX))
+        result = []
+        for kind, data, date in rows:
+            values = json.loads(data)
+            result.append({"direction": "inbox" if kind == READ_INBOX else "outbox", "peer_id": values["peer_id"],
+                           "max_id": values["max_id"], "date": iso_utc(date)})
+        return result
+
+    def _log_update(self, db: sqlite3.Connection, account_id: int, kind: str, data: dict, pts_count: int,
+                    date: int) -> SimUpdate:
+        # An update moves the account's pts by its pts_count, as Telegram does (a deletion: one per message).
+        (pts,) = db.execute("UPDATE accounts SET pts = pts + ? WHERE user_id = ? RETURNING pts",
+                            (pts_count, account_id)).fetchone()
+        db.execute("INSERT INTO other_updates (account_id, pts, pts_count, kind, data, date) VALUES (?, ?, ?, ?, ?, ?)",
+                   (account_id, pts, pts_count, kind, json.dumps(data), date))
+        return SimUpdate(account_id, pts, pts_count, kind, data, date)
+
+    def _tell(self, update: SimUpdate, *, origin: UpdateListener | None = None) -> None:
+        for listener in self._live.listeners(update.account_id):
+            if listener is origin:
+                continue
+            try:
+                listener.on_other_update(update)
+            except Exception:
+                _log.exception("sandbox session failed to take a pushed update")
 
     def messages_by_id(self, account_id: int, ids: list[int]) -> dict[int, SimMessage]:
         if not ids:
@@ -730,7 +940,7 @@ class SandboxWorld:
             (account_id,),
         ).fetchone()
         db.execute(
-            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
             (
                 account_id,
                 message_id,
@@ -757,6 +967,11 @@ def _notify(listener: UpdateListener, message: SimMessage, peer: SimUser, peer_k
         _log.exception("sandbox session failed to take a pushed message")
 
 
+def _update(row: tuple) -> SimUpdate:
+    return SimUpdate(account_id=row[0], pts=row[1], pts_count=row[2], kind=row[3], data=json.loads(row[4]),
+                     date=row[5])
+
+
 def _user(row: tuple) -> SimUser:
     return SimUser(
         id=row[0], phone=row[1], username=row[2], first_name=row[3], last_name=row[4], privacy_restricted=bool(row[5])
@@ -774,4 +989,5 @@ def _message(row: tuple) -> SimMessage:
         date=row[5],
         pts=row[6],
         media=media,
+        edit_date=row[11],
     )

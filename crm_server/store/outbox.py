@@ -1,7 +1,7 @@
-"""The outbox: every incoming Telegram message waiting for, or done with, delivery to its webhook.
+"""The outbox: every webhook event (incoming message, edit, deletion, read…) waiting for, or done with, delivery.
 
-One row per Telegram message, keyed by (project, phone, chat, message id) so the same message can never be
-enqueued twice. A chat is delivered in order: a worker leases a chat's head row and the rows behind it (a lane);
+One row per Telegram fact, keyed by (project, phone, chat, message id) so the same fact can never be enqueued twice
+(events that are no new message use a negative key derived from their event id: crm_server.webhooks.events). A chat is delivered in order: a worker leases a chat's head row and the rows behind it (a lane);
 on PostgreSQL several workers share the table with `FOR UPDATE SKIP LOCKED`, on SQLite one worker drains it.
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import OutboxState, outbox, webhooks
+from crm_server.store.schema import OutboxState, known_messages, outbox, webhooks
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Lane:
 
 @dataclass(frozen=True)
 class OutboxEvent:
-    """A normalized incoming message, ready to be enqueued."""
+    """A normalized event (a message, an edit, a read…), ready to be enqueued."""
 
     event_id: str
     project_id: str
@@ -37,6 +37,9 @@ class OutboxEvent:
     chat_id: str
     message_id: int
     payload: dict[str, Any]
+    # A new message (incoming or from the account's other devices): its chat is remembered in `known_messages`,
+    # in the same transaction, for the deletions that name no chat.
+    known_message: bool = False
 
     @property
     def lane(self) -> Lane:
@@ -174,8 +177,14 @@ class OutboxTable:
             )
             .returning(outbox.c.id, outbox.c.event_id)
         )
+        known = [{"project_id": event.project_id, "phone": event.phone, "message_id": event.message_id,
+                  "chat_id": event.chat_id, "sent": False, "created_at": now}
+                 for event in events if event.known_message]
         async with self._engine.begin() as connection:
             ids = {row.event_id: row.id for row in (await connection.execute(statement)).all()}
+            if known:
+                await connection.execute(insert_for(self._engine, known_messages).values(known).on_conflict_do_nothing(
+                    index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id]))
         return [
             OutboxRow(id=ids[item["event_id"]], event_id=item["event_id"], project_id=item["project_id"],
                       phone=item["phone"], chat_id=item["chat_id"], message_id=item["message_id"],

@@ -95,6 +95,8 @@ webhooks = Table(
     Column("paused", Boolean, nullable=False, default=False, server_default=false()),
     # Send the secret itself as X-Lovable-Secret with each delivery (receivers of the original plan check only it).
     Column("secret_header", Boolean, nullable=False, default=True, server_default=true()),
+    # The event types it receives, comma-separated (NULL: only `message`, what a receiver of the original plan knows).
+    Column("events", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("project_id", "phone", name="uq_webhooks_project_phone"),
@@ -163,4 +165,20 @@ media = Table(
     # When its event was delivered (copied from the outbox by the sweep); files go RETENTION after it.
     Column("delivered_at", Float, nullable=True),
     Index("ix_media_created", "created_at"),
+)
+
+# The messages of each account crm_server knows the chat of: those it enqueued (incoming and from other devices) and
+# those `/telegram/send` sent. Telegram names no chat when private messages are deleted, and tells a restarted client
+# of its own sends again: this table answers both (which chat; ours or not). A private chat's message ids are unique
+# per account, so (project, phone, message id) is the key.
+known_messages = Table(
+    "known_messages",
+    metadata,
+    Column("project_id", String(128), primary_key=True),
+    Column("phone", String(32), primary_key=True),
+    Column("message_id", BigInteger, primary_key=True),
+    Column("chat_id", String(32), nullable=False),
+    # Sent through /telegram/send: never a `message.outgoing` event.
+    Column("sent", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created_at", Float, nullable=False, index=True),
 )

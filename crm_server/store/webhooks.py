@@ -14,6 +14,14 @@ from crm_server.store.outbox import WebhookHealth, health_columns, health_of
 from crm_server.store.schema import webhooks
 
 
+# What a registration made before event types existed (or without choosing) receives.
+DEFAULT_EVENTS = ("message",)
+
+
+def _events(stored: str | None) -> tuple[str, ...]:
+    return tuple(stored.split(",")) if stored else DEFAULT_EVENTS
+
+
 @dataclass(frozen=True)
 class WebhookRecord:
     project_id: str
@@ -23,6 +31,10 @@ class WebhookRecord:
     enabled: bool
     paused: bool
     secret_header: bool = True
+    events: tuple[str, ...] = DEFAULT_EVENTS
+
+    def wants(self, event_type: str) -> bool:
+        return event_type in self.events
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class WebhookStatusRecord:
     enabled: bool
     paused: bool
     health: WebhookHealth
+    events: tuple[str, ...] = DEFAULT_EVENTS
+
 
 
 class WebhookTable:
@@ -40,17 +54,22 @@ class WebhookTable:
         self._engine = engine
         self._cipher = cipher
 
-    async def upsert(self, project_id: str, phone: str, url: str, secret: str, *, secret_header: bool = True) -> None:
+    async def upsert(self, project_id: str, phone: str, url: str, secret: str, *, secret_header: bool = True,
+                     events: tuple[str, ...] | None = None) -> None:
+        """Register or update; `events` None keeps a registration's types (a new one gets DEFAULT_EVENTS)."""
         now = time.time()
         encrypted = self._cipher.encrypt(secret.encode())
+        stored_events = ",".join(events) if events is not None else None
         statement = insert_for(self._engine, webhooks).values(
             project_id=project_id, phone=phone, url=url, secret=encrypted, enabled=True, secret_header=secret_header,
-            created_at=now, updated_at=now
+            events=stored_events, created_at=now, updated_at=now
         )
+        changes = {"url": url, "secret": encrypted, "enabled": True, "paused": False, "secret_header": secret_header,
+                   "updated_at": now}
+        if events is not None:
+            changes["events"] = stored_events
         statement = statement.on_conflict_do_update(
-            index_elements=[webhooks.c.project_id, webhooks.c.phone],
-            set_={"url": url, "secret": encrypted, "enabled": True, "paused": False, "secret_header": secret_header,
-                  "updated_at": now},
+            index_elements=[webhooks.c.project_id, webhooks.c.phone], set_=changes,
         )
         async with self._engine.begin() as connection:
             await connection.execute(statement)
@@ -72,6 +91,7 @@ class WebhookTable:
             enabled=row.enabled,
             paused=bool(row.paused),
             secret_header=bool(row.secret_header),
+            events=_events(row.events),
         )
 
     async def set_enabled(self, project_id: str, phone: str, enabled: bool) -> None:
@@ -96,7 +116,7 @@ class WebhookTable:
     async def statuses(self, project_id: str, phone: str | None = None) -> dict[str, WebhookStatusRecord]:
         """phone → registration and delivery health for a project's webhooks, in one query (no secret decrypted)."""
         statement = select(
-            webhooks.c.phone, webhooks.c.url, webhooks.c.enabled, webhooks.c.paused,
+            webhooks.c.phone, webhooks.c.url, webhooks.c.enabled, webhooks.c.paused, webhooks.c.events,
             *health_columns(webhooks.c.project_id, webhooks.c.phone),
         ).where(webhooks.c.project_id == project_id)
         if phone is not None:
@@ -104,7 +124,7 @@ class WebhookTable:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
         return {row.phone: WebhookStatusRecord(url=row.url, enabled=bool(row.enabled), paused=bool(row.paused),
-                                              health=health_of(row))
+                                              health=health_of(row), events=_events(row.events))
                 for row in rows}
 
     async def delete(self, project_id: str, phone: str) -> bool:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from telethon import TelegramClient, errors as tg_errors
 
@@ -27,6 +28,7 @@ from crm_server.telegram.pacing import TokenBucket
 from crm_server.telegram.recipients import Recipient
 from crm_server.telegram.sending import SendResult
 from crm_server.telegram.session import StoreSession
+from crm_server.webhooks.events import AccountStatusChanged
 from crm_server.telegram.states import (
     CONNECTION_ERRORS,
     SETTLED_STATES,
@@ -56,6 +58,12 @@ class AccountContext:
     connect_slot: Callable[[], AbstractAsyncContextManager[None]]  # paces connection starts (ConnectPacer.slot)
     on_client_started: list[ClientStartedHook]  # run for every new live client
     stopping: Callable[[], bool]  # the server is shutting down: start and reconnect nothing
+    # Receives the account's `account.status` events (the webhook wing's listener); None: nobody is told.
+    on_status: StatusHandler | None = None
+
+
+class StatusHandler(Protocol):
+    async def __call__(self, event: AccountStatusChanged) -> None: ...
 
 
 class Account:
@@ -207,6 +215,19 @@ class Account:
         self.set_state(AccountState.CONNECTED)
         self._supervisor = asyncio.create_task(self.supervise(login.client), name=f"crm-account-{key.phone}")
         log.info("account %s of project %s logged in", key.phone, key.project_id)
+        await self._tell_status("authorized", "login")
+
+    async def _tell_status(self, state: str, reason: str) -> None:
+        """Hand an `account.status` event to the outbox (best effort: the state itself is stored already)."""
+        handler = self._context.on_status
+        if handler is None:
+            return
+        event = AccountStatusChanged(project_id=self.key.project_id, account_phone=self.key.phone, state=state,
+                                     reason=reason, date=datetime.datetime.now(datetime.timezone.utc))
+        try:
+            await handler(event)
+        except Exception as exc:
+            log.warning("account %s: status event not enqueued (%s)", self.key.phone, type(exc).__name__)
 
     async def adopt_session(self, session: StoreSession, user: Any) -> None:
         """A session authorized by a login made without this account's client (a QR login) becomes the account's:
@@ -261,6 +282,7 @@ class Account:
         self.client = None
         self.session = None
         self.set_state(AccountState.LOGGED_OUT)
+        await self._tell_status("logged_out", "logout")
 
     # --- sending ----------------------------------------------------------------------------------------------------
 
@@ -277,6 +299,18 @@ class Account:
             raise errors.RateLimitedError(retry_after=wait)
         try:
             return await sending.send_to(client, recipient, text, file=file, reply_to=reply_to)
+        except errors.CrmError:
+            raise
+        except BaseException as exc:
+            raise await self._send_failed(exc) from None
+
+    async def mark_read(self, chat: Recipient, max_id: int) -> None:
+        """messages.readHistory on the chat up to `max_id` (0: all); errors as a send's (sending.SEND_ERRORS)."""
+        client = self.client
+        assert client is not None
+        try:
+            peer = await sending.resolve_recipient(client, chat)
+            await client.send_read_acknowledge(peer, max_id=max_id or None, clear_mentions=False)
         except errors.CrmError:
             raise
         except BaseException as exc:
@@ -398,6 +432,7 @@ class Account:
         client, self.client, self.session = self.client, None, None
         if client is not None:
             await quiet_disconnect(client)
+        await self._tell_status("logged_out", "revoked")
 
     async def stop(self, state: AccountState, *, save: bool = True) -> None:
         """Disconnect without touching the stored status: shutdown, a new login, or a lost lease (save=False:

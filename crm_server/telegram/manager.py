@@ -58,11 +58,14 @@ class AccountManager:
             owner_id=self.owner_id,
             settings=settings,
             clients=ClientFactory(
-                settings, UpdateListener(incoming, recent=self.recent_messages) if incoming is not None else None
+                settings,
+                UpdateListener(incoming, recent=self.recent_messages, known=store.known_messages)
+                if incoming is not None else None,
             ),
             connect_slot=pacer.slot,
             on_client_started=self.on_client_started,
             stopping=lambda: self._stopping,
+            on_status=incoming,
         )
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -70,6 +73,7 @@ class AccountManager:
     async def start(self) -> None:
         """Claim and connect every authorized account no other live server holds (in the background)."""
         telethon_seam.check_telethon_shape()
+        telethon_seam.keep_difference_updates()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="crm-lease-loop")
 
     async def stop(self) -> None:
@@ -183,7 +187,16 @@ class AccountManager:
         reply_to: int | None = None,
     ) -> SendResult:
         account = await self._live_account(project_id, phone)
-        return await account.send(recipient, text, file=file, reply_to=reply_to)
+        result = await account.send(recipient, text, file=file, reply_to=reply_to)
+        # Before answering: Telegram may tell the client of this message again (a catch-up after a restart), and
+        # it must then be recognised as ours, never forwarded as `message.outgoing`.
+        await self._store.known_messages.remember_sent(project_id, phone, result.message_id, result.chat_id)
+        return result
+
+    async def mark_read(self, project_id: str, phone: str, chat: Recipient, max_id: int) -> None:
+        """Mark the client's messages of `chat` read up to `max_id` (0: all), as the account."""
+        account = await self._live_account(project_id, phone)
+        await account.mark_read(chat, max_id)
 
     def media_client(self, project_id: str, phone: str) -> TelegramClient | None:
         """The live client an incoming message's file is downloaded through, None while it is not connected here.

@@ -1,6 +1,7 @@
 """Every touch of Telethon's private attributes outside the sandbox: its update queue's read and its message box.
 
-The listener needs both to save only update states whose messages are stored (see `telegram/updates.py`).
+The listener needs both to save only update states whose messages are stored (see `telegram/updates.py`), and
+`keep_difference_updates` mends Telethon dropping the edits, deletions and reads of a catch-up.
 `check_telethon_shape` fails loudly at start, and in a test, when Telethon no longer has the shape relied on here.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telethon import TelegramClient, types
+from telethon._updates import messagebox
 from telethon._updates.messagebox import MessageBox
 from telethon.client import telegrambaseclient, updates
 
@@ -44,6 +46,38 @@ def update_state(client: TelegramClient) -> types.updates.State | None:
     return types.updates.State(**state, unread_count=0)
 
 
+def keep_difference_updates() -> None:
+    """Make Telethon dispatch the account-wide updates of a getDifference answer's `other_updates`.
+
+    Telethon 1.x feeds them through its socket path while it still marks the account as "getting difference", and
+    that path drops every update with a pts then (`apply_pts_info`): the edits, deletions and read receipts made
+    while a client was offline were lost, only new messages survived. They are all new (the difference holds what
+    came after the client's pts), so they are taken out before Telethon sees them and handed on after the new
+    messages, in pts order: a chat's message, then its edit, then its deletion. Idempotent; patches the class.
+    """
+    if getattr(MessageBox.apply_difference_type, "_crm_keeps_updates", False):
+        return
+    original = MessageBox.apply_difference_type
+
+    def account_pts(update: Any) -> int | None:
+        info = messagebox.PtsInfo.from_update(update)
+        return info.pts if info is not None and info.entry == messagebox.ENTRY_ACCOUNT else None
+
+    def apply_difference_type(self: MessageBox, diff: Any, chat_hashes: Any) -> Any:
+        others = list(getattr(diff, "other_updates", None) or [])
+        kept = [update for update in others if account_pts(update) is not None]
+        if kept:
+            diff.other_updates = [update for update in others if account_pts(update) is None]
+        updates, users, chats = original(self, diff, chat_hashes)
+        kept.sort(key=lambda update: account_pts(update) or 0)
+        for update in kept:
+            update._self_outgoing = False  # read by Telethon's dispatch filter, as for socket updates
+        return updates + kept, users, chats
+
+    apply_difference_type._crm_keeps_updates = True  # type: ignore[attr-defined]
+    MessageBox.apply_difference_type = apply_difference_type  # type: ignore[method-assign]
+
+
 def check_telethon_shape() -> None:
     """Raise TelethonShapeError naming what changed if Telethon no longer has the shape used above."""
     problems: list[str] = []
@@ -59,6 +93,11 @@ def check_telethon_shape() -> None:
         problems.append(f"MessageBox lost {missing}")
     elif not set(inspect.signature(MessageBox.session_state).parameters) <= {"self"}:
         problems.append("MessageBox.session_state takes arguments now")
+    apply = getattr(MessageBox, "apply_difference_type", None)
+    if apply is None or list(inspect.signature(apply).parameters) != ["self", "diff", "chat_hashes"]:
+        problems.append("MessageBox.apply_difference_type(self, diff, chat_hashes) is gone")
+    if not (hasattr(messagebox, "PtsInfo") and hasattr(messagebox, "ENTRY_ACCOUNT")):
+        problems.append("telethon._updates.messagebox lost PtsInfo or ENTRY_ACCOUNT")
     if problems:
         raise TelethonShapeError(
             "Telethon's shape changed; crm_server/telegram/telethon_seam.py needs updating: " + "; ".join(problems)

@@ -1,11 +1,13 @@
-"""Telethon's events → the Telethon-free events the webhook wing stores (today `IncomingMessage`).
+"""Telethon's events → the Telethon-free events the webhook wing stores (`IncomingMessage`, webhooks.events).
 
-Every event type crm_server forwards is translated here, with what translating needs: the sender cache and media
-descriptors. `UpdateListener.attach` also gates the session's update state so it never runs ahead of the outbox.
+Every event type crm_server forwards is translated here, with what translating needs: the sender cache, media
+descriptors, and which chat (and whose send) a message id is. `UpdateListener.attach` also gates the session's
+update state so it never runs ahead of the outbox.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 from collections import OrderedDict
@@ -14,9 +16,19 @@ from typing import Any, Protocol
 
 from telethon import TelegramClient, events, types
 
+from crm_server.store.known_messages import KnownMessage, KnownMessagesTable
 from crm_server.telegram import telethon_seam
+from crm_server.telegram.service_notices import login_notice
 from crm_server.telegram.session import StoreSession
 from crm_server.telegram.states import AccountKey
+from crm_server.webhooks.events import (
+    DeletedMessages,
+    EditedMessage,
+    LoginAlert,
+    MessagesRead,
+    OutgoingMessage,
+    WebhookEvent,
+)
 from crm_server.webhooks.incoming import IncomingMessage
 from crm_server.webhooks.media_payload import MediaHint
 
@@ -30,6 +42,9 @@ RECENT_MESSAGES = 2_000
 # Telegram's service account: it sends the account's login codes and new-login alerts. Never a client: forwarded,
 # every manager of the organization would read the next login code.
 TELEGRAM_SERVICE_USER_ID = 777000
+# Message id → chat of the messages forwarded lately, per account: a deletion right behind its message finds the
+# chat before the outbox's group commit has written it to `known_messages`.
+RECENT_CHATS = 10_000
 
 
 class IncomingHandler(Protocol):
@@ -39,7 +54,7 @@ class IncomingHandler(Protocol):
     so far is stored, which is when an update state covering those messages may be saved.
     """
 
-    async def __call__(self, message: IncomingMessage) -> None: ...
+    async def __call__(self, message: WebhookEvent) -> None: ...
 
     def when_stored(self, owner: object, record: Callable[[], None]) -> None: ...
 
@@ -123,14 +138,40 @@ def media_descriptor(message: Any) -> tuple[str | None, str | None]:
     return type(message.media).__name__.removeprefix("MessageMedia").lower(), None
 
 
+class RecentChats:
+    """The chat of each message forwarded lately, per (account, message id), oldest dropped first."""
+
+    def __init__(self, size: int = RECENT_CHATS) -> None:
+        self._size = size
+        self._chats: OrderedDict[tuple[AccountKey, int], int] = OrderedDict()
+
+    def remember(self, key: AccountKey, message_id: int, chat_id: int) -> None:
+        self._chats[(key, message_id)] = chat_id
+        if len(self._chats) > self._size:
+            self._chats.popitem(last=False)
+
+    def get(self, key: AccountKey, message_id: int) -> int | None:
+        return self._chats.get((key, message_id))
+
+
+def _utc(moment: datetime.datetime | None) -> datetime.datetime:
+    if moment is None:
+        return datetime.datetime.now(datetime.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
 class UpdateListener:
-    """Forwards each account's incoming private messages to `handler`, and keeps only covered update states."""
+    """Forwards each account's private-chat events to `handler` (new messages both ways, edits, deletions, read
+    receipts, login alerts), and keeps only covered update states."""
 
     def __init__(self, handler: IncomingHandler, senders: SenderCache | None = None,
-                 recent: RecentMessages | None = None) -> None:
+                 recent: RecentMessages | None = None, known: KnownMessagesTable | None = None) -> None:
         self._handler = handler
         self._senders = senders or SenderCache()
         self._recent = recent or RecentMessages()
+        # Without a store (unit tests of incoming only) every outgoing message counts as sent elsewhere.
+        self._known = known
+        self._chats = RecentChats()
 
     def attach(self, client: TelegramClient, session: StoreSession, key: AccountKey) -> None:
         """Listen on `client` (before connect(): catch-up starts as soon as the client connects).
@@ -142,7 +183,13 @@ class UpdateListener:
         records it as soon as the messages it was handed up to that point are committed (it writes in batches).
         """
         session.gate_update_state()
+        # One handler per Telethon event type; with sequential_updates they run one at a time in update order,
+        # so a chat's message, its edit and its deletion reach the outbox in that order.
         client.add_event_handler(functools.partial(self._forward_message, key), events.NewMessage())
+        client.add_event_handler(functools.partial(self._forward_edit, key), events.MessageEdited())
+        client.add_event_handler(functools.partial(self._forward_deletion, key), events.MessageDeleted())
+        client.add_event_handler(functools.partial(self._forward_read, key), events.MessageRead(inbox=False))
+        client.add_event_handler(functools.partial(self._forward_read, key), events.MessageRead(inbox=True))
 
         def record_covered_state() -> None:
             state = telethon_seam.update_state(client)
@@ -154,11 +201,13 @@ class UpdateListener:
 
     async def _forward_message(self, key: AccountKey, event: Any) -> None:
         message = event.message
-        if message.out or not event.is_private or isinstance(message, types.MessageService):
-            return  # our own messages, groups and channels are not forwarded
+        if not event.is_private or isinstance(message, types.MessageService):
+            return  # groups, channels and service actions (calls, screenshots) are not forwarded
         if event.chat_id == TELEGRAM_SERVICE_USER_ID:
-            # (Its text is never logged: it holds login codes.)
-            log.info("account %s: a notification from Telegram was not forwarded", key.phone)
+            await self._forward_service_notice(key, message)
+            return
+        if message.out:
+            await self._forward_outgoing(key, event)
             return
         sender = await self._senders.sender_of(key, event)
         phone = getattr(sender, "phone", None)
@@ -166,6 +215,7 @@ class UpdateListener:
         file_type, file_name = media_descriptor(message) if media is None else (None, None)
         if media is not None:
             self._recent.remember(key, event.chat_id, message)
+        self._chats.remember(key, message.id, event.chat_id)
         await self._handler(
             IncomingMessage(
                 project_id=key.project_id,
@@ -184,3 +234,87 @@ class UpdateListener:
                 media=media,
             )
         )
+
+    async def _lookup(self, key: AccountKey, message_ids: list[int]) -> dict[int, KnownMessage]:
+        if self._known is None:
+            return {}
+        return await self._known.lookup(key.project_id, key.phone, message_ids)
+
+    async def _forward_outgoing(self, key: AccountKey, event: Any) -> None:
+        """The account wrote from elsewhere: a `message.outgoing`, unless `/telegram/send` sent it (Telegram tells
+        a client of its own sends again when it catches up after a restart)."""
+        message = event.message
+        known = (await self._lookup(key, [message.id])).get(message.id)
+        if known is not None and known.sent:
+            return
+        media = media_hint(message)
+        if media is not None:
+            self._recent.remember(key, event.chat_id, message)
+        self._chats.remember(key, message.id, event.chat_id)
+        await self._handler(OutgoingMessage(project_id=key.project_id, account_phone=key.phone,
+                                            chat_id=event.chat_id, message_id=message.id,
+                                            text=message.message or "", date=_utc(message.date), media=media))
+
+    async def _forward_service_notice(self, key: AccountKey, message: Any) -> None:
+        # (Its text is never logged nor forwarded: it holds login codes.)
+        notice = None if message.out else login_notice(message.message or "")
+        if notice is None:
+            log.info("account %s: a notification from Telegram was not forwarded", key.phone)
+            return
+        await self._handler(LoginAlert(project_id=key.project_id, account_phone=key.phone, notice_id=message.id,
+                                       alert=notice.alert, device=notice.device, location=notice.location,
+                                       date=_utc(message.date)))
+
+    async def _forward_edit(self, key: AccountKey, event: Any) -> None:
+        message = event.message
+        if (not event.is_private or isinstance(message, types.MessageService)
+                or event.chat_id == TELEGRAM_SERVICE_USER_ID):
+            return
+        if message.edit_date is None or getattr(message, "edit_hide", False):
+            # Telegram also sends updateEditMessage when only a message's reactions or buttons change: no edit
+            # date, or one it hides ("edited" is not shown). Nothing the client wrote changed.
+            return
+        media = media_hint(message)
+        if media is not None:
+            # The edit's own event downloads the file (a new one, when the edit replaced it).
+            self._recent.remember(key, event.chat_id, message)
+        await self._handler(EditedMessage(project_id=key.project_id, account_phone=key.phone,
+                                          chat_id=event.chat_id, message_id=message.id, text=message.message or "",
+                                          edit_date=_utc(message.edit_date),
+                                          outgoing=bool(message.out), media=media))
+
+    async def _forward_deletion(self, key: AccountKey, event: Any) -> None:
+        """Telegram names no chat for private-chat deletions: one event per chat the ids were delivered in, and
+        one with `chat_id` None for the ids crm_server never saw (channel deletions name their channel: skipped)."""
+        if getattr(event.original_update, "channel_id", None) is not None:
+            return
+        ids = [int(i) for i in event.deleted_ids]
+        if not ids:
+            return  # an empty deletion only moves the pts (e.g. a read's answer)
+        chats: dict[int | None, list[int]] = {}
+        unknown = []
+        for message_id in ids:
+            chat_id = self._chats.get(key, message_id)
+            if chat_id is None:
+                unknown.append(message_id)
+            else:
+                chats.setdefault(chat_id, []).append(message_id)
+        for message_id, known in (await self._lookup(key, unknown)).items():
+            chats.setdefault(int(known.chat_id), []).append(message_id)
+        resolved = {i for group in chats.values() for i in group}
+        unresolved = [i for i in ids if i not in resolved]
+        if unresolved:
+            chats[None] = unresolved
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for chat_id, message_ids in chats.items():
+            if chat_id == TELEGRAM_SERVICE_USER_ID:
+                continue
+            await self._handler(DeletedMessages(project_id=key.project_id, account_phone=key.phone, chat_id=chat_id,
+                                                message_ids=tuple(message_ids), date=now))
+
+    async def _forward_read(self, key: AccountKey, event: Any) -> None:
+        if not event.is_private or event.chat_id in (None, TELEGRAM_SERVICE_USER_ID) or not event.max_id:
+            return  # groups, channels, and "contents read" (voice listened) which names no chat
+        await self._handler(MessagesRead(project_id=key.project_id, account_phone=key.phone, chat_id=event.chat_id,
+                                         max_id=int(event.max_id), direction="outbox" if event.outbox else "inbox",
+                                         date=datetime.datetime.now(datetime.timezone.utc)))

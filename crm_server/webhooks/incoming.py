@@ -42,6 +42,7 @@ class IncomingMessage:
     def payload(self) -> dict[str, Any]:
         timestamp = self.date.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         body: dict[str, Any] = {
+            "type": "message",
             "event_id": self.event_id,
             "project_id": self.project_id,
             "account_phone": self.account_phone,
@@ -73,4 +74,5 @@ class IncomingMessage:
             chat_id=str(self.chat_id),
             message_id=self.message_id,
             payload=self.payload(),
+            known_message=True,
         )

@@ -1,4 +1,5 @@
-"""`IncomingListener`: writes incoming messages to the outbox in group commits, then wakes the delivery worker.
+"""`IncomingListener`: writes the accounts' events (incoming messages first of all) to the outbox in group commits,
+then wakes the delivery worker; types nobody subscribed to are dropped before (webhooks.subscriptions).
 
 Telethon hands us one message at a time (sequential_updates) and reads the next update only when the handler
 returned. Awaiting one INSERT + COMMIT per message capped an account at the store's round-trip rate (~45 msg/s with
@@ -22,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
-from crm_server.webhooks.incoming import IncomingMessage
+from crm_server.webhooks.events import MESSAGE, WebhookEvent
+from crm_server.webhooks.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,11 @@ class PollingIntake:
 
 class IncomingListener:
     def __init__(self, outbox: OutboxTable, intake: Intake,
-                 on_enqueued: Callable[[int], None] | None = None) -> None:
+                 on_enqueued: Callable[[int], None] | None = None,
+                 subscriptions: Subscriptions | None = None) -> None:
         self._outbox = outbox
+        # Events of other types than `message` nobody subscribed to are dropped here (None: all are enqueued).
+        self._subscriptions = subscriptions
         self._intake = intake
         self._on_enqueued = on_enqueued
         self._buffer: list[OutboxEvent] = []
@@ -84,8 +89,13 @@ class IncomingListener:
         self._room = asyncio.Event()
         self._room.set()
 
-    async def __call__(self, message: IncomingMessage) -> None:
-        self._buffer.append(message.outbox_event())
+    async def __call__(self, message: WebhookEvent) -> None:
+        event = message.outbox_event()
+        event_type = event.payload.get("type", MESSAGE)
+        if (self._subscriptions is not None and event_type != MESSAGE
+                and not await self._subscriptions.wants(event.project_id, event.phone, event_type)):
+            return
+        self._buffer.append(event)
         self._handed += 1
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="outbox-writer")

@@ -76,8 +76,12 @@ class MediaPreparer:
         if not isinstance(hint_wire, dict):
             return row
         hint = MediaHint.from_wire(hint_wire)
+        # The body's message id: an edit's row is keyed by its own (negative) outbox key, not the message's.
+        message_id = payload.get("message_id")
+        if not isinstance(message_id, int):
+            message_id = row.message_id
         ref = MediaRef(event_id=row.event_id, project_id=row.project_id, phone=row.phone,
-                       chat_id=int(row.chat_id), message_id=row.message_id)
+                       chat_id=int(row.chat_id), message_id=message_id)
         record = await self.prepare(ref, hint)
         payload["media"] = self.media_field(record)
         payload["file_url"] = payload["media"]["url"]

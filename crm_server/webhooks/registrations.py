@@ -12,6 +12,7 @@ from typing import Protocol
 
 from crm_server.store.outbox import OutboxTable
 from crm_server.store.webhooks import WebhookStatusRecord, WebhookTable
+from crm_server.webhooks.subscriptions import Subscriptions
 
 
 class Lanes(Protocol):
@@ -25,16 +26,19 @@ class Lanes(Protocol):
 
 
 class WebhookRegistry:
-    def __init__(self, table: WebhookTable, outbox: OutboxTable, lanes: Lanes) -> None:
+    def __init__(self, table: WebhookTable, outbox: OutboxTable, lanes: Lanes,
+                 subscriptions: Subscriptions | None = None) -> None:
         self._table = table
         self._outbox = outbox
         self._lanes = lanes
+        self._subscriptions = subscriptions
 
     async def register(self, project_id: str, phone: str, url: str, secret: str | None, *,
-                       secret_header: bool = True) -> str | None:
+                       secret_header: bool = True, events: tuple[str, ...] | None = None) -> str | None:
         """Register (or re-enable and resume) the webhook; returns the secret when this call generated it.
 
-        `secret_header` False: deliveries carry only the signature, never the secret itself."""
+        `secret_header` False: deliveries carry only the signature, never the secret itself. `events`: the types
+        it receives (None keeps those of an existing registration; a new one receives `message` only)."""
         generated = None
         if secret is None:
             existing = await self._table.get(project_id, phone)
@@ -42,7 +46,9 @@ class WebhookRegistry:
                 secret = existing.secret
             else:
                 secret = generated = secrets.token_urlsafe(32)
-        await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header)
+        await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header, events=events)
+        if self._subscriptions is not None:
+            self._subscriptions.forget(project_id, phone)
         # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
         self._lanes.wake()
         return generated
@@ -67,6 +73,8 @@ class WebhookRegistry:
         dropped = await self._outbox.drop_pending(project_id, phone,
                                                   keep=self._lanes.delivered_unrecorded(project_id, phone))
         await self._table.delete(project_id, phone)
+        if self._subscriptions is not None:
+            self._subscriptions.forget(project_id, phone)
         return dropped
 
     async def statuses(self, project_id: str, phone: str | None = None) -> dict[str, WebhookStatusRecord]:

@@ -26,6 +26,7 @@ import httpx
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookTable
 from crm_server.webhooks.delivered import DeliveredRecorder
+from crm_server.webhooks.events import event_type_of
 from crm_server.webhooks.lanes import LaneClients, LaneRun
 from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.media_source import MediaTransient
@@ -35,6 +36,8 @@ from crm_server.webhooks.urls import DeliveryTargets, WebhookAddressRefused
 
 log = logging.getLogger("crm_server.webhooks.worker")
 
+# The status recorded for an event its registration did not subscribe to (never posted).
+NOT_SUBSCRIBED = 0
 # A closing lane waits this long for rows claimed for it (an INSERT in flight); later ones are released instead.
 CLAIM_WAIT_SECONDS = 5.0
 
@@ -344,6 +347,11 @@ class WebhookDelivery:
                     run.lease_until = time.time() + settings.lease_seconds
                     await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
                 row = run.rows.popleft()
+                if not webhook.wants(event_type_of(row.body)):
+                    # A type the registration did not ask for is never posted (nor its file fetched): done with,
+                    # recorded with status 0 so the operator's view tells it from a delivery.
+                    self._recorder.add(lane, row.id, NOT_SUBSCRIBED)
+                    continue
                 if self._media is not None and self._media.carries_media(row):
                     try:
                         row = await self._leased_while(run, row, self._media.body_for(row))

@@ -268,6 +268,35 @@ async def test_a_store_made_before_a_column_existed_gets_it_with_its_default(
     try:
         webhook = await store.webhooks.get("org-1", "+15550009999")
         assert webhook is not None and webhook.paused is False
+        assert webhook.events == ("message",)  # registered before event types: what it always received
         assert await store.webhooks.set_paused("org-1", "+15550009999", True)
+    finally:
+        await store.close()
+
+
+async def test_known_messages_come_with_the_outbox_insert_and_with_sends(dialect_admin_url: str | None,
+                                                                         tmp_path: Path) -> None:
+    from crm_server.store.outbox import OutboxEvent
+
+    url = (f"sqlite+aiosqlite:///{tmp_path / 'known.sqlite3'}" if dialect_admin_url is None
+           else await _postgres_url(dialect_admin_url))
+    store = await Store.open(url, Fernet.generate_key())
+    try:
+        event = OutboxEvent(event_id="evt_1", project_id="org-1", phone="+15550001111", chat_id="42", message_id=7,
+                            payload={"type": "message"}, known_message=True)
+        other = OutboxEvent(event_id="evt_2", project_id="org-1", phone="+15550001111", chat_id="42",
+                            message_id=-5, payload={"type": "message.read"})
+        await store.outbox.insert([event, other])
+        await store.outbox.insert([event])  # a redelivered message: no second row anywhere
+        await store.known_messages.remember_sent("org-1", "+15550001111", 8, 43)
+        await store.known_messages.remember_sent("org-1", "+15550001111", 8, 43)
+        await store.webhooks.upsert("org-1", "+15550001111", "https://a.example/h", "a-secret-1",
+                                    events=("message", "message.read"))
+        await store.webhooks.upsert("org-1", "+15550001111", "https://a.example/h", "a-secret-1")  # kept
+        assert (await store.webhooks.get("org-1", "+15550001111")).events == ("message", "message.read")
+        known = await store.known_messages.lookup("org-1", "+15550001111", [7, 8, -5, 9])
+        assert {i: (k.chat_id, k.sent) for i, k in known.items()} == {7: ("42", False), 8: ("43", True)}
+        assert await store.known_messages.lookup("org-2", "+15550001111", [7]) == {}
+        assert await store.known_messages.purge(time.time() + 1) == 2
     finally:
         await store.close()

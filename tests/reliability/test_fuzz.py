@@ -103,7 +103,8 @@ def _crm_routes(t: Targets) -> list[Route]:
     text = st.text(max_size=60)
     body = {
         "connect": {"project_id": fuzzed(projects), "webhook_url": fuzzed(urls), "phone": fuzzed(phones),
-                    "secret": fuzzed(st.text(min_size=8, max_size=30))},
+                    "secret": fuzzed(st.text(min_size=8, max_size=30)),
+                    "events": fuzzed(["message"], ["message", "message.read"], ["nope"], [], "message")},
         "send": {"project_id": fuzzed(projects), "phone": fuzzed(phones), "to": fuzzed(recipients),
                  "text": fuzzed(text), "file_url": fuzzed(urls), "file_name": fuzzed("a.pdf"),
                  "file_type": fuzzed("image/png", "application/pdf"), "reply_to": fuzzed(1, 2**40)},
@@ -150,6 +151,20 @@ def _crm_routes(t: Targets) -> list[Route]:
                                                 "seconds": fuzzed(1, 0, -5, 10**12)}),
         Route("crm", "POST", "/sandbox/revoke", {"account_phone": fuzzed(st.sampled_from(t.spare_phones))}),
         Route("crm", "GET", "/sandbox/requests"),
+        Route("crm", "POST", "/telegram/read", {"project_id": fuzzed(projects), "phone": fuzzed(phones),
+                                                "chat": fuzzed(recipients), "max_id": fuzzed(0, 1, -1, 2**40)}),
+        Route("crm", "POST", "/sandbox/outgoing", {"account_phone": fuzzed(account_phones),
+                                                   "to": fuzzed(recipients), "text": fuzzed(text)}),
+        Route("crm", "POST", "/sandbox/edit", {"account_phone": fuzzed(account_phones), "from": fuzzed(recipients),
+                                               "message_id": fuzzed(1, 2, 0, 2**40), "text": fuzzed(text)}),
+        Route("crm", "POST", "/sandbox/delete", {"account_phone": fuzzed(account_phones),
+                                                 "message_ids": fuzzed([1], [2**40], [], [0], list(range(200))),
+                                                 "revoke": fuzzed(True, False)}),
+        Route("crm", "POST", "/sandbox/read", {"account_phone": fuzzed(account_phones), "from": fuzzed(recipients),
+                                               "max_id": fuzzed(1, 0, 2**40), "peer": fuzzed(recipients)}),
+        Route("crm", "POST", "/sandbox/service-message", {"account_phone": fuzzed(account_phones),
+                                                          "text": fuzzed(text)}),
+        Route("crm", "POST", "/sandbox/gap", {"account_phone": fuzzed(account_phones)}),
     ]
 
 
@@ -219,7 +234,8 @@ ROUTE_NAMES = [
     *(f"crm {name}" for name in ("connect", "send", "status", "send-code", "sign-in", "password", "logout",
                                  "deliveries", "retry", "health", "metrics", "openapi", "docs", "sandbox-users",
                                  "sandbox-accounts", "sandbox-incoming", "sandbox-sent", "sandbox-flood",
-                                 "sandbox-revoke", "sandbox-requests")),
+                                 "sandbox-revoke", "sandbox-requests", "read", "sandbox-outgoing", "sandbox-edit",
+                                 "sandbox-delete", "sandbox-read", "sandbox-service-message", "sandbox-gap")),
     *(f"fn {name}" for name in ("telegram-crm-connect", "telegram-crm-send", "telegram-crm-webhook", "telegram-send",
                                 "telegram-providers", "telegram-crm-auth", "telegram-crm-status",
                                 "telegram-crm-sandbox", "telegram-integration-save")),

@@ -13,6 +13,7 @@ CONTRACT_OPERATIONS = {
     ("post", "/integration/lovable/pause"),
     ("post", "/integration/lovable/disconnect"),
     ("post", "/telegram/send"),
+    ("post", "/telegram/read"),
     ("get", "/telegram/status"),
     ("post", "/telegram/auth/send-code"),
     ("post", "/telegram/auth/sign-in"),
@@ -33,6 +34,13 @@ SANDBOX_OPERATIONS = {
     ("post", "/sandbox/incoming"),
     ("get", "/sandbox/sent"),
     ("post", "/sandbox/flood"),
+    ("post", "/sandbox/outgoing"),
+    ("post", "/sandbox/edit"),
+    ("post", "/sandbox/delete"),
+    ("post", "/sandbox/read"),
+    ("get", "/sandbox/reads"),
+    ("post", "/sandbox/service-message"),
+    ("post", "/sandbox/gap"),
 }
 
 

@@ -12,6 +12,7 @@ from telethon.tl import functions
 
 from crm_server.sandbox import SandboxWorld, UnknownAccount, UnknownUser, install, uninstall
 from crm_server.sandbox import handlers as sandbox_handlers
+from crm_server.telegram import telethon_seam
 
 from .client_steps import collect_incoming, log_in, wait_for
 
@@ -193,10 +194,46 @@ async def test_dropped_connection_resolves_disconnected_with_an_error(world, mak
     assert await client.is_user_authorized() is True
 
 
-async def test_incoming_rejects_unknown_account_and_sender(world):
-    world.create_user("+79990000001", username="alice")
-    with pytest.raises(UnknownAccount):
-        world.incoming("+79990009999", "@alice", "hello")
-    world.create_account(ACCOUNT)
+async def test_incoming_rejects_an_unknown_sender_and_waits_in_the_dialogs_of_an_account_not_logged_in(
+        world, make_client):
+    alice = world.create_user("+79990000001", username="alice")
     with pytest.raises(UnknownUser):
-        world.incoming(ACCOUNT, "@nobody", "hello")
+        world.incoming("+79990009999", "@nobody", "hello")
+    with pytest.raises(UnknownAccount):
+        world.sent("+79990009999")  # the refused message made no account
+    for n in range(3):
+        world.incoming(ACCOUNT, "@alice", f"before the login {n}")
+
+    client = make_client()
+    received = collect_incoming(client)
+    await log_in(client, ACCOUNT)
+    dialogs = await client.get_dialogs()
+    history = await client.get_messages("@alice", limit=10)
+
+    assert [d.entity.id for d in dialogs] == [alice]
+    assert [m.raw_text for m in history] == [f"before the login {n}" for n in (2, 1, 0)]
+    assert received == []  # history, not updates: a new client starts from the current pts
+
+
+async def test_a_forced_gap_answers_difference_too_long_once(world, make_client):
+    client = make_client(catch_up=True)
+    await log_in(client, ACCOUNT)
+    world.create_user("+79990000001", username="alice")
+    session = client.session
+    await client.disconnect()
+    world.incoming(ACCOUNT, "@alice", "lost in the gap")
+    world.force_gap(ACCOUNT)
+
+    reconnected = make_client(session, catch_up=True)
+    received = collect_incoming(reconnected)
+    await reconnected.connect()
+    account_pts = world.pts(world.user_id_of(ACCOUNT))
+    # Until the client has applied the answer (it then holds the account's pts), a push would be skipped as
+    # "being fetched by the difference", as with Telegram.
+    await wait_for(lambda: getattr(telethon_seam.update_state(reconnected), "pts", None) == account_pts)
+    assert world.request_counts["GetDifferenceRequest"] >= 1
+    world.incoming(ACCOUNT, "@alice", "after the gap")
+    await wait_for(lambda: len(received) == 1)
+
+    assert [e.raw_text for e in received] == ["after the gap"]  # what the gap held is for gap repair to fetch
+    assert telethon_seam.update_state(reconnected).pts == world.pts(world.user_id_of(ACCOUNT))

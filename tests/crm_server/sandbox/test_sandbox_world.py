@@ -93,7 +93,7 @@ def test_two_worlds_on_one_file_see_each_others_writes(tmp_path: Path):
         injector.create_user("+79990000002", username="alice")
         injector.incoming("+79990000001", "@alice", "from the other process")
 
-        messages, pts = server.difference(server.user_id_of("+79990000001"), 1, 10)
+        messages, _, pts = server.difference(server.user_id_of("+79990000001"), 1, 10)
         assert [m.text for m in messages] == ["from the other process"] and pts == 2
 
 

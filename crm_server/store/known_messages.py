@@ -1,0 +1,53 @@
+"""`KnownMessagesTable`: which chat each message of an account is in, and whether `/telegram/send` sent it.
+
+Rows come from the outbox's inserts (`OutboxEvent.known_message`, same transaction) and from sends (`remember_sent`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_server.store.dialect import insert_for
+from crm_server.store.schema import known_messages
+
+
+@dataclass(frozen=True)
+class KnownMessage:
+    chat_id: str
+    sent: bool
+
+
+class KnownMessagesTable:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def remember_sent(self, project_id: str, phone: str, message_id: int, chat_id: int) -> None:
+        """`/telegram/send` sent this message: Telegram telling us of it again (catch-up) is not a phone send."""
+        statement = insert_for(self._engine, known_messages).values(
+            project_id=project_id, phone=phone, message_id=message_id, chat_id=str(chat_id), sent=True,
+            created_at=time.time())
+        statement = statement.on_conflict_do_update(
+            index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id],
+            set_={"sent": True})
+        async with self._engine.begin() as connection:
+            await connection.execute(statement)
+
+    async def lookup(self, project_id: str, phone: str, message_ids: list[int]) -> dict[int, KnownMessage]:
+        if not message_ids:
+            return {}
+        statement = select(known_messages.c.message_id, known_messages.c.chat_id, known_messages.c.sent).where(
+            known_messages.c.project_id == project_id, known_messages.c.phone == phone,
+            known_messages.c.message_id.in_(message_ids))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return {row.message_id: KnownMessage(chat_id=row.chat_id, sent=bool(row.sent)) for row in rows}
+
+    async def purge(self, older_than: float) -> int:
+        """Forget messages older than `older_than` (a deletion of one of them then names no chat)."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(delete(known_messages).where(known_messages.c.created_at < older_than))
+        return result.rowcount or 0

@@ -47,7 +47,7 @@ from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.registrations import WebhookRegistry
 from crm_server.webhooks.subscriptions import Subscriptions
-from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
+from crm_server.outbound_addresses import DeliveryTargets, WebhookPolicy
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
 from safeguards import logs
 from safeguards.private_files import make_private_dir

@@ -21,7 +21,7 @@ from crm_server.telegram.manager import AccountManager
 from crm_server.webhooks.delivery_log import DeliveryLog
 from crm_server.webhooks.listener import IncomingListener
 from crm_server.webhooks.registrations import WebhookRegistry
-from crm_server.webhooks.urls import WebhookPolicy
+from crm_server.outbound_addresses import WebhookPolicy
 from crm_server.webhooks.worker import WebhookDelivery
 
 

@@ -1,7 +1,7 @@
 """`OutgoingFiles`: fetches the `file_url` of `POST /telegram/send` into a private temporary file, guarded.
 
 The URL comes from the caller, so crm_server must not become its way into the network behind it: the address is
-checked and pinned exactly as webhook URLs are (crm_server.webhooks.urls, with its own allowlist
+checked and pinned exactly as webhook URLs are (crm_server.outbound_addresses, with its own allowlist
 CRM_PRIVATE_MEDIA_HOSTS), redirects are followed only after the same check, and the body is streamed to disk and
 abandoned as soon as it grows past CRM_MEDIA_MAX_BYTES.
 """
@@ -21,7 +21,7 @@ import httpx
 from crm_server import errors
 from crm_server.media.files import CountingFile, FileTooLarge, discard
 from crm_server.media.serving import safe_file_name
-from crm_server.webhooks.urls import DeliveryTarget, DeliveryTargets, WebhookAddressRefused
+from crm_server.outbound_addresses import DeliveryTarget, DeliveryTargets, WebhookAddressRefused
 from safeguards.private_files import make_private_dir
 
 FIELD = "file_url"

@@ -53,7 +53,7 @@ from crm_server.routes.models import (
 from crm_server.routes.parsing import parse_body, parse_path, parse_query
 from crm_server.telegram.qr_login import QrView
 from crm_server.telegram.recipients import parse_recipient
-from crm_server.webhooks.urls import validate_webhook_url
+from crm_server.outbound_addresses import validate_webhook_url
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 

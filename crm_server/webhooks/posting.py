@@ -16,7 +16,7 @@ from crm_server.store.outbox import OutboxRow
 from crm_server.store.webhooks import WebhookRecord
 from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_response, judge_transport_error
 from crm_server.webhooks.signature import delivery_headers
-from crm_server.webhooks.urls import DeliveryTarget
+from crm_server.outbound_addresses import DeliveryTarget
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class WebhookPoster:
                    target: DeliveryTarget | None = None) -> tuple[Outcome, int | None]:
         """The outcome of posting `row` now, and the receiver's status (None when it never answered).
 
-        `target`: the checked address to connect to (crm_server.webhooks.urls.DeliveryTargets), else the URL."""
+        `target`: the checked address to connect to (crm_server.outbound_addresses.DeliveryTargets), else the URL."""
         headers = delivery_headers(webhook.secret, row.event_id, int(time.time()), row.body,
                                    with_secret=webhook.secret_header)
         attempt = row.attempts + 1

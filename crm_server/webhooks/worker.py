@@ -32,7 +32,7 @@ from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.media_source import MediaTransient
 from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_transport_error
 from crm_server.webhooks.posting import DeliveryResult, WebhookPoster
-from crm_server.webhooks.urls import DeliveryTargets, WebhookAddressRefused
+from crm_server.outbound_addresses import DeliveryTargets, WebhookAddressRefused
 
 log = logging.getLogger("crm_server.webhooks.worker")
 

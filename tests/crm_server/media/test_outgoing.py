@@ -14,7 +14,7 @@ import pytest
 
 from crm_server import errors
 from crm_server.media.outgoing import OutgoingFiles
-from crm_server.webhooks.urls import DeliveryTargets, WebhookPolicy
+from crm_server.outbound_addresses import DeliveryTargets, WebhookPolicy
 from tests.helpers.file_server import FileServer, running_file_server
 
 LIMIT = 100_000

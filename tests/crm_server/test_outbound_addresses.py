@@ -8,7 +8,7 @@ import pytest
 from crm_server.errors import ValidationError
 import ipaddress
 
-from crm_server.webhooks.urls import (
+from crm_server.outbound_addresses import (
     DeliveryTargets,
     WebhookAddressRefused,
     WebhookPolicy,

@@ -1,4 +1,5 @@
-"""Which webhook URLs crm_server posts to: http(s) only, and no private, loopback or link-local targets.
+"""Which addresses crm_server connects out to (webhook URLs, and the files `/telegram/send` fetches): http(s) only,
+and no private, loopback or link-local targets.
 
 Refusing internal addresses keeps the delivery worker from being used to reach services behind the firewall. The
 check runs at registration and again at every delivery run, against the address the post then connects to (pinned:

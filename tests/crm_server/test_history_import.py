@@ -211,8 +211,11 @@ def test_jobs_of_another_project_and_unknown_accounts_are_not_found(admin, fresh
 def own_server() -> Iterator[CrmServerProcess]:
     """A server the tests stop and start (its sandbox world is written to while it is down)."""
     with tempfile.TemporaryDirectory(prefix="crm-history-restart-") as directory:
+        # A short webhook lease: rows the stopping worker held in flight keep its lease until expiry (the worker
+        # releases none at a graceful stop), and the restarted server must not wait a minute for them.
         process = CrmServerProcess(Path(directory), env={**SERVER_ENV, "CRM_HISTORY_ON_CONNECT": "0",
-                                                         "CRM_HISTORY_REQUESTS_PER_SECOND": "1"},
+                                                         "CRM_HISTORY_REQUESTS_PER_SECOND": "1",
+                                                         "CRM_WEBHOOK_LEASE_SECONDS": "2"},
                                    name="history-restart")
         try:
             yield process

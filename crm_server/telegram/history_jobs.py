@@ -18,6 +18,7 @@ from typing import Any
 
 from telethon import TelegramClient
 
+from crm_server import errors
 from crm_server.settings import ServerSettings
 from crm_server.store.history_jobs import DONE, FAILED, RUNNING, DialogProgress, HistoryJob, HistoryJobsTable
 from crm_server.store.known_messages import KnownMessagesTable
@@ -132,6 +133,9 @@ class HistoryJobs:
             self.last_requests = {"requests": reader.requests, "dialogs": job.dialogs, "messages": job.messages}
         except asyncio.CancelledError:
             raise  # shutdown: the job stays running in the store and resumes at the next connect
+        except (ConnectionError, errors.AccountDisconnectedError) as exc:
+            # The account lost Telegram (or moved to another instance): resumed at its next connect.
+            log.info("history import %s of account %s paused (%s)", job.job_id, key.phone, type(exc).__name__)
         except Exception as exc:
             log.warning("history import %s of account %s failed (%s)", job.job_id, key.phone, type(exc).__name__)
             job.state, job.error = FAILED, type(exc).__name__

@@ -68,6 +68,8 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/integration/lovable/disconnect", api.disconnect, methods=["POST"]),
         Route("/telegram/send", api.send, methods=["POST"]),
         Route("/telegram/read", api.read, methods=["POST"]),
+        Route("/telegram/history/import", api.import_history, methods=["POST"]),
+        Route("/telegram/history/import/{job_id}", api.history_job, methods=["GET"]),
         Route("/telegram/status", api.status, methods=["GET"]),
         Route("/telegram/auth/send-code", api.send_code, methods=["POST"]),
         Route("/telegram/auth/sign-in", api.sign_in, methods=["POST"]),

@@ -235,3 +235,9 @@ def error_body(error: CrmError) -> dict[str, object]:
 
 def error_response(error: CrmError) -> JSONResponse:
     return JSONResponse(error_body(error), status_code=error.status_code, headers=error.headers())
+
+
+class HistoryJobNotFoundError(CrmError):
+    status_code = 404
+    code = "HISTORY_JOB_NOT_FOUND"
+    default_message = "No such history import job for this API key"

@@ -94,6 +94,26 @@ class ServerSettings(BaseSettings):
         300.0, gt=0, validation_alias=AliasChoices("CRM_RECONNECT_MAX_BACKOFF_SECONDS", "reconnect_max_backoff_seconds")
     )
     """Longest wait between two reconnect attempts of an account that lost Telegram."""
+    history_on_connect: bool = Field(
+        True, validation_alias=AliasChoices("CRM_HISTORY_ON_CONNECT", "history_on_connect")
+    )
+    """Import an account's recent private conversations (50 messages per chat, 30 days, `history: true`) once, when
+    it is first connected: its first live client with nothing delivered yet. Off: only on POST
+    /telegram/history/import.
+    """
+    history_requests_per_second: float = Field(
+        2.0, gt=0, validation_alias=AliasChoices("CRM_HISTORY_REQUESTS_PER_SECOND", "history_requests_per_second")
+    )
+    """History reads (GetDialogs, GetHistory) one account makes per second at most, for imports and gap repair;
+    well below Telegram's limits, so a backfill never costs the account a FloodWait on its sends.
+    """
+    reconcile_minutes: float = Field(
+        60.0, ge=0, validation_alias=AliasChoices("CRM_RECONCILE_MINUTES", "reconcile_minutes")
+    )
+    """Every this many minutes each connected account compares its recent dialogs with what was delivered and
+    fetches what is missing (one GetDialogs, plus one GetHistory per dialog behind); 0 turns it off. Gap repair
+    after Telegram's `updates.differenceTooLong` runs regardless.
+    """
     telegram_connect_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("TELEGRAM_CONNECT_TIMEOUT_SECONDS", "telegram_connect_timeout_seconds")
     )

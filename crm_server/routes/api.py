@@ -30,6 +30,10 @@ from crm_server.routes.models import (
     DisconnectRequest,
     DisconnectResponse,
     HealthResponse,
+    HistoryImportRequest,
+    HistoryImportResponse,
+    HistoryJobPath,
+    HistoryJobResponse,
     LogoutResponse,
     PasswordRequest,
     PasswordResponse,
@@ -175,6 +179,29 @@ async def read(request: Request) -> Response:
     require_project(principal, body.project_id)
     await state.manager.mark_read(body.project_id, body.phone, parse_recipient(body.chat), body.max_id)
     return _json(ReadResponse(status="read"))
+
+
+async def import_history(request: Request) -> Response:
+    """Start importing an account's recent private conversations; 202 with the job's id to poll."""
+    state = _state(request)
+    principal = await authenticate(request)
+    body = await parse_body(request, HistoryImportRequest)
+    require_project(principal, body.project_id)
+    job = await state.manager.import_history(body.project_id, body.phone, body.per_chat,
+                                             body.since)  # type: ignore[arg-type]
+    return JSONResponse(HistoryImportResponse(job_id=job.job_id).model_dump(mode="json"), status_code=202)
+
+
+async def history_job(request: Request) -> Response:
+    state = _state(request)
+    principal = await authenticate(request)
+    path = parse_path(request, HistoryJobPath)
+    job = await state.manager.history_job(path.job_id)
+    if job is None or not principal.may_access(job.project_id):
+        # Another project's job is as unknown as a missing one: its existence is not told.
+        raise errors.HistoryJobNotFoundError(field="job_id")
+    return _json(HistoryJobResponse(job_id=job.job_id, state=job.state, dialogs=job.dialogs,  # type: ignore[arg-type]
+                                    messages=job.messages, error=job.error))
 
 
 async def status(request: Request) -> Response:

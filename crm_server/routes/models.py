@@ -5,6 +5,7 @@ Requests are validated strictly at the edge (a number is not a string); unknown 
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal
 
@@ -162,6 +163,44 @@ class ReadRequest(RequestModel):
 
 class ReadResponse(ResponseModel):
     status: Literal["read"]
+
+
+def _since(value: str) -> datetime.datetime:
+    """An ISO 8601 date or date-time (UTC when it names no zone), not in the future."""
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date or date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    if moment > datetime.datetime.now(datetime.timezone.utc):
+        raise ValueError("must not be in the future")
+    return moment
+
+
+class HistoryImportRequest(RequestModel):
+    project_id: ProjectId
+    phone: Phone
+    per_chat: Annotated[StrictInt, Field(ge=1, le=500)] = Field(
+        50, description="Messages imported per private chat at most (the newest)")
+    since: Annotated[StrictStr, Field(max_length=40), AfterValidator(_since)] | None = Field(
+        None, description="ISO 8601 date or date-time: older messages are not imported (default: 30 days ago)")
+
+
+class HistoryImportResponse(ResponseModel):
+    job_id: str
+
+
+class HistoryJobPath(RequestModel):
+    job_id: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
+
+
+class HistoryJobResponse(ResponseModel):
+    job_id: str
+    state: Literal["running", "done", "failed"]
+    dialogs: int = Field(description="Private chats imported so far")
+    messages: int = Field(description="Messages handed to the webhook outbox so far")
+    error: str | None = None
 
 
 class SendResponse(ResponseModel):

@@ -74,6 +74,23 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 403, 404, 409, 422, 429, 502, 503),
     ),
     Operation(
+        "POST",
+        "/telegram/history/import",
+        "Import the account's recent private conversations as `message` / `message.outgoing` events with "
+        "`history: true` (answered 202 with the job's id)",
+        models.HistoryImportResponse,
+        body=models.HistoryImportRequest,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+    ),
+    Operation(
+        "GET",
+        "/telegram/history/import/{job_id}",
+        "A history import's progress",
+        models.HistoryJobResponse,
+        path_params=models.HistoryJobPath,
+        errors=(401, 404, 422),
+    ),
+    Operation(
         "GET",
         "/telegram/status",
         "Accounts of a project: authorized, connected, webhook",

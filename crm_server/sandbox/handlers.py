@@ -382,7 +382,7 @@ class RequestHandlers:
     ) -> object:
         peer_id = self._peer_user(account_id, request.peer).id
         limit = max(1, min(request.limit or 100, 100))
-        found = self._world.history(account_id, peer_id, request.offset_id, limit)
+        found = self._world.history(account_id, peer_id, request.offset_id, limit, min_id=request.min_id or 0)
         return self._messages_result(account_id, session.dc_id, found)
 
     def get_dialogs(

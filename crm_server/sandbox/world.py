@@ -864,12 +864,13 @@ class SandboxWorld:
         )
         return {row[1]: _message(row) for row in rows}
 
-    def history(self, account_id: int, peer_id: int, offset_id: int, limit: int) -> list[SimMessage]:
-        """Newest first, below `offset_id` when it is set (messages.getHistory semantics)."""
+    def history(self, account_id: int, peer_id: int, offset_id: int, limit: int, min_id: int = 0
+                ) -> list[SimMessage]:
+        """Newest first, below `offset_id` when it is set and above `min_id` (messages.getHistory semantics)."""
         rows = self._all(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND peer_id = ? AND id < ?"
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND peer_id = ? AND id < ? AND id > ?"
             " ORDER BY id DESC LIMIT ?",
-            (account_id, peer_id, offset_id or 2**62, limit),
+            (account_id, peer_id, offset_id or 2**62, min_id, limit),
         )
         return [_message(row) for row in rows]
 

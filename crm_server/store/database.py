@@ -16,6 +16,7 @@ from crm_server.store.accounts import AccountTable
 from crm_server.store.api_keys import ApiKeyTable
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.idempotency import IdempotencyTable
+from crm_server.store.history_jobs import HistoryJobsTable
 from crm_server.store.known_messages import KnownMessagesTable
 from crm_server.store.media import MediaTable
 from crm_server.store.outbox import OutboxTable
@@ -64,6 +65,7 @@ class Store:
         self.outbox = OutboxTable(engine)
         self.media = MediaTable(engine)
         self.known_messages = KnownMessagesTable(engine)
+        self.history_jobs = HistoryJobsTable(engine)
 
     @classmethod
     async def open(cls, url: str, session_key: bytes) -> "Store":

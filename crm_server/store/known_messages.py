@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
@@ -45,6 +45,25 @@ class KnownMessagesTable:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
         return {row.message_id: KnownMessage(chat_id=row.chat_id, sent=bool(row.sent)) for row in rows}
+
+    async def last_ids(self, project_id: str, phone: str, before: float | None = None) -> dict[int, int]:
+        """Chat id → the newest message id crm_server delivered (or sent) in it, among those known before
+        `before` (Unix seconds; None: all), for gap repair."""
+        conditions = [known_messages.c.project_id == project_id, known_messages.c.phone == phone,
+                      known_messages.c.message_id > 0]
+        if before is not None:
+            conditions.append(known_messages.c.created_at < before)
+        statement = select(known_messages.c.chat_id, func.max(known_messages.c.message_id)).where(
+            *conditions).group_by(known_messages.c.chat_id)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        chats = {}
+        for chat_id, last in rows:
+            try:
+                chats[int(chat_id)] = int(last)
+            except ValueError:
+                continue  # a lane name, never a chat
+        return chats
 
     async def purge(self, older_than: float) -> int:
         """Forget messages older than `older_than` (a deletion of one of them then names no chat)."""

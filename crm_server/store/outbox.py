@@ -153,7 +153,12 @@ class OutboxTable:
         now = time.time()
         leases = leases or {}
         values = []
+        seen: set[str] = set()
         for event in events:
+            if event.event_id in seen:
+                # The same fact twice in one batch (a live message and its gap-repair twin): one row, one post.
+                continue
+            seen.add(event.event_id)
             owner, until = leases.get(event.lane, (None, None))
             values.append({
                 "event_id": event.event_id,

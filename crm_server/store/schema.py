@@ -182,3 +182,24 @@ known_messages = Table(
     Column("sent", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", Float, nullable=False, index=True),
 )
+
+# History imports (POST /telegram/history/import, and the one at an account's first connect): each job's state and,
+# per dialog, the last message id handed to the outbox, so a restarted server resumes where the job was.
+history_jobs = Table(
+    "history_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("project_id", String(128), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("per_chat", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # running | done | failed
+    Column("dialogs", Integer, nullable=False, default=0, server_default="0"),
+    Column("messages", Integer, nullable=False, default=0, server_default="0"),
+    Column("error", String(200), nullable=True),
+    # JSON: {chat_id: [last message id done, messages done, finished]}.
+    Column("progress", Text, nullable=False, default="{}", server_default="{}"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_history_jobs_account", "project_id", "phone"),
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 import uuid
@@ -21,6 +22,7 @@ from crm_server.store.accounts import PhoneHeldByAnotherProject
 from crm_server.telegram import telethon_seam
 from crm_server.telegram.account import Account, AccountContext, ClientStartedHook
 from crm_server.telegram.clients import ClientFactory
+from crm_server.telegram.history_jobs import HistoryJob, HistoryJobs
 from crm_server.telegram.pacing import ConnectPacer
 from crm_server.telegram.qr_login import QrLogins, QrView
 from crm_server.telegram.recipients import Recipient
@@ -53,15 +55,20 @@ class AccountManager:
         # QR logins, by login_id: their account is known only once a phone scanned them.
         self.qr_logins = QrLogins(settings, self._adopt_qr_session)
         pacer = ConnectPacer(settings.connect_concurrency, settings.connect_stagger_seconds)
+        updates = (UpdateListener(incoming, recent=self.recent_messages, known=store.known_messages)
+                   if incoming is not None else None)
+        # History imports and gap repair (None without a listener: nothing to hand their events to).
+        self.history: HistoryJobs | None = None
+        if incoming is not None and updates is not None:
+            self.history = HistoryJobs(store.history_jobs, store.known_messages, incoming, settings,
+                                       self._history_client, self.recent_messages)
+            self.on_client_started.append(self.history.on_connected)
+            updates.on_gap = self.history.gap
         self._context = AccountContext(
             table=store.accounts,
             owner_id=self.owner_id,
             settings=settings,
-            clients=ClientFactory(
-                settings,
-                UpdateListener(incoming, recent=self.recent_messages, known=store.known_messages)
-                if incoming is not None else None,
-            ),
+            clients=ClientFactory(settings, updates),
             connect_slot=pacer.slot,
             on_client_started=self.on_client_started,
             stopping=lambda: self._stopping,
@@ -75,9 +82,13 @@ class AccountManager:
         telethon_seam.check_telethon_shape()
         telethon_seam.keep_difference_updates()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="crm-lease-loop")
+        if self.history is not None:
+            self.history.start(lambda: [key for key, account in self._accounts.items() if account.live])
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.history is not None:
+            await self.history.stop()  # running jobs stay `running` in the store: resumed at the next connect
         if self._lease_task is not None:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,6 +208,22 @@ class AccountManager:
         """Mark the client's messages of `chat` read up to `max_id` (0: all), as the account."""
         account = await self._live_account(project_id, phone)
         await account.mark_read(chat, max_id)
+
+    async def import_history(self, project_id: str, phone: str, per_chat: int,
+                             since: datetime.datetime | None) -> HistoryJob:
+        """Start importing the account's recent private conversations (the account must be connected here)."""
+        if self.history is None:
+            raise errors.AccountDisconnectedError("This crm_server forwards no events")
+        await self._live_account(project_id, phone)
+        return await self.history.begin(AccountKey(project_id, phone), per_chat, since)
+
+    async def history_job(self, job_id: str) -> HistoryJob | None:
+        return await self.history.get(job_id) if self.history is not None else None
+
+    async def _history_client(self, key: AccountKey) -> TelegramClient:
+        account = await self._live_account(key.project_id, key.phone)
+        assert account.client is not None
+        return account.client
 
     def media_client(self, project_id: str, phone: str) -> TelegramClient | None:
         """The live client an incoming message's file is downloaded through, None while it is not connected here.

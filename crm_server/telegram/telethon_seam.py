@@ -1,13 +1,15 @@
 """Every touch of Telethon's private attributes outside the sandbox: its update queue's read and its message box.
 
-The listener needs both to save only update states whose messages are stored (see `telegram/updates.py`), and
-`keep_difference_updates` mends Telethon dropping the edits, deletions and reads of a catch-up.
+The listener needs both to save only update states whose messages are stored (see `telegram/updates.py`),
+`keep_difference_updates` mends Telethon dropping the edits, deletions and reads of a catch-up, and
+`on_difference_too_long` tells gap repair when Telethon skips what Telegram no longer keeps.
 `check_telethon_shape` fails loudly at start, and in a test, when Telethon no longer has the shape relied on here.
 """
 
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +46,36 @@ def update_state(client: TelegramClient) -> types.updates.State | None:
         return None
     state, _channels = box.session_state()
     return types.updates.State(**state, unread_count=0)
+
+
+# Message box (by id) → what to run when its catch-up is answered differenceTooLong; an entry goes with its client.
+_too_long_hooks: dict[int, Callable[[], None]] = {}
+
+
+def on_difference_too_long(client: TelegramClient, hook: Callable[[], None]) -> None:
+    """Run `hook` when the client's account-wide catch-up is answered `updates.differenceTooLong`.
+
+    Telethon then adopts the new pts and hands over nothing: whatever happened in between is skipped for good
+    (it has no event for it). `hook` is called synchronously inside Telethon's update loop; schedule, never await.
+    MessageBox has __slots__, so the class is patched once and finds each box's hook by its id.
+    """
+    box = client._message_box
+    _too_long_hooks[id(box)] = hook
+    weakref.finalize(client, _too_long_hooks.pop, id(box), None)
+    if getattr(MessageBox.apply_difference, "_crm_tells_too_long", False):
+        return
+    original = MessageBox.apply_difference
+
+    def apply_difference(self: MessageBox, diff: Any, chat_hashes: Any) -> Any:
+        result = original(self, diff, chat_hashes)
+        if isinstance(diff, types.updates.DifferenceTooLong):
+            told = _too_long_hooks.get(id(self))
+            if told is not None:
+                told()
+        return result
+
+    apply_difference._crm_tells_too_long = True  # type: ignore[attr-defined]
+    MessageBox.apply_difference = apply_difference  # type: ignore[method-assign]
 
 
 def keep_difference_updates() -> None:
@@ -88,7 +120,10 @@ def check_telethon_shape() -> None:
         problems.append("TelegramBaseClient.__init__ no longer makes self._message_box a MessageBox")
     if "self._updates_queue.get()" not in _source(updates.UpdateMethods._update_loop):
         problems.append("UpdateMethods._update_loop no longer reads self._updates_queue.get()")
-    missing = [name for name in ("is_empty", "session_state") if not callable(getattr(MessageBox, name, None))]
+    if "self._message_box.apply_difference(" not in _source(updates.UpdateMethods._update_loop):
+        problems.append("UpdateMethods._update_loop no longer calls self._message_box.apply_difference")
+    missing = [name for name in ("is_empty", "session_state", "apply_difference")
+               if not callable(getattr(MessageBox, name, None))]
     if missing:
         problems.append(f"MessageBox lost {missing}")
     elif not set(inspect.signature(MessageBox.session_state).parameters) <= {"self"}:

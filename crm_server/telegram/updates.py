@@ -172,6 +172,8 @@ class UpdateListener:
         # Without a store (unit tests of incoming only) every outgoing message counts as sent elsewhere.
         self._known = known
         self._chats = RecentChats()
+        # Told when Telethon skipped a gap (updates.differenceTooLong): gap repair fetches it (history_jobs.py).
+        self.on_gap: Callable[[AccountKey], None] | None = None
 
     def attach(self, client: TelegramClient, session: StoreSession, key: AccountKey) -> None:
         """Listen on `client` (before connect(): catch-up starts as soon as the client connects).
@@ -198,6 +200,13 @@ class UpdateListener:
                 self._handler.when_stored(session, functools.partial(session.set_safe_update_state, state))
 
         telethon_seam.before_each_update_read(client, record_covered_state)
+
+        def gap() -> None:
+            log.info("account %s: Telegram's difference was too long; repairing the gap", key.phone)
+            if self.on_gap is not None:
+                self.on_gap(key)
+
+        telethon_seam.on_difference_too_long(client, gap)
 
     async def _forward_message(self, key: AccountKey, event: Any) -> None:
         message = event.message

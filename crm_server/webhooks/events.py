@@ -88,6 +88,7 @@ class OutgoingMessage:
     text: str
     date: datetime.datetime
     media: MediaHint | None = None
+    history: bool = False  # imported from the chat's history (see IncomingMessage.history)
 
     @property
     def event_id(self) -> str:
@@ -95,11 +96,14 @@ class OutgoingMessage:
         return event_id(self.project_id, self.account_phone, self.chat_id, self.message_id)
 
     def payload(self) -> dict[str, Any]:
-        return _with_media({
+        body = _with_media({
             "type": MESSAGE_OUTGOING, "event_id": self.event_id, "project_id": self.project_id,
             "account_phone": self.account_phone, "chat_id": self.chat_id, "message_id": self.message_id,
             "to_id": self.chat_id, "text": self.text, "timestamp": iso(self.date),
         }, self.media)
+        if self.history:
+            body["history"] = True
+        return body
 
     def outbox_event(self) -> OutboxEvent:
         return OutboxEvent(event_id=self.event_id, project_id=self.project_id, phone=self.account_phone,

@@ -33,6 +33,9 @@ class IncomingMessage:
     file_name: str | None = None
     # A file: its hint is stored; the worker downloads it and adds `url`, `sha256`… right before each post.
     media: MediaHint | None = None
+    # Imported from the chat's history (POST /telegram/history/import), not pushed live: the receiver stores it
+    # without notifying. The event id stays the message's, so a live event and its history twin are one.
+    history: bool = False
 
     @property
     def event_id(self) -> str:
@@ -64,6 +67,8 @@ class IncomingMessage:
         elif self.file_type is not None:
             body["file_type"] = self.file_type
             body["file_name"] = self.file_name
+        if self.history:
+            body["history"] = True
         return body
 
     def outbox_event(self) -> OutboxEvent:

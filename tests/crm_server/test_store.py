@@ -300,3 +300,34 @@ async def test_known_messages_come_with_the_outbox_insert_and_with_sends(dialect
         assert await store.known_messages.purge(time.time() + 1) == 2
     finally:
         await store.close()
+
+
+async def test_history_jobs_keep_their_progress_and_known_messages_give_each_chats_last_id(
+        store: Store) -> None:
+    from crm_server.store.history_jobs import DONE, DialogProgress, HistoryJob
+    from crm_server.store.outbox import OutboxEvent
+
+    job = HistoryJob(job_id="hist_1", project_id="org-1", phone="+15550001111", per_chat=50, since=1.0)
+    await store.history_jobs.create(job)
+    job.progress[42] = DialogProgress(last_id=17, count=10)
+    job.progress[43] = DialogProgress(last_id=30, count=50, finished=True)
+    job.dialogs, job.messages = 1, 60
+    await store.history_jobs.save(job)
+    loaded = await store.history_jobs.get("hist_1")
+    assert loaded is not None and loaded.state == "running" and (loaded.dialogs, loaded.messages) == (1, 60)
+    assert loaded.progress == {42: DialogProgress(17, 10, False), 43: DialogProgress(30, 50, True)}
+    loaded.state = DONE
+    await store.history_jobs.save(loaded)
+    assert [j.state for j in await store.history_jobs.of_account("org-1", "+15550001111")] == ["done"]
+    assert await store.history_jobs.of_account("org-2", "+15550001111") == []
+    assert await store.history_jobs.get("hist_2") is None
+
+    events = [OutboxEvent(event_id=f"evt_{i}", project_id="org-1", phone="+15550001111", chat_id=chat,
+                          message_id=i, payload={"type": "message"}, known_message=True)
+              for i, chat in ((5, "42"), (9, "42"), (7, "43"))]
+    # The same fact twice in one batch (a live message and its fetched twin) is one row.
+    assert len(await store.outbox.insert([*events, events[0]])) == 3
+    await store.known_messages.remember_sent("org-1", "+15550001111", 11, 43)
+    assert await store.known_messages.last_ids("org-1", "+15550001111") == {42: 9, 43: 11}
+    assert await store.known_messages.last_ids("org-1", "+15550001111", before=0.0) == {}
+    assert await store.known_messages.last_ids("org-2", "+15550001111") == {}

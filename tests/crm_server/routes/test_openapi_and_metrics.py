@@ -14,6 +14,8 @@ CONTRACT_OPERATIONS = {
     ("post", "/integration/lovable/disconnect"),
     ("post", "/telegram/send"),
     ("post", "/telegram/read"),
+    ("post", "/telegram/history/import"),
+    ("get", "/telegram/history/import/{job_id}"),
     ("get", "/telegram/status"),
     ("post", "/telegram/auth/send-code"),
     ("post", "/telegram/auth/sign-in"),

@@ -1,13 +1,16 @@
 """What every bench shares: figures summarised over repeated runs (median, min, max), percentiles, the summary
-table and the one JSON line per bench.
+table and the one JSON line per bench, and the one stack the end-to-end benches run on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -84,6 +87,38 @@ def repeat(runs: int, measure: Callable[[int], dict[str, float]]) -> dict[str, l
         for name, value in measure(index).items():
             collected.setdefault(name, []).append(value)
     return collected
+
+
+def proc_status_kb(pid: int, field: str) -> int | None:
+    """A kB field of /proc/<pid>/status (`VmRSS`, `VmHWM`, …), or None when the kernel shows no such field."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return None
+
+
+def runs_on_one_stack(prefix: str, workdir: Path | None, runs: int,
+                      one_run: Callable[[Any, int], Awaitable[dict[str, float]]]) -> dict[str, list[float]]:
+    """One reliability stack (PostgreSQL, the API process, crm_server) for every run: `await one_run(stack, index)`
+    `runs` times in one event loop; returns each measured name's values across runs."""
+    from tests.reliability.stack import start_reliability_stack, stop_reliability_stack
+
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as directory:
+        stack = start_reliability_stack(Path(directory), crm_env={"CRM_LOG_LEVEL": "warning"})
+        try:
+            async def all_runs() -> dict[str, list[float]]:
+                collected: dict[str, list[float]] = {}
+                try:
+                    for index in range(runs):
+                        for name, value in (await one_run(stack, index)).items():
+                            collected.setdefault(name, []).append(value)
+                finally:
+                    await stack.close()
+                return collected
+
+            return asyncio.run(all_runs())
+        finally:
+            stop_reliability_stack(stack)
 
 
 def summary_table(results: Sequence[BenchResult]) -> str:

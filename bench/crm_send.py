@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from bench.common import proc_status_kb
+
 PROJECT = "bench"
 USER_PHONE = "+15550009999"
 USERNAME = "bench_user"
@@ -75,10 +77,7 @@ class Server:
 
     def rss_bytes(self) -> int:
         assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return (proc_status_kb(self.process.pid, "VmRSS") or 0) * 1024
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

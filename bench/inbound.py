@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.common import BenchResult, figure, percentile
+from bench.common import BenchResult, figure, percentile, runs_on_one_stack
 
 TARGET_RATE = 1000.0  # msg/s
 TARGET_P99_MS = 50.0
@@ -160,24 +159,8 @@ async def _one_run(stack: object, config: InboundConfig, run: int) -> dict[str, 
 
 
 def run(config: InboundConfig = InboundConfig(), workdir: Path | None = None) -> BenchResult:
-    from tests.reliability.stack import start_reliability_stack, stop_reliability_stack
-
-    with tempfile.TemporaryDirectory(prefix="bench-inbound-", dir=workdir) as directory:
-        stack = start_reliability_stack(Path(directory), crm_env={"CRM_LOG_LEVEL": "warning"})
-        try:
-            async def all_runs() -> dict[str, list[float]]:
-                collected: dict[str, list[float]] = {}
-                try:
-                    for index in range(config.runs):
-                        for name, value in (await _one_run(stack, config, index)).items():
-                            collected.setdefault(name, []).append(value)
-                finally:
-                    await stack.close()
-                return collected
-
-            runs = asyncio.run(all_runs())
-        finally:
-            stop_reliability_stack(stack)
+    runs = runs_on_one_stack("bench-inbound-", workdir, config.runs,
+                             lambda stack, index: _one_run(stack, config, index))
 
     result = BenchResult("inbound", config={"messages": config.messages, "chats": config.chats,
                                             "paced_share_of_burst_rate": config.paced_share, "runs": config.runs})

@@ -14,13 +14,12 @@ import argparse
 import asyncio
 import base64
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import BenchResult, figure
+from bench.common import BenchResult, figure, proc_status_kb, runs_on_one_stack
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,10 @@ SMALLEST = MediaInboundConfig(photos=6, photo_bytes=20_000, chats=2, texts=6, bi
 
 def _peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM) so far, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc (Linux only)")
+    peak = proc_status_kb(pid, "VmHWM")
+    if peak is None:
+        raise RuntimeError("no VmHWM in /proc (Linux only)")
+    return peak / 1024
 
 
 async def _send_all(stack: object, account: object, senders: list[str], bodies: list[dict[str, object]],
@@ -158,24 +157,8 @@ async def _one_run(stack: object, config: MediaInboundConfig, run: int) -> dict[
 
 
 def run(config: MediaInboundConfig = MediaInboundConfig(), workdir: Path | None = None) -> BenchResult:
-    from tests.reliability.stack import start_reliability_stack, stop_reliability_stack
-
-    with tempfile.TemporaryDirectory(prefix="bench-media-", dir=workdir) as directory:
-        stack = start_reliability_stack(Path(directory), crm_env={"CRM_LOG_LEVEL": "warning"})
-        try:
-            async def all_runs() -> dict[str, list[float]]:
-                collected: dict[str, list[float]] = {}
-                try:
-                    for index in range(config.runs):
-                        for name, value in (await _one_run(stack, config, index)).items():
-                            collected.setdefault(name, []).append(value)
-                finally:
-                    await stack.close()
-                return collected
-
-            runs = asyncio.run(all_runs())
-        finally:
-            stop_reliability_stack(stack)
+    runs = runs_on_one_stack("bench-media-", workdir, config.runs,
+                             lambda stack, index: _one_run(stack, config, index))
 
     kb = config.photo_bytes // 1000
     big_mb = config.big_file_bytes / 1e6

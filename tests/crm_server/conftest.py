@@ -71,3 +71,10 @@ def receiver() -> Iterator[Receiver]:
     """A webhook receiver on a real socket, one per test module."""
     with running_receiver() as running:
         yield running
+
+
+@pytest.fixture
+def fresh_receiver(receiver: Receiver) -> Receiver:
+    """The module's receiver, with nothing received yet."""
+    receiver.reset()
+    return receiver

@@ -6,12 +6,15 @@ and drive it over HTTP; its whole output goes to a log file the tests can inspec
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +196,24 @@ class CrmClient:
             if account["state"] == state or time.monotonic() > deadline:
                 return account
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_server(name: str, env: Mapping[str, str]) -> Iterator[CrmServerProcess]:
+    """crm_server on the sandbox in a temporary state folder of its own, stopped on exit (a test module's server)."""
+    with tempfile.TemporaryDirectory(prefix=f"crm-{name}-") as directory:
+        process = CrmServerProcess(Path(directory), env=dict(env), name=name).start()
+        try:
+            yield process
+        finally:
+            process.stop()
+
+
+@contextlib.contextmanager
+def admin_client(server: CrmServerProcess) -> Iterator[CrmClient]:
+    """A client of `server` with its admin key."""
+    client = server.client(server.admin_key)
+    try:
+        yield client
+    finally:
+        client.close()

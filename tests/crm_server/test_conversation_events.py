@@ -18,7 +18,7 @@ import pytest
 
 from crm_server.sandbox import SandboxWorld
 from crm_server.webhooks.events import EVENT_TYPES
-from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone
+from tests.crm_server.server_process import CrmClient, CrmServerProcess, admin_client, new_phone, running_server
 from tests.helpers.receiver import Receiver
 
 PROJECT = "2b7e1c9a-6f3d-4a5b-8c2e-0000000000e1"
@@ -38,25 +38,14 @@ NEW_LOGIN_TEXT = ("New login. Dear Anna, we detected a login into your account f
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[CrmServerProcess]:
-    with tempfile.TemporaryDirectory(prefix="crm-events-") as directory:
-        process = CrmServerProcess(Path(directory), env=SERVER_ENV, name="events").start()
-        try:
-            yield process
-        finally:
-            process.stop()
+    with running_server("events", SERVER_ENV) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def admin(server: CrmServerProcess) -> Iterator[CrmClient]:
-    client = server.client(server.admin_key)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def fresh_receiver(receiver: Receiver) -> Receiver:
-    receiver.reset()
-    return receiver
+    with admin_client(server) as client:
+        yield client
 
 
 def connect(admin: CrmClient, receiver: Receiver, events: list[str] | None = None, phone: str | None = None) -> str:

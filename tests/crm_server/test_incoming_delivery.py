@@ -16,7 +16,9 @@ import pytest
 
 from crm_server.sandbox import SandboxWorld
 from crm_server.webhooks.signature import verify
-from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone, run_cli
+from tests.crm_server.server_process import (
+    CrmClient, CrmServerProcess, admin_client, new_phone, run_cli, running_server,
+)
 from tests.helpers.receiver import Receiver
 
 PROJECT = "2b7e1c9a-6f3d-4a5b-8c2e-000000000001"
@@ -35,25 +37,14 @@ SERVER_ENV = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[CrmServerProcess]:
-    with tempfile.TemporaryDirectory(prefix="crm-inbound-") as directory:
-        process = CrmServerProcess(Path(directory), env=SERVER_ENV, name="inbound").start()
-        try:
-            yield process
-        finally:
-            process.stop()
+    with running_server("inbound", SERVER_ENV) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def admin(server: CrmServerProcess) -> Iterator[CrmClient]:
-    client = server.client(server.admin_key)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def fresh_receiver(receiver: Receiver) -> Receiver:
-    receiver.reset()
-    return receiver
+    with admin_client(server) as client:
+        yield client
 
 
 def connect_account(admin: CrmClient, receiver: Receiver, project: str = PROJECT) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone
+from tests.crm_server.server_process import CrmClient, CrmServerProcess, admin_client, new_phone, running_server
 from tests.helpers.receiver import Receiver
 
 PROJECT = "2b7e1c9a-6f3d-4a5b-8c2e-0000000000e1"
@@ -42,19 +42,14 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[CrmServerProcess]:
-    with tempfile.TemporaryDirectory(prefix="crm-media-in-") as directory:
-        process = CrmServerProcess(Path(directory), env=SERVER_ENV, name="media-in").start()
-        try:
-            yield process
-        finally:
-            process.stop()
+    with running_server("media-in", SERVER_ENV) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def admin(server: CrmServerProcess) -> Iterator[CrmClient]:
-    client = server.client(server.admin_key)
-    yield client
-    client.close()
+    with admin_client(server) as client:
+        yield client
 
 
 @pytest.fixture

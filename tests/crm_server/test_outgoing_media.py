@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.crm_server.server_process import CrmClient, CrmServerProcess, new_phone
+from tests.crm_server.server_process import CrmClient, CrmServerProcess, admin_client, new_phone, running_server
 from tests.helpers.file_server import FileServer, running_file_server
 
 PROJECT = "2b7e1c9a-6f3d-4a5b-8c2e-0000000000e2"
@@ -36,19 +34,14 @@ def files_host() -> Iterator[FileServer]:
 def server(files_host: FileServer) -> Iterator[CrmServerProcess]:
     env = {"CRM_PRIVATE_MEDIA_HOSTS": f"127.0.0.1:{files_host.port}", "CRM_MEDIA_MAX_BYTES": str(MAX_BYTES),
            "CRM_SEND_BURST": "100"}
-    with tempfile.TemporaryDirectory(prefix="crm-media-out-") as directory:
-        process = CrmServerProcess(Path(directory), env=env, name="media-out").start()
-        try:
-            yield process
-        finally:
-            process.stop()
+    with running_server("media-out", env) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def admin(server: CrmServerProcess) -> Iterator[CrmClient]:
-    client = server.client(server.admin_key)
-    yield client
-    client.close()
+    with admin_client(server) as client:
+        yield client
 
 
 @pytest.fixture

@@ -87,13 +87,8 @@ class ChatMediaStore:
         """An object's bytes, whole (the sandbox demo hands them on as base64; nothing else reads files into memory).
         Over `max_bytes` is refused before it is read."""
         bucket = self._db.storage.from_(BUCKET)
-        folder, _, name = path.rpartition("/")
         try:
-            listed = await bucket.list(folder, {"search": name, "limit": 100})
-            size = next((int((item.get("metadata") or {}).get("size") or 0) for item in listed
-                         if item.get("name") == name and item.get("id")), None)
-            if size is None:
-                raise FileNotFoundInStorageError()
+            size = int((await bucket.info(path)).get("size") or 0)
             if size > max_bytes:
                 raise FileTooLargeForSandboxError(
                     f"fileUrl: the file is larger than the sandbox takes ({max_bytes} bytes)", field="fileUrl")

@@ -22,7 +22,7 @@ from functions._shared.errors import (
     WebhookSecretError,
     WebhookSignatureError,
 )
-from functions._shared.event_batch import BatchEnvelope, handle_batch, is_batch
+from functions._shared.event_batch import BatchEnvelope, handle_batch, is_batch, replayed_batch
 from functions._shared.event_context import EventContext
 from functions._shared.event_message import (  # noqa: F401  # WebhookPayload/WebhookResponse: this function's body
     WebhookPayload,
@@ -70,7 +70,7 @@ async def handler(request: Request) -> JSONResponse:
         answered = runtime.replays.seen(integration.id, webhook_id)
         if answered is not None:
             # Stored already (a replay, or a redelivery within the window): the same answer, without the database.
-            return JSONResponse({**answered, "duplicate": True})
+            return JSONResponse(replayed_batch(answered) if "results" in answered else {**answered, "duplicate": True})
     data = parse_json_object(raw_body)
 
     if is_batch(data):

@@ -106,6 +106,12 @@ async def handle_batch(context: EventContext, envelope: BatchEnvelope) -> dict[s
     return {"success": True, "results": results}
 
 
+def replayed_batch(answered: dict[str, Any]) -> dict[str, Any]:
+    """A remembered batch answer, given again to its replay: every event stored then is a duplicate now."""
+    return {**answered, "results": [{**result, "duplicate": True} if "duplicate" in result else result
+                                    for result in answered["results"]]}
+
+
 def _parse_event(context: EventContext, envelope: BatchEnvelope, index: int,
                  raw: object) -> _Event | dict[str, Any]:
     if not isinstance(raw, dict):

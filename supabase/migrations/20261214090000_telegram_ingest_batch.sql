@@ -59,7 +59,8 @@ BEGIN
                CASE WHEN e.kind = 'outgoing' THEN coalesce(nullif(e.p_to_user_id, ''), e.p_telegram_chat_id)
                     ELSE e.p_telegram_user_id END AS who,
                nullif(ltrim(coalesce(e.p_telegram_username, ''), '@'), '') AS username,
-               CASE WHEN e.kind = 'outgoing' THEN 'Telegram ' || coalesce(nullif(e.p_to_user_id, ''), e.p_telegram_chat_id)
+               CASE WHEN e.kind = 'outgoing'
+                    THEN 'Telegram ' || coalesce(nullif(e.p_to_user_id, ''), e.p_telegram_chat_id)
                     ELSE coalesce(
                         nullif(btrim(concat_ws(' ', nullif(e.p_first_name, ''), nullif(e.p_last_name, ''))), ''),
                         '@' || nullif(ltrim(coalesce(e.p_telegram_username, ''), '@'), ''),

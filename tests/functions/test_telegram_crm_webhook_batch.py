@@ -417,3 +417,18 @@ async def test_the_answer_is_json_with_one_result_per_event(http: httpx.AsyncCli
     assert answer["success"] is True
     assert [result["event_id"] for result in answer["results"]] == [event["event_id"] for event in events]
     assert answer["results"][1] == {"event_id": events[1]["event_id"], "ok": True, "applied": True}
+
+
+async def test_a_replayed_batch_is_answered_from_memory_with_every_event_a_duplicate(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    payload = batch_body(hook, [hook.message(user(), 1), hook.event("account.status", state="authorized")])
+    body, headers = webhook_request(hook.secret, payload, event_id=payload["batch_id"])
+    first = await http.post(f"/telegram-crm-webhook?key={hook.key}", content=body, headers=headers)
+
+    replayed = await http.post(f"/telegram-crm-webhook?key={hook.key}", content=body, headers=headers)
+
+    assert first.json()["results"][0]["duplicate"] is False
+    assert replayed.status_code == 200
+    assert replayed.json()["results"][0] == {**first.json()["results"][0], "duplicate": True}
+    assert replayed.json()["results"][1] == first.json()["results"][1]
+    assert await count(db, "chat_messages", hook.organization.id) == 1

@@ -5,6 +5,7 @@ refused as a single event is (signature, disabled integration, malformed envelop
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import itertools
@@ -432,3 +433,19 @@ async def test_a_replayed_batch_is_answered_from_memory_with_every_event_a_dupli
     assert replayed.json()["results"][0] == {**first.json()["results"][0], "duplicate": True}
     assert replayed.json()["results"][1] == first.json()["results"][1]
     assert await count(db, "chat_messages", hook.organization.id) == 1
+
+
+async def test_concurrent_batches_and_single_posts_of_the_same_chats_store_each_message_once(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    senders = [user() for _ in range(5)]
+    messages = [hook.message(senders[number % 5], 100 + number, f"message {number}") for number in range(40)]
+    # Overlapping batches, in different orders (crm_server retrying one while the next is under way), and single
+    # posts of some of the same events.
+    deliveries = [post_batch(http, hook, messages[:30]), post_batch(http, hook, list(reversed(messages[10:]))),
+                  post_batch(http, hook, messages[5:35]), *(post_single(http, hook, event) for event in messages[::7])]
+
+    await asyncio.gather(*deliveries)
+
+    assert await count(db, "chat_messages", hook.organization.id) == 40
+    assert await count(db, "clients", hook.organization.id) == 5
+    assert await count(db, "notifications", hook.organization.id) == 40

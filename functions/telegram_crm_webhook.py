@@ -11,7 +11,6 @@ retrying can help.
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,14 +23,13 @@ from functions._shared.errors import (
 )
 from functions._shared.event_batch import BatchEnvelope, handle_batch, is_batch, replayed_batch
 from functions._shared.event_context import EventContext
-from functions._shared.event_message import (  # noqa: F401  # WebhookPayload/WebhookResponse: this function's body
-    WebhookPayload,
-    WebhookResponse,
-    handle_message,
-)
+from functions._shared.event_message import WebhookPayload, WebhookResponse, handle_message
 from functions._shared.event_types import EVENT_TYPES, MESSAGE, event_type_of
 from functions._shared.parsing import parse_json_object, validate_model
 from functions._shared.runtime import runtime_of
+
+# The body and answer of a single event (the function's documented shape, functions/openapi.py).
+__all__ = ["WebhookPayload", "WebhookResponse", "handler"]
 
 MAX_WEBHOOK_KEY_LENGTH = 200
 

@@ -19,6 +19,7 @@ from functions._shared.event_message import WebhookPayload, incoming_params, mes
 from functions._shared.event_outgoing import OutgoingEvent, outgoing_answer, outgoing_params
 from functions._shared.event_types import EVENT_TYPES, MESSAGE, OUTGOING, StoredByRpc, event_type_of
 from functions._shared.incoming_media import StoredFile
+from functions._shared.media import IncomingMedia
 from functions._shared.messages import TelegramKey, find_by_telegram_keys, ingest_batch
 from functions._shared.parsing import RequestModel, validate_model
 from functions._shared.rows import IngestResult
@@ -148,7 +149,7 @@ async def _store_media(context: EventContext, events: list[_Event],
     for event in with_media:
         key = event.telegram_key
         if key is not None and key in earlier:
-            results[event.index] = _stored_result(event, _message_result(earlier[key]))
+            results[event.index] = _stored_result(event, earlier[key].model_dump())
             continue
         fetches.setdefault(key if key is not None else object(), []).append(event)
 
@@ -158,12 +159,12 @@ async def _store_media(context: EventContext, events: list[_Event],
     async def fetch(group: list[_Event]) -> None:
         first = group[0]
         media = _media_of(first)
-        assert media is not None
-        chat = first.event.telegram_chat_id  # type: ignore[attr-defined]  # message kinds only
+        assert media is not None and isinstance(first.event, (WebhookPayload, OutgoingEvent))
         key = first.telegram_key
         async with limit:
             try:
-                stored = await context.store_media(media, chat_id=chat, message_id=key[2] if key else str(uuid4()))
+                stored = await context.store_media(media, chat_id=first.event.telegram_chat_id,
+                                                   message_id=key[2] if key else str(uuid4()))
             except FunctionError as exc:
                 for event in group:
                     results[event.index] = _failed(event.event_id, exc, retry=True)
@@ -177,7 +178,7 @@ async def _store_media(context: EventContext, events: list[_Event],
     return [event for event in events if event.index not in answered]
 
 
-def _media_of(event: _Event) -> Any:
+def _media_of(event: _Event) -> IncomingMedia | None:
     if isinstance(event.event, (WebhookPayload, OutgoingEvent)):
         return event.event.media
     return None
@@ -218,10 +219,6 @@ def _stored_result(event: _Event, stored: dict[str, Any] | None) -> dict[str, An
         answer = _stored_by(event).answer(stored.get("result") or {})
     return {"event_id": event.event_id, "ok": True, **{name: value for name, value in answer.items()
                                                         if name != "success"}}
-
-
-def _message_result(result: IngestResult) -> dict[str, Any]:
-    return result.model_dump()
 
 
 def _failed(event_id: str | None, error: FunctionError, *, retry: bool) -> dict[str, Any]:

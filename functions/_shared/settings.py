@@ -118,10 +118,10 @@ class FunctionsSettings(BaseSettings):
     delivery": stored in one database call); 0: one event per POST (`batch: null`). At most 500, the webhook's limit.
     """
     webhook_batch_max_wait_ms: int = Field(
-        20, ge=0, le=60_000,
+        20, ge=0, le=1000,
         validation_alias=AliasChoices("FUNCTIONS_WEBHOOK_BATCH_MAX_WAIT_MS", "webhook_batch_max_wait_ms"))
     """How long crm_server may hold a batch's first event waiting for more (milliseconds): the latency a lone message
-    gains, traded for fewer, fuller POSTs under load.
+    gains, traded for fewer, fuller POSTs under load. At most 1000, crm_server's limit.
     """
     media_public: bool = Field(False, validation_alias=AliasChoices("FUNCTIONS_MEDIA_PUBLIC", "media_public"))
     """Whether the chat-media bucket is public (rows keep public URLs, as the original system's did) or private

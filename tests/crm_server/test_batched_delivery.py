@@ -120,6 +120,14 @@ def test_every_event_type_and_media_arrive_in_signed_batches(admin, fresh_receiv
         assert item.headers["x-lovable-secret"] == SECRET
         assert 1 <= len(item.json["events"]) <= 20
     assert "from the phone" not in server.log_text()
+    metrics = admin.get("/metrics").text
+    assert metric(metrics, "crm_webhook_batches_total") >= len(fresh_receiver.accepted)
+    assert metric(metrics, "crm_webhook_batch_events_count") == metric(metrics, "crm_webhook_batches_total")
+    assert metric(metrics, "crm_webhook_batch_events_sum") >= len(events_of(fresh_receiver, account))
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.split(" ")[0].split("{")[0] == name)
 
 
 def test_a_batch_posted_by_a_server_that_crashed_is_posted_again_after_the_restart(

@@ -153,6 +153,14 @@ class ServerSettings(BaseSettings):
         64, ge=1, validation_alias=AliasChoices("CRM_WEBHOOK_CONCURRENCY", "webhook_concurrency")
     )
     """Chats whose webhooks are posted at once."""
+    webhook_batch_max_bytes: int = Field(
+        256 * 1024, ge=1024,
+        validation_alias=AliasChoices("CRM_WEBHOOK_BATCH_MAX_BYTES", "webhook_batch_max_bytes"),
+    )
+    """Largest body of a batched webhook POST: a batch goes out once the next event would pass it (an event larger
+    than this goes alone). Receivers limit request bodies (telegram-crm-webhook: 1 MiB by default), and a receiver
+    answering 413 to a batch makes crm_server halve its batches to that receiver rather than drop them.
+    """
     webhook_retry_first_seconds: float = Field(
         2.0, gt=0, le=5, validation_alias=AliasChoices("CRM_WEBHOOK_RETRY_FIRST_SECONDS", "webhook_retry_first_seconds")
     )

@@ -1,6 +1,10 @@
 """`BatchAssembler`: the open batch of each batched registration, which chat lanes fill with their ready rows and
 which goes out when full or `max_wait_ms` after its first row; each row's outcome comes back on its own future.
 
+A batch also closes before its body would pass a byte budget (receivers limit bodies); a receiver answering 413 to a
+batch of several events halves the budget for its registration and the events are retried in the smaller batches,
+never dead-lettered for the batch's size (a single event it refuses is judged as a single post's 413).
+
 Order per chat holds because a lane puts a chat's rows in a batch in order and waits for their outcomes before
 giving it more (a chat is never in two batches on their way at once); batches of different chats may be in flight
 together. The assembler knows nothing of the outbox: the lane records what each outcome means.
@@ -20,6 +24,10 @@ from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_tr
 
 log = logging.getLogger(__name__)
 
+# The envelope around the events (`{"batch_id":…,"project_id":…,"account_phone":…,"events":[…]}`) at most.
+ENVELOPE_BYTES = 256
+TOO_LARGE = 413
+
 RowOutcome = tuple[Outcome, int | None]  # the verdict on a row, and the receiver's status (None: no answer)
 # The outcome of rows taken back from a batch before it went (their account was paused or removed): never posted.
 WITHDRAWN: RowOutcome = (Outcome(Verdict.RETRY, error="withdrawn"), None)
@@ -31,14 +39,18 @@ class _OpenBatch:
     webhook: WebhookRecord
     target: DeliveryTarget | None  # the address its first lane checked (lanes re-check theirs at every tenure)
     rows: list[OutboxRow] = field(default_factory=list)
+    size: int = ENVELOPE_BYTES  # the body's bytes with these rows
     futures: list[asyncio.Future[RowOutcome]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
 
 class BatchAssembler:
-    def __init__(self, post: PostBatch, schedule: RetrySchedule) -> None:
+    def __init__(self, post: PostBatch, schedule: RetrySchedule, max_bytes: int = 256 * 1024) -> None:
         self._post = post
         self._schedule = schedule
+        self._max_bytes = max_bytes
+        # A smaller budget for registrations whose receiver answered 413 to a batch (until this process ends).
+        self._learned_bytes: dict[tuple[str, str], int] = {}
         self._open: dict[tuple[str, str], _OpenBatch] = {}  # (project_id, phone) → the batch being filled
         self._posting: set[asyncio.Task[None]] = set()
 
@@ -56,13 +68,26 @@ class BatchAssembler:
             batch = self._open[key] = _OpenBatch(webhook, target)
             loop = asyncio.get_running_loop()
             batch.timer = loop.call_later(webhook.batch.max_wait_ms / 1000, self._flush, batch)
-        taken = rows[:webhook.batch.max_events - len(batch.rows)]
+        elif batch.size + len(rows[0].body) + 1 > self._budget(key):
+            self._flush(batch)  # the next event would make it too large: it goes, the event starts the next one
+            return self.submit(webhook, target, rows)
+        room = webhook.batch.max_events - len(batch.rows)
+        taken: list[OutboxRow] = []
+        for row in rows[:room]:
+            if batch.rows or taken:
+                if batch.size + len(row.body) + 1 > self._budget(key):
+                    break
+            taken.append(row)
+            batch.size += len(row.body) + 1
         futures = [asyncio.get_running_loop().create_future() for _ in taken]
         batch.rows.extend(taken)
         batch.futures.extend(futures)
-        if len(batch.rows) >= webhook.batch.max_events:
+        if len(batch.rows) >= webhook.batch.max_events or len(taken) < min(len(rows), room):
             self._flush(batch)
         return futures
+
+    def _budget(self, key: tuple[str, str]) -> int:
+        return min(self._max_bytes, self._learned_bytes.get(key, self._max_bytes))
 
     def withdraw(self, project_id: str, phone: str) -> None:
         """The account's registration was paused or removed: its batch being filled does not go; its rows' outcome
@@ -101,6 +126,14 @@ class BatchAssembler:
             log.exception("posting a batch of %d events failed", len(batch.rows))
             outcomes = [(judge_transport_error(type(exc).__name__, row.attempts + 1, self._schedule), None)
                         for row in batch.rows]
+        if len(batch.rows) > 1 and all(status == TOO_LARGE for _, status in outcomes):
+            # The receiver's body limit, not these events' fault: smaller batches from now on, and they are retried.
+            key = (batch.webhook.project_id, batch.webhook.phone)
+            self._learned_bytes[key] = max(1, (batch.size - ENVELOPE_BYTES) // 2)
+            log.warning("batch of %d events (%d bytes) to %s/%s refused as too large; batches of at most %d bytes "
+                        "from now on", len(batch.rows), batch.size, key[0], key[1], self._learned_bytes[key])
+            outcomes = [(Outcome(Verdict.RETRY, self._schedule.delay(1), "HTTP 413: batch split"), TOO_LARGE)
+                        for _ in batch.rows]
         for future, outcome in zip(batch.futures, outcomes, strict=True):
             if not future.done():  # its lane stopped waiting (shutdown): nobody records it, it is re-sent
                 future.set_result(outcome)

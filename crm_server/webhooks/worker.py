@@ -52,6 +52,7 @@ class DeliverySettings:
     concurrency: int = 64  # lanes (chats) open at once
     lane_batch: int = 200  # rows a lane takes per tenure; past it the chat gives its slot back
     lease_seconds: float = 120.0
+    batch_max_bytes: int = 256 * 1024  # a batched POST's body at most (one larger event goes alone)
     idle_poll_seconds: float = 1.0  # longest sleep when nothing is due and nobody wakes us
     # An emptied lane waits this long for the listener's next message of its chat before giving its slot back.
     # (An idle lane gives its slot up at once when another chat waits for one.)
@@ -109,7 +110,7 @@ class WebhookDelivery:
         self._schedule = schedule or RetrySchedule()
         self._settings = settings or DeliverySettings()
         self._poster = WebhookPoster(self._schedule, observers or [])
-        self._batches = BatchAssembler(self._post_batch, self._schedule)
+        self._batches = BatchAssembler(self._post_batch, self._schedule, self._settings.batch_max_bytes)
         # Where each webhook URL may be posted to now (checked and pinned at every run); None: the URL as it is.
         self._targets = targets
         # Gives media events their file and a fresh signed URL right before each post (None: posted as stored).

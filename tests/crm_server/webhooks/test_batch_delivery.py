@@ -223,6 +223,53 @@ async def test_a_4xx_to_the_batch_dead_letters_every_event_in_it(store, receiver
     assert len(posted(receiver)) == 6  # none retried
 
 
+def big_events(count: int, text_bytes: int) -> list[OutboxEvent]:
+    made = events(chats=2, per_chat=count // 2)
+    for event in made:
+        event.payload["text"] = "ж" * (text_bytes // 2)  # two bytes each in UTF-8
+    return made
+
+
+async def test_a_batch_closes_before_its_body_passes_the_byte_budget(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=100, max_wait_ms=100)
+    receiver.script = batch_answers()
+    await store.outbox.enqueue(big_events(20, text_bytes=3000))
+    await delivery(DeliverySettings(concurrency=8, batch_max_bytes=10_000))
+    await settled(store.outbox, lambda: len(posted(receiver)) >= 20)
+    assert all(len(item.body) <= 10_000 for item in receiver.received)
+    assert len(receiver.received) >= 20 * 3000 // 10_000  # split by size, not by max_events
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED, limit=100)) == 20
+
+
+async def test_a_413_to_a_batch_makes_smaller_batches_and_loses_nothing(store, receiver, delivery) -> None:
+    """A receiver whose body limit is below crm_server's budget: never a dead letter for the batch's size."""
+    await register(store, receiver, max_events=100, max_wait_ms=100)
+    ok = batch_answers()
+    receiver.script = lambda item: (413, {}, {"code": "PAYLOAD_TOO_LARGE"}) if len(item.body) > 8_000 else ok(item)
+    await store.outbox.enqueue(big_events(20, text_bytes=3000))
+    await delivery()
+    await settled(store.outbox, lambda: len(receiver.accepted) >= 1 and sum(
+        len(item.json["events"]) for item in receiver.accepted) >= 20)
+    assert any(len(item.body) > 8_000 for item in receiver.received)  # the limit was met
+    assert not await store.outbox.list(PROJECT, OutboxState.DEAD)
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED, limit=100)) == 20
+    per_chat: dict[str, list[int]] = {}
+    for item in receiver.accepted:
+        for event in item.json["events"]:
+            per_chat.setdefault(event["chat_id"], []).append(event["message_id"])
+    assert all(numbers == sorted(numbers) for numbers in per_chat.values())
+
+
+async def test_a_413_to_a_single_event_batch_is_that_events_dead_letter(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=100, max_wait_ms=20)
+    receiver.script = lambda item: (413, {}, {"code": "PAYLOAD_TOO_LARGE"})
+    await store.outbox.enqueue(big_events(2, text_bytes=3000)[:1])
+    await delivery()
+    await settled(store.outbox, lambda: len(receiver.received) >= 1)
+    dead = await store.outbox.list(PROJECT, OutboxState.DEAD)
+    assert len(dead) == 1 and dead[0].last_error == "HTTP 413 PAYLOAD_TOO_LARGE"
+
+
 async def test_an_answer_without_valid_results_or_missing_an_event_is_retried(store, receiver, delivery) -> None:
     await register(store, receiver, max_events=20, max_wait_ms=100)
     calls = Counter[str]()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from crm_server.cluster.forwarding import Forwarder
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
 from crm_server.media.files import MediaFiles
@@ -41,5 +42,6 @@ class AppState:
     media: MediaServing  # GET /media/{id}
     media_files: MediaFiles  # the folder of incoming files (swept by housekeeping)
     outgoing_files: OutgoingFiles  # file_url of /telegram/send
+    forwarder: Forwarder  # requests about accounts another instance holds go there
     # The simulated Telegram (crm_server.sandbox.SandboxWorld) in sandbox mode, else None.
     world: Any = None

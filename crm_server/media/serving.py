@@ -39,15 +39,27 @@ class ServedFile:
     sha256: str
 
 
+class FileOnOtherInstance(Exception):
+    """The file is on the disk of another instance sharing the store (the one that downloaded it)."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(instance_id)
+        self.instance_id = instance_id
+
+
 class MediaServing:
-    def __init__(self, table: MediaTable, links: MediaLinks) -> None:
+    def __init__(self, table: MediaTable, links: MediaLinks, instance_id: str | None = None) -> None:
         self._table = table
         self._links = links
+        self._instance_id = instance_id
 
     async def open(self, media_id: str, expires: str, signature: str) -> ServedFile:
         if not self._links.valid(media_id, expires, signature):
             raise errors.MediaLinkInvalidError(field="signature")
         record = await self._table.by_media_id(media_id)
+        if (record is not None and record.path is not None and record.instance_id is not None
+                and record.instance_id != self._instance_id and not Path(record.path).is_file()):
+            raise FileOnOtherInstance(record.instance_id)
         if record is None or record.path is None or not Path(record.path).is_file():
             raise errors.MediaNotFoundError()
         return ServedFile(path=Path(record.path), mime_type=safe_mime_type(record.mime_type),

@@ -367,6 +367,9 @@ class HealthResponse(ResponseModel):
     # With the admin key only: counts across every tenant.
     accounts_connected: int | None = None
     outbox_pending: int | None = None
+    # This instance among those sharing the store, and the accounts whose lease it holds.
+    instance_id: str | None = None
+    accounts_held: int | None = None
 
 
 class ErrorResponse(ResponseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.cipher import SecretCipher
@@ -29,6 +29,7 @@ class AccountRecord:
     username: str | None
     lease_owner: str | None
     lease_expires_at: float | None
+    runtime_state: str | None = None  # the holder's live AccountState, as it last wrote it
 
     @property
     def authorized(self) -> bool:
@@ -52,6 +53,7 @@ def _record(row: object) -> AccountRecord:
         username=row.username,  # type: ignore[attr-defined]
         lease_owner=row.lease_owner,  # type: ignore[attr-defined]
         lease_expires_at=row.lease_expires_at,  # type: ignore[attr-defined]
+        runtime_state=row.runtime_state,  # type: ignore[attr-defined]
     )
 
 
@@ -63,6 +65,7 @@ _RECORD_COLUMNS = (
     accounts.c.username,
     accounts.c.lease_owner,
     accounts.c.lease_expires_at,
+    accounts.c.runtime_state,
 )
 
 
@@ -193,6 +196,24 @@ class AccountTable:
             await connection.execute(
                 update(accounts).where(accounts.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
             )
+
+    async def set_runtime_state(self, project_id: str, phone: str, owner: str, state: str) -> None:
+        """The holder's live state, for the other instances' /telegram/status (only while `owner` holds it)."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts).where(_key(project_id, phone), accounts.c.lease_owner == owner)
+                .values(runtime_state=state))
+
+    async def by_phone(self, phone: str) -> AccountRecord | None:
+        """The account of `phone` in whichever project has it (a phone is one project's: see `ensure`)."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(*_RECORD_COLUMNS).where(accounts.c.phone == phone).limit(1))).first()
+        return _record(row) if row is not None else None
+
+    async def count_authorized(self) -> int:
+        async with self._engine.connect() as connection:
+            return int(await connection.scalar(
+                select(func.count()).select_from(accounts).where(accounts.c.status == StoredStatus.AUTHORIZED)) or 0)
 
     async def list_claimable(self, owner: str) -> list[AccountRecord]:
         """Authorized accounts no other live server holds: the ones this server should run."""

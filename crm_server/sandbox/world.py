@@ -164,7 +164,9 @@ class SandboxWorld:
     """The whole simulated Telegram. Methods are synchronous and cheap; safe to call from any thread.
 
     With `path`, state is a SQLite file (WAL) written through on every mutation: a restarted server finds its
-    accounts logged in, and another process may open the same file to inject messages while the server is down.
+    accounts logged in, and other processes may open the same file (crm_server instances of one cluster, a test
+    injecting messages): every write is one IMMEDIATE transaction, nothing another process must see is kept in
+    memory, and each process's watcher (live.py) pushes what the others wrote to its own connected sessions.
     """
 
     def __init__(self, path: Path | str | None = None) -> None:
@@ -187,6 +189,8 @@ class SandboxWorld:
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._db.executescript(file_store.SCHEMA)
+            # One migration at a time: two processes opening an old file together must not both add a column.
+            self._db.execute("BEGIN IMMEDIATE")
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
             if "media_file_id" not in columns:  # a world file written before stored media existed
                 self._db.execute("ALTER TABLE messages ADD COLUMN media_file_id INTEGER")
@@ -199,6 +203,7 @@ class SandboxWorld:
             account_columns = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
             if "gap_pending" not in account_columns:
                 self._db.execute("ALTER TABLE accounts ADD COLUMN gap_pending INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("COMMIT")
             self._db.execute("INSERT OR IGNORE INTO users (id, phone, first_name) VALUES (?, ?, 'Telegram')",
                              (SERVICE_USER_ID, SERVICE_USER_PHONE))
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))

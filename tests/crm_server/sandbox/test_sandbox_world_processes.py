@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +188,35 @@ async def test_a_qr_token_exported_here_is_accepted_there_and_the_client_here_le
 
     user = await waiting  # updateLoginToken, pushed here by the watcher
     assert user.id == here.user_id_of(phone)
+
+
+def test_a_world_file_from_before_shared_worlds_is_migrated_once_by_processes_opening_it_together(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with SandboxWorld(path) as world:
+        world.incoming("+79994440999", world.create_user("+79994440998"), "written before")
+    with sqlite3.connect(path) as db:  # what a world file of the previous release lacks
+        for table, column in (("messages", "origin"), ("messages", "peer_known"), ("other_updates", "origin")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    opened: list[SandboxWorld] = []
+    failures: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(SandboxWorld(path))
+        except BaseException as exc:  # reported below: a second ALTER would fail with "duplicate column"
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failures == []
+        world = opened[0]
+        world.incoming("+79994440999", "+79994440998", "written after")
+        messages, _, _ = world.difference(world.user_id_of("+79994440999"), 0, 10)
+        assert [m.text for m in messages] == ["written before", "written after"]
+    finally:
+        for world in opened:
+            world.close()

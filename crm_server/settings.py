@@ -48,7 +48,8 @@ class ServerSettings(BaseSettings):
     sandbox: bool = Field(False, validation_alias=AliasChoices("CRM_SANDBOX", "sandbox"))
     """Run on the offline Telegram sandbox instead of real Telegram (any phone logs in, the code is 12345)."""
     sandbox_world: Path | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_WORLD", "sandbox_world"))
-    """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`."""
+    """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`. Instances
+    pointed at one file are one Telegram: what any of them writes reaches the live clients of all."""
     sandbox_qr_token_seconds: int = Field(
         30, ge=1, le=3600,
         validation_alias=AliasChoices("CRM_SANDBOX_QR_TOKEN_SECONDS", "sandbox_qr_token_seconds"),

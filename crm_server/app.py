@@ -235,6 +235,7 @@ async def _housekeeping(state: AppState) -> None:
             await state.store.outbox.purge_delivered(time.time() - state.settings.webhook_keep_delivered_seconds)
             await state.store.known_messages.purge(time.time() - KNOWN_MESSAGES_DAYS * 86400)
             await state.store.pending_logins.purge_expired()
+            await state.store.qr_logins.purge_expired()
             await state.store.instances.forget_silent(time.time() - 86400)
         except Exception as exc:
             log.warning("housekeeping failed (%s)", type(exc).__name__)

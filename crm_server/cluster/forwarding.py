@@ -78,9 +78,17 @@ class Forwarder:
             return None
         return await self._to_holder(request, record)
 
-    async def to_instance(self, request: Request, instance_id: str | None) -> Response | None:
+    async def qr_elsewhere(self, request: Request, login_id: str, here: Callable[[str], bool]) -> Response | None:
+        """The answer of the instance whose process runs QR login `login_id`, when it is another one."""
+        if self.check_forwarded(request) or not self.enabled or here(login_id):
+            return None
+        return await self.to_instance(request, await self._store.qr_logins.instance_of(login_id), checked=True)
+
+    async def to_instance(self, request: Request, instance_id: str | None, *, checked: bool = False) -> Response | None:
         """The answer of `instance_id` to `request` (a media file on its disk); None when it is this one or unknown."""
-        if self.check_forwarded(request) or not self.enabled or instance_id in (None, self._instance_id):
+        if not checked and self.check_forwarded(request):
+            return None
+        if not self.enabled or instance_id in (None, self._instance_id):
             return None
         instance = await self._store.instances.get(instance_id)
         if instance is None:

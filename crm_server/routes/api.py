@@ -283,6 +283,9 @@ async def password(request: Request) -> Response:
     body = await parse_body(request, PasswordRequest)
     require_project(principal, body.project_id)
     if body.login_id is not None:
+        answer = await state.forwarder.qr_elsewhere(request, body.login_id, state.manager.qr_logins.has)
+        if answer is not None:
+            return answer
         outcome = await state.manager.check_qr_password(body.project_id, body.login_id, body.password)
     elif body.phone is not None:
         if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
@@ -320,6 +323,9 @@ async def qr_login_status(request: Request) -> Response:
     principal = await authenticate(request)
     query = parse_query(request, QrLoginQuery)
     require_project(principal, query.project_id)
+    answer = await state.forwarder.qr_elsewhere(request, query.login_id, state.manager.qr_logins.has)
+    if answer is not None:
+        return answer
     return _json(_qr_status(state.manager.qr_login_status(query.project_id, query.login_id)), exclude_none=True)
 
 

@@ -22,6 +22,7 @@ from crm_server.store.known_messages import KnownMessagesTable
 from crm_server.store.media import MediaTable
 from crm_server.store.outbox import OutboxTable
 from crm_server.store.pending_logins import PendingLoginTable
+from crm_server.store.qr_logins import QrLoginTable
 from crm_server.store.schema import metadata
 from crm_server.store.upgrade import add_missing_columns
 from crm_server.store.webhooks import WebhookTable
@@ -72,6 +73,7 @@ class Store:
         self.history_jobs = HistoryJobsTable(engine)
         self.instances = InstanceTable(engine)
         self.pending_logins = PendingLoginTable(engine, cipher)
+        self.qr_logins = QrLoginTable(engine)
 
     @classmethod
     async def open(cls, url: str, session_key: bytes, instance_id: str | None = None) -> "Store":

@@ -171,6 +171,15 @@ outbox = Table(
     Index("ix_outbox_delivered", "project_id", "phone", "delivered_at"),
 )
 
+# QR logins in progress, by login_id: which instance's client waits for the scan (polls are forwarded there).
+qr_logins = Table(
+    "qr_logins",
+    metadata,
+    Column("login_id", String(64), primary_key=True),
+    Column("instance_id", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # Files of incoming messages, downloaded from Telegram into `<state-dir>/media/` once per event, reused by every
 # retry of its delivery, removed by the retention sweep (crm_server.media.files).
 media = Table(

@@ -221,7 +221,12 @@ class AccountManager:
             account = self._accounts.get(AccountKey(project_id, phone))
             if account is not None and account.state == AccountState.CONNECTED:
                 raise errors.ValidationError("This account is already logged in", field="phone")
-        return (await self.qr_logins.start(project_id, phone)).view()
+        login = await self.qr_logins.start(project_id, phone)
+        if self._store.instance_id is not None:
+            # Polls and the 2FA step may reach another instance: the store says this one has the login.
+            await self._store.qr_logins.record(login.login_id, self.owner_id,
+                                               time.time() + self._settings.login_ttl_seconds)
+        return login.view()
 
     def qr_login_status(self, project_id: str, login_id: str) -> QrView:
         return self.qr_logins.get(project_id, login_id).view()

@@ -168,6 +168,25 @@ def test_a_login_is_finished_on_another_instance_after_the_first_one_died(cluste
         api.ok(api.request("DELETE", f"/telegram/accounts/{each}", params={"project_id": PROJECT}))
 
 
+def test_a_qr_login_started_on_one_instance_is_polled_and_finished_through_another(cluster, api) -> None:
+    phone = phones(1, _NUMBERS)[0]
+    api.ok(api.post("/sandbox/accounts", json={"phone": phone}))
+    starter, poller = cluster.instances[:2]
+    started = api.ok(api.post("/telegram/auth/qr", json={"project_id": PROJECT}, on=starter))
+    polled = api.ok(api.get("/telegram/auth/qr", params={"project_id": PROJECT, "login_id": started["login_id"]},
+                            on=poller))
+    assert polled["status"] == "qr" and polled["url"] == started["url"]
+    api.ok(api.post("/sandbox/qr-scan", json={"url": started["url"], "phone": phone}, on=poller))
+
+    def authorized() -> bool:
+        answer = api.ok(api.get("/telegram/auth/qr", params={"project_id": PROJECT, "login_id": started["login_id"]},
+                                on=poller))
+        return answer["status"] == "authorized" and answer.get("phone") == phone
+
+    wait_until(authorized, 15, "the QR login seen authorized through the other instance")
+    api.ok(api.request("DELETE", f"/telegram/accounts/{phone}", params={"project_id": PROJECT}, on=poller))
+
+
 def _burst(api: ClusterClient, accounts: list[str], writer: str, count: int, stop_after: int,
            on_midway: threading.Event) -> list[str]:
     failures: list[str] = []

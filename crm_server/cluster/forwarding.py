@@ -19,7 +19,8 @@ from starlette.responses import Response
 from crm_server import errors
 from crm_server.cluster.signing import FORWARDED_BY_HEADER, SIGNATURE_HEADER, SignatureVerifier, sign
 from crm_server.metrics import ServerMetrics
-from crm_server.store import AccountRecord, Store
+from crm_server.store import Store
+from crm_server.store.accounts import LeaseHolder
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,16 @@ class Forwarder:
         """The holder's answer when another live instance holds (project_id, phone); None: serve it here."""
         if self.check_forwarded(request) or not self.enabled or self._runs_here(project_id, phone):
             return None
-        return await self._to_holder(request, await self._store.accounts.get(project_id, phone))
+        return await self._to_holder(request, await self._store.accounts.holder(project_id, phone))
 
     async def elsewhere_by_phone(self, request: Request, phone: str) -> Response | None:
         """As `elsewhere`, for the sandbox routes that name only an `account_phone`."""
         if self.check_forwarded(request) or not self.enabled:
             return None
-        record = await self._store.accounts.by_phone(phone)
-        if record is None or self._runs_here(record.project_id, record.phone):
+        holder = await self._store.accounts.holder(None, phone)
+        if holder is None or self._runs_here(holder.project_id, phone):
             return None
-        return await self._to_holder(request, record)
+        return await self._to_holder(request, holder)
 
     async def qr_elsewhere(self, request: Request, login_id: str, here: Callable[[str], bool]) -> Response | None:
         """The answer of the instance whose process runs QR login `login_id`, when it is another one."""
@@ -95,15 +96,14 @@ class Forwarder:
             return None
         return await self._forward(request, instance.url, retry_after=None)
 
-    async def _to_holder(self, request: Request, record: AccountRecord | None) -> Response | None:
+    async def _to_holder(self, request: Request, holder: LeaseHolder | None) -> Response | None:
         now = time.time()
-        if record is None or not record.leased_by_other(self._instance_id, now):
+        if holder is None or not holder.other_than(self._instance_id, now):
             return None  # nobody holds it (the route takes the lease) or we do
-        assert record.lease_owner is not None and record.lease_expires_at is not None
-        instance = await self._store.instances.get(record.lease_owner)
-        if instance is None:
+        if holder.url is None:
             return None  # a holder that never registered (an older server): the route answers as before
-        return await self._forward(request, instance.url, retry_after=record.lease_expires_at - now)
+        assert holder.expires_at is not None
+        return await self._forward(request, holder.url, retry_after=holder.expires_at - now)
 
     async def _forward(self, request: Request, base_url: str, *, retry_after: float | None) -> Response:
         route = _route_label(request)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import StoredStatus, accounts
+from crm_server.store.schema import StoredStatus, accounts, instances
 
 
 class PhoneHeldByAnotherProject(Exception):
@@ -42,6 +42,18 @@ class AccountRecord:
             and self.lease_expires_at is not None
             and self.lease_expires_at >= now
         )
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    project_id: str
+    owner: str | None
+    expires_at: float | None
+    url: str | None  # the holder's CRM_INSTANCE_URL (None: it never registered, or is gone from the registry)
+
+    def other_than(self, owner: str, now: float) -> bool:
+        return self.owner is not None and self.owner != owner and self.expires_at is not None \
+            and self.expires_at >= now
 
 
 def _record(row: object) -> AccountRecord:
@@ -203,6 +215,20 @@ class AccountTable:
             await connection.execute(
                 update(accounts).where(_key(project_id, phone), accounts.c.lease_owner == owner)
                 .values(runtime_state=state))
+
+    async def holder(self, project_id: str | None, phone: str) -> LeaseHolder | None:
+        """Who holds the account's lease and where it answers, in one query (a forward's only store read); None when
+        there is no such account. `project_id` None: the phone's account in whichever project has it."""
+        query = (select(accounts.c.project_id, accounts.c.lease_owner, accounts.c.lease_expires_at, instances.c.url)
+                 .select_from(accounts.outerjoin(instances, instances.c.instance_id == accounts.c.lease_owner))
+                 .where(accounts.c.phone == phone))
+        if project_id is not None:
+            query = query.where(accounts.c.project_id == project_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query.limit(1))).first()
+        if row is None:
+            return None
+        return LeaseHolder(row.project_id, row.lease_owner, row.lease_expires_at, row.url)
 
     async def by_phone(self, phone: str) -> AccountRecord | None:
         """The account of `phone` in whichever project has it (a phone is one project's: see `ensure`)."""

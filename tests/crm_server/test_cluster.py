@@ -220,8 +220,20 @@ def _burst(api: ClusterClient, accounts: list[str], writer: str, count: int, sto
 
 def test_an_instance_killed_during_a_burst_loses_no_message_and_its_accounts_move(
         cluster, api, accounts, writer, fresh_receiver) -> None:
+    _kill_during_a_burst(cluster, api, accounts, writer, fresh_receiver, 300)
+
+
+@pytest.mark.slow
+def test_an_instance_killed_during_a_burst_of_2000_loses_no_message(
+        cluster, api, accounts, writer, fresh_receiver) -> None:
+    _kill_during_a_burst(cluster, api, accounts, writer, fresh_receiver, 2000)
+
+
+def _kill_during_a_burst(cluster: Cluster, api: ClusterClient, accounts: list[str], writer: str,
+                         receiver: Receiver, count: int) -> None:
     wait_until(lambda: _settled(cluster, ACCOUNTS), 30, "accounts spread over both instances")
-    count = 300
+    api.cut_off = 0
+    fresh_receiver = receiver
     victim = cluster.instances[1]
     midway = threading.Event()
     killer = threading.Thread(target=lambda: (midway.wait(60), victim.kill()))
@@ -236,7 +248,7 @@ def test_an_instance_killed_during_a_burst_loses_no_message_and_its_accounts_mov
             return {item.json["text"] for item in fresh_receiver.accepted if item.json["text"].startswith("burst")}
 
         with contextlib.suppress(TimeoutError):
-            fresh_receiver.wait_for(lambda r: len(burst_texts()) >= count, timeout=60)
+            fresh_receiver.wait_for(lambda r: len(burst_texts()) >= count, timeout=60 + count / 10)
         missing = sorted({f"burst {turn}" for turn in range(count)} - burst_texts(), key=lambda t: int(t.split()[1]))
         assert missing == [], f"{len(missing)} not delivered: {missing[:20]}"
         texts = [item.json["text"] for item in fresh_receiver.accepted]

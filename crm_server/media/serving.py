@@ -40,11 +40,13 @@ class ServedFile:
 
 
 class FileOnOtherInstance(Exception):
-    """The file is on the disk of another instance sharing the store (the one that downloaded it)."""
+    """The file was downloaded by another instance sharing the store: that one serves it. `here` is the same file
+    when this instance can read it too (a shared disk), served when the other one cannot answer."""
 
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, here: ServedFile | None) -> None:
         super().__init__(instance_id)
         self.instance_id = instance_id
+        self.here = here
 
 
 class MediaServing:
@@ -57,11 +59,13 @@ class MediaServing:
         if not self._links.valid(media_id, expires, signature):
             raise errors.MediaLinkInvalidError(field="signature")
         record = await self._table.by_media_id(media_id)
-        if (record is not None and record.path is not None and record.instance_id is not None
-                and record.instance_id != self._instance_id and not Path(record.path).is_file()):
-            raise FileOnOtherInstance(record.instance_id)
-        if record is None or record.path is None or not Path(record.path).is_file():
+        here = None
+        if record is not None and record.path is not None and Path(record.path).is_file():
+            here = ServedFile(path=Path(record.path), mime_type=safe_mime_type(record.mime_type),
+                              file_name=safe_file_name(record.file_name, fallback=record.kind),
+                              sha256=record.sha256 or "")
+        if record is not None and record.path is not None and record.instance_id not in (None, self._instance_id):
+            raise FileOnOtherInstance(record.instance_id, here)
+        if here is None:
             raise errors.MediaNotFoundError()
-        return ServedFile(path=Path(record.path), mime_type=safe_mime_type(record.mime_type),
-                          file_name=safe_file_name(record.file_name, fallback=record.kind),
-                          sha256=record.sha256 or "")
+        return here

@@ -21,11 +21,19 @@ async def media_file(request: Request) -> Response:
             request.query_params.get("signature", ""),
         )
     except FileOnOtherInstance as elsewhere:
-        # Several instances: the one that downloaded the file serves it (its answer, status and headers as they are).
-        answer = await state.forwarder.to_instance(request, elsewhere.instance_id)
-        if answer is None:
+        # Several instances: the one that downloaded the file serves it (its answer, status and headers as they are);
+        # when it cannot (not forwarding, gone) and this instance reads the file too (a shared disk), from here.
+        try:
+            answer = await state.forwarder.to_instance(request, elsewhere.instance_id)
+        except errors.HolderUnreachableError:
+            if elsewhere.here is None:
+                raise
+            answer = None
+        if answer is not None:
+            return answer
+        if elsewhere.here is None:
             raise errors.MediaNotFoundError() from None
-        return answer
+        served = elsewhere.here
     # FileResponse streams the file in chunks, sets Content-Length and answers Range requests.
     return FileResponse(
         served.path,

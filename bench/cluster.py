@@ -4,7 +4,7 @@ Two instances on an embedded PostgreSQL and one sandbox world, one logged-in acc
 instance holding the account (direct) and to the other (forwarded: one signed hop more); the figure is the p50 each
 way and their difference. Failover: the holder is killed (SIGKILL) and the time until the other instance holds the
 account and a send through it succeeds is measured (lease TTL + a claim round + connect), then the killed one is
-started again; median of `failovers` runs.
+started again; median of `failovers` runs. Hand-over: the same after a SIGTERM (the lease is released at once).
 
 Run alone: `python -m bench.cluster [--sends 300] [--failovers 3] [--ttl 5]`.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ def run(config: ClusterConfig = ClusterConfig(), workdir: Path | None = None) ->
     direct: list[float] = []
     forwarded: list[float] = []
     failover: list[float] = []
+    handover: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-cluster-", dir=workdir) as directory:
         root = Path(directory)
         database = LocalDatabase(root / "db", port=free_port(), durable=False)
@@ -89,10 +91,13 @@ def run(config: ClusterConfig = ClusterConfig(), workdir: Path | None = None) ->
                     for turn in range(config.sends):
                         direct.append(_send_ms(http, holder.url, phone, "@bench_cluster_user", f"d {turn}"))
                         forwarded.append(_send_ms(http, other.url, phone, "@bench_cluster_user", f"f {turn}"))
-                    for _ in range(config.failovers):
+                    for turn in range(2 * config.failovers):
+                        # Alternately a crash (SIGKILL: the lease must expire) and a graceful stop (SIGTERM: released).
                         holder, other = _holder_and_other(cluster)
-                        holder.kill()
+                        graceful = turn % 2 == 1
                         killed_at = time.monotonic()
+                        stopping = threading.Thread(target=holder.stop if graceful else holder.kill)
+                        stopping.start()
 
                         def live_elsewhere() -> bool:
                             try:
@@ -104,7 +109,8 @@ def run(config: ClusterConfig = ClusterConfig(), workdir: Path | None = None) ->
                             return response.status_code == 200
 
                         wait_until(live_elsewhere, config.ttl + 30, "the account live on the survivor")
-                        failover.append(time.monotonic() - killed_at)
+                        (handover if graceful else failover).append(time.monotonic() - killed_at)
+                        stopping.join()
                         holder.start()
                         wait_until(lambda: sorted(cluster.holdings()) == [0, 1], 30, "settled again")
                 api.close()
@@ -119,6 +125,7 @@ def run(config: ClusterConfig = ClusterConfig(), workdir: Path | None = None) ->
     result.add(figure("send p50, forwarded by the other instance", "ms", [percentile(forwarded, 0.5)]))
     result.add(figure("p50 added by forwarding", "ms", [percentile(forwarded, 0.5) - percentile(direct, 0.5)]))
     result.add(figure("failover: SIGKILL → account live elsewhere", "s", failover, at_most=config.ttl + 10))
+    result.add(figure("hand-over: SIGTERM → account live elsewhere", "s", handover, at_most=2))
     return result
 
 

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -244,7 +244,7 @@ class LiveSessions:
                 _call(listener.on_other_update, record)
 
 
-def _call(callback, *args: object) -> None:  # type: ignore[no-untyped-def]
+def _call(callback: Callable[..., None], *args: object) -> None:
     # One broken session must not stop the watcher for the others; the rows stay in the log for getDifference.
     try:
         callback(*args)

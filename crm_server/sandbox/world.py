@@ -19,8 +19,8 @@ from pathlib import Path
 
 from crm_server.sandbox import files as file_store
 from crm_server.sandbox import srp
-from crm_server.sandbox.live import LiveSessions, sessions_for
 from crm_server.sandbox.errors import SandboxError, UnknownAccount, UnknownUser, UsernameTaken
+from crm_server.sandbox.live import LiveSessions, sessions_for
 from crm_server.sandbox.media import KINDS, SimFile, SimIncomingMedia, default_mime_type
 from crm_server.sandbox.records import (  # noqa: F401  (EDIT... and the records are imported from here too)
     DELETE,

@@ -1,7 +1,8 @@
 """Two crm_server processes on one sandbox world file (`CRM_SANDBOX_WORLD`) see one Telegram: a message injected
 through one instance reaches the account's live client in the other and its webhook; a send through one shows in the
-other's `/sandbox/sent`; users made through either exist for both; an account whose client stops in one instance and
-starts in another (same store) catches up on what arrived in between, each message once."""
+other's `/sandbox/sent`; users made through either exist for both; a termination through one logs the account out
+in the other; an account whose client stops in one instance and starts in another (same store) catches up on what
+arrived in between, each message once."""
 
 from __future__ import annotations
 
@@ -107,6 +108,17 @@ def test_a_send_through_one_instance_shows_in_the_others_sent_list(
     sent = admin_a.sent(account)
     assert [(item["to_user_id"], item["text"], item["message_id"]) for item in sent] == [
         (user_id, "sent by B's client", response.json()["message_id"])]
+
+
+def test_a_session_terminated_through_one_instance_logs_the_account_out_in_the_other(
+    admin_a: CrmClient, admin_b: CrmClient, fresh_receiver: Receiver
+) -> None:
+    account = connect_account(admin_b, fresh_receiver)
+
+    admin_a.ok(admin_a.post("/sandbox/revoke", json={"account_phone": account}))
+
+    status = admin_b.wait_account(PROJECT, account, "logged_out")
+    assert status["state"] == "logged_out" and status["authorized"] is False
 
 
 def test_a_client_stopped_in_one_instance_and_started_in_another_catches_up_each_message_once(

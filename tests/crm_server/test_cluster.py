@@ -108,6 +108,24 @@ def test_requests_spread_over_the_instances_are_answered_as_by_one_server(cluste
     assert all(entry["connected"] and entry["state"] == "connected" for entry in views[0])
 
 
+def test_errors_are_answered_alike_by_the_holder_and_through_another_instance(cluster, api, accounts, writer) -> None:
+    phone = accounts[2]
+    unknown_recipient = {"project_id": PROJECT, "phone": phone, "to": "@nobody_here_at_all", "text": "hi"}
+    answers = [api.post("/telegram/send", json=unknown_recipient, on=instance) for instance in cluster.instances]
+    assert {answer.status_code for answer in answers} == {422}
+    assert answers[0].json() == answers[1].json() and answers[0].json()["code"] == "RECIPIENT_NOT_FOUND"
+    unknown_account = {**unknown_recipient, "phone": "+15550000000"}
+    answers = [api.post("/telegram/send", json=unknown_account, on=instance) for instance in cluster.instances]
+    assert [answer.json()["code"] for answer in answers] == ["ACCOUNT_NOT_FOUND"] * 2
+    # A flood wait's Retry-After reaches the caller through the forwarding instance too.
+    api.ok(api.post("/sandbox/flood", json={"account_phone": phone, "seconds": 30}))
+    flooded = [api.post("/telegram/send", json={**unknown_recipient, "to": f"@w{writer[1:]}"}, on=instance)
+               for instance in cluster.instances]
+    for answer in flooded:
+        assert answer.status_code == 429 and answer.json()["code"] == "FLOOD_WAIT", answer.text
+        assert 1 <= int(answer.headers["retry-after"]) <= 30
+
+
 def test_an_idempotency_key_is_honoured_whichever_instance_the_retry_reaches(cluster, api, accounts, writer) -> None:
     body = {"project_id": PROJECT, "phone": accounts[0], "to": f"@w{writer[1:]}", "text": "once"}
     answers = [api.post("/telegram/send", json=body, headers={"Idempotency-Key": "cluster-once-1"}, on=instance)
@@ -286,12 +304,20 @@ def _kill_during_a_burst(cluster: Cluster, api: ClusterClient, accounts: list[st
         victim.start()
 
 
-def test_a_joining_instance_gets_its_share(cluster, api, accounts) -> None:
+def test_a_joining_instance_gets_its_share(cluster, api, accounts, writer) -> None:
     wait_until(lambda: _settled(cluster, ACCOUNTS), 30, "the restarted instance has its share")
     joined = cluster.add()
     wait_until(lambda: cluster.held(joined) >= 1 and _settled(cluster, ACCOUNTS), 30,
                "the accounts spread over three instances")
     assert max(cluster.holdings()) <= math.ceil(ACCOUNTS / 3) + 1
+    # Three instances answer as one: every account sends through each of them.
+    for phone in accounts:
+        if phone == accounts[2]:
+            continue  # flooded by an earlier test
+        for instance in cluster.instances:
+            response = api.post("/telegram/send", on=instance, json={
+                "project_id": PROJECT, "phone": phone, "to": f"@w{writer[1:]}", "text": "three instances"})
+            assert response.status_code == 200, response.text
 
 
 def test_a_stopped_instance_hands_its_accounts_over_at_once(cluster, api, accounts, writer) -> None:
@@ -303,6 +329,8 @@ def test_a_stopped_instance_hands_its_accounts_over_at_once(cluster, api, accoun
     took = wait_until(lambda: sum(cluster.holdings()) == ACCOUNTS, 30, "the stopped instance's accounts taken")
     assert took < TTL
     for phone in accounts:
+        if phone == accounts[2]:
+            continue  # flooded by an earlier test
         wait_until(lambda: {entry["phone"]: entry for entry in api.status(PROJECT, on=cluster.live[0])
                             }[phone]["connected"], 10, "connected again")
         response = api.post("/telegram/send", json={"project_id": PROJECT, "phone": phone, "to": f"@w{writer[1:]}",

@@ -54,8 +54,9 @@ def _sandbox_error(exc: Exception, field: str, *, user_field: str = "from") -> e
 async def _at_holder(request: Request, account_phone: str) -> Response | None:
     """The holder's answer when another instance runs the account: its live client is the one the world pushes the
     update to. A holder that does not answer is no reason to refuse: the world keeps the update for its catch-up."""
+    state: AppState = request.app.state.crm
     try:
-        return await request.app.state.crm.forwarder.elsewhere_by_phone(request, account_phone)  # type: ignore[no-any-return]
+        return await state.forwarder.elsewhere_by_phone(request, account_phone)
     except errors.HolderUnreachableError:
         return None
 

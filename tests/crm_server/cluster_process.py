@@ -132,7 +132,8 @@ class ClusterClient:
         assert signed == {"status": "authorized"}, signed
 
     def status(self, project_id: str, on: CrmServerProcess) -> list[dict[str, Any]]:
-        return self.ok(self.get("/telegram/status", params={"project_id": project_id}, on=on))["accounts"]  # type: ignore[no-any-return]
+        answer = self.ok(self.get("/telegram/status", params={"project_id": project_id}, on=on))
+        return answer["accounts"]  # type: ignore[no-any-return]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:

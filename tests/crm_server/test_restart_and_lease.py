@@ -146,6 +146,7 @@ def test_a_second_server_on_the_same_store_takes_its_share_and_a_dead_ones_accou
 def api_status(server: CrmServerProcess, key: str) -> list[dict]:
     client = server.client(key)
     try:
-        return client.ok(client.get("/telegram/status", params={"project_id": PROJECT}))["accounts"]  # type: ignore[no-any-return]
+        answer = client.ok(client.get("/telegram/status", params={"project_id": PROJECT}))
+        return answer["accounts"]  # type: ignore[no-any-return]
     finally:
         client.close()

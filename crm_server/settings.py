@@ -128,7 +128,8 @@ class ServerSettings(BaseSettings):
     instance's accounts go to the others."""
     instance_url_setting: str = Field("", validation_alias=AliasChoices("CRM_INSTANCE_URL", "instance_url_setting"))
     """Where the other crm_server instances sharing the store reach this one (requests for the accounts it holds are
-    forwarded there); empty: this server's own listen URL."""
+    forwarded there); empty: this server's own listen URL. One per instance: a process starting at an address an
+    earlier one registered takes that one for dead and its leases at once."""
     cluster_secret: str = Field("", validation_alias=AliasChoices("CRM_CLUSTER_SECRET", "cluster_secret"))
     """Shared by the crm_server instances of one store: signs requests forwarded between them (HMAC-SHA256). Empty:
     nothing is forwarded, and a request for an account another instance holds answers 503 ACCOUNT_DISCONNECTED."""

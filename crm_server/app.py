@@ -28,6 +28,7 @@ from api_docs.swagger_page import DocsPage
 from crm_server import errors
 from crm_server.app_state import AppState
 from crm_server.cluster.forwarding import Forwarder
+from crm_server.cluster.media_relay import RELAY_PATH, RelayedMediaSource, relay_media
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
 from crm_server.media.files import MediaFiles
@@ -82,6 +83,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/webhooks/deliveries", deliveries.list_deliveries, methods=["GET"]),
         Route("/webhooks/deliveries/{id}/retry", deliveries.retry_delivery, methods=["POST"]),
         Route("/media/{id}", media.media_file, methods=["GET"]),
+        Route(RELAY_PATH, relay_media, methods=["POST"]),  # between instances only (signed)
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -152,7 +154,9 @@ async def start_state(settings: ServerSettings) -> AppState:
                              retention_seconds=settings.media_retention_hours * 3600)
     recent_messages = RecentMessages()
     source = TelegramMediaSource(recent_messages)
-    preparer = MediaPreparer(source, store.media, media_files, links, max_bytes=settings.media_max_bytes)
+    # Through this instance's live clients, else the account's holder (several instances on one store).
+    relayed = RelayedMediaSource(source)
+    preparer = MediaPreparer(relayed, store.media, media_files, links, max_bytes=settings.media_max_bytes)
     media_policy = WebhookPolicy.from_setting(settings.allow_private_media, settings.private_media_hosts)
 
     def media_client() -> httpx.AsyncClient:
@@ -186,6 +190,7 @@ async def start_state(settings: ServerSettings) -> AppState:
     metrics.watch_held(manager.held_count)
     forwarder = Forwarder(store, instance_id=manager.owner_id, secret=settings.cluster_secret,
                           runs_here=manager.runs_here, metrics=metrics)
+    relayed.relay_through(forwarder, manager.runs_here)
     await delivery.start()
     await manager.start()
     return AppState(
@@ -204,6 +209,7 @@ async def start_state(settings: ServerSettings) -> AppState:
         media_files=media_files,
         outgoing_files=outgoing_files,
         forwarder=forwarder,
+        media_source=relayed,
         world=world,
     )
 

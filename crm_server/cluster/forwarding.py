@@ -8,6 +8,7 @@ once its lease expires: until then the caller gets 503 with Retry-After.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,9 +19,11 @@ from starlette.responses import Response
 
 from crm_server import errors
 from crm_server.cluster.signing import FORWARDED_BY_HEADER, SIGNATURE_HEADER, SignatureVerifier, sign
+from crm_server.media.files import CountingFile
 from crm_server.metrics import ServerMetrics
 from crm_server.store import Store
 from crm_server.store.accounts import LeaseHolder
+from crm_server.webhooks.media_source import MediaTransient, MediaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,28 @@ class Forwarder:
         if instance is None:
             return None
         return await self._forward(request, instance.url, retry_after=None)
+
+    async def fetch_media(self, path: str, body: bytes, into: CountingFile) -> None:
+        """An incoming file downloaded by the instance holding its account (`body` names the account and message),
+        streamed into `into`; MediaTransient when no live instance can now, MediaUnavailable when Telegram said no."""
+        document = json.loads(body)
+        holder = await self._store.accounts.holder(document["project_id"], document["phone"])
+        if holder is None or not holder.other_than(self._instance_id, time.time()) or holder.url is None:
+            raise MediaTransient("no instance runs the account")
+        headers = {"content-type": "application/json", **sign(self._secret, "POST", path, body),
+                   FORWARDED_BY_HEADER: self._instance_id}
+        try:
+            async with self._client.stream("POST", holder.url + path, content=body, headers=headers) as answer:
+                if answer.status_code == 404:
+                    raise MediaUnavailable("the holder cannot get the file")
+                if answer.status_code != 200:
+                    raise MediaTransient(f"the holder answered {answer.status_code}")
+                async for chunk in answer.aiter_bytes():
+                    into.write(chunk)
+        except httpx.TransportError as exc:
+            self._metrics.forwards.labels(path, "unreachable").inc()
+            raise MediaTransient(type(exc).__name__) from None
+        self._metrics.forwards.labels(path, "answered").inc()
 
     async def _to_holder(self, request: Request, holder: LeaseHolder | None) -> Response | None:
         now = time.time()

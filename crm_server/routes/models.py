@@ -243,6 +243,16 @@ class StatusResponse(ResponseModel):
     accounts: list[AccountStatusEntry]
 
 
+class MediaRelayRequest(RequestModel):
+    """`POST /cluster/media` (between instances only): which message's file the holder should download."""
+
+    event_id: str = Field(min_length=1, max_length=64)
+    project_id: str = Field(min_length=1, max_length=128)
+    phone: str = Field(min_length=1, max_length=32)
+    chat_id: int
+    message_id: int
+
+
 class SendCodeRequest(RequestModel):
     project_id: ProjectId
     phone: Phone

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import json
 import math
 import os
 import tempfile
@@ -154,6 +155,19 @@ def test_an_incoming_file_is_served_by_every_instance(cluster, api, accounts, wr
     metrics = "".join(httpx.get(f"{instance.url}/metrics", headers={"X-API-Key": cluster.admin_key or ""}).text
                       for instance in cluster.instances)
     assert 'crm_forwards_total{outcome="answered",route="/media/{id}"} 1.0' in metrics
+
+    # Whichever instance's worker posts an event, the file comes through the holder's client (POST /cluster/media,
+    # signed: the holder downloads and streams it; another instance serves no relay of its own).
+    event = next(item.json for item in fresh_receiver.accepted if item.json.get("media"))
+    wire = json.dumps({"event_id": event["event_id"], "project_id": PROJECT, "phone": accounts[1],
+                       "chat_id": event["chat_id"], "message_id": event["message_id"]}).encode()
+    unsigned = httpx.post(f"{cluster.instances[0].url}/cluster/media", content=wire)
+    assert unsigned.status_code == 401 and unsigned.json()["code"] == "CLUSTER_SIGNATURE_INVALID"
+    relayed = [httpx.post(f"{instance.url}/cluster/media", content=wire,
+                          headers=sign(cluster.env["CRM_CLUSTER_SECRET"], "POST", "/cluster/media", wire))
+               for instance in cluster.instances]
+    assert sorted(answer.status_code for answer in relayed) == [200, 503]
+    assert next(answer.content for answer in relayed if answer.status_code == 200) == data
 
 
 def test_a_forged_or_replayed_forward_is_refused(cluster, api, accounts) -> None:

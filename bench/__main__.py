@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import accounts, backlog, gateway, inbound, media_inbound, outbound
+from bench import accounts, backlog, cluster, gateway, inbound, media_inbound, outbound
 from bench.common import BenchResult, summary_table
 
 
@@ -34,6 +34,7 @@ BENCHES = (
     Bench("backlog", backlog.run, backlog.BacklogConfig(), backlog.SMALLEST),
     Bench("media_inbound", media_inbound.run, media_inbound.MediaInboundConfig(), media_inbound.SMALLEST),
     Bench("gateway", gateway.run, gateway.GatewayConfig(), gateway.SMALLEST),
+    Bench("cluster", cluster.run, cluster.ClusterConfig(), cluster.SMALLEST),
 )
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -26,6 +27,8 @@ import httpx
 from api_docs.swagger_page import DocsPage
 from crm_server import errors
 from crm_server.app_state import AppState
+from crm_server.cluster.forwarding import Forwarder
+from crm_server.cluster.media_relay import RELAY_PATH, RelayedMediaSource, relay_media
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
 from crm_server.media.files import MediaFiles
@@ -80,6 +83,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/webhooks/deliveries", deliveries.list_deliveries, methods=["GET"]),
         Route("/webhooks/deliveries/{id}/retry", deliveries.retry_delivery, methods=["POST"]),
         Route("/media/{id}", media.media_file, methods=["GET"]),
+        Route(RELAY_PATH, relay_media, methods=["POST"]),  # between instances only (signed)
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -118,7 +122,9 @@ async def start_state(settings: ServerSettings) -> AppState:
         logs.keep_payloads_out()
     make_private_dir(settings.state_dir)
     session_key = load_session_key(settings)
-    store = await Store.open(settings.resolved_database_url, session_key)
+    # This process's id among the instances sharing the store: its lease owner id, the media rows' holder.
+    instance_id = f"crm-{uuid.uuid4().hex[:16]}"
+    store = await Store.open(settings.resolved_database_url, session_key, instance_id)
     world = None
     if settings.sandbox:
         from crm_server.sandbox import SandboxWorld, install
@@ -148,7 +154,9 @@ async def start_state(settings: ServerSettings) -> AppState:
                              retention_seconds=settings.media_retention_hours * 3600)
     recent_messages = RecentMessages()
     source = TelegramMediaSource(recent_messages)
-    preparer = MediaPreparer(source, store.media, media_files, links, max_bytes=settings.media_max_bytes)
+    # Through this instance's live clients, else the account's holder (several instances on one store).
+    relayed = RelayedMediaSource(source)
+    preparer = MediaPreparer(relayed, store.media, media_files, links, max_bytes=settings.media_max_bytes)
     media_policy = WebhookPolicy.from_setting(settings.allow_private_media, settings.private_media_hosts)
 
     def media_client() -> httpx.AsyncClient:
@@ -176,9 +184,14 @@ async def start_state(settings: ServerSettings) -> AppState:
     subscriptions = Subscriptions(store.webhooks)
     listener = IncomingListener(store.outbox, delivery, on_enqueued=lambda added: metrics.incoming.inc(added),
                                 subscriptions=subscriptions)
-    manager = AccountManager(store, settings, incoming=listener, recent_messages=recent_messages)
+    manager = AccountManager(store, settings, incoming=listener, recent_messages=recent_messages,
+                             on_lease=metrics.observe_lease)
     source.serve_from(manager.media_client)
     metrics.watch_connected(manager.connected_count)
+    metrics.watch_held(manager.held_count)
+    forwarder = Forwarder(store, instance_id=manager.owner_id, secret=settings.cluster_secret,
+                          runs_here=manager.runs_here, metrics=metrics)
+    relayed.relay_through(forwarder, manager.runs_here)
     await delivery.start()
     await manager.start()
     return AppState(
@@ -193,9 +206,11 @@ async def start_state(settings: ServerSettings) -> AppState:
         deliveries=DeliveryLog(store.outbox, on_retry=delivery.wake),
         idempotency=IdempotencyKeys(store.idempotency),
         webhook_policy=policy,
-        media=MediaServing(store.media, links),
+        media=MediaServing(store.media, links, instance_id),
         media_files=media_files,
         outgoing_files=outgoing_files,
+        forwarder=forwarder,
+        media_source=relayed,
         world=world,
     )
 
@@ -208,6 +223,7 @@ async def stop_state(state: AppState) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(state.listener.drain(), STOP_DRAIN_SECONDS)
     await state.delivery.stop()
+    await state.forwarder.close()
     await state.store.close()
     if state.world is not None:
         from crm_server.sandbox import uninstall
@@ -225,6 +241,9 @@ async def _housekeeping(state: AppState) -> None:
             await state.media_files.sweep(time.time())
             await state.store.outbox.purge_delivered(time.time() - state.settings.webhook_keep_delivered_seconds)
             await state.store.known_messages.purge(time.time() - KNOWN_MESSAGES_DAYS * 86400)
+            await state.store.pending_logins.purge_expired()
+            await state.store.qr_logins.purge_expired()
+            await state.store.instances.forget_silent(time.time() - 86400)
         except Exception as exc:
             log.warning("housekeeping failed (%s)", type(exc).__name__)
         await asyncio.sleep(HOUSEKEEPING_SECONDS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from crm_server.cluster.forwarding import Forwarder
+from crm_server.cluster.media_relay import RelayedMediaSource
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
 from crm_server.media.files import MediaFiles
@@ -41,5 +43,7 @@ class AppState:
     media: MediaServing  # GET /media/{id}
     media_files: MediaFiles  # the folder of incoming files (swept by housekeeping)
     outgoing_files: OutgoingFiles  # file_url of /telegram/send
+    forwarder: Forwarder  # requests about accounts another instance holds go there
+    media_source: RelayedMediaSource  # incoming files: this instance's clients, else the holder's
     # The simulated Telegram (crm_server.sandbox.SandboxWorld) in sandbox mode, else None.
     world: Any = None

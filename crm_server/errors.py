@@ -196,6 +196,21 @@ class AccountDisconnectedError(CrmError):
     default_message = "The Telegram account is not connected right now"
 
 
+class HolderUnreachableError(AccountDisconnectedError, RetryableError):
+    """Another instance holds the account's lease but does not answer: it counts as gone only once the lease
+    expires, so the caller is told when to try again."""
+
+    default_message = "The crm_server instance running this account does not answer; retry after its lease expires"
+
+
+class ClusterSignatureInvalidError(CrmError):
+    """A request claiming to be forwarded by another instance whose cluster signature is missing, wrong or old."""
+
+    status_code = 401
+    code = "CLUSTER_SIGNATURE_INVALID"
+    default_message = "Invalid or expired cluster signature"
+
+
 class MediaLinkInvalidError(CrmError):
     """A media link whose signature is not ours, or that expired (the two are not told apart)."""
 

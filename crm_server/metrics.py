@@ -53,8 +53,27 @@ class ServerMetrics:
             "crm_accounts_connected", "Telegram accounts connected by this server", registry=self.registry
         )
 
+        # Several instances on one store (crm_server.cluster).
+        self.accounts_held = Gauge(
+            "crm_accounts_held", "Telegram accounts whose lease this instance holds", registry=self.registry
+        )
+        self.leases = Counter(
+            "crm_account_leases_total", "Account leases this instance took, lost to another, or released (fair share)",
+            ["event"], registry=self.registry,
+        )
+        self.forwards = Counter(
+            "crm_forwards_total", "Requests forwarded to the instance holding their account", ["route", "outcome"],
+            registry=self.registry,
+        )
+
     def watch_connected(self, count: Callable[[], int]) -> None:
         self.accounts_connected.set_function(count)
+
+    def watch_held(self, count: Callable[[], int]) -> None:
+        self.accounts_held.set_function(count)
+
+    def observe_lease(self, event: str) -> None:
+        self.leases.labels(event).inc()
 
     def observe_delivery(self, result: DeliveryResult) -> None:
         self.deliveries.labels(result.verdict.value).inc()

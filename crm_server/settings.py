@@ -48,7 +48,8 @@ class ServerSettings(BaseSettings):
     sandbox: bool = Field(False, validation_alias=AliasChoices("CRM_SANDBOX", "sandbox"))
     """Run on the offline Telegram sandbox instead of real Telegram (any phone logs in, the code is 12345)."""
     sandbox_world: Path | None = Field(None, validation_alias=AliasChoices("CRM_SANDBOX_WORLD", "sandbox_world"))
-    """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`."""
+    """The sandbox's simulated Telegram (a SQLite file); default `<state_dir>/sandbox_world.sqlite3`. Instances
+    pointed at one file are one Telegram: what any of them writes reaches the live clients of all."""
     sandbox_qr_token_seconds: int = Field(
         30, ge=1, le=3600,
         validation_alias=AliasChoices("CRM_SANDBOX_QR_TOKEN_SECONDS", "sandbox_qr_token_seconds"),
@@ -121,9 +122,17 @@ class ServerSettings(BaseSettings):
     network failure does (a login answers 503, a logged-in account retries with backoff).
     """
     lease_ttl_seconds: float = Field(
-        30.0, gt=0, validation_alias=AliasChoices("CRM_LEASE_TTL_SECONDS", "lease_ttl_seconds")
+        15.0, gt=0, validation_alias=AliasChoices("CRM_LEASE_TTL_SECONDS", "lease_ttl_seconds")
     )
-    """How long an instance holds an account without renewing its lease (then another may take it)."""
+    """How long an instance holds an account without renewing its lease (renewed every third of it); after it a dead
+    instance's accounts go to the others."""
+    instance_url_setting: str = Field("", validation_alias=AliasChoices("CRM_INSTANCE_URL", "instance_url_setting"))
+    """Where the other crm_server instances sharing the store reach this one (requests for the accounts it holds are
+    forwarded there); empty: this server's own listen URL. One per instance: a process starting at an address an
+    earlier one registered takes that one for dead and its leases at once."""
+    cluster_secret: str = Field("", validation_alias=AliasChoices("CRM_CLUSTER_SECRET", "cluster_secret"))
+    """Shared by the crm_server instances of one store: signs requests forwarded between them (HMAC-SHA256). Empty:
+    nothing is forwarded, and a request for an account another instance holds answers 503 ACCOUNT_DISCONNECTED."""
     login_ttl_seconds: float = Field(
         600.0, gt=0, validation_alias=AliasChoices("CRM_LOGIN_TTL_SECONDS", "login_ttl_seconds")
     )
@@ -183,6 +192,14 @@ class ServerSettings(BaseSettings):
         validation_alias=AliasChoices("CRM_WEBHOOK_KEEP_DELIVERED_SECONDS", "webhook_keep_delivered_seconds"),
     )
     """How long delivered outbox rows are kept for the operator view before they are purged."""
+
+    @field_validator("cluster_secret")
+    @classmethod
+    def _cluster_secret(cls, value: str) -> str:
+        # A short shared secret could be guessed offline from one signed request.
+        if value and len(value) < 16:
+            raise ValueError("CRM_CLUSTER_SECRET must be at least 16 characters")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -247,6 +264,10 @@ class ServerSettings(BaseSettings):
     def public_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def instance_url(self) -> str:
+        return (self.instance_url_setting or self.public_url).rstrip("/")
 
     @property
     def media_base_url(self) -> str:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from crm_server import cli as crm_server_cli
 from functions import cli as functions_cli
 from safeguards.private_files import use_private_umask
-from tgcrm import local_commands, up_command
+from tgcrm import cluster_command, local_commands, up_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local_commands.add_commands(subparsers)
     up_command.add_commands(subparsers)
+    cluster_command.add_commands(subparsers)
     crm_server_cli.add_commands(subparsers)
     functions_cli.add_commands(subparsers)
     return parser

@@ -39,17 +39,33 @@ class ServedFile:
     sha256: str
 
 
+class FileOnOtherInstance(Exception):
+    """The file was downloaded by another instance sharing the store: that one serves it. `here` is the same file
+    when this instance can read it too (a shared disk), served when the other one cannot answer."""
+
+    def __init__(self, instance_id: str, here: ServedFile | None) -> None:
+        super().__init__(instance_id)
+        self.instance_id = instance_id
+        self.here = here
+
+
 class MediaServing:
-    def __init__(self, table: MediaTable, links: MediaLinks) -> None:
+    def __init__(self, table: MediaTable, links: MediaLinks, instance_id: str | None = None) -> None:
         self._table = table
         self._links = links
+        self._instance_id = instance_id
 
     async def open(self, media_id: str, expires: str, signature: str) -> ServedFile:
         if not self._links.valid(media_id, expires, signature):
             raise errors.MediaLinkInvalidError(field="signature")
         record = await self._table.by_media_id(media_id)
-        if record is None or record.path is None or not Path(record.path).is_file():
+        here = None
+        if record is not None and record.path is not None and Path(record.path).is_file():
+            here = ServedFile(path=Path(record.path), mime_type=safe_mime_type(record.mime_type),
+                              file_name=safe_file_name(record.file_name, fallback=record.kind),
+                              sha256=record.sha256 or "")
+        if record is not None and record.path is not None and record.instance_id not in (None, self._instance_id):
+            raise FileOnOtherInstance(record.instance_id, here)
+        if here is None:
             raise errors.MediaNotFoundError()
-        return ServedFile(path=Path(record.path), mime_type=safe_mime_type(record.mime_type),
-                          file_name=safe_file_name(record.file_name, fallback=record.kind),
-                          sha256=record.sha256 or "")
+        return here

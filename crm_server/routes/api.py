@@ -67,6 +67,11 @@ def _state(request: Request) -> AppState:
     return request.app.state.crm  # type: ignore[no-any-return]
 
 
+async def _held_elsewhere(request: Request, project_id: str, phone: str) -> Response | None:
+    """The answer of the instance holding the account, when another does (crm_server.cluster.forwarding)."""
+    return await _state(request).forwarder.elsewhere(request, project_id, phone)
+
+
 def _json(model: object, status_code: int = 200, **kwargs: object) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json", **kwargs), status_code=status_code)  # type: ignore[attr-defined]
 
@@ -114,6 +119,8 @@ async def disconnect(request: Request) -> Response:
     body = await parse_body(request, DisconnectRequest)
     require_project(principal, body.project_id)
     # Idempotent: disconnecting what is not registered (any more) is done already; a caller may retry.
+    if body.logout and (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+        return answer  # the holder logs its client out
     dropped = await state.webhooks.disconnect(body.project_id, body.phone)
     if body.logout:
         with contextlib.suppress(errors.AccountNotFoundError):
@@ -132,6 +139,9 @@ async def send(request: Request) -> Response:
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise errors.ValidationError("Idempotency-Key must be 1..255 visible ASCII characters", field="Idempotency-Key")
+    # Before the idempotency claim: the holder claims the key (the store is shared, so a replay is found either way).
+    if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+        return answer
 
     if idempotency_key is not None:
         replay = await state.idempotency.replay_or_claim(body.project_id, idempotency_key)
@@ -182,6 +192,8 @@ async def read(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, ReadRequest)
     require_project(principal, body.project_id)
+    if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+        return answer
     await state.manager.mark_read(body.project_id, body.phone, parse_recipient(body.chat), body.max_id)
     return _json(ReadResponse(status="read"))
 
@@ -192,6 +204,8 @@ async def import_history(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, HistoryImportRequest)
     require_project(principal, body.project_id)
+    if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+        return answer
     job = await state.manager.import_history(body.project_id, body.phone, body.per_chat,
                                              body.since)  # type: ignore[arg-type]
     return JSONResponse(HistoryImportResponse(job_id=job.job_id).model_dump(mode="json"), status_code=202)
@@ -252,6 +266,8 @@ async def send_code(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, SendCodeRequest)
     require_project(principal, body.project_id)
+    if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+        return answer
     timeout = await state.manager.send_code(body.project_id, body.phone)
     return _json(SendCodeResponse(status="code_sent", timeout=timeout))
 
@@ -261,6 +277,8 @@ async def sign_in(request: Request) -> Response:
     principal = await authenticate(request)
     body = await parse_body(request, SignInRequest)
     require_project(principal, body.project_id)
+    if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+        return answer
     outcome = await state.manager.sign_in(body.project_id, body.phone, body.code.strip())
     return _json(SignInResponse(status=outcome))
 
@@ -271,8 +289,13 @@ async def password(request: Request) -> Response:
     body = await parse_body(request, PasswordRequest)
     require_project(principal, body.project_id)
     if body.login_id is not None:
+        answer = await state.forwarder.qr_elsewhere(request, body.login_id, state.manager.qr_logins.has)
+        if answer is not None:
+            return answer
         outcome = await state.manager.check_qr_password(body.project_id, body.login_id, body.password)
     elif body.phone is not None:
+        if (answer := await _held_elsewhere(request, body.project_id, body.phone)) is not None:
+            return answer
         outcome = await state.manager.check_password(body.project_id, body.phone, body.password)
     else:
         raise errors.ValidationError("`phone` is required (or `login_id` for a QR login)", field="phone")
@@ -306,6 +329,9 @@ async def qr_login_status(request: Request) -> Response:
     principal = await authenticate(request)
     query = parse_query(request, QrLoginQuery)
     require_project(principal, query.project_id)
+    answer = await state.forwarder.qr_elsewhere(request, query.login_id, state.manager.qr_logins.has)
+    if answer is not None:
+        return answer
     return _json(_qr_status(state.manager.qr_login_status(query.project_id, query.login_id)), exclude_none=True)
 
 
@@ -315,6 +341,8 @@ async def logout(request: Request) -> Response:
     path = parse_path(request, AccountPath)
     query = parse_query(request, AccountQuery)
     require_project(principal, query.project_id)
+    if (answer := await _held_elsewhere(request, query.project_id, path.phone)) is not None:
+        return answer
     await state.manager.logout(query.project_id, path.phone)
     await state.webhooks.disconnect(query.project_id, path.phone)
     return _json(LogoutResponse(status="logged_out"))
@@ -329,7 +357,8 @@ async def health(request: Request) -> Response:
     if not principal.is_admin:
         return _json(HealthResponse(status="ok"), exclude_none=True)
     pending = await state.deliveries.pending_count()
-    return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=pending))
+    return _json(HealthResponse(status="ok", accounts_connected=state.manager.connected_count(), outbox_pending=pending,
+                                instance_id=state.manager.owner_id, accounts_held=state.manager.held_count()))
 
 
 async def metrics(request: Request) -> Response:

@@ -278,6 +278,16 @@ class StatusResponse(ResponseModel):
     accounts: list[AccountStatusEntry]
 
 
+class MediaRelayRequest(RequestModel):
+    """`POST /cluster/media` (between instances only): which message's file the holder should download."""
+
+    event_id: str = Field(min_length=1, max_length=64)
+    project_id: str = Field(min_length=1, max_length=128)
+    phone: str = Field(min_length=1, max_length=32)
+    chat_id: int
+    message_id: int
+
+
 class SendCodeRequest(RequestModel):
     project_id: ProjectId
     phone: Phone
@@ -402,6 +412,9 @@ class HealthResponse(ResponseModel):
     # With the admin key only: counts across every tenant.
     accounts_connected: int | None = None
     outbox_pending: int | None = None
+    # This instance among those sharing the store, and the accounts whose lease it holds.
+    instance_id: str | None = None
+    accounts_held: int | None = None
 
 
 class ErrorResponse(ResponseModel):

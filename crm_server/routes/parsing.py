@@ -54,6 +54,8 @@ async def parse_body(request: Request, model: type[Model], *, limit: int = MAX_B
     except BodyTooLarge as exc:
         raise PayloadTooLargeError(f"The request body is larger than {exc.limit} bytes",
                                    field=too_large_field) from None
+    # Kept for a forward to the account's holder (crm_server.cluster.forwarding): the stream is consumed now.
+    request.state.raw_body = raw
     if not raw.strip():
         raise MalformedBodyError("A JSON object body is required", field="body")
     try:

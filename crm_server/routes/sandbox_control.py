@@ -51,6 +51,16 @@ def _sandbox_error(exc: Exception, field: str, *, user_field: str = "from") -> e
     return errors.ValidationError(str(exc), field=field)
 
 
+async def _at_holder(request: Request, account_phone: str) -> Response | None:
+    """The holder's answer when another instance runs the account: its live client is the one the world pushes the
+    update to. A holder that does not answer is no reason to refuse: the world keeps the update for its catch-up."""
+    state: AppState = request.app.state.crm
+    try:
+        return await state.forwarder.elsewhere_by_phone(request, account_phone)
+    except errors.HolderUnreachableError:
+        return None
+
+
 async def _admin_state(request: Request) -> AppState:
     state: AppState = request.app.state.crm
     require_admin(await authenticate(request))
@@ -113,6 +123,8 @@ async def incoming(request: Request) -> Response:
     state = await _admin_state(request)
     body = await parse_body(request, SandboxIncomingRequest, limit=_INCOMING_BODY_LIMIT,
                             too_large_field="media.data_base64")
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     media = _incoming_media(body)
     try:
         # On the loop thread: delivery pushes updates into live Telethon clients' asyncio queues.
@@ -127,6 +139,8 @@ async def outgoing(request: Request) -> Response:
     state = await _admin_state(request)
     body = await parse_body(request, SandboxOutgoingRequest, limit=_INCOMING_BODY_LIMIT,
                             too_large_field="media.data_base64")
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     media = _incoming_media(body)
     try:
         message_id = state.world.outgoing(body.account_phone, body.to, body.text, media)
@@ -139,6 +153,8 @@ async def edit(request: Request) -> Response:
     """`{account_phone, from, message_id, text}`: the message's author edits it (updateEditMessage)."""
     state = await _admin_state(request)
     body = await parse_body(request, SandboxEditRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         update = state.world.edit(body.account_phone, body.from_, body.message_id, body.text)
     except Exception as exc:
@@ -150,6 +166,8 @@ async def delete(request: Request) -> Response:
     """`{account_phone, message_ids, revoke?}`: updateDeleteMessages, with no chat id, as Telegram sends it."""
     state = await _admin_state(request)
     body = await parse_body(request, SandboxDeleteRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         update = state.world.delete(body.account_phone, body.message_ids, body.revoke)
     except Exception as exc:
@@ -162,6 +180,8 @@ async def read(request: Request) -> Response:
     `from` the account itself with `peer` → its owner read that chat on another device (inbox)."""
     state = await _admin_state(request)
     body = await parse_body(request, SandboxReadRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         update = state.world.read(body.account_phone, body.from_, body.max_id, body.peer)
     except Exception as exc:
@@ -183,6 +203,8 @@ async def service_message(request: Request) -> Response:
     """`{account_phone, text}`: Telegram's service user (777000) writes, e.g. a login code."""
     state = await _admin_state(request)
     body = await parse_body(request, SandboxServiceMessageRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         message_id = state.world.service_message(body.account_phone, body.text)
     except Exception as exc:
@@ -223,6 +245,8 @@ async def qr_scan(request: Request) -> Response:
 async def flood(request: Request) -> Response:
     state = await _admin_state(request)
     body = await parse_body(request, SandboxFloodRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         state.world.flood(body.account_phone, body.seconds)
     except Exception as exc:
@@ -234,6 +258,8 @@ async def revoke(request: Request) -> Response:
     """Terminate the account's sessions, as when the user ends them from another device."""
     state = await _admin_state(request)
     body = await parse_body(request, SandboxRevokeRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         state.world.revoke(body.account_phone)
     except Exception as exc:
@@ -245,6 +271,8 @@ async def gap(request: Request) -> Response:
     """`{account_phone}`: the account's next catch-up that has something to fetch answers differenceTooLong."""
     state = await _admin_state(request)
     body = await parse_body(request, SandboxRevokeRequest)
+    if (answer := await _at_holder(request, body.account_phone)) is not None:
+        return answer
     try:
         state.world.force_gap(body.account_phone)
     except Exception as exc:

@@ -1,7 +1,8 @@
 """QR login in the simulated world: login tokens a not-yet-authorized session exports, a logged-in phone accepts
 (`scan`), and the `auth.exportLoginToken` / `importLoginToken` / `acceptLoginToken` answers Telethon's `qr_login` gets.
 
-Tokens live in memory only, as password challenges do: a restarted server just makes the client export a new one.
+Tokens live in the world's SQLite, as password challenges do: a token exported through one crm_server process is
+accepted and imported through any other on the same world file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from crm_server.sandbox.world import SandboxWorld, phone_digits
 
 # Telegram's login tokens live about 30 seconds; the client exports a new one when its QR code runs out.
 DEFAULT_TOKEN_SECONDS = 30
-# Unscanned tokens kept at most (each exporting session holds one): bounds memory against a token-minting loop.
+# Tokens kept at most (each exporting session holds one): bounds the world against a token-minting loop.
 _MAX_TOKENS = 4096
 _URL_PREFIX = "tg://login?token="
 
@@ -51,79 +52,95 @@ class TokenSession(Protocol):
     def on_login_token(self) -> None: ...
 
 
-@dataclass
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS login_tokens (
+    token BLOB NOT NULL UNIQUE,
+    key_id INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    accepted_by INTEGER,
+    -- 0 when the acceptance's updateLoginToken was lost on the way (scan with notify=False).
+    notify INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS login_tokens_by_key ON login_tokens (key_id);
+"""
+_TOKEN_COLUMNS = "token, key_id, expires, accepted_by"
+
+
+@dataclass(frozen=True, slots=True)
 class _Token:
     token: bytes
     key_id: int
     expires: int  # unix seconds
-    session: TokenSession
     accepted_by: int | None = None
 
 
 class LoginTokens:
-    """The world's live login tokens, by token and by the auth key that exported it (one per key)."""
+    """The world's login tokens, by token and by the auth key that exported it (its newest one counts).
 
-    def __init__(self, token_seconds: int = DEFAULT_TOKEN_SECONDS) -> None:
+    Kept in the world's SQLite, so a token exported through one process is scanned and imported through any; the
+    exporting session is told through the process it is connected to (world.live, whose watcher sees acceptances
+    written by other processes)."""
+
+    def __init__(self, world: SandboxWorld, token_seconds: int = DEFAULT_TOKEN_SECONDS) -> None:
         self.token_seconds = token_seconds
-        self._lock = threading.Lock()
-        self._by_token: dict[bytes, _Token] = {}
-        self._by_key: dict[int, _Token] = {}
+        self._world = world
+        with world._write() as db:
+            # Statement by statement: executescript would commit the transaction it runs in.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
 
     def export(self, session: TokenSession) -> _Token:
         """A fresh token for this session; the one it had before is expired from now on (a new QR replaces it)."""
         now = int(time.time())
-        token = _Token(token=os.urandom(32), key_id=session.key_id, expires=now + self.token_seconds, session=session)
-        with self._lock:
-            previous = self._by_key.get(session.key_id)
-            if previous is not None:
-                previous.expires = min(previous.expires, now - 1)
-            self._by_key[session.key_id] = token
-            self._by_token[token.token] = token
-            self._prune(now)
+        token = _Token(token=os.urandom(32), key_id=session.key_id, expires=now + self.token_seconds)
+        with self._world._write() as db:
+            db.execute("UPDATE login_tokens SET expires = MIN(expires, ?) WHERE key_id = ?", (now - 1, token.key_id))
+            db.execute("INSERT INTO login_tokens (token, key_id, expires) VALUES (?, ?, ?)",
+                       (token.token, token.key_id, token.expires))
+            # Expired tokens are kept a while so a late scan says "expired", not "invalid"; then dropped.
+            db.execute("DELETE FROM login_tokens WHERE expires < ? AND accepted_by IS NULL", (now - 300,))
+            db.execute("DELETE FROM login_tokens WHERE rowid NOT IN"
+                       " (SELECT rowid FROM login_tokens ORDER BY rowid DESC LIMIT ?)", (_MAX_TOKENS,))
+        self._world.live.wait_for_login_token(session)
         return token
 
     def accepted_for(self, key_id: int) -> _Token | None:
         """This key's token if a phone accepted it (taken: a token logs in once)."""
-        with self._lock:
-            token = self._by_key.get(key_id)
-            if token is None or token.accepted_by is None:
-                return None
-            self._forget(token)
-            return token
+        with self._world._write() as db:
+            row = db.execute(
+                f"DELETE FROM login_tokens WHERE rowid = (SELECT rowid FROM login_tokens WHERE key_id = ?"
+                f" ORDER BY rowid DESC LIMIT 1) AND accepted_by IS NOT NULL RETURNING {_TOKEN_COLUMNS}",
+                (key_id,)).fetchone()
+        if row is None:
+            return None
+        self._world.live.forget_login_token(key_id)
+        return _token(row)
 
     def find(self, raw: bytes) -> _Token:
-        with self._lock:
-            token = self._by_token.get(raw)
-        if token is None:
+        row = self._world._one(f"SELECT {_TOKEN_COLUMNS} FROM login_tokens WHERE token = ?", (raw,))
+        if row is None:
             raise TokenInvalid("no such login token")
-        return token
+        return _token(row)
 
     def accept(self, raw: bytes, user_id: int, *, notify: bool = True) -> None:
         """A logged-in user accepts the token: the exporting session is told (`updateLoginToken`), unless `notify`
         is False (an update lost on the way: the client learns it from its next export)."""
-        with self._lock:
-            token = self._by_token.get(raw)
-            if token is None:
+        with self._world._write() as db:
+            row = db.execute(f"SELECT {_TOKEN_COLUMNS} FROM login_tokens WHERE token = ?", (raw,)).fetchone()
+            if row is None:
                 raise TokenInvalid("no such login token")
+            token = _token(row)
             if token.expires < time.time():
                 raise TokenExpired("the login token expired")
             if token.accepted_by is not None:
                 raise TokenAlreadyAccepted("the login token was already accepted")
-            token.accepted_by = user_id
-        if notify:
-            token.session.on_login_token()
+            db.execute("UPDATE login_tokens SET accepted_by = ?, notify = ? WHERE token = ?",
+                       (user_id, int(notify), raw))
+        self._world.live.login_token_accepted(token.key_id, notify=notify)
 
-    def _forget(self, token: _Token) -> None:
-        self._by_token.pop(token.token, None)
-        if self._by_key.get(token.key_id) is token:
-            del self._by_key[token.key_id]
 
-    def _prune(self, now: int) -> None:
-        # Expired tokens are kept a while so a late scan says "expired", not "invalid"; then dropped.
-        for token in [t for t in self._by_token.values() if t.expires < now - 300 and t.accepted_by is None]:
-            self._forget(token)
-        while len(self._by_token) > _MAX_TOKENS:
-            self._forget(next(iter(self._by_token.values())))
+def _token(row: tuple) -> _Token:
+    return _Token(token=bytes(row[0]), key_id=int(row[1]), expires=int(row[2]), accepted_by=row[3])
 
 
 _TOKENS: weakref.WeakKeyDictionary[SandboxWorld, LoginTokens] = weakref.WeakKeyDictionary()
@@ -135,7 +152,7 @@ def tokens_of(world: SandboxWorld) -> LoginTokens:
     with _TOKENS_LOCK:
         tokens = _TOKENS.get(world)
         if tokens is None:
-            tokens = _TOKENS[world] = LoginTokens()
+            tokens = _TOKENS[world] = LoginTokens(world)
         return tokens
 
 

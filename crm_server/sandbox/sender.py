@@ -177,8 +177,9 @@ class SandboxSender:
         self._attach(account_id)
 
     def unbind(self) -> None:
-        self._world.unbind_key(self.key_id)
+        # Detached first: a watcher that saw the key unbound while still attached would take it for a revocation.
         self._detach()
+        self._world.unbind_key(self.key_id)
 
     def _attach(self, account_id: int) -> None:
         self._detach()

@@ -4,7 +4,6 @@ State lives in SQLite (a file or memory), written through on every mutation, so 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -12,18 +11,33 @@ import sqlite3
 import struct
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
 
 from crm_server.sandbox import files as file_store
 from crm_server.sandbox import srp
 from crm_server.sandbox.errors import SandboxError, UnknownAccount, UnknownUser, UsernameTaken
+from crm_server.sandbox.live import LiveSessions, sessions_for
 from crm_server.sandbox.media import KINDS, SimFile, SimIncomingMedia, default_mime_type
+from crm_server.sandbox.records import (  # noqa: F401  (EDIT... and the records are imported from here too)
+    DELETE,
+    EDIT,
+    MESSAGE_COLUMNS as _MESSAGE_COLUMNS,
+    READ_INBOX,
+    READ_OUTBOX,
+    USER_COLUMNS as _USER_COLUMNS,
+    SimMedia,
+    SimMessage,
+    SimUpdate,
+    SimUser,
+    UpdateListener,
+    message_from_row as _message,
+    update_from_row as _update,
+    user_from_row as _user,
+)
 from safeguards.private_files import create_private_file, make_private_dir
 
 LOGIN_CODE = "12345"
@@ -37,7 +51,7 @@ SERVICE_USER_ID = 777000
 SERVICE_USER_PHONE = "42777"
 # A new account's pts: Telegram never uses 0 (PERSISTENT_TIMESTAMP_EMPTY), so the first message gets pts 2.
 _INITIAL_PTS = 1
-# Unanswered `account.getPassword` challenges kept in memory; they are single-use and short-lived.
+# Unanswered `account.getPassword` challenges kept; they are single-use and short-lived.
 _MAX_PASSWORD_CHALLENGES = 1024
 
 _SCHEMA = """
@@ -83,6 +97,11 @@ CREATE TABLE IF NOT EXISTS messages (
     media_url TEXT,
     media_name TEXT,
     media_file_id INTEGER,
+    edit_date INTEGER,
+    -- The process that wrote the row (live.LiveSessions.origin): its own sessions got it pushed at once.
+    origin INTEGER,
+    -- Whether the account had the peer before this message (then Telegram pushes the short form).
+    peer_known INTEGER,
     PRIMARY KEY (account_id, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_pts ON messages (account_id, pts);
@@ -95,8 +114,17 @@ CREATE TABLE IF NOT EXISTS other_updates (
     kind TEXT NOT NULL,
     data TEXT NOT NULL,
     date INTEGER NOT NULL,
+    origin INTEGER,
     PRIMARY KEY (account_id, pts)
 ) WITHOUT ROWID;
+-- Unanswered account.getPassword challenges (single-use, the oldest dropped past a bound): any process checks them.
+CREATE TABLE IF NOT EXISTS password_checks (
+    srp_id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    b TEXT NOT NULL,
+    srp_b BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS known_peers (
     account_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
@@ -105,115 +133,10 @@ CREATE TABLE IF NOT EXISTS known_peers (
 ) WITHOUT ROWID;
 """
 
-_USER_COLUMNS = "id, phone, username, first_name, last_name, privacy_restricted"
-_MESSAGE_COLUMNS = ("account_id, id, peer_id, out, text, date, pts, media_kind, media_url, media_name, media_file_id,"
-                    " edit_date")
-# The kinds of `other_updates` rows, as Telegram names the updates they become (see render.other_update).
-EDIT, DELETE, READ_OUTBOX, READ_INBOX = "edit", "delete", "read_outbox", "read_inbox"
 # What one incoming file may weigh (POST /sandbox/incoming refuses more with 413): bounds the world's growth.
 MAX_INCOMING_FILE_BYTES = 64 * 1024 * 1024
 # Telegram's caption limit for a message with media (its text otherwise may have 4096 characters).
 CAPTION_LENGTH_MAX = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SimUser:
-    """A simulated Telegram user; every account is one too. `phone` is digits only, as Telegram sends it."""
-
-    id: int
-    phone: str
-    username: str | None
-    first_name: str
-    last_name: str | None
-    privacy_restricted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SimMedia:
-    """An attachment: an external URL (`url`, kind "photo" or "document"), or a stored file (`file_id`, in
-    `world.files`; `kind` is then one of media.KINDS). `name` when known."""
-
-    kind: str
-    url: str | None = None
-    name: str | None = None
-    file_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SimMessage:
-    """One message in one account's log (each side of a chat has its own copy, id and pts)."""
-
-    account_id: int
-    id: int
-    peer_id: int
-    out: bool
-    text: str
-    date: int
-    pts: int
-    media: SimMedia | None = None
-    edit_date: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SimUpdate:
-    """One update of an account's log that is not a new message: `kind` (EDIT, DELETE, READ_*) and its data
-    (`message_id`/`text`/`edit_date`, `message_ids`, `peer_id`/`max_id`), with the pts it moved the account to."""
-
-    account_id: int
-    pts: int
-    pts_count: int
-    kind: str
-    data: dict
-    date: int
-
-
-class UpdateListener(Protocol):
-    """A connected session of an account (a sandbox sender); the world tells it what Telegram would push."""
-
-    def on_new_message(self, message: SimMessage, peer: SimUser, peer_known: bool) -> None: ...
-
-    def on_other_update(self, update: SimUpdate) -> None: ...
-
-    def on_revoked(self) -> None: ...
-
-    def on_dropped(self) -> None: ...
-
-
-class _LiveSessions:
-    """Connected listeners per account. Shared by every world opened on the same file in this process,
-    because they are the same Telegram: a message injected through one must reach sessions served by another."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_account: dict[int, set[UpdateListener]] = {}
-
-    def attach(self, account_id: int, listener: UpdateListener) -> None:
-        with self._lock:
-            self._by_account.setdefault(account_id, set()).add(listener)
-
-    def detach(self, account_id: int, listener: UpdateListener) -> None:
-        with self._lock:
-            listeners = self._by_account.get(account_id)
-            if listeners is not None:
-                listeners.discard(listener)
-                if not listeners:
-                    del self._by_account[account_id]
-
-    def listeners(self, account_id: int) -> tuple[UpdateListener, ...]:
-        with self._lock:
-            return tuple(self._by_account.get(account_id, ()))
-
-
-_FILE_SESSIONS: dict[str, _LiveSessions] = {}
-_FILE_SESSIONS_LOCK = threading.Lock()
-
-
-def _live_sessions_for(path: Path | None) -> _LiveSessions:
-    if path is None:
-        return _LiveSessions()
-    key = str(path.resolve())
-    with _FILE_SESSIONS_LOCK:
-        return _FILE_SESSIONS.setdefault(key, _LiveSessions())
 
 
 def phone_digits(phone: str | int) -> str:
@@ -241,7 +164,9 @@ class SandboxWorld:
     """The whole simulated Telegram. Methods are synchronous and cheap; safe to call from any thread.
 
     With `path`, state is a SQLite file (WAL) written through on every mutation: a restarted server finds its
-    accounts logged in, and another process may open the same file to inject messages while the server is down.
+    accounts logged in, and other processes may open the same file (crm_server instances of one cluster, a test
+    injecting messages): every write is one IMMEDIATE transaction, nothing another process must see is kept in
+    memory, and each process's watcher (live.py) pushes what the others wrote to its own connected sessions.
     """
 
     def __init__(self, path: Path | str | None = None) -> None:
@@ -264,24 +189,29 @@ class SandboxWorld:
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._db.executescript(file_store.SCHEMA)
+            # One migration at a time: two processes opening an old file together must not both add a column.
+            self._db.execute("BEGIN IMMEDIATE")
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
             if "media_file_id" not in columns:  # a world file written before stored media existed
                 self._db.execute("ALTER TABLE messages ADD COLUMN media_file_id INTEGER")
             if "edit_date" not in columns:  # a world file written before edits existed
                 self._db.execute("ALTER TABLE messages ADD COLUMN edit_date INTEGER")
+            for table, column in (("messages", "origin"), ("messages", "peer_known"), ("other_updates", "origin")):
+                # A world file written before several processes shared one.
+                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
             account_columns = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
             if "gap_pending" not in account_columns:
                 self._db.execute("ALTER TABLE accounts ADD COLUMN gap_pending INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("COMMIT")
             self._db.execute("INSERT OR IGNORE INTO users (id, phone, first_name) VALUES (?, ?, 'Telegram')",
                              (SERVICE_USER_ID, SERVICE_USER_PHONE))
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
             self._secret: bytes = self._db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
-        self._live = _live_sessions_for(self.path)
+        self._live = sessions_for(self.path)
         # The bytes of photos and documents, in this same database (one transaction with their messages).
         self.files = file_store.FileStore(self._db, self._lock, self._write, self._secret)
         self._attached: set[tuple[int, UpdateListener]] = set()  # what close() must drop
-        self._challenges: OrderedDict[int, tuple[int, srp.Challenge]] = OrderedDict()
-        self._srp_ids = itertools.count(int.from_bytes(os.urandom(6), "big"))
         # Requests answered, by TL class name: lets tests and benchmarks see what Telethon really asked for.
         self.request_counts: Counter[str] = Counter()
 
@@ -292,8 +222,8 @@ class SandboxWorld:
         with self._lock:
             attached, self._attached = self._attached, set()
         for account_id, listener in attached:
-            self._live.detach(account_id, listener)
-            listener.on_dropped()
+            if self._live.detach(account_id, listener):
+                listener.on_dropped()
         with self._lock:
             self._db.close()
 
@@ -467,18 +397,21 @@ class SandboxWorld:
                 " WHERE user_id = ?",
                 (int(time.time()), account_id),
             )
+        # Sessions in other processes learn it from their watcher (live.py), which sees the key unbound.
         for listener in self._live.listeners(account_id):
-            self.detach(account_id, listener)
-            listener.on_revoked()
+            if self.detach(account_id, listener):
+                listener.on_revoked()
 
     def drop_connections(self, account_phone: str) -> int:
-        """Simulate a network failure of every connected session of the account; returns how many dropped."""
+        """Simulate a network failure of every connected session of the account in this process; returns how
+        many dropped."""
         account_id = self._account_id(account_phone)
-        listeners = self._live.listeners(account_id)
-        for listener in listeners:
-            self.detach(account_id, listener)
-            listener.on_dropped()
-        return len(listeners)
+        dropped = 0
+        for listener in self._live.listeners(account_id):
+            if self.detach(account_id, listener):
+                listener.on_dropped()
+                dropped += 1
+        return dropped
 
     def user_id_of(self, who: str | int) -> int:
         """Resolve a phone ("+7…" or digits), "@username" or numeric id to a user id, or raise UnknownUser."""
@@ -601,18 +534,24 @@ class SandboxWorld:
         return srp.PasswordVerifier(salt1=row[0], salt2=row[1], verifier=row[2])
 
     def start_password_check(self, user_id: int, challenge: srp.Challenge) -> int:
-        """Remember a challenge under a new srp_id (memory only: a restart just makes the client ask again)."""
-        with self._lock:
-            srp_id = next(self._srp_ids)
-            self._challenges[srp_id] = (user_id, challenge)
-            while len(self._challenges) > _MAX_PASSWORD_CHALLENGES:
-                self._challenges.popitem(last=False)
-            return srp_id
+        """Remember a challenge under a new srp_id, in the world: the check may come through another process."""
+        srp_id = int.from_bytes(os.urandom(7), "big")
+        with self._write() as db:
+            db.execute("INSERT INTO password_checks (srp_id, user_id, b, srp_b, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (srp_id, user_id, format(challenge.b, "x"), challenge.srp_b, int(time.time())))
+            db.execute("DELETE FROM password_checks WHERE srp_id NOT IN"
+                       " (SELECT srp_id FROM password_checks ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+                       (_MAX_PASSWORD_CHALLENGES,))
+        return srp_id
 
     def take_password_check(self, srp_id: int) -> tuple[int, srp.Challenge] | None:
         """The challenge for `srp_id`, removed: each srp_id answers exactly one check, right or wrong."""
-        with self._lock:
-            return self._challenges.pop(srp_id, None)
+        with self._write() as db:
+            row = db.execute("DELETE FROM password_checks WHERE srp_id = ? RETURNING user_id, b, srp_b",
+                             (srp_id,)).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), srp.Challenge(b=int(row[1], 16), srp_b=bytes(row[2]))
 
     # ---------------------------------------------------------------- messages, pts and the update log
 
@@ -661,7 +600,7 @@ class SandboxWorld:
                     ).fetchone()
                     is not None
                 )
-                received = self._append(db, to_id, from_id, False, text, now, media)
+                received = self._append(db, to_id, from_id, False, text, now, media, peer_known)
                 if not peer_known:
                     # It receives the sender's user object with this message (pushed or via getDifference).
                     db.execute("INSERT INTO known_peers (account_id, user_id) VALUES (?, ?)", (to_id, from_id))
@@ -841,8 +780,9 @@ class SandboxWorld:
         # An update moves the account's pts by its pts_count, as Telegram does (a deletion: one per message).
         (pts,) = db.execute("UPDATE accounts SET pts = pts + ? WHERE user_id = ? RETURNING pts",
                             (pts_count, account_id)).fetchone()
-        db.execute("INSERT INTO other_updates (account_id, pts, pts_count, kind, data, date) VALUES (?, ?, ?, ?, ?, ?)",
-                   (account_id, pts, pts_count, kind, json.dumps(data), date))
+        db.execute("INSERT INTO other_updates (account_id, pts, pts_count, kind, data, date, origin)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (account_id, pts, pts_count, kind, json.dumps(data), date,
+                                                     self._live.origin))
         return SimUpdate(account_id, pts, pts_count, kind, data, date)
 
     def _tell(self, update: SimUpdate, *, origin: UpdateListener | None = None) -> None:
@@ -886,14 +826,22 @@ class SandboxWorld:
     # ---------------------------------------------------------------- connected sessions
 
     def attach(self, account_id: int, listener: UpdateListener) -> None:
+        """`listener` (a connected session of the account) gets what Telegram pushes from now on, whichever
+        process writes it."""
         with self._lock:
             self._attached.add((account_id, listener))
-        self._live.attach(account_id, listener)
+        self._live.attach(account_id, listener, self.pts(account_id))
 
-    def detach(self, account_id: int, listener: UpdateListener) -> None:
+    def detach(self, account_id: int, listener: UpdateListener) -> bool:
+        """Whether the listener was attached (only the caller who detached it tells it why)."""
         with self._lock:
             self._attached.discard((account_id, listener))
-        self._live.detach(account_id, listener)
+        return self._live.detach(account_id, listener)
+
+    @property
+    def live(self) -> LiveSessions:
+        """This process's sessions on the world's file (QR login registers its waiting sessions there)."""
+        return self._live
 
     # ---------------------------------------------------------------- internals
 
@@ -924,8 +872,8 @@ class SandboxWorld:
         db.execute("INSERT OR IGNORE INTO accounts (user_id, pts) VALUES (?, ?)", (user_id, _INITIAL_PTS))
         return user_id
 
-    @staticmethod
     def _append(
+        self,
         db: sqlite3.Connection,
         account_id: int,
         peer_id: int,
@@ -933,6 +881,7 @@ class SandboxWorld:
         text: str,
         date: int,
         media: SimMedia | None,
+        peer_known: bool = True,
     ) -> SimMessage:
         # One new message moves the account's pts by exactly 1 (pts_count = 1), as Telegram does.
         pts, message_id = db.execute(
@@ -941,7 +890,8 @@ class SandboxWorld:
             (account_id,),
         ).fetchone()
         db.execute(
-            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}, origin, peer_known)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             (
                 account_id,
                 message_id,
@@ -954,6 +904,8 @@ class SandboxWorld:
                 media.url if media else None,
                 media.name if media else None,
                 media.file_id if media else None,
+                self._live.origin,
+                int(peer_known),
             ),
         )
         return SimMessage(account_id, message_id, peer_id, out, text, date, pts, media)
@@ -966,29 +918,3 @@ def _notify(listener: UpdateListener, message: SimMessage, peer: SimUser, peer_k
         listener.on_new_message(message, peer, peer_known)
     except Exception:
         _log.exception("sandbox session failed to take a pushed message")
-
-
-def _update(row: tuple) -> SimUpdate:
-    return SimUpdate(account_id=row[0], pts=row[1], pts_count=row[2], kind=row[3], data=json.loads(row[4]),
-                     date=row[5])
-
-
-def _user(row: tuple) -> SimUser:
-    return SimUser(
-        id=row[0], phone=row[1], username=row[2], first_name=row[3], last_name=row[4], privacy_restricted=bool(row[5])
-    )
-
-
-def _message(row: tuple) -> SimMessage:
-    media = SimMedia(kind=row[7], url=row[8], name=row[9], file_id=row[10]) if row[7] else None
-    return SimMessage(
-        account_id=row[0],
-        id=row[1],
-        peer_id=row[2],
-        out=bool(row[3]),
-        text=row[4],
-        date=row[5],
-        pts=row[6],
-        media=media,
-        edit_date=row[11],
-    )

@@ -8,12 +8,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.dialect import insert_for
-from crm_server.store.schema import StoredStatus, accounts
+from crm_server.store.schema import StoredStatus, accounts, instances
 
 
 class PhoneHeldByAnotherProject(Exception):
@@ -29,6 +29,7 @@ class AccountRecord:
     username: str | None
     lease_owner: str | None
     lease_expires_at: float | None
+    runtime_state: str | None = None  # the holder's live AccountState, as it last wrote it
 
     @property
     def authorized(self) -> bool:
@@ -43,6 +44,18 @@ class AccountRecord:
         )
 
 
+@dataclass(frozen=True)
+class LeaseHolder:
+    project_id: str
+    owner: str | None
+    expires_at: float | None
+    url: str | None  # the holder's CRM_INSTANCE_URL (None: it never registered, or is gone from the registry)
+
+    def other_than(self, owner: str, now: float) -> bool:
+        return self.owner is not None and self.owner != owner and self.expires_at is not None \
+            and self.expires_at >= now
+
+
 def _record(row: object) -> AccountRecord:
     return AccountRecord(
         project_id=row.project_id,  # type: ignore[attr-defined]
@@ -52,6 +65,7 @@ def _record(row: object) -> AccountRecord:
         username=row.username,  # type: ignore[attr-defined]
         lease_owner=row.lease_owner,  # type: ignore[attr-defined]
         lease_expires_at=row.lease_expires_at,  # type: ignore[attr-defined]
+        runtime_state=row.runtime_state,  # type: ignore[attr-defined]
     )
 
 
@@ -63,6 +77,7 @@ _RECORD_COLUMNS = (
     accounts.c.username,
     accounts.c.lease_owner,
     accounts.c.lease_expires_at,
+    accounts.c.runtime_state,
 )
 
 
@@ -193,6 +208,38 @@ class AccountTable:
             await connection.execute(
                 update(accounts).where(accounts.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
             )
+
+    async def set_runtime_state(self, project_id: str, phone: str, owner: str, state: str) -> None:
+        """The holder's live state, for the other instances' /telegram/status (only while `owner` holds it)."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(accounts).where(_key(project_id, phone), accounts.c.lease_owner == owner)
+                .values(runtime_state=state))
+
+    async def holder(self, project_id: str | None, phone: str) -> LeaseHolder | None:
+        """Who holds the account's lease and where it answers, in one query (a forward's only store read); None when
+        there is no such account. `project_id` None: the phone's account in whichever project has it."""
+        query = (select(accounts.c.project_id, accounts.c.lease_owner, accounts.c.lease_expires_at, instances.c.url)
+                 .select_from(accounts.outerjoin(instances, instances.c.instance_id == accounts.c.lease_owner))
+                 .where(accounts.c.phone == phone))
+        if project_id is not None:
+            query = query.where(accounts.c.project_id == project_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query.limit(1))).first()
+        if row is None:
+            return None
+        return LeaseHolder(row.project_id, row.lease_owner, row.lease_expires_at, row.url)
+
+    async def by_phone(self, phone: str) -> AccountRecord | None:
+        """The account of `phone` in whichever project has it (a phone is one project's: see `ensure`)."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(*_RECORD_COLUMNS).where(accounts.c.phone == phone).limit(1))).first()
+        return _record(row) if row is not None else None
+
+    async def count_authorized(self) -> int:
+        async with self._engine.connect() as connection:
+            return int(await connection.scalar(
+                select(func.count()).select_from(accounts).where(accounts.c.status == StoredStatus.AUTHORIZED)) or 0)
 
     async def list_claimable(self, owner: str) -> list[AccountRecord]:
         """Authorized accounts no other live server holds: the ones this server should run."""

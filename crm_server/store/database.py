@@ -17,9 +17,12 @@ from crm_server.store.api_keys import ApiKeyTable
 from crm_server.store.cipher import SecretCipher
 from crm_server.store.idempotency import IdempotencyTable
 from crm_server.store.history_jobs import HistoryJobsTable
+from crm_server.store.instances import InstanceTable
 from crm_server.store.known_messages import KnownMessagesTable
 from crm_server.store.media import MediaTable
 from crm_server.store.outbox import OutboxTable
+from crm_server.store.pending_logins import PendingLoginTable
+from crm_server.store.qr_logins import QrLoginTable
 from crm_server.store.schema import metadata
 from crm_server.store.upgrade import add_missing_columns
 from crm_server.store.webhooks import WebhookTable
@@ -55,25 +58,30 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, cipher: SecretCipher) -> None:
+    def __init__(self, engine: AsyncEngine, cipher: SecretCipher, instance_id: str | None = None) -> None:
         self.engine = engine
+        # This process's id among the instances sharing the store (its lease owner id); None for a tool (CLI).
+        self.instance_id = instance_id
         self.cipher = cipher
         self.api_keys = ApiKeyTable(engine)
         self.accounts = AccountTable(engine, cipher)
         self.webhooks = WebhookTable(engine, cipher)
         self.idempotency = IdempotencyTable(engine)
         self.outbox = OutboxTable(engine)
-        self.media = MediaTable(engine)
+        self.media = MediaTable(engine, instance_id)
         self.known_messages = KnownMessagesTable(engine)
         self.history_jobs = HistoryJobsTable(engine)
+        self.instances = InstanceTable(engine)
+        self.pending_logins = PendingLoginTable(engine, cipher)
+        self.qr_logins = QrLoginTable(engine)
 
     @classmethod
-    async def open(cls, url: str, session_key: bytes) -> "Store":
+    async def open(cls, url: str, session_key: bytes, instance_id: str | None = None) -> "Store":
         engine = create_engine(url)
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
             await connection.run_sync(add_missing_columns)
-        return cls(engine, SecretCipher(session_key))
+        return cls(engine, SecretCipher(session_key), instance_id)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -30,6 +30,7 @@ class MediaRecord:
     error: str | None
     created_at: float
     delivered_at: float | None = None
+    instance_id: str | None = None  # whose disk holds the file (set by the table at save)
 
 
 def _record(row: object) -> MediaRecord:
@@ -37,8 +38,10 @@ def _record(row: object) -> MediaRecord:
 
 
 class MediaTable:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, instance_id: str | None = None) -> None:
         self._engine = engine
+        # Recorded with every file saved: with several instances only this one's disk has it.
+        self._instance_id = instance_id
 
     async def get(self, event_id: str) -> MediaRecord | None:
         async with self._engine.connect() as connection:
@@ -52,9 +55,11 @@ class MediaTable:
 
     async def save(self, record: MediaRecord) -> MediaRecord:
         """Store `record` unless its event has one already; returns the one stored (the first wins)."""
+        values = {column.name: getattr(record, column.name) for column in media.columns}
+        values["instance_id"] = values["instance_id"] or self._instance_id
         statement = (
             insert_for(self._engine, media)
-            .values(**{column.name: getattr(record, column.name) for column in media.columns})
+            .values(**values)
             .on_conflict_do_nothing(index_elements=[media.c.event_id])
         )
         async with self._engine.begin() as connection:

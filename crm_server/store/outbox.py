@@ -289,6 +289,14 @@ class OutboxTable:
                 .values(lease_owner=None, lease_until=None)
             )
 
+    async def release_all(self, owner: str) -> None:
+        """Every row `owner` still holds goes back (a stopping worker): another instance posts them at once instead of
+        after the lease runs out."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(outbox).where(outbox.c.lease_owner == owner, outbox.c.state == OutboxState.PENDING.value)
+                .values(lease_owner=None, lease_until=None))
+
     async def mark_delivered(self, ids: list[int], status: int, now: float) -> None:
         if not ids:
             return

@@ -75,9 +75,38 @@ accounts = Table(
     # Which live server process runs this account's client, and until when (renewed while it lives).
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
+    # The lease holder's live AccountState (connected, reconnecting, ...), written by the holder as it changes, so
+    # every instance answers /telegram/status alike.
+    Column("runtime_state", String(32), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("project_id", "phone", name="uq_accounts_project_phone"),
+)
+
+# The crm_server instances sharing this store: where each answers (for forwarded requests) and whether it lives.
+instances = Table(
+    "instances",
+    metadata,
+    # The lease owner id the instance writes into `accounts.lease_owner`.
+    Column("instance_id", String(64), primary_key=True),
+    # CRM_INSTANCE_URL: where the other instances forward requests for the accounts it holds.
+    Column("url", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    # Renewed with its leases; an instance silent for a lease TTL counts as gone.
+    Column("heartbeat_at", Float, nullable=False),
+    # Set at graceful stop: it takes no new account and is left out of the fair share.
+    Column("stopping", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+# Logins between send-code and authorization, so another instance can finish one (the first died, or the request
+# came to it): Fernet token of {phone_code_hash, password_required, session (the key the code was requested on)}.
+pending_logins = Table(
+    "pending_logins",
+    metadata,
+    Column("project_id", String(128), primary_key=True),
+    Column("phone", String(32), primary_key=True),
+    Column("login", LargeBinary, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 
 webhooks = Table(
@@ -146,6 +175,15 @@ outbox = Table(
     Index("ix_outbox_delivered", "project_id", "phone", "delivered_at"),
 )
 
+# QR logins in progress, by login_id: which instance's client waits for the scan (polls are forwarded there).
+qr_logins = Table(
+    "qr_logins",
+    metadata,
+    Column("login_id", String(64), primary_key=True),
+    Column("instance_id", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # Files of incoming messages, downloaded from Telegram into `<state-dir>/media/` once per event, reused by every
 # retry of its delivery, removed by the retention sweep (crm_server.media.files).
 media = Table(
@@ -168,6 +206,8 @@ media = Table(
     Column("created_at", Float, nullable=False),
     # When its event was delivered (copied from the outbox by the sweep); files go RETENTION after it.
     Column("delivered_at", Float, nullable=True),
+    # The instance whose disk holds the file (several instances: GET /media/{id} is forwarded to it).
+    Column("instance_id", String(64), nullable=True),
     Index("ix_media_created", "created_at"),
 )
 

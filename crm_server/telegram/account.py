@@ -21,6 +21,7 @@ from crm_server import errors
 from crm_server.media.outgoing import OutgoingFile
 from crm_server.settings import ServerSettings
 from crm_server.store.accounts import AccountTable
+from crm_server.store.pending_logins import PendingLoginTable, StoredLogin
 from crm_server.telegram import sending
 from crm_server.telegram.clients import ClientFactory, quiet_disconnect
 from crm_server.telegram.login import PendingLogin, login_error
@@ -60,6 +61,12 @@ class AccountContext:
     stopping: Callable[[], bool]  # the server is shutting down: start and reconnect nothing
     # Receives the account's `account.status` events (the webhook wing's listener); None: nobody is told.
     on_status: StatusHandler | None = None
+    # Pending logins in the store, so another instance can finish one started here (None: memory only, a CLI login).
+    logins: PendingLoginTable | None = None
+    # Told every change of an account's state (the manager writes it to the store for the other instances).
+    on_state: Callable[[AccountKey, AccountState], None] | None = None
+    # Told when this process takes or loses an account's lease: "taken" | "lost" (metrics).
+    on_lease: Callable[[str], None] | None = None
 
 
 class StatusHandler(Protocol):
@@ -88,7 +95,10 @@ class Account:
         self.settled = asyncio.Event()
 
     def set_state(self, state: AccountState) -> None:
+        changed = state != self.state
         self.state = state
+        if changed and self._context.on_state is not None:
+            self._context.on_state(self.key, state)
         if state in SETTLED_STATES:
             self.settled.set()
         else:
@@ -98,6 +108,10 @@ class Account:
     def running(self) -> bool:
         """Holds (or is acquiring) the lease: a client is, or is about to be, live here."""
         return (self._supervisor is not None and not self._supervisor.done()) or self._login is not None
+
+    @property
+    def logging_in(self) -> bool:
+        return self._login is not None
 
     @property
     def live(self) -> bool:
@@ -111,6 +125,8 @@ class Account:
         )
         if acquired and self.lease_since is None:
             self.lease_since = time.monotonic()
+            if self._context.on_lease is not None:
+                self._context.on_lease("taken")
         return acquired
 
     async def release_lease(self) -> None:
@@ -161,22 +177,24 @@ class Account:
                 phone_code_hash=sent.phone_code_hash,
                 expires_at=time.monotonic() + self._context.settings.login_ttl_seconds,
             )
+            await self._store_login(self._login)
             timeout = getattr(sent, "timeout", None)
             return int(timeout) if timeout is not None else None
 
     async def sign_in(self, code: str) -> LoginOutcome:
         """Finish a login with the code; PASSWORD_REQUIRED when the account has 2FA."""
         async with self.lock:
-            login = self._live_login()
+            login = await self._live_login()
             try:
                 user = await login.client.sign_in(
                     phone=self.key.phone, code=code, phone_code_hash=login.phone_code_hash
                 )
             except tg_errors.SessionPasswordNeededError:
                 login.password_required = True
+                await self._store_login(login)
                 return LoginOutcome.PASSWORD_REQUIRED
             except tg_errors.PhoneCodeExpiredError:
-                await self.drop_login()
+                await self.drop_login(forget=True)
                 raise errors.InvalidCodeError("The login code expired; request a new one", field="code") from None
             except tg_errors.RPCError as exc:
                 raise login_error(exc) from None
@@ -185,7 +203,7 @@ class Account:
 
     async def check_password(self, password: str) -> LoginOutcome:
         async with self.lock:
-            login = self._live_login()
+            login = await self._live_login()
             if not login.password_required:
                 raise errors.LoginNotStartedError("Sign in with the code before sending the 2FA password")
             try:
@@ -200,6 +218,7 @@ class Account:
         assert login is not None
         key = self.key
         self._login = None
+        await self._forget_stored_login()
         login.session.enable_persistence(self._persist)
         if self._context.clients.listening:
             # Wake the update loop so it records the state loaded at sign-in: a restart from then on catches up.
@@ -249,25 +268,73 @@ class Account:
             self._supervisor = asyncio.create_task(self.supervise(), name=f"crm-account-{key.phone}")
             log.info("account %s of project %s logged in (QR)", key.phone, key.project_id)
 
-    def _live_login(self) -> PendingLogin:
+    async def _live_login(self) -> PendingLogin:
+        """The login in progress: this process's, or one another instance started (stored), resumed here."""
         login = self._login
-        if login is None or login.expires_at < time.monotonic():
-            raise errors.LoginNotStartedError()
-        return login
+        if login is not None and login.expires_at >= time.monotonic():
+            return login
+        if login is None:
+            restored = await self._restore_login()
+            if restored is not None:
+                return restored
+        raise errors.LoginNotStartedError()
 
-    async def drop_login(self) -> None:
+    async def _restore_login(self) -> PendingLogin | None:
+        """A login whose code was requested by another instance (gone, or it handed the lease over): the code is
+        valid on the session it was requested on, so that session is rebuilt here and the login goes on."""
+        table = self._context.logins
+        if table is None:
+            return None
+        stored = await table.load(self.key.project_id, self.key.phone)
+        if stored is None:
+            return None
+        if not await self.acquire_lease():
+            raise errors.AccountDisconnectedError("Another crm_server instance runs this account")
+        session = StoreSession.from_bytes(stored.session.encode())
+        client = self._context.clients.build(session, self.key)
+        try:
+            await client.connect()
+        except BaseException as exc:
+            await quiet_disconnect(client)
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise errors.AccountDisconnectedError("Cannot reach Telegram") from None
+            raise
+        self._login = PendingLogin(client=client, session=session, phone_code_hash=stored.phone_code_hash,
+                                   expires_at=time.monotonic() + max(0.0, stored.expires_at - time.time()),
+                                   password_required=stored.password_required)
+        log.info("account %s: login resumed from the store", self.key.phone)
+        return self._login
+
+    async def _store_login(self, login: PendingLogin) -> None:
+        table = self._context.logins
+        if table is None:
+            return
+        remaining = login.expires_at - time.monotonic()
+        await table.save(self.key.project_id, self.key.phone, StoredLogin(
+            phone_code_hash=login.phone_code_hash, password_required=login.password_required,
+            session=login.session.to_bytes().decode(), expires_at=time.time() + remaining))
+
+    async def _forget_stored_login(self) -> None:
+        if self._context.logins is not None:
+            await self._context.logins.delete(self.key.project_id, self.key.phone)
+
+    async def drop_login(self, *, forget: bool = False) -> None:
+        """Disconnect the login's client; with `forget`, the stored login goes too (else another instance, or this
+        one after a restart, may still finish it)."""
         login, self._login = self._login, None
         if login is not None:
             await quiet_disconnect(login.client)
+        if forget:
+            await self._forget_stored_login()
 
     async def drop_expired_login(self) -> None:
         if self._login is not None and self._login.expires_at < time.monotonic():
             async with self.lock:
-                await self.drop_login()
+                await self.drop_login(forget=True)
 
     async def log_out(self) -> None:
         """Log out of Telegram (best effort) and forget the session; the caller holds `lock`."""
-        await self.drop_login()
+        await self.drop_login(forget=True)
         client = self.client
         if self._supervisor is not None:
             self._supervisor.cancel()

@@ -10,6 +10,7 @@ import datetime
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from telethon import TelegramClient
@@ -28,6 +29,7 @@ from crm_server.telegram.qr_login import QrLogins, QrView
 from crm_server.telegram.recipients import Recipient
 from crm_server.telegram.sending import SendResult
 from crm_server.telegram.session import StoreSession
+from crm_server.telegram.shares import fair_share
 from crm_server.telegram.states import AccountKey, AccountState, AccountStatus, LoginOutcome, SessionTerminated
 from crm_server.telegram.updates import IncomingHandler, RecentMessages, UpdateListener
 
@@ -35,14 +37,27 @@ log = logging.getLogger(__name__)
 
 # How long a send waits for an account that is (re)connecting before answering 503.
 SEND_CONNECT_WAIT_SECONDS = 5.0
+# How often the lease loop looks for accounts nobody runs (a stopped instance's, a dead one's once expired) and
+# for its fair share; renewals go at a third of the lease TTL. One cheap query a second is what makes a graceful
+# hand-over take about a second instead of a renewal period.
+CLAIM_INTERVAL_SECONDS = 1.0
 
 
 class AccountManager:
     def __init__(self, store: Store, settings: ServerSettings, *, owner_id: str | None = None,
-                 incoming: IncomingHandler | None = None, recent_messages: RecentMessages | None = None) -> None:
+                 incoming: IncomingHandler | None = None, recent_messages: RecentMessages | None = None,
+                 on_lease: Callable[[str], None] | None = None) -> None:
         self._store = store
         self._settings = settings
-        self.owner_id = owner_id or f"crm-{uuid.uuid4().hex[:16]}"
+        self.owner_id = owner_id or store.instance_id or f"crm-{uuid.uuid4().hex[:16]}"
+        # Told "taken", "lost" and "released" as leases come and go (metrics).
+        self._on_lease = on_lease
+        # Accounts handed to another instance (fair share), by when this one may take them again.
+        self._handed_over: dict[AccountKey, float] = {}
+        self._last_renewal: float | None = None
+        # Live states waiting to be written for the other instances' /telegram/status (latest wins).
+        self._state_writes: dict[AccountKey, AccountState] = {}
+        self._state_writer: asyncio.Task[None] | None = None
         # Receives every incoming private message of every account (None: clients only send, as a CLI login does).
         self.incoming = incoming
         self._accounts: dict[AccountKey, Account] = {}
@@ -73,6 +88,9 @@ class AccountManager:
             on_client_started=self.on_client_started,
             stopping=lambda: self._stopping,
             on_status=incoming,
+            logins=store.pending_logins if incoming is not None else None,
+            on_state=self._publish_state,
+            on_lease=on_lease,
         )
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -81,12 +99,27 @@ class AccountManager:
         """Claim and connect every authorized account no other live server holds (in the background)."""
         telethon_seam.check_telethon_shape()
         telethon_seam.keep_difference_updates()
+        if self._store.instance_id is not None:
+            await self._replace_predecessors()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="crm-lease-loop")
         if self.history is not None:
             self.history.start(lambda: [key for key, account in self._accounts.items() if account.live])
 
+    async def _replace_predecessors(self) -> None:
+        """An instance registered at our own URL is an earlier process of this server that died (a crash, then a
+        restart): its leases are ours to take now rather than after they expire."""
+        url = self._settings.instance_url
+        for gone in await self._store.instances.others_at(url, self.owner_id):
+            log.info("instance %s at %s is gone (this one replaces it); its leases are released", gone, url)
+            await self._store.accounts.release_all_leases(gone)
+            await self._store.instances.remove(gone)
+        await self._store.instances.heartbeat(self.owner_id, url)
+
     async def stop(self) -> None:
         self._stopping = True
+        # First: the others leave this instance out of their share and take its accounts as they are released.
+        with contextlib.suppress(Exception):
+            await self._store.instances.mark_stopping(self.owner_id)
         if self.history is not None:
             await self.history.stop()  # running jobs stay `running` in the store: resumed at the next connect
         if self._lease_task is not None:
@@ -96,6 +129,34 @@ class AccountManager:
         await self.qr_logins.close_all()
         await asyncio.gather(*(account.stop(AccountState.HELD_ELSEWHERE) for account in list(self._accounts.values())))
         await self._store.accounts.release_all_leases(self.owner_id)
+        if self._state_writer is not None:
+            self._state_writer.cancel()
+        with contextlib.suppress(Exception):
+            await self._store.instances.remove(self.owner_id)
+
+    def runs_here(self, project_id: str, phone: str) -> bool:
+        """This instance runs the account (connected, connecting or in a login): its requests are served here."""
+        account = self._accounts.get(AccountKey(project_id, phone))
+        return account is not None and account.running
+
+    def held_count(self) -> int:
+        return sum(1 for account in self._accounts.values() if account.running)
+
+    def _publish_state(self, key: AccountKey, state: AccountState) -> None:
+        """Queue the account's new live state for the store (one writer task; a burst of changes writes the last)."""
+        self._state_writes[key] = state
+        if self._state_writer is None or self._state_writer.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to tell yet
+                self._state_writer = asyncio.get_running_loop().create_task(self._write_states())
+
+    async def _write_states(self) -> None:
+        while self._state_writes:
+            key, state = next(iter(self._state_writes.items()))
+            del self._state_writes[key]
+            try:
+                await self._store.accounts.set_runtime_state(key.project_id, key.phone, self.owner_id, state.value)
+            except Exception as exc:
+                log.warning("account %s: live state not stored (%s)", key.phone, type(exc).__name__)
 
     def connected_count(self) -> int:
         return sum(1 for account in self._accounts.values() if account.state == AccountState.CONNECTED)
@@ -114,7 +175,8 @@ class AccountManager:
             elif not record.authorized:
                 state = AccountState.AUTH_REQUIRED
             elif record.leased_by_other(self.owner_id, now):
-                state = AccountState.HELD_ELSEWHERE
+                # The holder's live state, as it wrote it: every instance answers alike.
+                state = _stored_state(record.runtime_state) or AccountState.HELD_ELSEWHERE
             else:
                 state = AccountState.DISCONNECTED
             statuses.append(
@@ -159,7 +221,12 @@ class AccountManager:
             account = self._accounts.get(AccountKey(project_id, phone))
             if account is not None and account.state == AccountState.CONNECTED:
                 raise errors.ValidationError("This account is already logged in", field="phone")
-        return (await self.qr_logins.start(project_id, phone)).view()
+        login = await self.qr_logins.start(project_id, phone)
+        if self._store.instance_id is not None:
+            # Polls and the 2FA step may reach another instance: the store says this one has the login.
+            await self._store.qr_logins.record(login.login_id, self.owner_id,
+                                               time.time() + self._settings.login_ttl_seconds)
+        return login.view()
 
     def qr_login_status(self, project_id: str, login_id: str) -> QrView:
         return self.qr_logins.get(project_id, login_id).view()
@@ -283,7 +350,7 @@ class AccountManager:
 
     async def _lease_loop(self) -> None:
         """Renew our leases, stop accounts whose lease we lost, and pick up accounts nobody runs."""
-        interval = max(0.2, self._settings.lease_ttl_seconds / 3)
+        interval = min(CLAIM_INTERVAL_SECONDS, max(0.2, self._settings.lease_ttl_seconds / 3))
         while not self._stopping:
             try:
                 await self._lease_round()
@@ -295,6 +362,14 @@ class AccountManager:
 
     async def _lease_round(self) -> None:
         round_started = time.monotonic()
+        ttl = self._settings.lease_ttl_seconds
+        if self._last_renewal is None or round_started - self._last_renewal >= ttl / 3:
+            self._last_renewal = round_started
+            await self._store.instances.heartbeat(self.owner_id, self._settings.instance_url)
+            await self._renew(round_started)
+        await self._balance()
+
+    async def _renew(self, round_started: float) -> None:
         held = await self._store.accounts.renew_leases(self.owner_id, self._settings.lease_ttl_seconds)
         await self.qr_logins.drop_expired()
         for key, account in list(self._accounts.items()):
@@ -307,11 +382,53 @@ class AccountManager:
             if account.running and not is_held:
                 log.warning("account %s: lease lost to another server; disconnecting", key.phone)
                 account.lease_since = None
+                if self._on_lease is not None:
+                    self._on_lease("lost")
                 await account.stop(AccountState.HELD_ELSEWHERE, save=False)
             elif is_held and not account.running:
                 # Nothing runs here any more (abandoned login, stopped client): let another server have it.
                 await account.release_lease()
+
+    async def _balance(self) -> None:
+        """Hold this instance's fair share of the authorized accounts: take unheld ones up to it, and above it hand
+        one over (saved, then released) per round, so a joining instance gets its share without a stampede."""
+        live = await self._store.instances.live(self._settings.lease_ttl_seconds)
+        total = await self._store.accounts.count_authorized()
+        share = fair_share(total, max(1, len(live)))
+        now = time.monotonic()
+        self._handed_over = {key: until for key, until in self._handed_over.items() if until > now}
+        held = [account for account in self._accounts.values() if account.running and not account.logging_in]
+        if len(held) > share:
+            idle = [account for account in held if not account.lock.locked() and account.lease_since is not None]
+            if idle:
+                await self._hand_over(max(idle, key=lambda account: account.lease_since or 0.0))
+            return
+        room = share - len(held)
         for record in await self._store.accounts.list_claimable(self.owner_id):
-            account = self._account(AccountKey(record.project_id, record.phone))
-            if not account.running:
-                await account.start()
+            if room <= 0:
+                break
+            key = AccountKey(record.project_id, record.phone)
+            account = self._account(key)
+            if account.running or key in self._handed_over:
+                continue
+            if await account.start():
+                room -= 1
+
+    async def _hand_over(self, account: Account) -> None:
+        """Give up an account gracefully: its session (update state included) saved, then its lease released; the
+        instance below its share takes it at its next round and catches up from that state."""
+        key = account.key
+        log.info("account %s: handed over (this instance is above its share)", key.phone)
+        self._handed_over[key] = time.monotonic() + self._settings.lease_ttl_seconds
+        async with account.lock:
+            await account.stop(AccountState.HELD_ELSEWHERE)
+            await account.release_lease()
+        if self._on_lease is not None:
+            self._on_lease("released")
+
+
+def _stored_state(value: str | None) -> AccountState | None:
+    try:
+        return AccountState(value) if value else None
+    except ValueError:
+        return None  # written by a newer server

@@ -264,6 +264,9 @@ class QrLogins:
         login.start()
         return login
 
+    def has(self, login_id: str) -> bool:
+        return login_id in self._logins
+
     def get(self, project_id: str, login_id: str) -> QrLogin:
         """The project's QR login; another project's is as unknown as one that never was (404 for both)."""
         login = self._logins.get(login_id)

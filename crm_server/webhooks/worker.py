@@ -246,6 +246,10 @@ class WebhookDelivery:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._batches.aclose()
         await self._recorder.stop()
+        # The rows of the lanes just cancelled are still leased to us: hand them back so another instance's worker
+        # takes them now, not when the lease expires (a post cut off here is redelivered: at-least-once).
+        with contextlib.suppress(Exception):
+            await self._outbox.release_all(self._owner)
         await self._clients.aclose()
 
     # --- scheduling ------------------------------------------------------------------------------------------------

@@ -84,7 +84,15 @@ def test_a_session_revoked_while_the_server_was_down_is_logged_out_after_restart
     api.close()
 
 
-def test_a_second_server_on_the_same_store_leaves_the_first_ones_accounts_alone(
+def _held(server: CrmServerProcess, key: str) -> int:
+    client = server.client(key)
+    try:
+        return int(client.ok(client.get("/health"))["accounts_held"])
+    finally:
+        client.close()
+
+
+def test_a_second_server_on_the_same_store_takes_its_share_and_a_dead_ones_accounts(
     first: CrmServerProcess, admin_key: str, state_dir: Path
 ) -> None:
     api = first.client(admin_key)
@@ -92,27 +100,53 @@ def test_a_second_server_on_the_same_store_leaves_the_first_ones_accounts_alone(
     username = f"l{user_phone[1:]}"
     api.login(PROJECT, account)
     api.user(user_phone, username=username)
+    api.close()
+    authorized = sum(1 for entry in api_status(first, admin_key) if entry["authorized"])
+    assert authorized == 2  # this test's account and the first test's
 
     second = CrmServerProcess(state_dir, env=LEASE_ENV, name="second").start()
+    servers = {"first": first, "second": second}
+    killed: CrmServerProcess | None = None
     try:
-        other = second.client(admin_key)
-        time.sleep(2.5)  # more than a lease period: had it wanted to, it would have taken the account by now
-        seen = other.account(PROJECT, account)
-        assert seen["connected"] is False and seen["state"] == "held_elsewhere"
-        refused = other.send(PROJECT, account, f"@{username}", "from the second server")
-        assert refused.status_code == 503 and refused.json()["code"] == "ACCOUNT_DISCONNECTED"
-        assert api.send(PROJECT, account, f"@{username}", "from the first server").status_code == 200
-        assert api.account(PROJECT, account)["connected"] is True
+        # The joining server gets its share (one of two); the first hands one over, and only one.
+        deadline = time.monotonic() + 20
+        while (_held(first, admin_key), _held(second, admin_key)) != (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (_held(first, admin_key), _held(second, admin_key)) == (1, 1)
 
-        # When the first server dies (no clean shutdown) its lease expires, and the second one takes over.
-        first.kill()
-        taken = other.wait_account(PROJECT, account, "connected", timeout=20)
-        assert taken["connected"] is True
-        response = other.send(PROJECT, account, f"@{username}", "from the second server")
+        # Without CRM_CLUSTER_SECRET nothing is forwarded: the server that does not run the account refuses a send,
+        # and every server's status is the holder's live one.
+        answers = {name: server.client(admin_key).send(PROJECT, account, f"@{username}", f"from {name}")
+                   for name, server in servers.items()}
+        holder = next(name for name, answer in answers.items() if answer.status_code == 200)
+        other = "second" if holder == "first" else "first"
+        assert answers[other].status_code == 503 and answers[other].json()["code"] == "ACCOUNT_DISCONNECTED"
+        for server in servers.values():
+            assert server.client(admin_key).account(PROJECT, account)["connected"] is True
+
+        # When the holder dies (no clean shutdown) its lease expires, and the other one takes over.
+        killed = servers[holder]
+        killed.kill()
+        survivor = servers[other]
+        deadline = time.monotonic() + 20
+        while _held(survivor, admin_key) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client = survivor.client(admin_key)
+        assert client.wait_account(PROJECT, account, "connected", timeout=20)["connected"] is True
+        response = client.send(PROJECT, account, f"@{username}", f"from {other}")
         assert response.status_code == 200, response.text
-        assert [m["text"] for m in other.sent(account)] == ["from the first server", "from the second server"]
-        other.close()
+        assert [m["text"] for m in client.sent(account)] == [f"from {holder}", f"from {other}"]
+        client.close()
     finally:
         second.stop()
-        api.close()
-        first.start()
+        if killed is first or first.process is None:
+            first.start()
+
+
+def api_status(server: CrmServerProcess, key: str) -> list[dict]:
+    client = server.client(key)
+    try:
+        answer = client.ok(client.get("/telegram/status", params={"project_id": PROJECT}))
+        return answer["accounts"]  # type: ignore[no-any-return]
+    finally:
+        client.close()

@@ -13,11 +13,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from crm_server.keys import hash_key
 from crm_server.store import Store
-from crm_server.store.schema import accounts, idempotency, webhooks
+from crm_server.store.pending_logins import StoredLogin
+from crm_server.store.schema import accounts, idempotency, instances, pending_logins, webhooks
 from crm_server.store.webhooks import BatchSettings
 
 
@@ -347,3 +348,45 @@ async def test_history_jobs_keep_their_progress_and_known_messages_give_each_cha
     assert await store.known_messages.last_ids("org-1", "+15550001111") == {42: 9, 43: 11}
     assert await store.known_messages.last_ids("org-1", "+15550001111", before=0.0) == {}
     assert await store.known_messages.last_ids("org-2", "+15550001111") == {}
+
+
+async def test_instances_live_while_they_beat_and_leave_the_share_when_stopping(store: Store) -> None:
+    await store.instances.heartbeat("crm-a", "http://127.0.0.1:9001")
+    await store.instances.heartbeat("crm-b", "http://127.0.0.1:9002")
+    assert [instance.instance_id for instance in await store.instances.live(ttl=30)] == ["crm-a", "crm-b"]
+    await store.instances.mark_stopping("crm-b")
+    assert [instance.instance_id for instance in await store.instances.live(ttl=30)] == ["crm-a"]
+    # A restarted process at crm-a's address finds crm-a as its (dead) predecessor.
+    assert await store.instances.others_at("http://127.0.0.1:9001", "crm-c") == ["crm-a"]
+    async with store.engine.begin() as connection:
+        await connection.execute(update(instances).values(heartbeat_at=time.time() - 60))
+    assert await store.instances.live(ttl=30) == []
+    record = await store.instances.get("crm-a")
+    assert record is not None and record.url == "http://127.0.0.1:9001"
+    await store.instances.remove("crm-a")
+    assert await store.instances.get("crm-a") is None
+
+
+async def test_a_pending_login_is_stored_encrypted_and_expires(store: Store) -> None:
+    login = StoredLogin(phone_code_hash="hash-123", password_required=False, session='{"v": 1, "auth": "KEY-XYZ"}',
+                        expires_at=time.time() + 60)
+    await store.pending_logins.save("org-1", "+15550001", login)
+    assert await store.pending_logins.load("org-1", "+15550001") == login
+    async with store.engine.connect() as connection:
+        raw = await connection.scalar(select(pending_logins.c.login))
+    assert b"hash-123" not in raw and b"KEY-XYZ" not in raw
+    await store.pending_logins.save("org-1", "+15550001", StoredLogin(
+        phone_code_hash="hash-123", password_required=True, session=login.session, expires_at=time.time() - 1))
+    assert await store.pending_logins.load("org-1", "+15550001") is None  # expired
+    await store.pending_logins.purge_expired()
+    async with store.engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(pending_logins)) == 0
+
+
+async def test_the_holders_live_state_is_written_only_while_it_holds_the_lease(store: Store) -> None:
+    await store.accounts.ensure("org-1", "+15550002")
+    assert await store.accounts.acquire_lease("org-1", "+15550002", "crm-a", ttl=30)
+    await store.accounts.set_runtime_state("org-1", "+15550002", "crm-a", "connected")
+    await store.accounts.set_runtime_state("org-1", "+15550002", "crm-b", "disconnected")  # not the holder
+    record = await store.accounts.by_phone("+15550002")
+    assert record is not None and record.runtime_state == "connected" and record.project_id == "org-1"

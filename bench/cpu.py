@@ -93,12 +93,10 @@ class CpuWindow:
         total = 0.0
         for pid, cpu in after.items():
             before = self._before.get(pid, zero)
+            total += cpu.total - before.total
             if pid == self.generator:
-                # The generator's own time only: its children (the stack's processes) are counted as themselves.
+                # Its own time only: its children (the stack's processes) are the stack, not the generator.
                 self.generator_seconds = cpu.own - before.own
-                total += self.generator_seconds
-            else:
-                total += cpu.total - before.total
         self.total_seconds = total
         return self
 

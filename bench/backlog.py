@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import BenchResult, figure
-from bench.delivery_mode import BENCH_BATCH, register_delivery
+from bench.delivery_mode import BENCH_BATCH, IGNORED_NOTE, register_delivery
 from bench.receiver import FastReceiver
 
 TARGET_ROWS_PER_S = 2000.0
@@ -101,10 +101,10 @@ def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int) -> fl
     return config.messages / seconds
 
 
-def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int, *, batched: bool
-                               ) -> tuple[float, float]:
+def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int, *, batched: bool,
+                               ignored: list[int]) -> tuple[float, float]:
     """The same backlog into PostgreSQL through the API process, which is stopped while the backlog waits:
-    (rows/s, bare INSERT rows/s on the same database)."""
+    (rows/s, bare INSERT rows/s on the same database). A run whose crm_server ignored `batch` goes to `ignored`."""
     from bench.inbound import bare_insert_rate
     from tests.reliability.stack import start_reliability_stack, stop_reliability_stack
 
@@ -115,7 +115,8 @@ def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int, *
         async def prepare() -> tuple[str, str, float]:
             tenant = await stack.tenant("Bench backlog")
             account = await stack.connect_account(tenant)
-            await register_delivery(stack, account, BENCH_BATCH if batched else None)
+            if not await register_delivery(stack, account, BENCH_BATCH if batched else None):
+                ignored.append(run)
             insert_tenant = await stack.tenant("Bench backlog insert")
             insert_rate = await bare_insert_rate(stack.admin_dsn, insert_tenant.organization_id,
                                                  config.insert_rows, config.insert_connections)
@@ -152,14 +153,17 @@ def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) ->
     single: list[float] = []
     batched_share: list[float] = []
     single_share: list[float] = []
+    ignored: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-backlog-", dir=workdir) as directory:
         for index in range(config.runs):
             fast.append(drain_to_fast_receiver(Path(directory), config, index))
         for index in range(config.runs):
-            rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=True)
+            rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=True,
+                                                             ignored=ignored)
             batched.append(rate)
             batched_share.append(rate / insert_rate)
-            rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=False)
+            rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=False,
+                                                             ignored=ignored)
             single.append(rate)
             single_share.append(rate / insert_rate)
     result = BenchResult("backlog", config={"messages": config.messages, "chats": config.chats,
@@ -173,6 +177,8 @@ def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) ->
     result.add(figure(f"{config.function_messages} pending → webhook function → PostgreSQL, one event per POST",
                       "rows/s", single))
     result.add(figure("one event per POST through the function / bare INSERT", "ratio", single_share))
+    if ignored:
+        result.notes.append(IGNORED_NOTE)
     return result
 
 

@@ -400,13 +400,19 @@ class SandboxWorld:
 
         Files are stored before that transaction (each in its own), as `incoming` stores them before its message."""
         senders: list[int] = []
-        resolved: dict[str | int, int] = {}  # a bulk usually repeats a few senders
+        resolved: dict[str | int, int] = {}  # a bulk usually repeats a few senders, and one account
+        owners: dict[str, int | None] = {}
         for index, item in enumerate(messages):
             try:
                 if item.sender not in resolved:
                     resolved[item.sender] = self.user_id_of(item.sender)
                 senders.append(resolved[item.sender])
                 _check_incoming(item.text, item.media)
+                if item.account_phone not in owners:
+                    owner = self.user_by_phone(phone_digits(item.account_phone))
+                    owners[item.account_phone] = owner.id if owner is not None else None
+                if owners[item.account_phone] == senders[-1]:
+                    raise SandboxError("the sender is the account itself: its own messages are outgoing")
             except SandboxError as exc:
                 raise IncomingItemError(index, exc) from None
         attachments: list[SimMedia | None] = []

@@ -78,6 +78,10 @@ async def test_a_bulk_with_one_unknown_sender_writes_nothing_and_names_it(world:
         world.incoming_many([SimIncoming(BULK_ACCOUNT, "@bulk_carol", "fine"),
                              SimIncoming(BULK_ACCOUNT, "@bulk_carol", "")])
     assert empty.value.index == 1
+    with pytest.raises(IncomingItemError) as itself:
+        world.incoming_many([SimIncoming(BULK_ACCOUNT, "@bulk_carol", "fine"),
+                             SimIncoming(BULK_ACCOUNT, BULK_ACCOUNT, "to myself")])
+    assert itself.value.index == 1
 
     assert world.incoming_many([SimIncoming(BULK_ACCOUNT, "@bulk_carol", "after")]) == [1]  # nothing before it
     await wait_for(lambda: len(received) == 1)

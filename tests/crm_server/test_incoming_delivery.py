@@ -334,6 +334,7 @@ def test_a_bulk_injection_is_checked_item_by_item_and_refused_whole(admin, fresh
     time.sleep(0.3)
     assert fresh_receiver.accepted == []  # nothing of a refused bulk was written
     assert admin.ok(admin.post("/sandbox/incoming", json={"messages": [good]}))["messages"] == [{"message_id": 1}]
+    fresh_receiver.wait_for(lambda r: len(r.accepted) == 1)  # delivered here, not into the next test's receiver
 
 
 @pytest.fixture

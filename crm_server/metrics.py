@@ -39,6 +39,16 @@ class ServerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.batches = Counter(
+            "crm_webhook_batches_total", "Batched webhook posts (one per POST of several events)",
+            registry=self.registry,
+        )
+        self.batch_events = Histogram(
+            "crm_webhook_batch_events",
+            "Events per batched webhook post",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+            registry=self.registry,
+        )
         self.accounts_connected = Gauge(
             "crm_accounts_connected", "Telegram accounts connected by this server", registry=self.registry
         )
@@ -49,6 +59,9 @@ class ServerMetrics:
     def observe_delivery(self, result: DeliveryResult) -> None:
         self.deliveries.labels(result.verdict.value).inc()
         self.delivery_seconds.observe(result.latency)
+        if result.batch_events is not None:
+            self.batches.inc()
+            self.batch_events.observe(result.batch_events)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,6 +23,7 @@ from crm_server.routes.models import (
     AccountQuery,
     AccountStatusEntry,
     AccountSummary,
+    BatchInfo,
     ConnectRequest,
     ReadRequest,
     ReadResponse,
@@ -79,8 +80,11 @@ async def connect(request: Request) -> Response:
     account = await state.manager.register(body.project_id, body.phone)
     # Without a secret in the body, an existing registration keeps its secret; a new one gets a generated
     # secret, returned once in this response (the receiver needs it to check deliveries).
-    generated_secret = await state.webhooks.register(body.project_id, body.phone, webhook_url, body.secret or None,
-                                                     secret_header=body.secret_header, events=body.event_types())
+    batch = body.batch_settings()
+    registered = await state.webhooks.register(body.project_id, body.phone, webhook_url, body.secret or None,
+                                               secret_header=body.secret_header, events=body.event_types(),
+                                               batch=batch)
+    generated_secret = registered.generated_secret
     response = ConnectResponse(
         status="connected" if account.authorized else "auth_required",
         project_id=body.project_id,
@@ -88,6 +92,7 @@ async def connect(request: Request) -> Response:
         webhook_url=webhook_url,
         account=AccountSummary(authorized=account.authorized, user_id=account.user_id, username=account.username),
         secret=generated_secret,
+        batch=BatchInfo.of(registered.batch),
     )
     return _json(response, exclude={"secret"} if generated_secret is None else None)
 
@@ -222,6 +227,7 @@ async def status(request: Request) -> Response:
                 enabled=registration.enabled,
                 paused=registration.paused,
                 events=list(registration.events),
+                batch=BatchInfo.of(registration.batch),
                 pending=health.pending,
                 failed=health.dead,
                 last_success_at=iso(health.last_success_at),

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from crm_server.routes.parsing import validate
+from crm_server.store.webhooks import UNCHANGED, BatchSettings, Unchanged
 from crm_server.telegram.recipients import normalize_phone, parse_recipient
 from crm_server.telegram.states import AccountState, LoginOutcome
 from crm_server.webhooks.events import EVENT_TYPES
@@ -85,8 +87,39 @@ class ConnectRequest(RequestModel):
         None, description="Event types the webhook receives (default `[\"message\"]`; absent on a re-connect: "
         "unchanged)")
 
+    # Read as a plain object here and validated by `batch_settings` so an error names the nested field
+    # (`batch.max_events`), and so an explicit null (off) is told from an absent field (unchanged).
+    batch: dict[str, Any] | None = Field(
+        None, description="Several events per POST: `{max_events: 1..500, max_wait_ms: 0..1000}`; null: one event "
+        "per POST; absent on a re-connect: unchanged (a new registration: one event per POST)",
+        json_schema_extra={"example": {"max_events": 100, "max_wait_ms": 200}})
+
     def event_types(self) -> tuple[str, ...] | None:
         return tuple(dict.fromkeys(self.events)) if self.events is not None else None
+
+    def batch_settings(self) -> BatchSettings | None | Unchanged:
+        """ValidationError naming `batch.<field>` when out of range."""
+        if "batch" not in self.model_fields_set:
+            return UNCHANGED
+        if self.batch is None:
+            return None
+        batch = validate(BatchRequest, self.batch, prefix="batch.")
+        return BatchSettings(max_events=batch.max_events, max_wait_ms=batch.max_wait_ms)
+
+
+class BatchRequest(RequestModel):
+    max_events: StrictInt = Field(ge=1, le=500, description="At most this many events per POST")
+    max_wait_ms: StrictInt = Field(ge=0, le=1000, description="A batch goes out at the latest this long after its "
+                                   "first event")
+
+
+class BatchInfo(ResponseModel):
+    max_events: int
+    max_wait_ms: int
+
+    @classmethod
+    def of(cls, batch: BatchSettings | None) -> BatchInfo | None:
+        return None if batch is None else cls(max_events=batch.max_events, max_wait_ms=batch.max_wait_ms)
 
 
 class AccountSummary(ResponseModel):
@@ -102,6 +135,7 @@ class ConnectResponse(ResponseModel):
     webhook_url: str
     account: AccountSummary
     secret: str | None = Field(None, description="Only when the server generated it: shown once, keep it")
+    batch: BatchInfo | None = Field(None, description="Batched delivery (null: one event per POST)")
     # Every delivery carries a Standard Webhooks signature: a receiver may refuse unsigned ones (a server of the
     # original plan says nothing here, and its receiver keeps accepting the secret header alone).
     signing: Literal["standard-webhooks"] = "standard-webhooks"
@@ -223,6 +257,7 @@ class WebhookStatus(ResponseModel):
     # Paused by its integration (POST /integration/lovable/pause): messages wait, pending, until resumed.
     paused: bool
     events: list[str]
+    batch: BatchInfo | None = Field(None, description="Batched delivery (null: one event per POST)")
     pending: int
     failed: int
     last_success_at: str | None

@@ -97,6 +97,10 @@ webhooks = Table(
     Column("secret_header", Boolean, nullable=False, default=True, server_default=true()),
     # The event types it receives, comma-separated (NULL: only `message`, what a receiver of the original plan knows).
     Column("events", Text, nullable=True),
+    # Batched delivery (both NULL: one event per POST): at most this many events per POST, sent at the latest
+    # this long after the batch's first event.
+    Column("batch_max_events", Integer, nullable=True),
+    Column("batch_max_wait_ms", Integer, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("project_id", "phone", name="uq_webhooks_project_phone"),

@@ -8,10 +8,11 @@ still waiting for it. The status route reads every registration of a project wit
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Protocol
 
 from crm_server.store.outbox import OutboxTable
-from crm_server.store.webhooks import WebhookStatusRecord, WebhookTable
+from crm_server.store.webhooks import UNCHANGED, BatchSettings, Unchanged, WebhookStatusRecord, WebhookTable
 from crm_server.webhooks.subscriptions import Subscriptions
 
 
@@ -25,6 +26,14 @@ class Lanes(Protocol):
     def delivered_unrecorded(self, project_id: str, phone: str) -> set[int]: ...
 
 
+@dataclass(frozen=True)
+class Registered:
+    """What a connect made of the registration."""
+
+    generated_secret: str | None  # only when this call generated it
+    batch: BatchSettings | None  # its batching now (None: one event per POST)
+
+
 class WebhookRegistry:
     def __init__(self, table: WebhookTable, outbox: OutboxTable, lanes: Lanes,
                  subscriptions: Subscriptions | None = None) -> None:
@@ -34,11 +43,13 @@ class WebhookRegistry:
         self._subscriptions = subscriptions
 
     async def register(self, project_id: str, phone: str, url: str, secret: str | None, *,
-                       secret_header: bool = True, events: tuple[str, ...] | None = None) -> str | None:
-        """Register (or re-enable and resume) the webhook; returns the secret when this call generated it.
+                       secret_header: bool = True, events: tuple[str, ...] | None = None,
+                       batch: BatchSettings | None | Unchanged = UNCHANGED) -> Registered:
+        """Register (or re-enable and resume) the webhook.
 
         `secret_header` False: deliveries carry only the signature, never the secret itself. `events`: the types
-        it receives (None keeps those of an existing registration; a new one receives `message` only)."""
+        it receives (None keeps those of an existing registration; a new one receives `message` only). `batch`:
+        several events per POST (None: one; UNCHANGED keeps an existing registration's, a new one gets one)."""
         generated = None
         if secret is None:
             existing = await self._table.get(project_id, phone)
@@ -46,12 +57,13 @@ class WebhookRegistry:
                 secret = existing.secret
             else:
                 secret = generated = secrets.token_urlsafe(32)
-        await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header, events=events)
+        stored_batch = await self._table.upsert(project_id, phone, url, secret, secret_header=secret_header,
+                                                events=events, batch=batch)
         if self._subscriptions is not None:
             self._subscriptions.forget(project_id, phone)
         # A (re-)registered webhook may have messages waiting, e.g. after a 410 disabled the old one.
         self._lanes.wake()
-        return generated
+        return Registered(generated_secret=generated, batch=stored_batch)
 
     async def pause(self, project_id: str, phone: str, paused: bool) -> int | None:
         """Pause or resume; the account's pending events, or None when it has no registration."""

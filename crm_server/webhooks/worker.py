@@ -8,6 +8,9 @@ A lane whose lease took every pending row of its chat stays open for a moment af
 then inserts that chat's new messages already leased to it and hands them over in memory (`accept`),
 so a busy chat costs no read of the outbox per message. Delivered rows are recorded for all lanes together, a few
 times a second; until then they keep their lease, so no worker takes them again.
+
+A batched registration's lanes put their rows into its batches instead (crm_server.webhooks.batching), a few at a
+time in chat order, and act on each row's outcome as on a single post's.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
-from crm_server.store.webhooks import WebhookTable
+from crm_server.store.webhooks import WebhookRecord, WebhookTable
+from crm_server.webhooks.batching import BatchAssembler
 from crm_server.webhooks.delivered import DeliveredRecorder
 from crm_server.webhooks.events import event_type_of
 from crm_server.webhooks.lanes import LaneClients, LaneRun
@@ -32,12 +36,13 @@ from crm_server.webhooks.media_payload import MediaPreparer
 from crm_server.webhooks.media_source import MediaTransient
 from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_transport_error
 from crm_server.webhooks.posting import DeliveryResult, WebhookPoster
-from crm_server.outbound_addresses import DeliveryTargets, WebhookAddressRefused
+from crm_server.outbound_addresses import DeliveryTarget, DeliveryTargets, WebhookAddressRefused
 
 log = logging.getLogger("crm_server.webhooks.worker")
 
 # The status recorded for an event its registration did not subscribe to (never posted).
 NOT_SUBSCRIBED = 0
+Result = TypeVar("Result")
 # A closing lane waits this long for rows claimed for it (an INSERT in flight); later ones are released instead.
 CLAIM_WAIT_SECONDS = 5.0
 
@@ -104,6 +109,7 @@ class WebhookDelivery:
         self._schedule = schedule or RetrySchedule()
         self._settings = settings or DeliverySettings()
         self._poster = WebhookPoster(self._schedule, observers or [])
+        self._batches = BatchAssembler(self._post_batch, self._schedule)
         # Where each webhook URL may be posted to now (checked and pinned at every run); None: the URL as it is.
         self._targets = targets
         # Gives media events their file and a fresh signed URL right before each post (None: posted as stored).
@@ -236,6 +242,7 @@ class WebhookDelivery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._batches.aclose()
         await self._recorder.stop()
         await self._clients.aclose()
 
@@ -341,6 +348,9 @@ class WebhookDelivery:
                                                     self._schedule)
                     await self._failed(lane, head, outcome, None)
                     return
+            if webhook.batch is not None:
+                await self._drain_batched(run, webhook, target)
+                return
             http = self._clients.take()
             while await self._next_row(run) and not run.halted:
                 if time.time() > run.lease_until - settings.lease_seconds / 2:
@@ -378,9 +388,10 @@ class WebhookDelivery:
                 self._clients.give_back(http)
             await self._close_run(run)
 
-    async def _leased_while(self, run: LaneRun, row: OutboxRow, work: Coroutine[Any, Any, OutboxRow]) -> OutboxRow:
+    async def _leased_while(self, run: LaneRun, row: OutboxRow, work: Awaitable[Result],
+                            also: Sequence[OutboxRow] = ()) -> Result:
         """Await `work` (a download may take minutes), extending the lane's lease meanwhile so no other worker
-        takes the chat."""
+        takes the chat (`also`: rows the lane holds outside `run.rows`, e.g. those of a batch on its way)."""
         settings = self._settings
         task = asyncio.ensure_future(work)
         try:
@@ -389,11 +400,86 @@ class WebhookDelivery:
                 if done:
                     return task.result()
                 run.lease_until = time.time() + settings.lease_seconds
-                await self._outbox.extend_lease([row.id] + [r.id for r in run.rows], self._owner, run.lease_until)
+                await self._outbox.extend_lease([row.id] + [r.id for r in also] + [r.id for r in run.rows],
+                                                self._owner, run.lease_until)
         finally:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    # --- a batched registration's lane ---------------------------------------------------------------------------
+
+    async def _drain_batched(self, run: LaneRun, webhook: WebhookRecord, target: DeliveryTarget | None) -> None:
+        """Post the lane's rows in its registration's batches: up to a batch's worth at a time, in chat order, each
+        group's outcomes awaited before the next (so the chat is in one batch at a time)."""
+        assert webhook.batch is not None
+        settings = self._settings
+        lane = run.lane
+        while await self._next_row(run) and not run.halted:
+            if time.time() > run.lease_until - settings.lease_seconds / 2:
+                run.lease_until = time.time() + settings.lease_seconds
+                await self._outbox.extend_lease([r.id for r in run.rows], self._owner, run.lease_until)
+            group: list[OutboxRow] = []
+            waiting: tuple[OutboxRow, str] | None = None
+            while run.rows and len(group) < webhook.batch.max_events:
+                row = run.rows.popleft()
+                if not webhook.wants(event_type_of(row.body)):
+                    self._recorder.add(lane, row.id, NOT_SUBSCRIBED)  # as a single post's lane: never posted
+                    continue
+                if self._media is not None and self._media.carries_media(row):
+                    try:
+                        row = await self._leased_while(run, row, self._media.body_for(row), also=group)
+                    except MediaTransient as exc:
+                        waiting = (row, str(exc))  # it and the chat's later rows wait; the rows before it go
+                        break
+                group.append(row)
+                if run.halted:
+                    break
+            if run.halted:  # paused or removed meanwhile: everything held waits (given back) unposted
+                run.rows.extendleft(reversed(group + ([waiting[0]] if waiting else [])))
+                break
+            if group and not await self._post_in_batches(run, webhook, target, group):
+                if waiting:
+                    run.rows.appendleft(waiting[0])
+                return
+            if waiting:
+                run.open = False
+                await self._media_waits(*waiting)
+                return
+
+    async def _post_in_batches(self, run: LaneRun, webhook: WebhookRecord, target: DeliveryTarget | None,
+                               group: list[OutboxRow]) -> bool:
+        """Post `group` (rows of one chat, in order) through the batches; True if the lane goes on.
+
+        At the first row that must retry, the chat's later rows are not counted delivered, whatever their answer:
+        they go back to the lane and are posted again after it (the receiver is idempotent)."""
+        lane = run.lane
+        rest = group
+        while rest:
+            futures = self._batches.submit(webhook, target, rest)
+            sent, rest = rest[:len(futures)], rest[len(futures):]
+            try:
+                results = await self._leased_while(run, sent[0], asyncio.gather(*futures), also=sent[1:] + rest)
+            except BaseException:
+                run.rows.extendleft(reversed(sent + rest))  # outcome unknown: given back, posted again later
+                raise
+            for index, (row, (outcome, status)) in enumerate(zip(sent, results, strict=True)):
+                if outcome.verdict is Verdict.DELIVERED:
+                    self._recorder.add(lane, row.id, status or 200)
+                    continue
+                run.open = False
+                if not await self._failed(lane, row, outcome, status):
+                    run.rows.extendleft(reversed(sent[index + 1:] + rest))
+                    return False
+        return True
+
+    async def _post_batch(self, webhook: WebhookRecord, target: DeliveryTarget | None,
+                          rows: list[OutboxRow]) -> list[tuple[Outcome, int | None]]:
+        http = self._clients.take()
+        try:
+            return await self._poster.post_batch(http, webhook, rows, target)
+        finally:
+            self._clients.give_back(http)
 
     async def _media_waits(self, row: OutboxRow, reason: str) -> None:
         """The row waits for its file, with the lane's backoff; never a dead letter for it (the window does not

@@ -18,6 +18,7 @@ from sqlalchemy import event, select, update
 from crm_server.keys import hash_key
 from crm_server.store import Store
 from crm_server.store.schema import accounts, idempotency, webhooks
+from crm_server.store.webhooks import BatchSettings
 
 
 async def _postgres_url(admin_url: str) -> str:
@@ -188,6 +189,20 @@ async def test_webhooks_upsert_per_account_with_the_secret_encrypted(store: Stor
     assert await store.webhooks.get("org-1", "+15550004444") is None
 
 
+async def test_a_webhooks_batching_is_kept_when_not_named_and_turned_off_by_none(store: Store) -> None:
+    account = ("org-1", "+15550004545")
+    assert await store.webhooks.upsert(*account, "https://a.example/h", "a-secret") is None  # new: unbatched
+    batch = BatchSettings(max_events=100, max_wait_ms=250)
+    assert await store.webhooks.upsert(*account, "https://a.example/h", "a-secret", batch=batch) == batch
+    assert await store.webhooks.upsert(*account, "https://b.example/h", "a-secret") == batch  # not named: kept
+    webhook = await store.webhooks.get(*account)
+    assert webhook is not None and webhook.batch == batch and webhook.url == "https://b.example/h"
+    assert (await store.webhooks.statuses("org-1"))[account[1]].batch == batch
+    assert await store.webhooks.upsert(*account, "https://b.example/h", "a-secret", batch=None) is None
+    webhook = await store.webhooks.get(*account)
+    assert webhook is not None and webhook.batch is None
+
+
 async def test_a_store_opened_with_another_key_cannot_read_sessions(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}"
     first = await Store.open(url, Fernet.generate_key())
@@ -269,6 +284,7 @@ async def test_a_store_made_before_a_column_existed_gets_it_with_its_default(
         webhook = await store.webhooks.get("org-1", "+15550009999")
         assert webhook is not None and webhook.paused is False
         assert webhook.events == ("message",)  # registered before event types: what it always received
+        assert webhook.batch is None  # registered before batching: one event per POST
         assert await store.webhooks.set_paused("org-1", "+15550009999", True)
     finally:
         await store.close()

@@ -34,8 +34,9 @@ class Received:
         return json.loads(self.body)
 
 
-# A script decides the answer for each request: (status, headers) — or sleeps first to be slow.
-Script = Callable[[Received], tuple[int, dict[str, str]]]
+# A script decides the answer for each request: (status, headers), or (status, headers, JSON body) — or sleeps
+# first to be slow.
+Script = Callable[[Received], tuple[int, dict[str, str]] | tuple[int, dict[str, str], Any]]
 
 
 @dataclass
@@ -67,18 +68,29 @@ class Receiver:
         raise TimeoutError(f"receiver condition not met in {timeout}s; accepted {len(self.accepted)}")
 
 
+def batch_answers(decide: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Script:
+    """A script answering a batch as the contract says: one result per event, `decide(event)` (default: ok)."""
+    def script(item: Received) -> tuple[int, dict[str, str], Any]:
+        results = [{"event_id": event["event_id"], **(decide(event) if decide else {"ok": True})}
+                   for event in item.json["events"]]
+        return 200, {}, {"results": results}
+    return script
+
+
 def _app(receiver: Receiver) -> Starlette:
     async def hook(request: Request) -> Response:
         item = Received(headers={k.lower(): v for k, v in request.headers.items()}, body=await request.body(),
                         at=time.time())
         if receiver.delay:
             await asyncio.sleep(receiver.delay)
-        status, headers = (200, {}) if receiver.script is None else receiver.script(item)
+        answer = (200, {}) if receiver.script is None else receiver.script(item)
+        status, headers = answer[0], answer[1]
         with receiver.lock:
             receiver.received.append(item)
             if 200 <= status < 300:
                 receiver.accepted.append(item)
-        return JSONResponse({"ok": 200 <= status < 300}, status_code=status, headers=headers)
+        body = answer[2] if len(answer) > 2 else {"ok": 200 <= status < 300}  # type: ignore[misc]
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})

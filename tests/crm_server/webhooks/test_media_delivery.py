@@ -20,10 +20,12 @@ from crm_server.media.files import CountingFile, MediaFiles
 from crm_server.media.links import MediaLinks, link_key
 from crm_server.store.database import Store
 from crm_server.store.outbox import OutboxEvent
+from crm_server.store.webhooks import BatchSettings
 from crm_server.webhooks.media_payload import MediaHint, MediaPreparer
 from crm_server.webhooks.media_source import MediaRef, MediaTransient, MediaUnavailable
 from crm_server.webhooks.policy import RetrySchedule
 from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from tests.helpers.receiver import batch_answers
 from tests.helpers.waiting import until
 
 PROJECT = "org-media-delivery"
@@ -186,3 +188,28 @@ async def test_a_big_file_holds_its_chat_in_order_while_other_chats_flow(store, 
     await until(lambda: len(receiver.accepted) >= 4)
     order = [(item.json["chat_id"], item.json["message_id"]) for item in receiver.accepted]
     assert order.index((18, 1)) < order.index((18, 2))
+
+
+async def test_in_batches_a_file_not_to_be_had_yet_holds_its_chat_from_it_on_and_others_go(store, setup) -> None:
+    source, links, worker, receiver = setup
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET, batch=BatchSettings(20, 50))
+    receiver.script = batch_answers()
+    source.files[2] = b"later photo"
+    source.not_yet.add(2)
+    await store.outbox.enqueue([event("20", 1, None), event("20", 2, photo(11)), event("20", 3, None),
+                                event("21", 1, None)])
+    await worker.start()
+
+    def arrived() -> list[tuple[int, int]]:
+        return [(e["chat_id"], e["message_id"]) for item in list(receiver.accepted) for e in item.json["events"]]
+
+    await until(lambda: {(20, 1), (21, 1)} <= set(arrived()))  # the rows before it, and the other chat, go
+    await until(lambda: len(source.downloads) >= 2)
+    assert (20, 2) not in arrived() and (20, 3) not in arrived()
+    assert (await store.outbox.health(PROJECT, PHONE)).dead == 0
+    source.not_yet.clear()
+    await until(lambda: (20, 3) in arrived())
+    chat = [message for chat_id, message in arrived() if chat_id == 20]
+    assert chat == [1, 2, 3]
+    media = next(e for item in receiver.accepted for e in item.json["events"] if e["message_id"] == 2)["media"]
+    assert media["size"] == 11 and links.valid(*link_parts(media["url"]))

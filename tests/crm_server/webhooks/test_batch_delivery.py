@@ -1,0 +1,272 @@
+"""Batched delivery against a receiver on a real socket: several events per POST, in order per chat within and across
+batches, one signature per batch, and each event's answer acted on alone (delivered, dead letter, retried with its
+chat's later events), a failed POST retried or dead-lettered as a whole."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from crm_server.store.database import Store
+from crm_server.store.outbox import OutboxEvent, OutboxTable, encode_payload
+from crm_server.store.schema import OutboxState
+from crm_server.store.webhooks import BatchSettings
+from crm_server.webhooks.policy import RetrySchedule
+from crm_server.webhooks.posting import DeliveryResult
+from crm_server.webhooks.signature import verify
+from crm_server.webhooks.worker import DeliverySettings, WebhookDelivery
+from tests.helpers.receiver import Received, Receiver, batch_answers
+from tests.helpers.waiting import until
+
+PROJECT = "org-batch-delivery"
+PHONE = "+79990003344"
+SECRET = "s3cret-for-batches"
+FAST = RetrySchedule(first_delay=0.1, max_delay=0.3, window=60.0)
+
+
+def events(chats: int, per_chat: int) -> list[OutboxEvent]:
+    made = []
+    for number in range(1, per_chat + 1):
+        for chat in range(chats):
+            chat_id = str(2000 + chat)
+            event_id = f"evt_b{chat_id}_{number}"
+            made.append(OutboxEvent(
+                event_id=event_id, project_id=PROJECT, phone=PHONE, chat_id=chat_id, message_id=number,
+                payload={"event_id": event_id, "project_id": PROJECT, "account_phone": PHONE, "chat_id": chat_id,
+                         "message_id": number, "text": f"m{number}"},
+            ))
+    return made
+
+
+def posted(receiver: Receiver) -> list[dict[str, Any]]:
+    """Every event the receiver was sent, in arrival order (redeliveries included)."""
+    return [event for item in list(receiver.received) for event in item.json["events"]]
+
+
+@pytest.fixture
+async def delivery(store: Store):
+    """Starts a worker (once per test) and stops it at the end; yields the start function."""
+    started: list[tuple[WebhookDelivery, httpx.AsyncClient]] = []
+    observed: list[DeliveryResult] = []
+
+    async def start(settings: DeliverySettings | None = None) -> WebhookDelivery:
+        http = httpx.AsyncClient(timeout=5.0)
+        worker = WebhookDelivery(store.outbox, store.webhooks, http, FAST, settings or DeliverySettings(concurrency=8),
+                                 observers=[observed.append])
+        await worker.start()
+        started.append((worker, http))
+        return worker
+
+    start.observed = observed  # type: ignore[attr-defined]
+    yield start
+    for worker, http in started:
+        await worker.stop()
+        await http.aclose()
+
+
+async def register(store: Store, receiver: Receiver, max_events: int, max_wait_ms: int) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET,
+                                batch=BatchSettings(max_events=max_events, max_wait_ms=max_wait_ms))
+
+
+async def settled(outbox: OutboxTable, accepted: Callable[[], bool]) -> None:
+    """Until `accepted()` and nothing of the account is pending any more."""
+    await until(accepted)
+    for _ in range(500):
+        if (await outbox.health(PROJECT, PHONE)).pending == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("rows still pending")
+
+
+async def test_mixed_chats_keep_their_order_across_batches_never_larger_than_max_events(
+        store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=7, max_wait_ms=50)
+    receiver.script = batch_answers()
+    enqueued = events(chats=5, per_chat=12)
+    await store.outbox.enqueue(enqueued)
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) >= 60)
+
+    batches = [item.json for item in receiver.received]
+    assert all(1 <= len(batch["events"]) <= 7 for batch in batches)
+    assert len(batches) >= 60 // 7
+    assert any(len({event["chat_id"] for event in batch["events"]}) > 1 for batch in batches)  # chats mix
+    sent = posted(receiver)
+    assert Counter(event["event_id"] for event in sent) == Counter(event.event_id for event in enqueued)
+    per_chat: dict[str, list[int]] = {}
+    for event in sent:
+        per_chat.setdefault(event["chat_id"], []).append(event["message_id"])
+    assert all(numbers == list(range(1, 13)) for numbers in per_chat.values())
+    for batch in batches:
+        assert batch["project_id"] == PROJECT and batch["account_phone"] == PHONE
+        assert batch["batch_id"].startswith("batch_")
+    # Each event of a batch is byte for byte the body its single POST would have.
+    by_id = {event.event_id: encode_payload(event.payload) for event in enqueued}
+    raw = receiver.received[0].body.decode()
+    assert all(by_id[event["event_id"]] in raw for event in batches[0]["events"])
+    delivered = await store.outbox.list(PROJECT, OutboxState.DELIVERED, limit=100)
+    assert len(delivered) == 60 and {row.last_status for row in delivered} == {200}
+    results = delivery.observed
+    assert results and all(result.batch_events is not None and result.batch_events <= 7 for result in results)
+
+
+async def test_a_partial_batch_still_goes_out_after_max_wait(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=100, max_wait_ms=200)
+    receiver.script = batch_answers()
+    await store.outbox.enqueue(events(chats=3, per_chat=1))
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) == 3)
+    assert all(len(item.json["events"]) < 100 for item in receiver.received)
+
+
+async def test_the_batch_is_signed_once_under_its_batch_id(store, receiver, delivery) -> None:
+    secret = "whsec_" + base64.b64encode(b"b" * 24).decode()
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, secret, batch=BatchSettings(10, 50))
+    receiver.script = batch_answers()
+    await store.outbox.enqueue(events(chats=2, per_chat=2))
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) == 4)
+    for item in receiver.received:
+        headers = item.headers
+        assert headers["webhook-id"] == item.json["batch_id"]
+        assert headers["x-lovable-secret"] == secret
+        assert Webhook(secret).verify(item.body, headers) == json.loads(item.body)
+        assert not verify("whsec_" + base64.b64encode(b"x" * 24).decode(), headers["webhook-id"],
+                          headers["webhook-timestamp"], item.body, headers["webhook-signature"])
+
+
+async def test_without_secret_header_a_batch_carries_only_the_signature(store, receiver, delivery) -> None:
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET, secret_header=False,
+                                batch=BatchSettings(10, 20))
+    receiver.script = batch_answers()
+    await store.outbox.enqueue(events(chats=1, per_chat=2))
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) == 2)
+    assert all("x-lovable-secret" not in item.headers for item in receiver.received)
+
+
+async def test_one_rejected_event_alone_is_a_dead_letter(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=20, max_wait_ms=100)
+    bad = "evt_b2000_2"
+    receiver.script = batch_answers(lambda event: {"ok": False, "retry": False,
+                                               "error": {"code": "INVALID_EVENT", "message": "secret words here"}}
+                                if event["event_id"] == bad else {"ok": True})
+    await store.outbox.enqueue(events(chats=2, per_chat=4))
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) >= 8)
+    dead = await store.outbox.list(PROJECT, OutboxState.DEAD)
+    assert [row.event_id for row in dead] == [bad]
+    assert dead[0].last_error == "batch result: rejected INVALID_EVENT"  # its code, never its message
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 7  # its chat's later events too
+    assert Counter(event["event_id"] for event in posted(receiver))[bad] == 1
+
+
+async def test_retry_for_one_event_resends_it_and_its_chats_later_events_only(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=20, max_wait_ms=200)
+    answered: Counter[str] = Counter()
+
+    def decide(event: dict[str, Any]) -> dict[str, Any]:
+        answered[event["event_id"]] += 1
+        if event["event_id"] == "evt_b2000_2" and answered[event["event_id"]] == 1:
+            return {"ok": False, "retry": True, "error": {"code": "BUSY", "message": "later"}}
+        return {"ok": True, "duplicate": answered[event["event_id"]] > 1}
+
+    receiver.script = batch_answers(decide)
+    await store.outbox.enqueue(events(chats=2, per_chat=3))
+    await delivery()
+    await settled(store.outbox, lambda: answered["evt_b2000_3"] == 2)
+    assert answered == Counter({"evt_b2000_1": 1, "evt_b2000_2": 2, "evt_b2000_3": 2,
+                                "evt_b2001_1": 1, "evt_b2001_2": 1, "evt_b2001_3": 1})
+    chat = [event["message_id"] for event in posted(receiver) if event["chat_id"] == "2000"]
+    assert chat == [1, 2, 3, 2, 3]
+    delivered = await store.outbox.list(PROJECT, OutboxState.DELIVERED)
+    assert len(delivered) == 6 and not await store.outbox.list(PROJECT, OutboxState.DEAD)
+
+
+async def test_a_5xx_retries_the_whole_batch_then_it_is_delivered(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=20, max_wait_ms=100)
+    answers = iter([(503, {}, {"code": "UNAVAILABLE"})])
+    ok = batch_answers()
+    receiver.script = lambda item: next(answers, None) or ok(item)
+    await store.outbox.enqueue(events(chats=2, per_chat=3))
+    await delivery()
+    await settled(store.outbox, lambda: len(receiver.received) >= 2 and len(posted(receiver)) >= 6 + len(
+        receiver.received[0].json["events"]))
+    first = receiver.received[0].json["events"]
+    counts = Counter(event["event_id"] for event in posted(receiver))
+    assert all(counts[event["event_id"]] == 2 for event in first)
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 6
+    assert not await store.outbox.list(PROJECT, OutboxState.DEAD)
+
+
+async def test_a_4xx_to_the_batch_dead_letters_every_event_in_it(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=20, max_wait_ms=100)
+    receiver.script = lambda item: (400, {}, {"code": "BAD_BATCH", "error": "no"})
+    await store.outbox.enqueue(events(chats=2, per_chat=3))
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) >= 6)
+    dead = await store.outbox.list(PROJECT, OutboxState.DEAD)
+    assert len(dead) == 6 and {row.last_error for row in dead} == {"HTTP 400 BAD_BATCH"}
+    assert len(posted(receiver)) == 6  # none retried
+
+
+async def test_an_answer_without_valid_results_or_missing_an_event_is_retried(store, receiver, delivery) -> None:
+    await register(store, receiver, max_events=20, max_wait_ms=100)
+    calls = Counter[str]()
+    ok = batch_answers()
+
+    def script(item: Received) -> tuple[int, dict[str, str], Any]:
+        calls["posts"] += 1
+        if calls["posts"] == 1:
+            return 200, {}, {"success": True}  # no results at all: nothing is delivered by it
+        if calls["posts"] == 2:
+            events_ = item.json["events"]
+            return 200, {}, {"results": [{"event_id": e["event_id"], "ok": True} for e in events_[:-1]]}
+        return ok(item)
+
+    receiver.script = script
+    await store.outbox.enqueue(events(chats=1, per_chat=3))
+    await delivery()
+    await settled(store.outbox, lambda: calls["posts"] >= 3)
+    chat = [event["message_id"] for event in posted(receiver)]
+    assert chat == [1, 2, 3, 1, 2, 3, 3]
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 3
+
+
+async def test_rows_held_in_a_batch_when_the_worker_stops_are_sent_again_by_the_next(store, receiver,
+                                                                                     delivery) -> None:
+    """At-least-once: a batch whose answer never came back is posted again, whole, by the worker after it."""
+    await register(store, receiver, max_events=20, max_wait_ms=50)
+    arrived, release = threading.Event(), threading.Event()
+    ok = batch_answers()
+
+    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
+        if not arrived.is_set():
+            arrived.set()
+            release.wait(10)  # the worker stops while this batch waits for its answer
+        return ok(item)
+
+    receiver.script = hold_the_first
+    await store.outbox.enqueue(events(chats=2, per_chat=2))
+    first = await delivery()
+    await until(arrived.is_set)
+    await first.stop()
+    release.set()
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 0
+    await delivery()
+    await settled(store.outbox, lambda: len(receiver.received) >= 2)
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 4
+    assert all(count == 2 for count in Counter(event["event_id"] for event in posted(receiver)).values())

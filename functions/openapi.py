@@ -86,7 +86,9 @@ FUNCTION_DOCS: tuple[FunctionDoc, ...] = (
     FunctionDoc("telegram-crm-webhook", "What crm_server posts for each event of an account: an incoming message "
                 "(this body: stored as the client's chat message), or by `type` message.outgoing, message.edited, "
                 "message.deleted, message.read, account.status, account.login_alert (the contract's Conversation "
-                "events); an unknown type is answered 200 {success, ignored}", telegram_crm_webhook.WebhookPayload,
+                "events); an unknown type is answered 200 {success, ignored}. Also a batch {batch_id, project_id, "
+                "account_phone?, events: [...]} (1..500), answered {success, results: [{event_id, ok, duplicate?, "
+                "error?, retry?}]} (the contract's Batched delivery)", telegram_crm_webhook.WebhookPayload,
                 telegram_crm_webhook.WebhookResponse,
                 (telegram_crm_webhook, signature, messages, sealed_settings, event_context, event_rpc),
                 query={"key": "The integration's webhook key (part of the URL crm_server was given)"},

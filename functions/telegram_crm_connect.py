@@ -135,7 +135,8 @@ async def handler(request: Request) -> JSONResponse:
     crm = runtime.crm(settings)
     try:
         connected = await crm.connect(project_id=caller.organization_id, webhook_url=webhook_url,
-                                      phone=body.crmPhoneNumber, secret=secret, events=SUBSCRIBED_TYPES)
+                                      phone=body.crmPhoneNumber, secret=secret, events=SUBSCRIBED_TYPES,
+                                      batch=runtime.settings.webhook_batch)
     except CrmServerAddressRefusedError:
         raise
     except UpstreamError as exc:

@@ -1,7 +1,8 @@
 """telegram-crm-webhook: the events of a Telegram account, posted by crm_server (or a server of the original plan):
 an incoming message (its file fetched into chat-media, stored as the client's message and announced to the
 organization in one database call), and the other types of the contract's "Conversation events", each stored by
-its handler in functions._shared (event_types).
+its handler in functions._shared (event_types); or a batch of such events, stored in one database call
+(event_batch) and answered per event.
 
 Answers 5xx only when the database, the file's fetch or its upload failed, so the sender retries exactly when
 retrying can help.
@@ -10,106 +11,27 @@ retrying can help.
 from __future__ import annotations
 
 import hmac
-from typing import Any
-from uuid import uuid4
 
-from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from functions._shared import signature
 from functions._shared.errors import (
     IntegrationNotFoundError,
-    ValidationFailedError,
     WebhookSecretError,
     WebhookSignatureError,
 )
+from functions._shared.event_batch import BatchEnvelope, handle_batch, is_batch, replayed_batch
 from functions._shared.event_context import EventContext
-from functions._shared.event_fields import EventBase, OptionalTelegramId, TelegramId, phone_text
-from functions._shared.event_types import EVENT_TYPES, MESSAGE
-from functions._shared.media import IncomingMedia
-from functions._shared.messages import find_by_telegram_key, ingest_incoming
+from functions._shared.event_message import WebhookPayload, WebhookResponse, handle_message
+from functions._shared.event_types import EVENT_TYPES, MESSAGE, event_type_of
 from functions._shared.parsing import parse_json_object, validate_model
-from functions._shared.phones import normalize_phone_or_none
-from functions._shared.rows import IngestResult
 from functions._shared.runtime import runtime_of
 
-NOTIFICATION_PREVIEW_LENGTH = 200
+# The body and answer of a single event (the function's documented shape, functions/openapi.py).
+__all__ = ["WebhookPayload", "WebhookResponse", "handler"]
+
 MAX_WEBHOOK_KEY_LENGTH = 200
-MAX_TYPE_LENGTH = 100
-
-
-class WebhookPayload(EventBase):
-    """What crm_server posts, and the minimal payload of the original plan
-    (`{project_id, account_phone, from_id, from_username, text}`): everything else is optional."""
-
-    from_id: TelegramId
-    from_username: str | None = Field(None, max_length=100)
-    from_first_name: str | None = Field(None, max_length=500)
-    from_last_name: str | None = Field(None, max_length=500)
-    from_phone: str | None = Field(None, max_length=40)
-    message_id: OptionalTelegramId = None
-    text: str | None = None
-    file_url: str | None = Field(None, max_length=2000)
-    file_type: str | None = Field(None, max_length=100)
-    file_name: str | None = Field(None, max_length=255)
-    # crm_server's description of the message's file (the contract's "Media"); the legacy file_* fields beside it
-    # are for receivers of the original plan, and are not what this function stores when `media` is present.
-    media: IncomingMedia | None = None
-    # Imported from the account's history (the contract's backfill): stored like any message, announced to no one.
-    history: bool = False
-
-    @field_validator("from_phone", mode="before")
-    @classmethod
-    def _from_phone(cls, value: object) -> object:
-        # A sender's phone is a nice-to-have: an unreadable one is dropped rather than losing the message.
-        value = phone_text(value)
-        return normalize_phone_or_none(value) if isinstance(value, str) else value
-
-    @field_validator("from_username")
-    @classmethod
-    def _username(cls, value: str | None) -> str | None:
-        value = (value or "").strip().lstrip("@")
-        return value or None
-
-    @model_validator(mode="after")
-    def _has_content(self) -> WebhookPayload:
-        # A photo without a caption has no text: its file is the content.
-        if not (self.text or self.file_url or self.media):
-            raise ValueError("text is required when the message has no media or file_url")
-        return self
-
-    @property
-    def sender_display_name(self) -> str:
-        full = " ".join(part for part in (self.from_first_name, self.from_last_name) if part).strip()
-        if full:
-            return full
-        if self.from_username:
-            return "@" + self.from_username
-        return self.from_phone or f"Telegram {self.from_id}"
-
-    def external_message_id(self, event_id: str | None) -> str | None:
-        """The Telegram message id is the dedupe key (the event id when a sender gives only that); without either a
-        redelivery cannot be recognised, and two identical texts are two messages."""
-        return self.message_id or (f"event:{event_id}" if event_id else None)
-
-    @property
-    def telegram_chat_id(self) -> str:
-        return self.chat_id or self.from_id
-
-    def preview(self) -> str:
-        if self.text:
-            return self.text
-        if self.media is not None:
-            return self.media.preview()
-        return self.file_name or "File"
-
-
-class WebhookResponse(BaseModel):
-    success: bool = True
-    messageId: str
-    clientId: str
-    duplicate: bool
 
 
 async def handler(request: Request) -> JSONResponse:
@@ -146,12 +68,23 @@ async def handler(request: Request) -> JSONResponse:
         answered = runtime.replays.seen(integration.id, webhook_id)
         if answered is not None:
             # Stored already (a replay, or a redelivery within the window): the same answer, without the database.
-            return JSONResponse({**answered, "duplicate": True})
+            return JSONResponse(replayed_batch(answered) if "results" in answered else {**answered, "duplicate": True})
     data = parse_json_object(raw_body)
+
+    if is_batch(data):
+        # A batch (the contract's "Batched delivery"): one signature for all of it, then each event stored or refused
+        # on its own. Its webhook-id is the batch's, never an event's: the events are keyed by their own ids.
+        answer = await handle_batch(EventContext(runtime, integration, signed, None),
+                                    validate_model(BatchEnvelope, data))
+        if signed and not any(result.get("retry") for result in answer["results"]):
+            # A batch with an event to retry is not remembered: its redelivery must reach the database.
+            runtime.replays.remember(integration.id, webhook_id, answer)
+        return JSONResponse(answer)
+
     context = EventContext(runtime, integration, signed, webhook_id if signed else None)
 
     # act and store: by the event's type (absent: a message, as every sender of the original plan posts)
-    kind = _event_type(data)
+    kind = event_type_of(data)
     if kind == MESSAGE:
         answer = await handle_message(context, validate_model(WebhookPayload, data))
     elif kind in EVENT_TYPES:
@@ -169,81 +102,6 @@ async def handler(request: Request) -> JSONResponse:
     if signed:
         runtime.replays.remember(integration.id, webhook_id, answer)
     return JSONResponse(answer)
-
-
-def _event_type(data: dict[str, Any]) -> str:
-    kind = data.get("type")
-    if kind is None or kind == "":
-        return MESSAGE
-    if not isinstance(kind, str) or len(kind) > MAX_TYPE_LENGTH:
-        raise ValidationFailedError("type must be an event type (a string)", field="type")
-    return kind
-
-
-async def handle_message(context: EventContext, payload: WebhookPayload) -> dict[str, Any]:
-    """`message`: the client's message, its file in chat-media, and the organization's notification."""
-    db = context.runtime.db
-    context.check_project(payload)
-    event_id = context.event_id(payload)
-    external_id = payload.external_message_id(event_id)
-
-    # act: the message's file, from crm_server into chat-media; a redelivery of a stored message is answered before
-    # the file is fetched again (the replay cache above knows only this process's recent answers)
-    file_url, file_type, file_name = payload.file_url, payload.file_type, payload.file_name
-    file_metadata: dict[str, object] = {}
-    if payload.media is not None:
-        earlier = (await find_by_telegram_key(db, organization_id=context.organization_id,
-                                              account_phone=payload.account_phone, chat_id=payload.telegram_chat_id,
-                                              external_message_id=external_id)
-                   if external_id is not None else None)
-        if earlier is not None:
-            return _message_answer(earlier)
-        stored = await context.store_media(payload.media, chat_id=payload.telegram_chat_id,
-                                           message_id=external_id or str(uuid4()))
-        # The legacy file_url beside `media` is crm_server's expiring capability: never what the row keeps.
-        file_url, file_type, file_name = stored.file_url, stored.file_type, stored.file_name
-        file_metadata = stored.metadata
-
-    # store: one round trip checks the integration is still enabled, finds or creates the client, stores the message
-    # unless it is a redelivery, and tells the organization about a new one
-    metadata = {
-        "source": "crm_server" if context.signed else "webhook",
-        "event_id": event_id,
-        "account_phone": payload.account_phone,
-        "chat_id": payload.chat_id,
-        "telegram_message_id": payload.message_id,
-        "history": payload.history or None,
-        **file_metadata,
-    }
-    result = await ingest_incoming(db, {
-        "p_organization_id": context.organization_id,
-        "p_integration_id": context.integration.id,
-        "p_telegram_user_id": payload.from_id,
-        "p_message_text": payload.text or "",
-        "p_notification_title": f"New Telegram message from {payload.sender_display_name}",
-        "p_notification_body": payload.preview()[:NOTIFICATION_PREVIEW_LENGTH],
-        "p_external_message_id": external_id,
-        "p_telegram_chat_id": payload.telegram_chat_id,
-        # With the chat and the message id, the account makes the redelivery key: another account's message 5
-        # (a re-pointed integration, another organization) is another message.
-        "p_account_phone": payload.account_phone,
-        "p_telegram_username": payload.from_username,
-        "p_first_name": payload.from_first_name,
-        "p_last_name": payload.from_last_name,
-        "p_phone": payload.from_phone,
-        "p_sent_at": payload.timestamp.isoformat() if payload.timestamp else None,
-        "p_file_url": file_url,
-        "p_file_type": file_type,
-        "p_file_name": file_name,
-        "p_metadata": {name: value for name, value in metadata.items() if value is not None},
-        "p_notify": not payload.history,
-    })
-    return _message_answer(result)
-
-
-def _message_answer(result: IngestResult) -> dict[str, Any]:
-    return WebhookResponse(messageId=result.message_id, clientId=result.client_id,
-                           duplicate=result.duplicate).model_dump()
 
 
 def _could_be_a_webhook_key(value: str) -> bool:

@@ -8,7 +8,7 @@ at crmApiUrl says in an error reaches our caller but its status class and a code
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -74,12 +74,15 @@ class CrmClient:
         self._send_timeout = send_timeout
 
     async def connect(self, *, project_id: str, webhook_url: str, phone: str, secret: str,
-                      events: Sequence[str] = ("message",)) -> CrmConnectResult:
+                      events: Sequence[str] = ("message",),
+                      batch: Mapping[str, int] | None = None) -> CrmConnectResult:
         # secret_header False: our webhook verifies signatures, so the secret itself need never travel with a delivery
         # (a server of the original plan ignores the field and keeps sending it). `events`: the types the webhook
-        # receives (the contract's "Conversation events"); a server that predates them ignores the field.
+        # receives (the contract's "Conversation events"); a server that predates them ignores the field. `batch`:
+        # `{max_events, max_wait_ms}` for batched delivery, null for one event per POST (the contract's "Batched
+        # delivery"); sent either way, so that re-connecting turns batching off too. Ignored by older servers.
         body = {"project_id": project_id, "webhook_url": webhook_url, "phone": phone, "secret": secret,
-                "secret_header": False, "events": list(events)}
+                "secret_header": False, "events": list(events), "batch": dict(batch) if batch is not None else None}
         data = await self._post("/integration/lovable/connect", body, timeout=self._timeout)
         return _parse(CrmConnectResult, data, "/integration/lovable/connect")
 

@@ -19,12 +19,24 @@ class AccountStatusEvent(EventBase):
     reason: str | None = Field(None, max_length=500)
 
 
-async def handle_account_status(context: EventContext, event: AccountStatusEvent) -> dict[str, Any]:
-    result = await event_rpc(context.runtime.db, "record_telegram_account_status", {
+RPC = "record_telegram_account_status"
+
+
+def account_status_params(context: EventContext, event: AccountStatusEvent) -> dict[str, Any]:
+    return {
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_state": event.state,
         "p_reason": event.reason,
         "p_at": (event.timestamp or datetime.now(timezone.utc)).isoformat(),
-    }, "storing the account's state")
+    }
+
+
+def account_status_answer(result: dict[str, Any]) -> dict[str, Any]:
     return {"success": True, "applied": bool(result.get("applied"))}
+
+
+async def handle_account_status(context: EventContext, event: AccountStatusEvent) -> dict[str, Any]:
+    result = await event_rpc(context.runtime.db, RPC, account_status_params(context, event),
+                             "storing the account's state")
+    return account_status_answer(result)

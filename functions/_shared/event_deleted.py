@@ -21,14 +21,25 @@ class DeletedEvent(EventBase):
     message_ids: list[TelegramId] = Field(min_length=1, max_length=MAX_DELETED_IDS)
 
 
-async def handle_deleted(context: EventContext, event: DeletedEvent) -> dict[str, Any]:
+RPC = "apply_telegram_deletion"
+
+
+def deleted_params(context: EventContext, event: DeletedEvent) -> dict[str, Any]:
     deleted_at = event.timestamp or datetime.now(timezone.utc)
-    result = await event_rpc(context.runtime.db, "apply_telegram_deletion", {
+    return {
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_account_phone": event.account_phone,
         "p_telegram_chat_id": event.chat_id,
         "p_external_message_ids": event.message_ids,
         "p_deleted_at": deleted_at.isoformat(),
-    }, "storing the deletion")
+    }
+
+
+def deleted_answer(result: dict[str, Any]) -> dict[str, Any]:
     return {"success": True, "deleted": result.get("deleted", 0), "pending": result.get("pending", 0)}
+
+
+async def handle_deleted(context: EventContext, event: DeletedEvent) -> dict[str, Any]:
+    result = await event_rpc(context.runtime.db, RPC, deleted_params(context, event), "storing the deletion")
+    return deleted_answer(result)

@@ -35,8 +35,11 @@ class EditedEvent(EventBase):
         return self.edit_date or self.timestamp or datetime.now(timezone.utc)
 
 
-async def handle_edited(context: EventContext, event: EditedEvent) -> dict[str, Any]:
-    result = await event_rpc(context.runtime.db, "apply_telegram_edit", {
+RPC = "apply_telegram_edit"
+
+
+def edited_params(context: EventContext, event: EditedEvent) -> dict[str, Any]:
+    return {
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_account_phone": event.account_phone,
@@ -44,6 +47,14 @@ async def handle_edited(context: EventContext, event: EditedEvent) -> dict[str, 
         "p_external_message_id": event.message_id,
         "p_message_text": event.text or "",
         "p_edit_date": event.edited_at.isoformat(),
-    }, "storing the edit")
+    }
+
+
+def edited_answer(result: dict[str, Any]) -> dict[str, Any]:
     return {"success": True, "status": result.get("status"), "messageId": result.get("message_id"),
             "duplicate": result.get("status") == "duplicate"}
+
+
+async def handle_edited(context: EventContext, event: EditedEvent) -> dict[str, Any]:
+    result = await event_rpc(context.runtime.db, RPC, edited_params(context, event), "storing the edit")
+    return edited_answer(result)

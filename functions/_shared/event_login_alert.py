@@ -31,11 +31,14 @@ class LoginAlertEvent(EventBase):
         return TITLES.get(self.alert or "", DEFAULT_TITLE).format(phone=self.account_phone)
 
 
-async def handle_login_alert(context: EventContext, event: LoginAlertEvent) -> dict[str, Any]:
+RPC = "record_telegram_login_alert"
+
+
+def login_alert_params(context: EventContext, event: LoginAlertEvent) -> dict[str, Any]:
     # The event's id makes a redelivery one notification; an unsigned sender without ids cannot be deduped.
     event_id = context.event_id(event) or str(uuid.uuid4())
     body = " · ".join(part for part in (event.device, event.location) if part) or None
-    result = await event_rpc(context.runtime.db, "record_telegram_login_alert", {
+    return {
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_event_id": event_id,
@@ -43,6 +46,14 @@ async def handle_login_alert(context: EventContext, event: LoginAlertEvent) -> d
         "p_body": body,
         "p_data": present({"accountPhone": event.account_phone, "alert": event.alert, "device": event.device,
                            "location": event.location}),
-    }, "storing the login alert")
+    }
+
+
+def login_alert_answer(result: dict[str, Any]) -> dict[str, Any]:
     return {"success": True, "notificationId": result.get("notification_id"),
             "duplicate": bool(result.get("duplicate"))}
+
+
+async def handle_login_alert(context: EventContext, event: LoginAlertEvent) -> dict[str, Any]:
+    result = await event_rpc(context.runtime.db, RPC, login_alert_params(context, event), "storing the login alert")
+    return login_alert_answer(result)

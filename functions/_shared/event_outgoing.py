@@ -11,6 +11,7 @@ from pydantic import model_validator
 from functions._shared.event_context import EventContext, present
 from functions._shared.event_fields import EventBase, OptionalTelegramId, TelegramId
 from functions._shared.event_rpc import event_rpc
+from functions._shared.incoming_media import StoredFile
 from functions._shared.media import IncomingMedia
 from functions._shared.messages import find_by_telegram_key
 
@@ -38,21 +39,31 @@ class OutgoingEvent(EventBase):
 
 async def handle_outgoing(context: EventContext, event: OutgoingEvent) -> dict[str, Any]:
     db = context.runtime.db
+    stored: StoredFile | None = None
+    if event.media is not None:
+        # A redelivery (or telegram-send's row of the same message) is answered before the file is fetched again.
+        earlier = await find_by_telegram_key(db, organization_id=context.organization_id,
+                                             account_phone=event.account_phone, chat_id=event.telegram_chat_id,
+                                             external_message_id=event.message_id)
+        if earlier is not None:
+            return outgoing_answer(earlier.message_id, earlier.client_id, duplicate=True)
+        stored = await context.store_media(event.media, chat_id=event.telegram_chat_id, message_id=event.message_id)
+    result = await event_rpc(db, "ingest_telegram_outgoing", outgoing_params(context, event, stored),
+                             "storing the account's own message")
+    return outgoing_answer(str(result["message_id"]), str(result["client_id"]), duplicate=bool(result["duplicate"]))
+
+
+def outgoing_params(context: EventContext, event: OutgoingEvent, stored: StoredFile | None) -> dict[str, Any]:
+    """ingest_telegram_outgoing's parameters for the event (its file already in chat-media when `stored`); the
+    batch's set-based rpc (event_batch) takes the same."""
     chat = event.telegram_chat_id
     file: dict[str, Any] = {}
     metadata: dict[str, Any] = {"source": SOURCE, **context.source_metadata(event), "chat_id": chat,
                                 "telegram_message_id": event.message_id, "history": event.history or None}
-    if event.media is not None:
-        # A redelivery (or telegram-send's row of the same message) is answered before the file is fetched again.
-        earlier = await find_by_telegram_key(db, organization_id=context.organization_id,
-                                             account_phone=event.account_phone, chat_id=chat,
-                                             external_message_id=event.message_id)
-        if earlier is not None:
-            return _answer(earlier.message_id, earlier.client_id, duplicate=True)
-        stored = await context.store_media(event.media, chat_id=chat, message_id=event.message_id)
+    if stored is not None:
         file = {"p_file_url": stored.file_url, "p_file_type": stored.file_type, "p_file_name": stored.file_name}
         metadata.update(stored.metadata)
-    result = await event_rpc(db, "ingest_telegram_outgoing", {
+    return {
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_account_phone": event.account_phone,
@@ -63,9 +74,8 @@ async def handle_outgoing(context: EventContext, event: OutgoingEvent) -> dict[s
         "p_sent_at": event.timestamp.isoformat() if event.timestamp else None,
         **file,
         "p_metadata": present(metadata),
-    }, "storing the account's own message")
-    return _answer(str(result["message_id"]), str(result["client_id"]), duplicate=bool(result["duplicate"]))
+    }
 
 
-def _answer(message_id: str, client_id: str, *, duplicate: bool) -> dict[str, Any]:
+def outgoing_answer(message_id: str, client_id: str, *, duplicate: bool) -> dict[str, Any]:
     return {"success": True, "messageId": message_id, "clientId": client_id, "duplicate": duplicate}

@@ -30,13 +30,24 @@ class ReadEvent(EventBase):
         return value
 
 
-async def handle_read(context: EventContext, event: ReadEvent) -> dict[str, Any]:
-    result = await event_rpc(context.runtime.db, "apply_telegram_read", {
+RPC = "apply_telegram_read"
+
+
+def read_params(context: EventContext, event: ReadEvent) -> dict[str, Any]:
+    return {
         "p_organization_id": context.organization_id,
         "p_integration_id": context.integration.id,
         "p_account_phone": event.account_phone,
         "p_telegram_chat_id": event.chat_id,
         "p_direction": event.direction,
         "p_max_id": int(event.max_id),
-    }, "storing the read status")
+    }
+
+
+def read_answer(result: dict[str, Any]) -> dict[str, Any]:
     return {"success": True, "updated": result.get("updated", 0)}
+
+
+async def handle_read(context: EventContext, event: ReadEvent) -> dict[str, Any]:
+    result = await event_rpc(context.runtime.db, RPC, read_params(context, event), "storing the read status")
+    return read_answer(result)

@@ -1,12 +1,14 @@
 """Writes of chat messages: the outgoing row after a send (one `store_telegram_send`, idempotent by the send's key,
 retried, never skipped) and its claim first where the provider cannot dedupe, and the incoming message with the
-organization's notification about it, through `ingest_telegram_webhook`.
+organization's notification about it, through `ingest_telegram_webhook` (a batch of them through
+`ingest_telegram_batch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +19,10 @@ from functions._shared.database import UNIQUE_VIOLATION, first_row, rows, rpc_va
 from functions._shared.errors import (
     DatabaseError,
     IdempotencyInProgressError,
+    IntegrationNotFoundError,
     MessageNotStoredError,
 )
-from functions._shared.event_rpc import event_rpc
+from functions._shared.event_rpc import INTEGRATION_GONE, event_rpc
 from functions._shared.rows import ClientRow, IngestResult, IntegrationRow, SentMessage
 from functions._shared.sending import SendRequest
 
@@ -155,6 +158,49 @@ async def find_by_telegram_key(db: AsyncClient, *, organization_id: str, account
     if row is None:
         return None
     return IngestResult(message_id=str(row["id"]), client_id=str(row["client_id"]), duplicate=True)
+
+
+TelegramKey = tuple[str, str, str]  # (account phone, chat id, Telegram message id) within one organization
+
+
+async def find_by_telegram_keys(db: AsyncClient, *, organization_id: str,
+                                keys: Collection[TelegramKey]) -> dict[TelegramKey, IngestResult]:
+    """find_by_telegram_key for many keys in one query (a batch's media events): the stored ones, as duplicates'
+    answers. Filtered by account and message id in the database, by the exact (account, chat, id) here."""
+    if not keys:
+        return {}
+    accounts = sorted({account for account, _, _ in keys})
+    message_ids = sorted({message_id for _, _, message_id in keys})
+    found = await rows(
+        db.table("chat_messages").select("id, client_id, external_account, external_chat_id, external_message_id")
+        .eq("organization_id", organization_id).in_("external_account", accounts)
+        .in_("external_message_id", message_ids),
+        "looking up earlier deliveries")
+    wanted = set(keys)
+    stored: dict[TelegramKey, IngestResult] = {}
+    for row in found:
+        key = (str(row["external_account"]), str(row["external_chat_id"]), str(row["external_message_id"]))
+        if key in wanted:
+            stored[key] = IngestResult(message_id=str(row["id"]), client_id=str(row["client_id"]), duplicate=True)
+    return stored
+
+
+async def ingest_batch(db: AsyncClient, *, organization_id: str, integration_id: str,
+                       events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """One round trip (`ingest_telegram_batch`) for a batch's events, each `{i, kind, p_...}`; answers each event's
+    result by its `i`. A disabled or deleted integration is IntegrationNotFoundError (404), as for one event."""
+    try:
+        value = await rpc_value(db.rpc("ingest_telegram_batch", {
+            "p_organization_id": organization_id, "p_integration_id": integration_id, "p_events": events}),
+            "storing the batch")
+    except DatabaseError as exc:
+        if exc.pg_code == INTEGRATION_GONE:
+            raise IntegrationNotFoundError("Unknown or disabled webhook key") from exc
+        raise
+    if not isinstance(value, list) or not all(isinstance(item, dict) and isinstance(item.get("i"), int)
+                                              for item in value):
+        raise DatabaseError("The database answered ingest_telegram_batch unexpectedly")
+    return {item["i"]: item for item in value}
 
 
 async def ingest_incoming(db: AsyncClient, params: dict[str, Any]) -> IngestResult:

@@ -111,6 +111,18 @@ class FunctionsSettings(BaseSettings):
     """Incoming files: the most fetched from crm_server per message; a larger one is stored as a message without the
     file.
     """
+    webhook_batch_max_events: int = Field(
+        100, ge=0, le=500,
+        validation_alias=AliasChoices("FUNCTIONS_WEBHOOK_BATCH_MAX_EVENTS", "webhook_batch_max_events"))
+    """telegram-crm-connect asks crm_server to post up to this many events in one webhook (the contract's "Batched
+    delivery": stored in one database call); 0: one event per POST (`batch: null`). At most 500, the webhook's limit.
+    """
+    webhook_batch_max_wait_ms: int = Field(
+        20, ge=0, le=1000,
+        validation_alias=AliasChoices("FUNCTIONS_WEBHOOK_BATCH_MAX_WAIT_MS", "webhook_batch_max_wait_ms"))
+    """How long crm_server may hold a batch's first event waiting for more (milliseconds): the latency a lone message
+    gains, traded for fewer, fuller POSTs under load. At most 1000, crm_server's limit.
+    """
     media_public: bool = Field(False, validation_alias=AliasChoices("FUNCTIONS_MEDIA_PUBLIC", "media_public"))
     """Whether the chat-media bucket is public (rows keep public URLs, as the original system's did) or private
     (signed URLs)."""
@@ -185,6 +197,13 @@ class FunctionsSettings(BaseSettings):
     def jwks_url(self) -> str:
         """The project's JWKS, where Supabase Auth publishes its asymmetric signing keys."""
         return self.supabase_jwks_url or f"{self.supabase_url}/auth/v1/.well-known/jwks.json"
+
+    @property
+    def webhook_batch(self) -> dict[str, int] | None:
+        """What telegram-crm-connect sends crm_server as `batch` (None: one event per POST)."""
+        if self.webhook_batch_max_events == 0:
+            return None
+        return {"max_events": self.webhook_batch_max_events, "max_wait_ms": self.webhook_batch_max_wait_ms}
 
     def webhook_url(self, webhook_key: str) -> str:
         return f"{self.public_url}/functions/v1/telegram-crm-webhook?key={webhook_key}"

@@ -1,6 +1,6 @@
 """telegram-crm-mark-read: a manager opened a chat, so crm_server is asked to read it up to the client's latest
 message (a stand-in of crm_server on a real socket records what it was asked) and the CRM's rows become read.
-Also: telegram-crm-connect subscribes the webhook to every event type."""
+Also: telegram-crm-connect subscribes the webhook to every event type, batched as configured."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from functions._shared.crm_client import CrmClient
 from functions._shared.event_types import SUBSCRIBED_TYPES
 from tests.crm_server.server_process import new_phone
 from tests.functions.conftest import (
@@ -72,6 +73,23 @@ async def test_connect_subscribes_to_every_event_type(chat: Chat, crm_standin: C
     assert connect["events"] == list(SUBSCRIBED_TYPES)
     assert set(connect["events"]) == {"message", "message.outgoing", "message.edited", "message.deleted",
                                       "message.read", "account.status", "account.login_alert"}
+
+
+async def test_connect_asks_for_batched_delivery_as_configured(chat: Chat, crm_standin: CrmMediaStandIn) -> None:
+    connect = next(body for body in crm_standin.connects if body["phone"] == chat.phone)
+    # The defaults (FUNCTIONS_WEBHOOK_BATCH_MAX_EVENTS=100, FUNCTIONS_WEBHOOK_BATCH_MAX_WAIT_MS=20).
+    assert connect["batch"] == {"max_events": 100, "max_wait_ms": 20}
+
+
+async def test_connect_asks_for_one_event_per_post_when_batching_is_off(
+        http: httpx.AsyncClient, functions_host: FunctionsHost, crm_standin: CrmMediaStandIn) -> None:
+    settings = functions_host.settings.model_copy(update={"webhook_batch_max_events": 0})
+    assert settings.webhook_batch is None
+    async with httpx.AsyncClient() as client:
+        crm = CrmClient(client, crm_standin.base_url, "stand-in-key", timeout=10, send_timeout=10)
+        await crm.connect(project_id=str(uuid.uuid4()), webhook_url="http://127.0.0.1:1/hook", phone=new_phone(),
+                          secret="s", batch=settings.webhook_batch)
+    assert crm_standin.connects[-1]["batch"] is None
 
 
 async def test_opening_a_chat_reads_it_on_telegram_up_to_the_latest_message(

@@ -8,6 +8,7 @@ themselves either way, so both paths are measured on the same stack, account and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 # The bench's batch: at most 100 events per POST, waiting at most 20 ms for more.
@@ -24,7 +25,12 @@ async def register_delivery(stack: Any, account: Any, batch: dict[str, int] | No
     from functions._shared.event_types import SUBSCRIBED_TYPES
 
     _, secret = await stack.integration_secret(account.integration_id)
+    from crm_server.webhooks.worker import DeliverySettings
+
     answer = await stack.crm_ok("POST", "/integration/lovable/connect", json={
         "project_id": account.tenant.organization_id, "phone": account.phone, "webhook_url": account.webhook_url,
         "secret": secret, "secret_header": False, "events": list(SUBSCRIBED_TYPES), "batch": batch})
+    # A chat's lane reads the registration when it starts and lingers `linger_seconds` for the chat's next message:
+    # a burst right after the re-registration would still go out the old way. Every lane has closed after this.
+    await asyncio.sleep(DeliverySettings().linger_seconds + 1.0)
     return batch is None or bool(answer.get("batch"))

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from crm_server.outbound_addresses import DeliveryTarget
 from crm_server.store.outbox import OutboxRow
 from crm_server.store.webhooks import WebhookRecord
-from crm_server.webhooks.policy import Outcome, RetrySchedule, judge_transport_error
+from crm_server.webhooks.policy import Outcome, RetrySchedule, Verdict, judge_transport_error
 
 log = logging.getLogger(__name__)
 
 RowOutcome = tuple[Outcome, int | None]  # the verdict on a row, and the receiver's status (None: no answer)
+# The outcome of rows taken back from a batch before it went (their account was paused or removed): never posted.
+WITHDRAWN: RowOutcome = (Outcome(Verdict.RETRY, error="withdrawn"), None)
 PostBatch = Callable[[WebhookRecord, DeliveryTarget | None, list[OutboxRow]], Awaitable[list[RowOutcome]]]
 
 
@@ -61,6 +63,18 @@ class BatchAssembler:
         if len(batch.rows) >= webhook.batch.max_events:
             self._flush(batch)
         return futures
+
+    def withdraw(self, project_id: str, phone: str) -> None:
+        """The account's registration was paused or removed: its batch being filled does not go; its rows' outcome
+        is WITHDRAWN (a batch already on its way ends, as a single post in flight does)."""
+        batch = self._open.pop((project_id, phone), None)
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        for future in batch.futures:
+            if not future.done():
+                future.set_result(WITHDRAWN)
 
     def _flush(self, batch: _OpenBatch) -> None:
         key = (batch.webhook.project_id, batch.webhook.phone)

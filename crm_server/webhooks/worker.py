@@ -28,7 +28,7 @@ import httpx
 
 from crm_server.store.outbox import Lane, OutboxEvent, OutboxRow, OutboxTable
 from crm_server.store.webhooks import WebhookRecord, WebhookTable
-from crm_server.webhooks.batching import BatchAssembler
+from crm_server.webhooks.batching import WITHDRAWN, BatchAssembler
 from crm_server.webhooks.delivered import DeliveredRecorder
 from crm_server.webhooks.events import event_type_of
 from crm_server.webhooks.lanes import LaneClients, LaneRun
@@ -133,6 +133,7 @@ class WebhookDelivery:
                 run.open = False
                 run.tainted = True  # claims no new rows: they wait in the table
                 run.fed.set()
+        self._batches.withdraw(project_id, phone)
 
     def delivered_unrecorded(self, project_id: str, phone: str) -> set[int]:
         """The account's rows its webhook took that are not recorded as delivered yet (they still look pending)."""
@@ -464,6 +465,9 @@ class WebhookDelivery:
                 run.rows.extendleft(reversed(sent + rest))  # outcome unknown: given back, posted again later
                 raise
             for index, (row, (outcome, status)) in enumerate(zip(sent, results, strict=True)):
+                if outcome is WITHDRAWN[0]:
+                    run.rows.extendleft(reversed(sent[index:] + rest))  # never posted: given back, still pending
+                    return False
                 if outcome.verdict is Verdict.DELIVERED:
                     self._recorder.add(lane, row.id, status or 200)
                     continue

@@ -270,3 +270,21 @@ async def test_rows_held_in_a_batch_when_the_worker_stops_are_sent_again_by_the_
     await settled(store.outbox, lambda: len(receiver.received) >= 2)
     assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 4
     assert all(count == 2 for count in Counter(event["event_id"] for event in posted(receiver)).values())
+
+
+async def test_pausing_withdraws_the_batch_being_filled_and_resuming_delivers_it(store, receiver, delivery) -> None:
+    from crm_server.webhooks.registrations import WebhookRegistry
+
+    await register(store, receiver, max_events=100, max_wait_ms=1000)
+    receiver.script = batch_answers()
+    await store.outbox.enqueue(events(chats=2, per_chat=2))
+    worker = await delivery()
+    registry = WebhookRegistry(store.webhooks, store.outbox, worker)
+    await asyncio.sleep(0.3)  # the lanes have put their rows into the batch, which waits for more
+    assert await registry.pause(PROJECT, PHONE, True) == 4
+    await asyncio.sleep(1.2)  # past the batch's wait: it did not go
+    assert receiver.received == []
+    assert (await store.outbox.health(PROJECT, PHONE)).pending == 4
+    await registry.pause(PROJECT, PHONE, False)
+    await settled(store.outbox, lambda: len(posted(receiver)) == 4)
+    assert not await store.outbox.list(PROJECT, OutboxState.DEAD)

@@ -84,13 +84,18 @@ async def bare_insert_rate(admin_dsn: str, organization_id: str, rows: int, conn
         await pool.close()
 
 
-async def inject(stack: Any, phone: str, messages: list[tuple[str, str]], bulk_size: int) -> None:
+async def inject(stack: Any, phone: str, messages: list[tuple[str, str]], bulk_size: int) -> dict[str, float]:
     """(sender, text) pairs written to the account through bulk `POST /sandbox/incoming` calls, one after another
-    (each is one transaction in the world; Telethon gets one update per message)."""
+    (each is one transaction in the world; Telethon gets one update per message); returns text → when its bulk
+    was sent."""
+    injected: dict[str, float] = {}
     for start in range(0, len(messages), bulk_size):
+        bulk = messages[start:start + bulk_size]
+        now = time.time()
         await stack.crm_ok("POST", "/sandbox/incoming", json={"messages": [
-            {"account_phone": phone, "from": sender, "text": text}
-            for sender, text in messages[start:start + bulk_size]]}, timeout=120.0)
+            {"account_phone": phone, "from": sender, "text": text} for sender, text in bulk]}, timeout=120.0)
+        injected.update((text, now) for _, text in bulk)
+    return injected
 
 
 async def inject_paced(stack: Any, phone: str, messages: list[tuple[str, str]], rate: float,
@@ -102,10 +107,7 @@ async def inject_paced(stack: Any, phone: str, messages: list[tuple[str, str]], 
     while sent < len(messages):
         due = min(len(messages), int((time.perf_counter() - started) * rate) + 1)
         if due > sent:
-            now = time.time()
-            batch = messages[sent:due]
-            await inject(stack, phone, batch, bulk_size=1000)
-            injected.update((text, now) for _, text in batch)
+            injected.update(await inject(stack, phone, messages[sent:due], bulk_size=1000))
             sent = due
         await asyncio.sleep(max(tick, started + sent / rate - time.perf_counter()))
     return injected
@@ -158,10 +160,10 @@ async def _burst(stack: Any, account: Any, senders: list[str], config: InboundCo
     before = await notification_count(stack, account.tenant.organization_id)
     window = _cpu_window(stack).start()
     started = time.time()
-    await inject(stack, account.phone, messages, config.bulk_size)
+    injected = await inject(stack, account.phone, messages, config.bulk_size)
     stored = await stored_times(stack, account.tenant.organization_id, texts, before=before, timeout=600)
     window.stop()
-    latencies = [(stored[text] - started) * 1000 for text in texts]
+    latencies = [(stored[text] - injected[text]) * 1000 for text in texts]
     return {"msg_per_s": len(texts) / (max(stored[text] for text in texts) - started),
             "burst_p50_ms": percentile(latencies, 0.50), "generator_share": window.generator_share * 100}
 

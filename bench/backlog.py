@@ -2,8 +2,10 @@
 then drained once it is back — rows/s from the moment it answers again until the last one arrived.
 
 Two receivers: a receiver that costs nothing (crm_server's delivery alone), and the real telegram-crm-webhook
-function storing into PostgreSQL (the whole inbound tail). The rows are written into the outbox directly, as the
-listener writes them, so filling the backlog takes seconds instead of a burst through the sandbox.
+function storing into PostgreSQL (the whole inbound tail), there both with batched delivery (`messages` rows) and
+one event per POST (`function_messages` rows: the slow path, kept short), each beside the bare asyncpg INSERT rate
+on the same database. The rows are written into the outbox directly, as the listener writes them, so filling the
+backlog takes seconds instead of a burst through the sandbox.
 
 Run alone: `python -m bench.backlog [--messages 10000] [--runs 3]`.
 """
@@ -21,9 +23,11 @@ from pathlib import Path
 import httpx
 
 from bench.common import BenchResult, figure
+from bench.delivery_mode import BENCH_BATCH, IGNORED_NOTE, register_delivery
 from bench.receiver import FastReceiver
 
 TARGET_ROWS_PER_S = 2000.0
+TARGET_FUNCTION_SHARE_OF_INSERT = 0.15
 PROJECT = "bench-backlog"
 
 
@@ -32,10 +36,12 @@ class BacklogConfig:
     messages: int = 10_000
     chats: int = 50
     function_messages: int = 2_000
+    insert_rows: int = 5_000
+    insert_connections: int = 8
     runs: int = 3
 
 
-SMALLEST = BacklogConfig(messages=200, chats=5, function_messages=50, runs=1)
+SMALLEST = BacklogConfig(messages=200, chats=5, function_messages=50, insert_rows=200, runs=1)
 
 
 def crm_env() -> dict[str, str]:
@@ -95,22 +101,32 @@ def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int) -> fl
     return config.messages / seconds
 
 
-def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int) -> float:
-    """The same backlog into PostgreSQL through the API process, which is stopped while the backlog waits."""
+def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int, *, batched: bool,
+                               ignored: list[int]) -> tuple[float, float]:
+    """The same backlog into PostgreSQL through the API process, which is stopped while the backlog waits:
+    (rows/s, bare INSERT rows/s on the same database). A run whose crm_server ignored `batch` goes to `ignored`."""
+    from bench.inbound import bare_insert_rate
     from tests.reliability.stack import start_reliability_stack, stop_reliability_stack
 
-    stack = start_reliability_stack(workdir / f"function-{run}", crm_env={"CRM_LOG_LEVEL": "warning"})
+    messages = config.messages if batched else config.function_messages
+    stack = start_reliability_stack(workdir / f"function-{run}-{'batched' if batched else 'single'}",
+                                    crm_env={"CRM_LOG_LEVEL": "warning"})
     try:
-        async def prepare() -> tuple[str, str]:
+        async def prepare() -> tuple[str, str, float]:
             tenant = await stack.tenant("Bench backlog")
             account = await stack.connect_account(tenant)
+            if not await register_delivery(stack, account, BENCH_BATCH if batched else None):
+                ignored.append(run)
+            insert_tenant = await stack.tenant("Bench backlog insert")
+            insert_rate = await bare_insert_rate(stack.admin_dsn, insert_tenant.organization_id,
+                                                 config.insert_rows, config.insert_connections)
             await stack.close()
-            return tenant.organization_id, account.phone
+            return tenant.organization_id, account.phone, insert_rate
 
-        organization_id, phone = asyncio.run(prepare())
+        organization_id, phone, insert_rate = asyncio.run(prepare())
         stack.api.stop()
         stack.crm.stop()
-        asyncio.run(fill_outbox(stack.crm.state_dir, organization_id, phone, config.function_messages, config.chats))
+        asyncio.run(fill_outbox(stack.crm.state_dir, organization_id, phone, messages, config.chats))
         stack.crm.start()
         time.sleep(1.5)
         stack.api.start()
@@ -118,31 +134,51 @@ def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int) -
 
         async def wait() -> int:
             try:
-                return await stack.wait_for_incoming(organization_id, config.function_messages, timeout=900)
+                return await stack.wait_for_incoming(organization_id, messages, timeout=900)
             finally:
                 await stack.close()
 
         stored = asyncio.run(wait())
         seconds = time.monotonic() - back - 1.0  # wait_for_incoming lingers 1 s to catch late duplicates
-        if stored != config.function_messages:
-            raise RuntimeError(f"{stored} of {config.function_messages} rows stored")
+        if stored != messages:
+            raise RuntimeError(f"{stored} of {messages} rows stored")
     finally:
         stop_reliability_stack(stack)
-    return config.function_messages / seconds
+    return messages / seconds, insert_rate
 
 
 def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) -> BenchResult:
     fast: list[float] = []
-    function: list[float] = []
+    batched: list[float] = []
+    single: list[float] = []
+    batched_share: list[float] = []
+    single_share: list[float] = []
+    ignored: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-backlog-", dir=workdir) as directory:
         for index in range(config.runs):
             fast.append(drain_to_fast_receiver(Path(directory), config, index))
         for index in range(config.runs):
-            function.append(drain_through_the_function(Path(directory), config, index))
+            rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=True,
+                                                             ignored=ignored)
+            batched.append(rate)
+            batched_share.append(rate / insert_rate)
+            rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=False,
+                                                             ignored=ignored)
+            single.append(rate)
+            single_share.append(rate / insert_rate)
     result = BenchResult("backlog", config={"messages": config.messages, "chats": config.chats,
-                                            "function_messages": config.function_messages, "runs": config.runs})
+                                            "function_messages": config.function_messages, "batch": BENCH_BATCH,
+                                            "runs": config.runs})
     result.add(figure(f"{config.messages} pending → fast receiver", "rows/s", fast, at_least=TARGET_ROWS_PER_S))
-    result.add(figure(f"{config.function_messages} pending → webhook function → PostgreSQL", "rows/s", function))
+    result.add(figure(f"{config.messages} pending → webhook function → PostgreSQL, batched", "rows/s", batched,
+                      at_least=TARGET_ROWS_PER_S))
+    result.add(figure("batched through the function / bare INSERT", "ratio", batched_share,
+                      at_least=TARGET_FUNCTION_SHARE_OF_INSERT))
+    result.add(figure(f"{config.function_messages} pending → webhook function → PostgreSQL, one event per POST",
+                      "rows/s", single))
+    result.add(figure("one event per POST through the function / bare INSERT", "ratio", single_share))
+    if ignored:
+        result.notes.append(IGNORED_NOTE)
     return result
 
 

@@ -141,9 +141,12 @@ async def start_state(settings: ServerSettings) -> AppState:
     tls = ssl.create_default_context(cafile=certifi.where())
 
     def lane_client() -> httpx.AsyncClient:
-        # One per concurrent lane (see WebhookDelivery): two connections, one kept alive between lanes.
+        # One per concurrent lane (see WebhookDelivery): two connections, one kept alive between lanes. Idle ones
+        # retire after 4 s, before the 5 s idle timeout of common receivers (uvicorn, Node.js): reusing one just as
+        # the receiver closes it fails the post (httpx.ReadError) and costs the lane a retry.
         return httpx.AsyncClient(timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-                                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+                                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=1,
+                                                     keepalive_expiry=4.0),
                                  follow_redirects=False, verify=tls)
 
     policy = WebhookPolicy.from_setting(settings.allow_private_webhooks, settings.private_webhook_hosts)

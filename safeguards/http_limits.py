@@ -36,6 +36,11 @@ class RequestLimits:
     # unread, and how long a refused connection is drained before it closes: closing with unread bytes would reset
     # it, and the client could lose the answer it is about to read.
     discard_timeout_seconds: float = 5.0
+    # How long a connection may sit idle between requests (uvicorn's `timeout_keep_alive`, 5 s by default). It must
+    # outlast every client's pool expiry (httpx keeps an idle connection 5 s): with equal timeouts a client reuses
+    # the connection just as the server closes it, and its request fails with a ReadError (`make bench` died so at
+    # a `send-code`). Clients retire idle connections first; the head deadline still bounds a silent one's head.
+    keep_alive_seconds: int = 30
 
 
 # The methods of uvicorn's protocol this module extends, and the attributes it reads.
@@ -228,4 +233,4 @@ def uvicorn_options(limits: RequestLimits) -> dict[str, Any]:
     """The keyword arguments of `uvicorn.Config` every HTTP port of ours is served with."""
     # No WebSocket routes anywhere: an Upgrade request is served as plain HTTP instead of handed to another protocol
     # these limits do not cover.
-    return {"http": limited_http_protocol(limits), "ws": "none"}
+    return {"http": limited_http_protocol(limits), "ws": "none", "timeout_keep_alive": limits.keep_alive_seconds}

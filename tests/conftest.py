@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
+from safeguards.http_limits import RequestLimits
 from supabase_local.database import DatabaseUrls, LocalDatabase
 from supabase_local.keys import LocalKeys, user_token
 from supabase_local.keys import local_keys as make_local_keys
@@ -77,8 +78,10 @@ def api_server(database_urls: DatabaseUrls, local_keys: LocalKeys, state_dir: Pa
                          api_keys=(local_keys.anon_key, local_keys.service_role_key),
                          auth_app=create_auth_app(auth_config(local_keys.jwt_secret, base_url),
                                                   database_urls.auth_admin))
+    # Idle connections kept as long as our own servers keep them (past the clients' pool expiry: no reuse race).
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+                                           access_log=False, lifespan="on",
+                                           timeout_keep_alive=RequestLimits().keep_alive_seconds))
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
     thread.start()
     try:

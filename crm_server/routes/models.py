@@ -482,6 +482,23 @@ class SandboxIncomingResponse(ResponseModel):
     message_id: int
 
 
+# How many messages one bulk `POST /sandbox/incoming` may carry.
+SANDBOX_INCOMING_BULK_MAX = 1000
+
+
+class SandboxIncomingBulkRequest(RequestModel):
+    """Many incoming messages in one call (`{messages: [...]}`), written in one transaction: the load generator of
+    the benches costs one request per bulk instead of one per message."""
+
+    # Each item is checked as one SandboxIncomingRequest by the route, so errors name `messages[3].from`.
+    messages: list[Any] = Field(min_length=1, max_length=SANDBOX_INCOMING_BULK_MAX,
+                                 description="Each a body of a single POST /sandbox/incoming")
+
+
+class SandboxIncomingBulkResponse(ResponseModel):
+    messages: list[SandboxIncomingResponse]
+
+
 class SandboxSentQuery(RequestModel):
     account_phone: Phone
 

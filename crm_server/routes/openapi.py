@@ -30,6 +30,9 @@ class Operation:
     auth: bool = True
     headers: dict[str, str] = field(default_factory=dict)
     response_is_list: bool = False
+    # Other shapes the same route takes and answers (oneOf): e.g. a bulk of what `body` describes one of.
+    body_alternatives: tuple[type[BaseModel], ...] = ()
+    response_alternatives: tuple[type[BaseModel], ...] = ()
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -171,8 +174,11 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST", "/sandbox/incoming", "A simulated user writes to an account (one not logged in yet "
-        "finds it in its dialogs)", models.SandboxIncomingResponse,
-        body=models.SandboxIncomingRequest, sandbox=True,
+        "finds it in its dialogs); or many at once: {messages: [<that body>, ...]} (1..1000, one transaction, "
+        "each still pushed as its own update) answered {messages: [{message_id}, ...]}",
+        models.SandboxIncomingResponse, body=models.SandboxIncomingRequest, sandbox=True,
+        body_alternatives=(models.SandboxIncomingBulkRequest,),
+        response_alternatives=(models.SandboxIncomingBulkResponse,),
     ),
     Operation(
         "GET", "/sandbox/sent", "What an account has sent", models.SandboxSentMessage,
@@ -241,6 +247,8 @@ def build_openapi(*, sandbox: bool) -> dict[str, Any]:
             wanted.append((op.body, "validation"))
         if op.response is not None:
             wanted.append((op.response, "serialization"))
+        wanted += [(model, "validation") for model in op.body_alternatives]
+        wanted += [(model, "serialization") for model in op.response_alternatives]
     refs, definitions = models_json_schema(list(dict.fromkeys(wanted)), ref_template=REF_TEMPLATE)
 
     paths: dict[str, dict[str, Any]] = {}
@@ -254,14 +262,19 @@ def build_openapi(*, sandbox: bool) -> dict[str, Any]:
         if parameters:
             operation["parameters"] = parameters
         if op.body is not None:
+            body_schema = refs[(op.body, "validation")]
+            if op.body_alternatives:
+                body_schema = {"oneOf": [body_schema, *(refs[(model, "validation")] for model in op.body_alternatives)]}
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+                "content": {"application/json": {"schema": body_schema}},
             }
         if op.response is not None:
             schema = refs[(op.response, "serialization")]
             if op.response_is_list:
                 schema = {"type": "array", "items": schema}
+            if op.response_alternatives:
+                schema = {"oneOf": [schema, *(refs[(model, "serialization")] for model in op.response_alternatives)]}
             operation["responses"]["200"] = {"description": "Success", "content": {"application/json": {"schema": schema}}}
         else:
             operation["responses"]["200"] = {"description": "Success"}

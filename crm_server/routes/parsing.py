@@ -49,6 +49,12 @@ def validate(model: type[Model], data: Any, *, prefix: str = "") -> Model:
 async def parse_body(request: Request, model: type[Model], *, limit: int = MAX_BODY_BYTES,
                      too_large_field: str = "body") -> Model:
     """The body as `model`; a route whose body carries a file raises `limit` and names that file's field."""
+    return validate(model, await read_json_object(request, limit=limit, too_large_field=too_large_field))
+
+
+async def read_json_object(request: Request, *, limit: int = MAX_BODY_BYTES, too_large_field: str = "body"
+                           ) -> dict[str, Any]:
+    """The body as a JSON object, not yet validated: for a route whose body has more than one shape."""
     try:
         raw = await read_body(request, limit)
     except BodyTooLarge as exc:
@@ -65,7 +71,7 @@ async def parse_body(request: Request, model: type[Model], *, limit: int = MAX_B
         raise MalformedBodyError("The body is not valid JSON", field="body") from None
     if not isinstance(data, dict):
         raise MalformedBodyError("The body must be a JSON object", field="body")
-    return validate(model, data)
+    return data
 
 
 def parse_query(request: Request, model: type[Model]) -> Model:

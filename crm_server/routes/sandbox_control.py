@@ -21,6 +21,7 @@ from crm_server.routes.models import (
     SandboxDeleteRequest,
     SandboxEditRequest,
     SandboxFloodRequest,
+    SandboxIncomingBulkRequest,
     SandboxIncomingMedia,
     SandboxIncomingRequest,
     SandboxOutgoingRequest,
@@ -30,12 +31,14 @@ from crm_server.routes.models import (
     SandboxSentQuery,
     SandboxUserRequest,
 )
-from crm_server.routes.parsing import parse_body, parse_query, validate
+from crm_server.routes.parsing import parse_body, parse_query, read_json_object, validate
 from crm_server.routes.models import SandboxQrScanRequest  # QR login (crm_server.sandbox.qr_login)
 from crm_server.sandbox.media import SimIncomingMedia
-from crm_server.sandbox.world import CAPTION_LENGTH_MAX, MAX_INCOMING_FILE_BYTES
+from crm_server.sandbox.world import CAPTION_LENGTH_MAX, MAX_INCOMING_FILE_BYTES, SimIncoming
 
-# An incoming file travels as base64 inside the JSON body: 4 characters per 3 bytes, plus the other fields.
+# An incoming file travels as base64 inside the JSON body: 4 characters per 3 bytes, plus the other fields. A bulk
+# of messages has the same limit in all: 1,000 texts of 4,096 characters fit many times over, and a bulk carries
+# no more file bytes than one message may.
 _INCOMING_BODY_LIMIT = 4 * -(-MAX_INCOMING_FILE_BYTES // 3) + 64 * 1024
 
 
@@ -94,24 +97,28 @@ async def create_account(request: Request) -> Response:
     return JSONResponse({"user_id": user_id})
 
 
-def _incoming_media(body: SandboxIncomingRequest | SandboxOutgoingRequest) -> SimIncomingMedia | None:
-    """The body's `media` as the world takes it; each refusal names its field (`media.kind`, `text`...)."""
+def _incoming_media(body: SandboxIncomingRequest | SandboxOutgoingRequest, *, prefix: str = ""
+                    ) -> SimIncomingMedia | None:
+    """The body's `media` as the world takes it; each refusal names its field (`media.kind`, `text`...), after
+    `prefix` where the body sits inside another (`messages[3].`)."""
+    text_field, data_field = f"{prefix}text", f"{prefix}media.data_base64"
     if body.media is None:
         if not body.text.strip():
-            raise errors.ValidationError("`text` is required when there is no media", field="text")
+            raise errors.ValidationError(f"`{text_field}` is required when there is no media", field=text_field)
         return None
     if len(body.text) > CAPTION_LENGTH_MAX:
-        raise errors.ValidationError(f"`text`: a caption has at most {CAPTION_LENGTH_MAX} characters", field="text")
-    media = validate(SandboxIncomingMedia, body.media, prefix="media.")
+        raise errors.ValidationError(f"`{text_field}`: a caption has at most {CAPTION_LENGTH_MAX} characters",
+                                     field=text_field)
+    media = validate(SandboxIncomingMedia, body.media, prefix=f"{prefix}media.")
     try:
         data = base64.b64decode(media.data_base64, validate=True)
     except (binascii.Error, ValueError):
-        raise errors.ValidationError("`media.data_base64` is not valid base64", field="media.data_base64") from None
+        raise errors.ValidationError(f"`{data_field}` is not valid base64", field=data_field) from None
     if not data:
-        raise errors.ValidationError("`media.data_base64`: the file is empty", field="media.data_base64")
+        raise errors.ValidationError(f"`{data_field}`: the file is empty", field=data_field)
     if len(data) > MAX_INCOMING_FILE_BYTES:
         raise errors.PayloadTooLargeError(f"The file is larger than {MAX_INCOMING_FILE_BYTES} bytes",
-                                          field="media.data_base64")
+                                          field=data_field)
     return SimIncomingMedia(kind=media.kind, data=data, file_name=media.file_name, mime_type=media.mime_type,
                             duration=media.duration, width=media.width, height=media.height, title=media.title,
                             performer=media.performer, unavailable=media.unavailable)
@@ -119,10 +126,15 @@ def _incoming_media(body: SandboxIncomingRequest | SandboxOutgoingRequest) -> Si
 
 async def incoming(request: Request) -> Response:
     """A simulated user writes to an account: `{account_phone, from, text, media?}`, media as
-    `{kind, data_base64, file_name?, mime_type?, duration?, width?, height?, title?, performer?, unavailable?}`."""
+    `{kind, data_base64, file_name?, mime_type?, duration?, width?, height?, title?, performer?, unavailable?}`;
+    or many write at once: `{messages: [<such a body>, ...]}` (1..1000) → `{messages: [{message_id}, ...]}`."""
     state = await _admin_state(request)
-    body = await parse_body(request, SandboxIncomingRequest, limit=_INCOMING_BODY_LIMIT,
-                            too_large_field="media.data_base64")
+    data = await read_json_object(request, limit=_INCOMING_BODY_LIMIT, too_large_field="media.data_base64")
+    if "messages" in data:
+        # Not forwarded: its items may name several accounts, and the world file is shared, so each holder's
+        # watcher pushes its accounts' messages (crm_server.sandbox.live).
+        return _incoming_bulk(state, data)
+    body = validate(SandboxIncomingRequest, data)
     if (answer := await _at_holder(request, body.account_phone)) is not None:
         return answer
     media = _incoming_media(body)
@@ -132,6 +144,30 @@ async def incoming(request: Request) -> Response:
     except Exception as exc:
         raise _sandbox_error(exc, "account_phone") from None
     return JSONResponse({"message_id": message_id})
+
+
+def _incoming_bulk(state: AppState, data: dict) -> Response:
+    """Every message checked as a single call checks it (errors name `messages[i].field`), then all written in one
+    transaction and pushed to the sessions one by one, as the same updates single calls push."""
+    bulk = validate(SandboxIncomingBulkRequest, data)
+    messages: list[SimIncoming] = []
+    for index, item in enumerate(bulk.messages):
+        prefix = f"messages[{index}]."
+        if not isinstance(item, dict):
+            raise errors.ValidationError(f"`messages[{index}]` must be an object", field=f"messages[{index}]")
+        body = validate(SandboxIncomingRequest, item, prefix=prefix)
+        messages.append(SimIncoming(body.account_phone, body.from_, body.text, _incoming_media(body, prefix=prefix)))
+    from crm_server.sandbox.errors import IncomingItemError
+
+    try:
+        # On the loop thread, as a single call: delivery pushes updates into live Telethon clients' queues.
+        ids = state.world.incoming_many(messages)
+    except IncomingItemError as exc:
+        raise _sandbox_error(exc.error, f"messages[{exc.index}].account_phone",
+                             user_field=f"messages[{exc.index}].from") from None
+    except Exception as exc:
+        raise _sandbox_error(exc, "messages") from None
+    return JSONResponse({"messages": [{"message_id": message_id} for message_id in ids]})
 
 
 async def outgoing(request: Request) -> Response:

@@ -20,6 +20,16 @@ class UsernameTaken(SandboxError):
     """Another simulated user already has this username."""
 
 
+class IncomingItemError(SandboxError):
+    """One message of a bulk injection was refused (nothing of the bulk was written): `index` in the list and the
+    refusal itself (`UnknownUser`, or a SandboxError about its text or file)."""
+
+    def __init__(self, index: int, error: SandboxError) -> None:
+        super().__init__(f"message {index}: {error}")
+        self.index = index
+        self.error = error
+
+
 class TelethonShapeError(SandboxError):
     """Telethon no longer looks the way the seam expects; the sandbox would break silently, so fail loudly."""
 

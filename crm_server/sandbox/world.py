@@ -14,12 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from crm_server.sandbox import files as file_store
 from crm_server.sandbox import srp
-from crm_server.sandbox.errors import SandboxError, UnknownAccount, UnknownUser, UsernameTaken
+from crm_server.sandbox.errors import IncomingItemError, SandboxError, UnknownAccount, UnknownUser, UsernameTaken
 from crm_server.sandbox.live import LiveSessions, sessions_for
 from crm_server.sandbox.media import KINDS, SimFile, SimIncomingMedia, default_mime_type
 from crm_server.sandbox.records import (  # noqa: F401  (EDIT... and the records are imported from here too)
@@ -137,6 +138,16 @@ CREATE TABLE IF NOT EXISTS known_peers (
 MAX_INCOMING_FILE_BYTES = 64 * 1024 * 1024
 # Telegram's caption limit for a message with media (its text otherwise may have 4096 characters).
 CAPTION_LENGTH_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SimIncoming:
+    """One message of a bulk injection (`SandboxWorld.incoming_many`): what one `incoming` call takes."""
+
+    account_phone: str
+    sender: str | int
+    text: str
+    media: SimIncomingMedia | None = None
 
 
 def phone_digits(phone: str | int) -> str:
@@ -307,16 +318,55 @@ class SandboxWorld:
         sender_id = self.user_id_of(sender)
         with self._write() as db:
             account_id = self._ensure_account(db, phone_digits(account_phone))
-        if media is None and not text:
-            raise SandboxError("text must not be empty")
-        attachment = None
-        if media is not None:
-            if len(text) > CAPTION_LENGTH_MAX:
-                raise SandboxError(f"a caption has at most {CAPTION_LENGTH_MAX} characters")
-            attachment = self._store_incoming_file(media)
+        _check_incoming(text, media)
+        attachment = self._store_incoming_file(media) if media is not None else None
         _, received = self.deliver(sender_id, account_id, text, attachment)
         assert received is not None  # the recipient is an account, so it always gets its copy
         return received.id
+
+    def incoming_many(self, messages: list[SimIncoming]) -> list[int]:
+        """Many `incoming` calls in one: every message is checked first (`IncomingItemError` names the first
+        refused, and nothing is written), then all are written in one transaction, then each is pushed to the
+        connected sessions in list order as the same update one `incoming` pushes. Returns the ids, in order.
+
+        Files are stored before that transaction (each in its own), as `incoming` stores them before its message."""
+        senders: list[int] = []
+        resolved: dict[str | int, int] = {}  # a bulk usually repeats a few senders, and one account
+        owners: dict[str, int | None] = {}
+        for index, item in enumerate(messages):
+            try:
+                if item.sender not in resolved:
+                    resolved[item.sender] = self.user_id_of(item.sender)
+                senders.append(resolved[item.sender])
+                _check_incoming(item.text, item.media)
+                if item.account_phone not in owners:
+                    owner = self.user_by_phone(phone_digits(item.account_phone))
+                    owners[item.account_phone] = owner.id if owner is not None else None
+                if owners[item.account_phone] == senders[-1]:
+                    raise SandboxError("the sender is the account itself: its own messages are outgoing")
+            except SandboxError as exc:
+                raise IncomingItemError(index, exc) from None
+        attachments: list[SimMedia | None] = []
+        for index, item in enumerate(messages):
+            try:
+                attachments.append(self._store_incoming_file(item.media) if item.media is not None else None)
+            except SandboxError as exc:
+                raise IncomingItemError(index, exc) from None
+        now = int(time.time())
+        with self._write() as db:
+            accounts: dict[str, int] = {}
+            delivered = []
+            for item, sender_id, attachment in zip(messages, senders, attachments):
+                digits = phone_digits(item.account_phone)
+                if digits not in accounts:
+                    accounts[digits] = self._ensure_account(db, digits)
+                delivered.append(self._deliver_in(db, sender_id, accounts[digits], item.text, now, attachment))
+        ids = []
+        for (sent, received, peer_known), sender_id in zip(delivered, senders):
+            assert received is not None  # the recipient is an account, so it always gets its copy
+            self._tell_new(sender_id, received.account_id, sent, received, peer_known)
+            ids.append(received.id)
+        return ids
 
     def _store_incoming_file(self, media: SimIncomingMedia) -> SimMedia:
         if media.kind not in KINDS:
@@ -585,26 +635,38 @@ class SandboxWorld:
         """
         now = int(time.time())
         with self._write() as db:
-            sent = received = None
-            peer_known = True
-            accounts = {
-                row[0]
-                for row in db.execute("SELECT user_id FROM accounts WHERE user_id IN (?, ?)", (from_id, to_id))
-            }
-            if from_id in accounts:
-                sent = self._append(db, from_id, to_id, True, text, now, media)
-            if to_id != from_id and to_id in accounts:
-                peer_known = (
-                    db.execute(
-                        "SELECT 1 FROM known_peers WHERE account_id = ? AND user_id = ?", (to_id, from_id)
-                    ).fetchone()
-                    is not None
-                )
-                received = self._append(db, to_id, from_id, False, text, now, media, peer_known)
-                if not peer_known:
-                    # It receives the sender's user object with this message (pushed or via getDifference).
-                    db.execute("INSERT INTO known_peers (account_id, user_id) VALUES (?, ?)", (to_id, from_id))
+            sent, received, peer_known = self._deliver_in(db, from_id, to_id, text, now, media)
         # Listeners only enqueue work, so telling them outside the transaction keeps the lock short.
+        self._tell_new(from_id, to_id, sent, received, peer_known, origin=origin)
+        return sent, received
+
+    def _deliver_in(self, db: sqlite3.Connection, from_id: int, to_id: int, text: str, now: int,
+                    media: SimMedia | None) -> tuple[SimMessage | None, SimMessage | None, bool]:
+        """`deliver`'s writes, inside the caller's transaction: (sender's copy, recipient's copy, peer known)."""
+        sent = received = None
+        peer_known = True
+        accounts = {
+            row[0]
+            for row in db.execute("SELECT user_id FROM accounts WHERE user_id IN (?, ?)", (from_id, to_id))
+        }
+        if from_id in accounts:
+            sent = self._append(db, from_id, to_id, True, text, now, media)
+        if to_id != from_id and to_id in accounts:
+            peer_known = (
+                db.execute(
+                    "SELECT 1 FROM known_peers WHERE account_id = ? AND user_id = ?", (to_id, from_id)
+                ).fetchone()
+                is not None
+            )
+            received = self._append(db, to_id, from_id, False, text, now, media, peer_known)
+            if not peer_known:
+                # It receives the sender's user object with this message (pushed or via getDifference).
+                db.execute("INSERT INTO known_peers (account_id, user_id) VALUES (?, ?)", (to_id, from_id))
+        return sent, received, peer_known
+
+    def _tell_new(self, from_id: int, to_id: int, sent: SimMessage | None, received: SimMessage | None,
+                  peer_known: bool, *, origin: UpdateListener | None = None) -> None:
+        """Push a delivered message's copies to the connected sessions of each side (but `origin`)."""
         if sent is not None:
             listeners = [listener for listener in self._live.listeners(from_id) if listener is not origin]
             if listeners:
@@ -619,7 +681,6 @@ class SandboxWorld:
                 assert sender is not None
                 for listener in listeners:
                     _notify(listener, received, sender, peer_known)
-        return sent, received
 
     def pts(self, account_id: int) -> int:
         row = self._one("SELECT pts FROM accounts WHERE user_id = ?", (account_id,))
@@ -909,6 +970,14 @@ class SandboxWorld:
             ),
         )
         return SimMessage(account_id, message_id, peer_id, out, text, date, pts, media)
+
+
+def _check_incoming(text: str, media: SimIncomingMedia | None) -> None:
+    """What an incoming message must be before anything of it is written."""
+    if media is None and not text:
+        raise SandboxError("text must not be empty")
+    if media is not None and len(text) > CAPTION_LENGTH_MAX:
+        raise SandboxError(f"a caption has at most {CAPTION_LENGTH_MAX} characters")
 
 
 def _notify(listener: UpdateListener, message: SimMessage, peer: SimUser, peer_known: bool) -> None:

@@ -293,6 +293,50 @@ def test_bad_delivery_queries_name_the_field(admin) -> None:
     assert unknown.status_code == 404 and unknown.json()["code"] == "DELIVERY_NOT_FOUND"
 
 
+def test_a_bulk_injection_reaches_the_webhook_as_one_event_per_message_in_order_per_chat(
+        admin, fresh_receiver) -> None:
+    account = connect_account(admin, fresh_receiver)
+    senders = make_users(admin, 3, "bulk")
+    plan = [(senders[index % 3], f"bulk {index} from chat {index % 3}") for index in range(30)]
+    answer = admin.ok(admin.post("/sandbox/incoming", json={"messages": [
+        {"account_phone": account, "from": sender, "text": text} for sender, text in plan]}))
+    assert [item["message_id"] for item in answer["messages"]] == list(range(1, 31))
+
+    fresh_receiver.wait_for(lambda r: len(unique_by_id(r)) >= 30)
+    time.sleep(0.3)  # a 31st event would show now
+    delivered = sorted(unique_by_id(fresh_receiver).values(), key=lambda body: body["message_id"])
+    assert [(body["from_phone"], body["text"]) for body in delivered] == plan
+    for sender in senders:  # per chat, the webhook saw them in the order they were written
+        arrived = [item.json["text"] for item in fresh_receiver.accepted if item.json["from_phone"] == sender]
+        assert list(dict.fromkeys(arrived)) == [text for who, text in plan if who == sender]
+
+
+def test_a_bulk_injection_is_checked_item_by_item_and_refused_whole(admin, fresh_receiver) -> None:
+    account = connect_account(admin, fresh_receiver)
+    sender = make_users(admin, 1, "bulkbad")[0]
+    good = {"account_phone": account, "from": sender, "text": "fine"}
+    cases = [
+        ({"messages": []}, "messages"),
+        ({"messages": [good] * 1001}, "messages"),
+        ({"messages": "all of them"}, "messages"),
+        ({"messages": [good, "not an object"]}, "messages[1]"),
+        ({"messages": [good, good, {"account_phone": account, "text": "no sender"}]}, "messages[2].from"),
+        ({"messages": [{"account_phone": account, "from": sender}]}, "messages[0].text"),
+        ({"messages": [good, {**good, "account_phone": "12"}]}, "messages[1].account_phone"),
+        ({"messages": [good, {**good, "media": {"kind": "photo", "data_base64": "!!"}}]},
+         "messages[1].media.data_base64"),
+        ({"messages": [good, {**good, "from": new_phone()}]}, "messages[1].from"),  # no such simulated user
+    ]
+    for body, field in cases:
+        response = admin.post("/sandbox/incoming", json=body)
+        assert 400 <= response.status_code < 500, (field, response.text)
+        assert response.json()["field"] == field, (field, response.json())
+    time.sleep(0.3)
+    assert fresh_receiver.accepted == []  # nothing of a refused bulk was written
+    assert admin.ok(admin.post("/sandbox/incoming", json={"messages": [good]}))["messages"] == [{"message_id": 1}]
+    fresh_receiver.wait_for(lambda r: len(r.accepted) == 1)  # delivered here, not into the next test's receiver
+
+
 @pytest.fixture
 def own_server() -> Iterator[CrmServerProcess]:
     with tempfile.TemporaryDirectory(prefix="crm-restart-") as directory:

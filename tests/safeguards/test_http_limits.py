@@ -106,6 +106,29 @@ def get(path: str = "/health", headers: list[tuple[str, str]] | None = None) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def kept_alive_exchange(sock: socket.socket) -> bytes:
+    """One GET on a connection kept open: its whole answer (head and Content-Length body), or b"" if it closed."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+        if not chunk:
+            return b""
+        answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b""
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_50_mb_header_is_refused_at_once_and_the_server_keeps_answering(port: Port) -> None:
     head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (50 * 2**20) + b"\r\n\r\n"
     result: dict[str, object] = {}
@@ -200,6 +223,25 @@ def test_a_kept_alive_connection_serves_requests_after_a_pause(port: Port) -> No
         assert client.get(port.health_url).status_code == 200
         time.sleep(HEADER_TIMEOUT / 2 + 0.2)
         assert client.get(port.health_url).status_code == 200
+
+
+def test_an_idle_kept_alive_connection_outlives_the_clients_pool_expiry(api_port: Port, crm_port: Port) -> None:
+    """A client may reuse an idle connection until its pool retires it (httpx: 5 s). A server that closed idle
+    connections at that same moment made the reuse race its close, and the request failed with a ReadError (`make
+    bench`, at a `send-code`): both ports keep an idle connection past the clients' expiry."""
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None and LIMITS.keep_alive_seconds > client_expiry
+    sockets = {port.name: (port, port.connect(timeout=10)) for port in (api_port, crm_port)}
+    try:
+        for port, sock in sockets.values():
+            assert status_of(kept_alive_exchange(sock)) == 200, port.name
+        time.sleep(client_expiry + 1.0)  # idle for longer than a client keeps it: a client has let it go by now
+        for port, sock in sockets.values():
+            answer = kept_alive_exchange(sock)
+            assert status_of(answer) == 200, f"{port.name} closed an idle connection before a client would: {answer!r}"
+    finally:
+        for _, sock in sockets.values():
+            sock.close()
 
 
 def test_the_uvicorn_it_extends_still_has_what_it_extends() -> None:

@@ -241,6 +241,20 @@ async def test_a_batch_closes_before_its_body_passes_the_byte_budget(store, rece
     assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED, limit=100)) == 20
 
 
+async def test_at_most_two_batches_of_a_registration_are_on_their_way_at_once(store, receiver, delivery) -> None:
+    """A slow receiver is not sent a batch per max_wait_ms: due batches wait for an answer (and fill meanwhile)."""
+    await register(store, receiver, max_events=4, max_wait_ms=10)
+    receiver.script = batch_answers()
+    receiver.delay = 0.3
+    await store.outbox.enqueue(events(chats=12, per_chat=2))
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) >= 24)
+    arrivals = sorted(item.at for item in receiver.received)
+    # The third batch can leave only once the first was answered, 0.3 s after it arrived.
+    assert all(later - first >= 0.29 for first, later in zip(arrivals, arrivals[2:]))
+    assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED, limit=100)) == 24
+
+
 async def test_a_413_to_a_batch_makes_smaller_batches_and_loses_nothing(store, receiver, delivery) -> None:
     """A receiver whose body limit is below crm_server's budget: never a dead letter for the batch's size."""
     await register(store, receiver, max_events=100, max_wait_ms=100)

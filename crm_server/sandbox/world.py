@@ -150,6 +150,21 @@ class SimIncoming:
     media: SimIncomingMedia | None = None
 
 
+def _switch_to_wal(db: sqlite3.Connection, timeout: float = 10.0) -> None:
+    """WAL journal, waiting for other processes opening the same new file: SQLite answers a journal-mode change
+    "database is locked" at once, without its busy handler, while another connection holds the file's lock
+    (instances of `tgcrm cluster` start together)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def phone_digits(phone: str | int) -> str:
     """"+7 (999) 000-11-22" -> "79990001122"; Telegram identifies phones by their digits only."""
     digits = "".join(ch for ch in str(phone) if ch.isdigit())
@@ -194,7 +209,7 @@ class SandboxWorld:
             timeout=10.0,
         )
         if self.path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(self._db)
             # NORMAL is durable across process crashes with WAL; only an OS crash may lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:

@@ -220,3 +220,32 @@ def test_a_world_file_from_before_shared_worlds_is_migrated_once_by_processes_op
     finally:
         for world in opened:
             world.close()
+
+
+def test_processes_creating_one_new_world_file_together_all_open_it(tmp_path):
+    """`tgcrm cluster` starts k instances on a world file none has made yet: switching it to WAL must not fail
+    with "database is locked" in the ones that lose the race."""
+    for attempt in range(12):
+        path = tmp_path / f"new-{attempt}.sqlite3"
+        opened: list[SandboxWorld] = []
+        failures: list[BaseException] = []
+        start = threading.Barrier(6)
+
+        def open_it() -> None:
+            start.wait()
+            try:
+                opened.append(SandboxWorld(path))
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        try:
+            assert failures == []
+            assert len({world.pts(0) for world in opened}) == 1
+        finally:
+            for world in opened:
+                world.close()

@@ -28,7 +28,8 @@ from api_docs.swagger_page import DocsPage
 from crm_server import errors
 from crm_server.app_state import AppState
 from crm_server.cluster.forwarding import Forwarder
-from crm_server.cluster.media_relay import RELAY_PATH, RelayedMediaSource, relay_media
+from crm_server.cluster.media_relay import RELAY_PATH, RelayedMediaSource
+from crm_server.routes.cluster_media import relay_media
 from crm_server.idempotency import IdempotencyKeys
 from crm_server.keys import KeyAuthenticator
 from crm_server.media.files import MediaFiles

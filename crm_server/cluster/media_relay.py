@@ -3,7 +3,7 @@
 Any instance's worker may post any account's events, but only the instance holding the account has its Telegram
 client. `RelayedMediaSource` downloads through this instance's live clients when it can, and otherwise asks the
 holder (`POST /cluster/media`, signed like every forward) to download the file and stream it back; the file is then
-kept on this instance's disk like any other. The route is the holder's side: signed requests only, one hop.
+kept on this instance's disk like any other. The holder's side is the route in crm_server/routes/cluster_media.py.
 """
 
 from __future__ import annotations
@@ -11,16 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-
-from crm_server import errors
 from crm_server.cluster.forwarding import Forwarder
-from crm_server.media.files import CountingFile, discard
-from crm_server.routes.models import MediaRelayRequest
-from crm_server.routes.parsing import parse_body
-from crm_server.webhooks.media_source import MediaRef, MediaSource, MediaTransient, MediaUnavailable
+from crm_server.media.files import CountingFile
+from crm_server.webhooks.media_source import MediaRef, MediaSource, MediaTransient
 
 RELAY_PATH = "/cluster/media"
 
@@ -52,33 +45,3 @@ class RelayedMediaSource:
 def _wire(ref: MediaRef) -> bytes:
     return json.dumps({"event_id": ref.event_id, "project_id": ref.project_id, "phone": ref.phone,
                        "chat_id": ref.chat_id, "message_id": ref.message_id}).encode()
-
-
-async def relay_media(request: Request) -> Response:
-    """The holder downloads the file through its live client and streams it to the instance that asked."""
-    state = request.app.state.crm
-    body = await parse_body(request, MediaRelayRequest)
-    # Only another instance may ask (no API key here: the cluster signature is the whole authorization).
-    if not state.forwarder.check_forwarded(request):
-        raise errors.ClusterSignatureInvalidError()
-    if not state.manager.runs_here(body.project_id, body.phone):
-        raise errors.AccountDisconnectedError("This crm_server instance does not run this account")
-    ref = MediaRef(event_id=body.event_id, project_id=body.project_id, phone=body.phone, chat_id=body.chat_id,
-                   message_id=body.message_id)
-    path = state.media_files.new_path(".relay")
-    target = CountingFile(path, state.settings.media_max_bytes)
-    try:
-        # The local source only: a relayed request is never relayed again.
-        await state.media_source.local.download(ref, target)
-    except MediaUnavailable:
-        discard(path)
-        raise errors.MediaNotFoundError() from None
-    except MediaTransient:
-        discard(path)
-        raise errors.AccountDisconnectedError() from None
-    except BaseException:
-        discard(path)
-        raise
-    finally:
-        target.close()
-    return FileResponse(path, media_type="application/octet-stream", background=BackgroundTask(discard, path))

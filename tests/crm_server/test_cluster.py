@@ -113,6 +113,17 @@ def _shape(value: Any) -> Any:
     return type(value).__name__
 
 
+def _steady(answer: tuple[int, Any]) -> tuple[int, Any]:
+    """A status answer without its delivery counters: events (the logins' status events) may still be on their way
+    to the receiver between two requests, which changes them in the store every instance reads alike."""
+    status, body = answer
+    for entry in body.get("accounts", []):
+        if entry.get("webhook"):
+            entry["webhook"] = {key: value for key, value in entry["webhook"].items()
+                                if key not in ("pending", "last_success_at")}
+    return status, body
+
+
 def _settled(cluster: Cluster, total: int) -> bool:
     holdings = cluster.holdings()
     share = math.ceil(total / len(holdings))
@@ -125,7 +136,10 @@ def test_requests_spread_over_the_instances_are_answered_as_by_one_server(
     assert len(logins["send-code"]) == len(logins["sign-in"]) == ACCOUNTS
     assert {(status, body["status"]) for status, body in logins["send-code"]} == {(200, "code_sent")}
     assert {(status, json.dumps(body)) for status, body in logins["sign-in"]} == {(200, '{"status": "authorized"}')}
-    wait_until(lambda: _settled(cluster, ACCOUNTS), 30, "accounts spread over both instances")
+    # Settled to the fair share exactly (no hand-over left to make), so each account's holder stays put below.
+    wait_until(lambda: cluster.holdings() == [ACCOUNTS // 2] * 2, 30, "accounts spread evenly over both instances")
+    wait_until(lambda: all(entry["connected"] for entry in api.status(PROJECT, on=cluster.instances[0])), 30,
+               "every account connected")
     holders = cluster.holders(PROJECT)
     assert sorted(holders) == sorted(accounts)
     assert {instance.url for instance in holders.values()} == {instance.url for instance in cluster.instances}
@@ -150,16 +164,18 @@ def test_requests_spread_over_the_instances_are_answered_as_by_one_server(
         sent = api.ok(api.get("/sandbox/sent", params={"account_phone": phone}))
         assert sorted(item["text"] for item in sent) == sorted(texts[phone])
     # Status: each account's entry is the same through any instance as from its holder: the holder's live state.
-    for number, phone in enumerate(accounts):
+    for phone in accounts:
         params = {"project_id": PROJECT, "phone": phone}
-        spread = api.get("/telegram/status", params=params)
-        answers = [_answer(api.get("/telegram/status", params=params, on=instance)) for instance in cluster.instances]
-        assert answers == [_answer(api.get("/telegram/status", params=params, on=holders[phone]))] * 2
-        assert _answer(spread) == answers[0]
+        spread = _steady(_answer(api.get("/telegram/status", params=params)))
+        answers = [_steady(_answer(api.get("/telegram/status", params=params, on=instance)))
+                   for instance in cluster.instances]
+        assert answers == [_steady(_answer(api.get("/telegram/status", params=params, on=holders[phone])))] * 2
+        assert spread == answers[0]
         entry = answers[0][1]["accounts"][0]
         assert entry["connected"] and entry["state"] == "connected" and entry["authorized"]
-    views = [api.status(PROJECT, on=instance) for instance in cluster.instances]
-    assert views[0] == views[1] and len(views[0]) == ACCOUNTS
+    views = [_steady(_answer(api.get("/telegram/status", params={"project_id": PROJECT}, on=instance)))
+             for instance in cluster.instances]
+    assert views[0] == views[1] and len(views[0][1]["accounts"]) == ACCOUNTS
     # A login step for an account that is logged in already is refused alike by its holder and by the other one.
     phone = accounts[0]
     other = next(instance for instance in cluster.instances if instance is not holders[phone])

@@ -1,4 +1,5 @@
-"""Several crm_server instances on one PostgreSQL: what forwarding adds to a send, and how long a failover takes.
+"""Several crm_server instances on one PostgreSQL: what forwarding adds to a send, how long a failover takes, and
+the inbound rate and the accounts' spread with 1, 2 and 3 instances (bench/cluster_inbound.py).
 
 Two instances on an embedded PostgreSQL and one sandbox world, one logged-in account. Sends go alternately to the
 instance holding the account (direct) and to the other (forwarded: one signed hop more); the figure is the p50 each
@@ -6,12 +7,13 @@ way and their difference. Failover: the holder is killed (SIGKILL) and the time 
 account and a send through it succeeds is measured (lease TTL + a claim round + connect), then the killed one is
 started again; median of `failovers` runs. Hand-over: the same after a SIGTERM (the lease is released at once).
 
-Run alone: `python -m bench.cluster [--sends 300] [--failovers 3] [--ttl 5]`.
+Run alone: `python -m bench.cluster [--sends 300] [--failovers 3] [--ttl 5] [--inbound-messages 2000]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import threading
 import time
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from bench.cluster_inbound import InboundShape
+from bench.cluster_inbound import measure as measure_inbound
 from bench.common import BenchResult, figure, percentile
 
 if TYPE_CHECKING:
@@ -35,9 +39,11 @@ class ClusterConfig:
     sends: int = 300
     failovers: int = 3
     ttl: float = 5.0
+    inbound: InboundShape = InboundShape()
 
 
-SMALLEST = ClusterConfig(sends=20, failovers=1, ttl=3.0)
+SMALLEST = ClusterConfig(sends=20, failovers=1, ttl=3.0,
+                         inbound=InboundShape(accounts=3, senders=2, messages=60, runs=1))
 
 
 def _holder_and_other(cluster: Cluster) -> tuple[CrmServerProcess, CrmServerProcess]:
@@ -116,16 +122,29 @@ def run(config: ClusterConfig = ClusterConfig(), workdir: Path | None = None) ->
                 api.close()
             finally:
                 cluster.stop()
+            spread = measure_inbound(
+                root / "inbound", fresh_postgres_database(database.admin_url, "crm_cluster_bench_inbound"),
+                {"CRM_LEASE_TTL_SECONDS": str(config.ttl), "CRM_LOG_LEVEL": "warning", "CRM_HISTORY_ON_CONNECT": "0"},
+                config.inbound)
         finally:
             database.stop()
 
-    result = BenchResult("cluster", config={"instances": 2, "sends": config.sends, "failovers": config.failovers,
-                                            "lease_ttl_s": config.ttl})
+    shape = config.inbound
+    result = BenchResult("cluster", config={
+        "instances": 2, "sends": config.sends, "failovers": config.failovers, "lease_ttl_s": config.ttl,
+        "inbound": {"accounts": shape.accounts, "chats_per_account": shape.senders, "messages": shape.messages,
+                    "runs": shape.runs, "instances": list(shape.sizes)}})
     result.add(figure("send p50, to the holding instance", "ms", [percentile(direct, 0.5)]))
     result.add(figure("send p50, forwarded by the other instance", "ms", [percentile(forwarded, 0.5)]))
     result.add(figure("p50 added by forwarding", "ms", [percentile(forwarded, 0.5) - percentile(direct, 0.5)]))
     result.add(figure("failover: SIGKILL → account live elsewhere", "s", failover, at_most=config.ttl + 10))
     result.add(figure("hand-over: SIGTERM → account live elsewhere", "s", handover, at_most=2))
+    for size in spread:
+        instances = f"{size.instances} instance{'s' if size.instances > 1 else ''}"
+        result.add(figure(f"inbound rate, {instances}, {shape.accounts} accounts", "msg/s", size.rates))
+        result.add(figure(f"accounts on the busiest instance, {instances}", "accounts", [max(size.holdings)],
+                          at_most=math.ceil(shape.accounts / size.instances) + 1))
+        result.notes.append(f"{instances}: accounts held per instance {size.holdings}")
     return result
 
 
@@ -134,8 +153,11 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=ClusterConfig.sends)
     parser.add_argument("--failovers", type=int, default=ClusterConfig.failovers)
     parser.add_argument("--ttl", type=float, default=ClusterConfig.ttl)
+    parser.add_argument("--inbound-messages", type=int, default=InboundShape.messages)
+    parser.add_argument("--inbound-runs", type=int, default=InboundShape.runs)
     args = parser.parse_args()
-    result = run(ClusterConfig(sends=args.sends, failovers=args.failovers, ttl=args.ttl))
+    inbound = InboundShape(messages=args.inbound_messages, runs=args.inbound_runs)
+    result = run(ClusterConfig(sends=args.sends, failovers=args.failovers, ttl=args.ttl, inbound=inbound))
     from bench.common import summary_table
 
     print(summary_table([result]))

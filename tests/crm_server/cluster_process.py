@@ -77,6 +77,25 @@ class Cluster:
     def holdings(self) -> list[int]:
         return [self.held(instance) for instance in self.live]
 
+    def holders(self, project_id: str) -> dict[str, CrmServerProcess]:
+        """phone → the live instance holding its lease now (from the store, as the instances themselves decide)."""
+        ids = {}
+        for instance in self.live:
+            answer = httpx.get(f"{instance.url}/health", headers={"X-API-Key": self.admin_key or ""}, timeout=10)
+            ids[answer.json()["instance_id"]] = instance
+
+        async def leases() -> list[asyncpg.Record]:
+            dsn = self.env["CRM_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
+            connection = await asyncpg.connect(dsn)
+            try:
+                return await connection.fetch(
+                    "SELECT phone, lease_owner FROM accounts WHERE project_id = $1 AND lease_expires_at > $2",
+                    project_id, time.time())
+            finally:
+                await connection.close()
+
+        return {row["phone"]: ids[row["lease_owner"]] for row in asyncio.run(leases()) if row["lease_owner"] in ids}
+
     def client(self) -> "ClusterClient":
         assert self.admin_key is not None
         return ClusterClient(self, self.admin_key)

@@ -190,6 +190,28 @@ async def test_a_qr_token_exported_here_is_accepted_there_and_the_client_here_le
     assert user.id == here.user_id_of(phone)
 
 
+def open_together(path: Path, count: int) -> tuple[list[SandboxWorld], list[BaseException]]:
+    """`count` worlds opened on `path` at once from threads released together (as instances start together); the
+    worlds opened and what the others raised."""
+    opened: list[SandboxWorld] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            opened.append(SandboxWorld(path))
+        except BaseException as exc:  # reported by the caller
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return opened, failures
+
+
 def test_a_world_file_from_before_shared_worlds_is_migrated_once_by_processes_opening_it_together(tmp_path):
     path = tmp_path / "old.sqlite3"
     with SandboxWorld(path) as world:
@@ -197,22 +219,9 @@ def test_a_world_file_from_before_shared_worlds_is_migrated_once_by_processes_op
     with sqlite3.connect(path) as db:  # what a world file of the previous release lacks
         for table, column in (("messages", "origin"), ("messages", "peer_known"), ("other_updates", "origin")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    opened: list[SandboxWorld] = []
-    failures: list[BaseException] = []
-
-    def open_it() -> None:
-        try:
-            opened.append(SandboxWorld(path))
-        except BaseException as exc:  # reported below: a second ALTER would fail with "duplicate column"
-            failures.append(exc)
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    opened, failures = open_together(path, 4)
     try:
-        assert failures == []
+        assert failures == []  # a second ALTER would fail with "duplicate column"
         world = opened[0]
         world.incoming("+79994440999", "+79994440998", "written after")
         messages, _, _ = world.difference(world.user_id_of("+79994440999"), 0, 10)
@@ -226,23 +235,7 @@ def test_processes_creating_one_new_world_file_together_all_open_it(tmp_path):
     """`tgcrm cluster` starts k instances on a world file none has made yet: switching it to WAL must not fail
     with "database is locked" in the ones that lose the race."""
     for attempt in range(12):
-        path = tmp_path / f"new-{attempt}.sqlite3"
-        opened: list[SandboxWorld] = []
-        failures: list[BaseException] = []
-        start = threading.Barrier(6)
-
-        def open_it() -> None:
-            start.wait()
-            try:
-                opened.append(SandboxWorld(path))
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=open_it) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        opened, failures = open_together(tmp_path / f"new-{attempt}.sqlite3", 6)
         try:
             assert failures == []
             assert len({world.pts(0) for world in opened}) == 1

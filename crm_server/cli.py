@@ -102,7 +102,9 @@ async def serve(settings: ServerSettings) -> int:
     from crm_server.store import Store
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
+    from safeguards.task_dump import install_task_dump
 
+    install_task_dump()  # `kill -USR1 <pid>`: where each task waits, e.g. when a stop hangs
     make_private_dir(settings.state_dir)
     store = await Store.open(settings.resolved_database_url, load_session_key(settings))
     try:

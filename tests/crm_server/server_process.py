@@ -110,9 +110,13 @@ class CrmServerProcess:
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            # Where it hangs goes to its log (safeguards/task_dump.py), which the failure then shows.
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             process.kill()
             process.wait()
-            raise
+            tail = self.log_path.read_text(errors="replace")[-20000:] if self.log_path.exists() else ""
+            raise AssertionError(f"crm_server did not stop within {timeout:.0f} s of SIGTERM; its tasks:\n{tail}") from None
 
     def kill(self) -> None:
         """SIGKILL: a crash. Nothing is flushed and no lease is released; leases must expire on their own."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from crm_server.settings import ServerSettings, existing_state_problem, load_session_key
 from safeguards.private_files import make_private_dir, use_private_umask
+from safeguards.serving import announce
 
 SERVER_STATE_HELP = "state folder, created when missing (TGCRM_STATE_DIR, default .local)"
 # `keys create` and `login` write into a server's state; they never make one.
@@ -102,6 +103,7 @@ async def serve(settings: ServerSettings) -> int:
     from crm_server.store import Store
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
+    from safeguards.serving import serve_announcing_ready
     from safeguards.task_dump import install_task_dump
 
     install_task_dump()  # `kill -USR1 <pid>`: where each task waits, e.g. when a stop hangs
@@ -126,21 +128,7 @@ async def serve(settings: ServerSettings) -> int:
         **uvicorn_options(RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)),
         **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)),
     )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
-    if server.started:
-        announce("READY")
-    await serving
-    return 0 if server.started else 1
-
-
-def announce(line: str) -> None:
-    """A line for whoever started us (NAME=value, READY) in one write: unbuffered (`python -u`), print() writes the
-    text and the newline separately, and a log line from another thread landing between them hid READY."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    return await serve_announcing_ready(uvicorn.Server(config))
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +52,7 @@ def run_functions(args: argparse.Namespace) -> int:
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.proxies import parse_trusted_proxies, uvicorn_proxy_options
     from safeguards.logs import configure_logging
+    from safeguards.serving import serve_announcing_ready
 
     configure_logging(args.log_level, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -68,20 +68,7 @@ def run_functions(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(
         create_standalone_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower(),
         **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies))))
-    return asyncio.run(_serve(server))
-
-
-async def _serve(server: "uvicorn.Server") -> int:  # noqa: F821
-    """Serve, and print READY once the socket listens and the functions' runtime started, as `tgcrm db up` and
-    `tgcrm server` do: a script (or a test) starting the host waits for that line."""
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
-    if server.started:
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
-    await serving
-    return 0 if server.started else 1
+    return asyncio.run(serve_announcing_ready(server))
 
 
 def main(argv: list[str] | None = None) -> int:

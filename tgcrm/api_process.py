@@ -119,6 +119,7 @@ def serve_api(host: str, port: int, log_level: str) -> int:
 
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.logs import configure_logging
+    from safeguards.serving import serve_announcing_ready
 
     configure_logging(log_level)
     try:
@@ -134,18 +135,7 @@ def serve_api(host: str, port: int, log_level: str) -> int:
                             **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))
     server = uvicorn.Server(config)
 
-    async def run() -> int:
-        serving = asyncio.create_task(server.serve())
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.02)
-        if server.started:
-            # One write (not print's text-then-newline): a log line from another thread must not split it.
-            sys.stdout.write("READY\n")
-            sys.stdout.flush()
-        await serving
-        return 0 if server.started else 1
-
     # uvicorn's own loop choice (uvloop when installed), as `uvicorn.run` would make it: this process is both the
     # HTTP server and, through supabase-py, the HTTP client of its own REST gateway, so the loop is the hot path.
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        return runner.run(run())
+        return runner.run(serve_announcing_ready(server))

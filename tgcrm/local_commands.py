@@ -111,6 +111,7 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     from safeguards.http_limits import RequestLimits, uvicorn_options
     from safeguards.logs import redact_query_strings
     from safeguards.proxies import uvicorn_proxy_options
+    from safeguards.serving import start_serving
     from supabase_local.api import STORAGE_PREFIX, create_api_app
     from supabase_local.auth.app import create_auth_app
     from supabase_local.auth.config import auth_config
@@ -132,9 +133,7 @@ async def _serve_api(args: argparse.Namespace, database: "LocalDatabase") -> Non
     redact_query_strings()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.api_port, log_level="warning",
                                            **uvicorn_options(RequestLimits()), **uvicorn_proxy_options(())))
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
+    serving = await start_serving(server)
     if serving.done():
         await serving
         return

@@ -50,7 +50,7 @@ def test_the_server_refuses_to_start_without_telegram_credentials_or_the_sandbox
 def test_announced_lines_are_written_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     # Unbuffered, print() wrote "READY" and "\n" apart; a DEBUG log line between them hid READY from the parent
     # (found as an intermittent start timeout by the reliability suite's secrets test).
-    from crm_server.cli import announce
+    from safeguards.serving import announce
 
     writes: list[str] = []
 

@@ -24,7 +24,7 @@ from crm_server.store.accounts import AccountTable
 from crm_server.store.pending_logins import PendingLoginTable, StoredLogin
 from crm_server.telegram import sending
 from crm_server.telegram.clients import ClientFactory, quiet_disconnect
-from crm_server.telegram.login import PendingLogin, login_error
+from crm_server.telegram.login import PendingLogin, first_login_request, login_error
 from crm_server.telegram.pacing import TokenBucket
 from crm_server.telegram.recipients import Recipient
 from crm_server.telegram.sending import SendResult
@@ -161,16 +161,7 @@ class Account:
             if dc is not None:
                 session.set_dc(*dc)
             client = self._context.clients.build(session, self.key)
-            try:
-                await client.connect()
-                sent = await client.send_code_request(self.key.phone)
-            except BaseException as exc:
-                await quiet_disconnect(client)
-                if isinstance(exc, tg_errors.RPCError):
-                    raise login_error(exc) from None
-                if isinstance(exc, CONNECTION_ERRORS):
-                    raise errors.AccountDisconnectedError("Cannot reach Telegram") from None
-                raise
+            sent = await first_login_request(client, lambda client: client.send_code_request(self.key.phone))
             self._login = PendingLogin(
                 client=client,
                 session=session,

@@ -5,13 +5,19 @@ The phone code hash never leaves the `PendingLogin`; the account holds at most o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from telethon import TelegramClient, errors as tg_errors
 
 from crm_server import errors
+from crm_server.telegram.clients import quiet_disconnect
 from crm_server.telegram.sending import ErrorTable, map_error
 from crm_server.telegram.session import StoreSession
+from crm_server.telegram.states import CONNECTION_ERRORS
+
+Answer = TypeVar("Answer")
 
 
 @dataclass
@@ -40,3 +46,18 @@ def login_error(exc: tg_errors.RPCError) -> errors.CrmError:
     mapped = map_error(LOGIN_ERRORS, exc)
     assert mapped is not None  # the last row takes every RPCError
     return mapped
+
+
+async def first_login_request(client: TelegramClient, request: Callable[[TelegramClient], Awaitable[Answer]]) -> Answer:
+    """Connect a client made for a login (code or QR) and make its first request. On any failure the client is
+    disconnected, and Telegram's refusal or an unreachable Telegram is the contract's error (503 for the latter)."""
+    try:
+        await client.connect()
+        return await request(client)
+    except BaseException as exc:
+        await quiet_disconnect(client)
+        if isinstance(exc, tg_errors.RPCError):
+            raise login_error(exc) from None
+        if isinstance(exc, CONNECTION_ERRORS):
+            raise errors.AccountDisconnectedError("Cannot reach Telegram") from None
+        raise

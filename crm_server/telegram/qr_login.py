@@ -23,7 +23,7 @@ from telethon.tl import custom, types
 from crm_server import errors
 from crm_server.settings import ServerSettings
 from crm_server.telegram.clients import ClientFactory, quiet_disconnect
-from crm_server.telegram.login import login_error
+from crm_server.telegram.login import first_login_request, login_error
 from crm_server.telegram.session import StoreSession
 from crm_server.telegram.states import CONNECTION_ERRORS, AccountKey
 
@@ -247,16 +247,7 @@ class QrLogins:
         if dc is not None:
             session.set_dc(*dc)
         client = self._clients.build(session, AccountKey(project_id, phone or ""))
-        try:
-            await client.connect()
-            qr = await client.qr_login()
-        except BaseException as exc:
-            await quiet_disconnect(client)
-            if isinstance(exc, tg_errors.RPCError):
-                raise login_error(exc) from None
-            if isinstance(exc, CONNECTION_ERRORS):
-                raise errors.AccountDisconnectedError("Cannot reach Telegram") from None
-            raise
+        qr = await first_login_request(client, lambda client: client.qr_login())
         await self._make_room(project_id)
         login = QrLogin(secrets.token_urlsafe(24), project_id, phone, client, session, qr,
                         time.monotonic() + self._settings.login_ttl_seconds, self._adopt)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from crm_server.sandbox import SandboxWorld, install, uninstall
 from crm_server.store import Store
 from tests.crm_server.server_process import CrmClient, CrmServerProcess, run_cli
 from tests.helpers.receiver import Receiver, running_receiver
@@ -78,3 +79,13 @@ def fresh_receiver(receiver: Receiver) -> Receiver:
     """The module's receiver, with nothing received yet."""
     receiver.reset()
     return receiver
+
+
+@pytest.fixture
+def world() -> Iterator[SandboxWorld]:
+    """An in-memory sandbox world, installed for the Telethon clients created during the test."""
+    sandbox = SandboxWorld()
+    install(sandbox)
+    yield sandbox
+    uninstall()
+    sandbox.close()

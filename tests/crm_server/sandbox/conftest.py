@@ -17,16 +17,6 @@ ClientFactory = Callable[..., TelegramClient]
 
 
 @pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    """An in-memory world, installed for clients created during the test."""
-    sandbox = SandboxWorld()
-    install(sandbox)
-    yield sandbox
-    uninstall()
-    sandbox.close()
-
-
-@pytest.fixture
 def world_path(tmp_path: Path) -> Path:
     return tmp_path / "telegram.sqlite3"
 

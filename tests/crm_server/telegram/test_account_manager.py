@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from crm_server import errors
-from crm_server.sandbox import LOGIN_CODE, SandboxWorld, install, uninstall
+from crm_server.sandbox import LOGIN_CODE, SandboxWorld
 from crm_server.settings import ServerSettings
 from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager
 from crm_server.telegram.states import AccountKey
-
-
-@pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    sandbox = SandboxWorld()
-    install(sandbox)
-    yield sandbox
-    uninstall()
-    sandbox.close()
 
 
 def settings(tmp_path: Path, **overrides: object) -> ServerSettings:

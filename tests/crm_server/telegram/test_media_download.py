@@ -17,7 +17,7 @@ from crm_server.telegram.states import AccountKey, SessionTerminated
 from crm_server.telegram.updates import RecentMessages
 from crm_server.webhooks.media_source import MediaRef, MediaTransient, MediaUnavailable
 from tests.crm_server.sandbox.client_steps import collect_incoming, log_in, wait_for
-from tests.crm_server.sandbox.conftest import make_client, world  # noqa: F401
+from tests.crm_server.sandbox.conftest import make_client  # noqa: F401
 
 ACCOUNT = "+79994440001"
 SENDER = "+79994440002"

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select
 from telethon import TelegramClient
 from telethon.sessions import StringSession
 
-from crm_server.sandbox import SandboxWorld, install, uninstall
 from crm_server.store.schema import outbox
 from crm_server.telegram import telethon_seam
 from crm_server.telegram.session import StoreSession
@@ -25,15 +22,6 @@ from tests.crm_server.sandbox.client_steps import log_in, wait_for
 PROJECT = "5f0c2a6e-1d4b-4e8a-9c3f-0000000000c1"
 ACCOUNT = "+79993330077"
 ALICE = "+79990000077"
-
-
-@pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    sandbox = SandboxWorld()
-    install(sandbox)
-    yield sandbox
-    uninstall()
-    sandbox.close()
 
 
 def crm_client(session: StoreSession, listener: UpdateListener) -> TelegramClient:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from telethon import TelegramClient
 from telethon.sessions import StringSession
 
-from crm_server.sandbox import SandboxWorld, install, uninstall
 from crm_server.settings import ServerSettings
 from crm_server.store.schema import outbox
 from crm_server.telegram.history_jobs import HistoryJobs
@@ -25,15 +22,6 @@ from tests.crm_server.sandbox.client_steps import log_in
 PROJECT = "5f0c2a6e-1d4b-4e8a-9c3f-0000000000d1"
 ACCOUNT = "+79993330088"
 ALICE, BOB = "+79990000088", "+79990000089"
-
-
-@pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    sandbox = SandboxWorld()
-    install(sandbox)
-    yield sandbox
-    uninstall()
-    sandbox.close()
 
 
 async def stored_bodies(store) -> list[dict]:  # type: ignore[no-untyped-def]

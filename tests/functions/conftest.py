@@ -241,6 +241,15 @@ def webhook_request(secret: str, payload: dict[str, Any], *, signed: bool = True
     return body, headers
 
 
+def event_body(organization_id: str, account_phone: str, kind: str | None, **fields: Any) -> dict[str, Any]:
+    """A conversation event's webhook body (`kind` None: a plain message, without `type`)."""
+    body = {"event_id": str(uuid.uuid4()), "project_id": organization_id, "account_phone": account_phone.lstrip("+"),
+            "timestamp": "2026-12-01T10:00:00Z", **fields}
+    if kind is not None:
+        body["type"] = kind
+    return body
+
+
 def full_payload(organization_id: str, account_phone: str, *, from_id: int, text: str = "hello",
                  message_id: int | None = None, **extra: Any) -> dict[str, Any]:
     """The contract's webhook body."""

@@ -28,6 +28,7 @@ from tests.functions.conftest import (
     connect_account,
     count,
     create_client,
+    event_body,
     integration_secret,
     webhook_request,
 )
@@ -55,11 +56,7 @@ class Hook:
         return self.phone.lstrip("+")
 
     def event(self, kind: str | None, **fields: Any) -> dict[str, Any]:
-        body = {"event_id": str(uuid.uuid4()), "project_id": self.organization.id, "account_phone": self.account,
-                "timestamp": "2026-12-01T10:00:00Z", **fields}
-        if kind is not None:
-            body["type"] = kind
-        return body
+        return event_body(self.organization.id, self.phone, kind, **fields)
 
     def message(self, from_id: int, message_id: int, text: str = "hello", **fields: Any) -> dict[str, Any]:
         return self.event(None, **{"from_id": from_id, "from_username": f"user{from_id}", "from_first_name": "Ivan",

@@ -26,6 +26,7 @@ from tests.functions.conftest import (
     connect_account,
     count,
     create_client,
+    event_body,
     full_payload,
     integration_secret,
     sandbox_user,
@@ -48,11 +49,7 @@ class Hook:
     member: AsyncClient
 
     def event(self, kind: str | None, **fields: Any) -> dict[str, Any]:
-        body = {"event_id": str(uuid.uuid4()), "project_id": self.organization.id,
-                "account_phone": self.phone.lstrip("+"), "timestamp": "2026-12-01T10:00:00Z", **fields}
-        if kind is not None:
-            body["type"] = kind
-        return body
+        return event_body(self.organization.id, self.phone, kind, **fields)
 
     def message(self, user: int, message_id: int, text: str = "hello") -> dict[str, Any]:
         return full_payload(self.organization.id, self.phone, from_id=user, message_id=message_id, text=text,

@@ -1,10 +1,10 @@
 """Backlog: `messages` deliveries pending in crm_server's outbox (across `chats` chats) while the receiver is down,
 then drained once it is back — rows/s from the moment it answers again until the last one arrived.
 
-Two receivers: a receiver that costs nothing (crm_server's delivery alone), and the real telegram-crm-webhook
-function storing into PostgreSQL (the whole inbound tail), there both with batched delivery (`messages` rows) and
-one event per POST (`function_messages` rows: the slow path, kept short), each beside the bare asyncpg INSERT rate
-on the same database. The rows are written into the outbox directly, as the listener writes them, so filling the
+Two receivers, each with batched delivery and with one event per POST: a receiver that costs nothing (crm_server's
+delivery alone; `messages` rows both ways), and the real telegram-crm-webhook function storing into PostgreSQL (the
+whole inbound tail; batched `messages` rows, one event per POST `function_messages` rows: the slow path, kept short),
+each beside the bare asyncpg INSERT rate on the same database. The rows are written into the outbox directly, as the listener writes them, so filling the
 backlog takes seconds instead of a burst through the sandbox.
 
 Run alone: `python -m bench.backlog [--messages 10000] [--runs 3]`.
@@ -77,17 +77,24 @@ def _pending(url: str, admin_key: str) -> int:
     return int(httpx.get(f"{url}/health", timeout=10, headers={"X-API-Key": admin_key}).json()["outbox_pending"])
 
 
-def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int) -> float:
+def drain_to_fast_receiver(workdir: Path, config: BacklogConfig, run: int, *, batched: bool,
+                           ignored: list[int]) -> float:
+    """Rows/s of the backlog into a receiver that costs nothing (batched: `BENCH_BATCH`). A run whose crm_server
+    ignored `batch` goes to `ignored`."""
     from tests.crm_server.server_process import CrmServerProcess, new_phone
 
     with FastReceiver() as receiver:
-        crm = CrmServerProcess(workdir / f"fast-{run}", env=crm_env(), name="backlog").start()
+        crm = CrmServerProcess(workdir / f"fast-{run}-{'batched' if batched else 'single'}", env=crm_env(),
+                               name="backlog").start()
         phone = new_phone()
         try:
             response = httpx.post(f"{crm.url}/integration/lovable/connect", headers={"X-API-Key": crm.admin_key or ""},
                                   json={"project_id": PROJECT, "phone": phone, "webhook_url": receiver.url,
-                                        "secret": "bench-backlog-secret"}, timeout=30)
+                                        "secret": "bench-backlog-secret", "batch": BENCH_BATCH if batched else None},
+                                  timeout=30)
             response.raise_for_status()
+            if batched and not response.json().get("batch"):
+                ignored.append(run)
             crm.stop()
             asyncio.run(fill_outbox(crm.state_dir, PROJECT, phone, config.messages, config.chats))
             receiver.available = False
@@ -149,6 +156,7 @@ def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int, *
 
 def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) -> BenchResult:
     fast: list[float] = []
+    fast_single: list[float] = []
     batched: list[float] = []
     single: list[float] = []
     batched_share: list[float] = []
@@ -156,7 +164,9 @@ def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) ->
     ignored: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-backlog-", dir=workdir) as directory:
         for index in range(config.runs):
-            fast.append(drain_to_fast_receiver(Path(directory), config, index))
+            fast.append(drain_to_fast_receiver(Path(directory), config, index, batched=True, ignored=ignored))
+            fast_single.append(drain_to_fast_receiver(Path(directory), config, index, batched=False,
+                                                      ignored=ignored))
         for index in range(config.runs):
             rate, insert_rate = drain_through_the_function(Path(directory), config, index, batched=True,
                                                              ignored=ignored)
@@ -169,7 +179,9 @@ def run(config: BacklogConfig = BacklogConfig(), workdir: Path | None = None) ->
     result = BenchResult("backlog", config={"messages": config.messages, "chats": config.chats,
                                             "function_messages": config.function_messages, "batch": BENCH_BATCH,
                                             "runs": config.runs})
-    result.add(figure(f"{config.messages} pending → fast receiver", "rows/s", fast, at_least=TARGET_ROWS_PER_S))
+    result.add(figure(f"{config.messages} pending → fast receiver, batched", "rows/s", fast,
+                      at_least=TARGET_ROWS_PER_S))
+    result.add(figure(f"{config.messages} pending → fast receiver, one event per POST", "rows/s", fast_single))
     result.add(figure(f"{config.messages} pending → webhook function → PostgreSQL, batched", "rows/s", batched,
                       at_least=TARGET_ROWS_PER_S))
     result.add(figure("batched through the function / bare INSERT", "ratio", batched_share,

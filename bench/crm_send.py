@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,22 +22,12 @@ from typing import Any
 
 import httpx
 
-from bench.common import proc_status_kb
+from bench.common import percentile, proc_status_kb
+from tests.helpers.net import free_port
 
 PROJECT = "bench"
 USER_PHONE = "+15550009999"
 USERNAME = "bench_user"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def server_env() -> dict[str, str]:

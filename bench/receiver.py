@@ -1,21 +1,42 @@
 """A webhook receiver that costs next to nothing, in its own process: HTTP/1.1 keep-alive on asyncio streams, 200 to
-every POST, counting distinct `webhook-id`s. What a delivery bench measures is then the sender, not the receiver.
+every POST, counting distinct events. What a delivery bench measures is then the sender, not the receiver.
+
+A single event's POST counts its `webhook-id` (the event id). A batch (`{batch_id, events: [...]}`, contract section
+"Batched delivery") counts each event's `event_id` and is answered `{results: [{event_id, ok: true, duplicate}]}`,
+as telegram-crm-webhook answers it: a batch answered `{}` would be retried event by event, never delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import socket
 import time
 from multiprocessing.sharedctypes import Synchronized
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+_BATCH_PREFIX = b'{"batch_id"'  # crm_server writes the batch's id first (crm_server/webhooks/posting.py)
 UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
 
 
+def _batch_answer(body: bytes, seen: set[str]) -> tuple[bytes, int]:
+    """The batch's 200 answer, and how many of its events were new."""
+    results = []
+    new = 0
+    for event in json.loads(body)["events"]:
+        event_id = str(event["event_id"])
+        duplicate = event_id in seen
+        if not duplicate:
+            seen.add(event_id)
+            new += 1
+        results.append({"event_id": event_id, "ok": True, "duplicate": duplicate})
+    answer = json.dumps({"results": results}).encode()
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(answer) + answer, new
+
+
 def _serve(port: int, accepted: Synchronized, available: Synchronized, ready: multiprocessing.Event) -> None:
-    seen: set[bytes] = set()
+    seen: set[str] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -30,16 +51,19 @@ def _serve(port: int, accepted: Synchronized, available: Synchronized, ready: mu
                         length = int(value)
                     elif name == b"webhook-id":
                         event_id = value.strip()
-                if length:
-                    await reader.readexactly(length)
+                body = await reader.readexactly(length) if length else b""
                 if not available.value:
                     writer.write(UNAVAILABLE)
                 else:
-                    if event_id not in seen:
-                        seen.add(event_id)
+                    if body.startswith(_BATCH_PREFIX):
+                        answer, new = _batch_answer(body, seen)
+                    else:
+                        answer, new = OK, int(event_id.decode() not in seen)
+                        seen.add(event_id.decode())
+                    if new:
                         with accepted.get_lock():
-                            accepted.value += 1
-                    writer.write(OK)
+                            accepted.value += new
+                    writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -45,6 +46,7 @@ from crm_server.store import Store
 from crm_server.telegram.manager import AccountManager
 from crm_server.telegram.media_download import TelegramMediaSource
 from crm_server.telegram.updates import RecentMessages
+from crm_server.unexpected_errors import UnexpectedErrors
 from crm_server.webhooks.delivery_log import DeliveryLog
 from crm_server.webhooks.listener import IncomingListener
 from crm_server.webhooks.media_payload import MediaPreparer
@@ -111,8 +113,8 @@ def create_app(settings: ServerSettings) -> Starlette:
         exception_handlers={
             errors.CrmError: crm_error_handler,
             HTTPException: http_error_handler,
-            Exception: unexpected_error_handler,
         },
+        middleware=[Middleware(UnexpectedErrors)],
     )
 
 
@@ -294,10 +296,3 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     _count_error(request, error)
     return errors.error_response(error)
 
-
-async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    # Type only: a message or traceback locals could carry a request's secrets.
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    error = errors.CrmError()
-    _count_error(request, error)
-    return errors.error_response(error)

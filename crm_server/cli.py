@@ -125,7 +125,8 @@ async def serve(settings: ServerSettings) -> int:
         log_level=settings.log_level,
         lifespan="on",
         log_config=None,  # keep our logging setup
-        **uvicorn_options(RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)),
+        **uvicorn_options(RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds,
+                                        body_idle_timeout_seconds=settings.http_body_idle_timeout_seconds)),
         **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)),
     )
     return await serve_announcing_ready(uvicorn.Server(config))

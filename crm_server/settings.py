@@ -147,6 +147,11 @@ class ServerSettings(BaseSettings):
         10.0, gt=0, validation_alias=AliasChoices("CRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds")
     )
     """How long a client may take to send a request's head; idle and trickling connections are closed after it."""
+    http_body_idle_timeout_seconds: float = Field(
+        30.0, gt=0,
+        validation_alias=AliasChoices("CRM_HTTP_BODY_IDLE_TIMEOUT_SECONDS", "http_body_idle_timeout_seconds"))
+    """How long a request's body may pause between two bytes before the connection is closed (a stalled upload
+    would otherwise hold its request, and a shutdown waiting for it, forever)."""
 
     trusted_proxies: str = Field("", validation_alias=AliasChoices("CRM_TRUSTED_PROXIES", "trusted_proxies"))
     """Reverse proxies whose `X-Forwarded-For`/`-Proto` crm_server believes: comma-separated IP addresses or networks,

@@ -41,6 +41,13 @@ class RequestLimits:
     # the connection just as the server closes it, and its request fails with a ReadError (`make bench` died so at
     # a `send-code`). Clients retire idle connections first; the head deadline still bounds a silent one's head.
     keep_alive_seconds: int = 30
+    # How long a request's body may pause between two of its bytes (nginx's client_body_timeout, 60 s there): a
+    # client that sent a head and part of a body, then nothing, held its request — and the server's shutdown, which
+    # waits for every request — forever. Timed out, the connection closes and the app reads a disconnect.
+    body_idle_timeout_seconds: float = 30.0
+    # At a shutdown, how long requests still running may take before they are cancelled (uvicorn's
+    # `timeout_graceful_shutdown`; unset, it waits for them without end): a SIGTERM ends the process in bounded time.
+    graceful_shutdown_seconds: int = 10
 
 
 # The methods of uvicorn's protocol this module extends, and the attributes it reads.
@@ -78,6 +85,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: int | None = None  # the status this connection is refused with, once decided
         self._refused = False
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
         self._discard_deadline: asyncio.TimerHandle | None = None
 
     # --- the connection ---------------------------------------------------------------------------------------------
@@ -140,15 +148,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._reading_head = False
         self._cancel_head_deadline()
+        self._arm_body_deadline()  # cancelled at once when the message has no body
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if self._refusal is None:
+            self._arm_body_deadline()
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._refusal is not None:
             return
+        self._cancel_body_deadline()
         super().on_message_complete()
         self._reading_head = True
         self._head_bytes = self._url_bytes = self._header_count = 0
@@ -164,6 +175,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 and not self.transport.is_closing()):
             # Answered before its whole body came (e.g. 413 on Content-Length): the rest is discarded as it
             # arrives, but not forever.
+            self._cancel_body_deadline()
             self._discard_deadline = self.loop.call_later(self.limits.discard_timeout_seconds, self.transport.close)
 
     # --- deadlines and refusals ---------------------------------------------------------------------------------------
@@ -181,6 +193,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refusal = http.HTTPStatus.REQUEST_TIMEOUT
         self._send_refusal()
+
+    def _arm_body_deadline(self) -> None:
+        self._cancel_body_deadline()
+        self._body_deadline = self.loop.call_later(self.limits.body_idle_timeout_seconds, self._body_timed_out)
+
+    def _body_timed_out(self) -> None:
+        self._body_deadline = None
+        if self.flow.read_paused:
+            self._arm_body_deadline()  # we stopped reading (the app has not taken what came): not the client's pause
+            return
+        if not self.transport.is_closing():
+            # The app may be reading the body (or waiting to): closing tells it the client is gone.
+            self.transport.close()
 
     def _send_refusal(self) -> None:
         self._refused = True
@@ -213,6 +238,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_deadline.cancel()
             self._head_deadline = None
 
+    def _cancel_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
     def _cancel_discard_deadline(self) -> None:
         if self._discard_deadline is not None:
             self._discard_deadline.cancel()
@@ -220,6 +250,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _cancel_deadlines(self) -> None:
         self._cancel_head_deadline()
+        self._cancel_body_deadline()
         self._cancel_discard_deadline()
 
 
@@ -233,4 +264,5 @@ def uvicorn_options(limits: RequestLimits) -> dict[str, Any]:
     """The keyword arguments of `uvicorn.Config` every HTTP port of ours is served with."""
     # No WebSocket routes anywhere: an Upgrade request is served as plain HTTP instead of handed to another protocol
     # these limits do not cover.
-    return {"http": limited_http_protocol(limits), "ws": "none", "timeout_keep_alive": limits.keep_alive_seconds}
+    return {"http": limited_http_protocol(limits), "ws": "none", "timeout_keep_alive": limits.keep_alive_seconds,
+            "timeout_graceful_shutdown": limits.graceful_shutdown_seconds}

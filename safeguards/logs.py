@@ -1,16 +1,20 @@
 """Logging as every process of ours sets it up: one level, URLs whose query values are redacted, and no message
-texts unless payloads are asked for (`--log-payloads`).
+texts or whole phone numbers unless payloads are asked for (`--log-payloads`).
 
 Query strings carry secrets and data: crm_server posts to `…/telegram-crm-webhook?key=<webhook key>`, supabase-py
 looks integrations up by `webhook_key=eq.<key>`, REST filters name phones and texts. httpx logs every request's URL
 at INFO and uvicorn's access log every path, so their query values become `***` (the names stay, for debugging).
 Message texts reached the logs through aiosqlite, which logs every statement with its parameters at DEBUG (an
 outbox row is an incoming message); records below INFO of such loggers are dropped unless payloads are wanted.
+Phone numbers are personal data of the account's owner and of their clients: crm_server names accounts by phone in
+its INFO lines ("account %s: connection lost"), so a phone argument is logged as `+***4567` — its last four digits
+tell an operator's accounts apart, the whole number is in the store for whoever may read it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import httpx
@@ -58,6 +62,32 @@ class PayloadRecordsDropped(logging.Filter):
         return record.levelno >= logging.INFO
 
 
+# As crm_server normalizes them (`crm_server.telegram.recipients.normalize_phone`): `+` and 5 to 15 digits.
+_PHONE = re.compile(r"\+\d{5,15}")
+
+
+def mask_phone(phone: str) -> str:
+    """`+15551234567` is `+***4567`."""
+    return f"+{REDACTED}{phone[-4:]}"
+
+
+class PhoneMasking(logging.Filter):
+    """Masks every argument of a record that is a whole phone number, whatever logger made it (a handler's filter:
+    a logger's filter would not see its children's records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(mask_phone(arg) if isinstance(arg, str) and _PHONE.fullmatch(arg) else arg
+                                for arg in record.args)
+        return True
+
+
+def mask_phones(handler: logging.Handler) -> None:
+    """Idempotent: `handler` writes phone arguments masked."""
+    if not any(isinstance(existing, PhoneMasking) for existing in handler.filters):
+        handler.addFilter(PhoneMasking())
+
+
 def _install(logger_names: tuple[str, ...], kind: type[logging.Filter]) -> None:
     for name in logger_names:
         logger = logging.getLogger(name)
@@ -77,8 +107,11 @@ def keep_payloads_out() -> None:
 
 def configure_logging(level: str, *, log_payloads: bool = False,
                       fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
-    """A process's logging: `level` for everything on stderr, query values redacted, payloads only if asked."""
+    """A process's logging: `level` for everything on stderr, query values redacted, payloads (message texts,
+    whole phones) only if asked."""
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
     redact_query_strings()
     if not log_payloads:
         keep_payloads_out()
+        for handler in logging.getLogger().handlers:
+            mask_phones(handler)

@@ -66,6 +66,10 @@ class ApiProcessSettings(BaseSettings):
     http_header_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("TGCRM_HTTP_HEADER_TIMEOUT_SECONDS", "http_header_timeout_seconds"))
     """How long a client may take to send a request's head to the API process."""
+    http_body_idle_timeout_seconds: float = Field(
+        30.0, gt=0,
+        validation_alias=AliasChoices("TGCRM_HTTP_BODY_IDLE_TIMEOUT_SECONDS", "http_body_idle_timeout_seconds"))
+    """How long a request's body to the API process may pause between two bytes before the connection is closed."""
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -129,7 +133,8 @@ def serve_api(host: str, port: int, log_level: str) -> int:
         missing = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"api: missing or invalid settings: {missing}", file=sys.stderr)
         return 2
-    limits = RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds)
+    limits = RequestLimits(header_timeout_seconds=settings.http_header_timeout_seconds,
+                           body_idle_timeout_seconds=settings.http_body_idle_timeout_seconds)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                             log_config=None, **uvicorn_options(limits),
                             **uvicorn_proxy_options(parse_trusted_proxies(settings.trusted_proxies)))

@@ -1,7 +1,7 @@
 """Secrets stay secret: a full flow (connect, login with a code and a 2FA password, incoming, reply, status, a
 restart) with every service logging at DEBUG, then no API key, webhook key or secret, login code, password or
 session appears in crm_server's log, the API process's output or the logs captured here, nor any message text
-(no `--log-payloads` here); and crm_server's store file holds none of the secrets in clear.
+nor, in the two processes' logs, a whole phone number (no `--log-payloads` here); and crm_server's store file holds none of the secrets in clear.
 """
 
 from __future__ import annotations
@@ -147,7 +147,11 @@ async def test_no_secret_is_logged_or_stored_in_clear(debug_stack: ReliabilitySt
     leaks += [f"the login code in the {where}" for where, text in logs.items() if LOGIN_CODE_TOKEN.search(text)]
     leaks += [f"the message text {text!r} in the {where}" for where, logged in logs.items()
               for text in (INCOMING_TEXT, SECOND_INCOMING_TEXT, REPLY_TEXT) if text in logged]
-    assert not leaks, "secrets or message texts in the logs: " + "; ".join(leaks)
+    # Phones are personal data: crm_server's and the API process's lines name them by their last four digits only.
+    leaks += [f"the {whose} phone in the {where}" for where in ("crm_server log", "API process output")
+              for whose, number in (("account's", phone), ("client's", user_phone))
+              if number.lstrip("+") in logs[where]]
+    assert not leaks, "secrets, message texts or phones in the logs: " + "; ".join(leaks)
 
     # crm_server's store: keys hashed, webhook secret and session encrypted; nothing of the login kept.
     stored = b"".join(path.read_bytes() for path in stack.crm.state_dir.glob("crm.sqlite3*"))

@@ -1,10 +1,13 @@
 """Both HTTP ports of the stack (the API process and crm_server, as real processes on real sockets) refuse a request
 head past its limits before any app sees it, stay responsive while someone sends one, and close connections that
-never finish a head; heads within the limits are served as before."""
+never finish a head or whose body stalls; heads within the limits are served as before, and a SIGTERM ends a server
+in bounded time whatever its clients do."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from tests.helpers.net import status_of
 from tests.reliability.stack import ApiProcess
 
 HEADER_TIMEOUT = 1.0
+BODY_IDLE_TIMEOUT = 1.0
 LIMITS = RequestLimits()
 
 
@@ -30,6 +34,7 @@ class Port:
     name: str
     host: str
     port: int
+    api_key: str = ""  # crm_server's admin key: its routes read a body only after the key
 
     @property
     def health_url(self) -> str:
@@ -46,7 +51,8 @@ def api_port(tmp_path_factory: pytest.TempPathFactory, local_keys: LocalKeys,
         "SUPABASE_SERVICE_ROLE_KEY": local_keys.service_role_key, "SUPABASE_ANON_KEY": local_keys.anon_key,
         "SUPABASE_JWT_SECRET": local_keys.jwt_secret, "TGCRM_REST_DATABASE_URL": database_urls.authenticator,
         "TGCRM_AUTH_DATABASE_URL": database_urls.auth_admin,
-        "TGCRM_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)})
+        "TGCRM_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "TGCRM_HTTP_BODY_IDLE_TIMEOUT_SECONDS": str(BODY_IDLE_TIMEOUT)})
     api.start()
     try:
         yield Port("api", "127.0.0.1", api.port)
@@ -57,9 +63,11 @@ def api_port(tmp_path_factory: pytest.TempPathFactory, local_keys: LocalKeys,
 @pytest.fixture(scope="module")
 def crm_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Port]:
     server = CrmServerProcess(tmp_path_factory.mktemp("limits-crm"),
-                              env={"CRM_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}, name="limits").start()
+                              env={"CRM_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+                                   "CRM_HTTP_BODY_IDLE_TIMEOUT_SECONDS": str(BODY_IDLE_TIMEOUT)},
+                              name="limits").start()
     try:
-        yield Port("crm_server", "127.0.0.1", server.port)
+        yield Port("crm_server", "127.0.0.1", server.port, server.admin_key or "")
     finally:
         server.stop()
 
@@ -213,6 +221,78 @@ def test_a_trickled_head_is_answered_408_and_closed(port: Port) -> None:
     finally:
         sock.close()
     assert status_of(answer) == 408, answer[:200]
+
+
+def _stalled_body(sock: socket.socket, path: str, api_key: str = "") -> None:
+    """A POST's head and the first bytes of its 100-byte body, then nothing."""
+    key = f"X-API-Key: {api_key}\r\n" if api_key else ""
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{key}"
+                 "Content-Length: 100\r\n\r\n{\"a\":".encode())
+
+
+def test_a_stalled_body_is_closed_after_the_body_idle_timeout(port: Port) -> None:
+    sock = port.connect(timeout=BODY_IDLE_TIMEOUT + 5)
+    try:
+        started = time.monotonic()
+        # Routes that read their body before anything else: the function host reads it up to its limit first.
+        _stalled_body(sock, "/functions/v1/telegram-crm-webhook?key=x" if port.name == "api" else "/sandbox/incoming",
+                      port.api_key)
+        try:
+            while sock.recv(65536):
+                pass  # an answer the app gave on seeing the disconnect, if any
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - started < BODY_IDLE_TIMEOUT + 3
+    finally:
+        sock.close()
+    assert httpx.get(port.health_url, timeout=5).status_code == 200
+
+
+def test_a_body_that_keeps_coming_is_not_cut(crm_port: Port) -> None:
+    """The body timeout is between bytes, not for the whole body: a slow upload that keeps sending is served."""
+    body = b'{"messages": []}'.ljust(40)
+    sock = crm_port.connect(timeout=10)
+    try:
+        sock.sendall(b"POST /sandbox/incoming HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"X-API-Key: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                     % (crm_port.api_key.encode(), len(body)))
+        started = time.monotonic()
+        for index in range(0, len(body), 4):  # 10 pieces, BODY_IDLE_TIMEOUT / 3 apart: 3 s in all
+            sock.sendall(body[index:index + 4])
+            time.sleep(BODY_IDLE_TIMEOUT / 3)
+        assert time.monotonic() - started > 2 * BODY_IDLE_TIMEOUT
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+    # Read to its end and judged by the app (an empty list of messages: 422 naming the field) rather than cut.
+    assert status_of(answer) == 422 and b"messages" in answer, answer[:300]
+
+
+def test_a_sigterm_ends_crm_server_while_a_request_is_stuck(tmp_path: Path) -> None:
+    """uvicorn waits for running requests at a shutdown, without end unless told: one client that sent half a body
+    held a SIGTERM'd crm_server forever. Now its requests get `graceful_shutdown_seconds` (the body timeout, 30 s,
+    is left at its default here so that it is the shutdown's bound that ends it)."""
+    assert LIMITS.graceful_shutdown_seconds + 10 < LIMITS.body_idle_timeout_seconds
+    server = CrmServerProcess(tmp_path, name="stuck").start()
+    process = server.process
+    assert process is not None
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        _stalled_body(sock, "/sandbox/incoming", server.admin_key or "")
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=LIMITS.graceful_shutdown_seconds + 10)
+        except subprocess.TimeoutExpired:
+            server.stop(timeout=1)
+            pytest.fail("crm_server did not exit after SIGTERM while a request's body was stalled")
+        assert time.monotonic() - started < LIMITS.graceful_shutdown_seconds + 10
+    finally:
+        sock.close()
+        server.stop()
 
 
 def test_a_kept_alive_connection_serves_requests_after_a_pause(port: Port) -> None:

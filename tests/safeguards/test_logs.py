@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from crm_server.cli import add_commands, settings_from
-from safeguards.logs import keep_payloads_out, redact_query, redact_query_strings
+from safeguards.logs import keep_payloads_out, mask_phones, redact_query, redact_query_strings
 
 SECRET = "s3cret-webhook-key"
 
@@ -63,3 +63,19 @@ def test_crm_server_logs_payloads_only_when_asked() -> None:
     add_commands(parser.add_subparsers())
     assert settings_from(parser.parse_args(["server"])).log_payloads is False
     assert settings_from(parser.parse_args(["server", "--log-payloads"])).log_payloads is True
+
+
+def test_a_phone_argument_is_written_masked_by_any_logger_through_the_handler() -> None:
+    handler = logging.Handler()
+    mask_phones(handler)
+    mask_phones(handler)  # idempotent
+    assert len(handler.filters) == 1
+    logger = logging.getLogger("crm_server.telegram.account")  # a child: a logger filter on crm_server misses it
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "account %s of project %s: %d messages",
+                               ("+15551234567", "org-1", 15551234567), None)
+    assert handler.filter(record)
+    assert record.getMessage() == "account +***4567 of project org-1: 15551234567 messages"
+    # Only a whole phone is one: a text holding digits, or a short number, is left alone.
+    other = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s %s", ("call +15551234567 now", "+1234"),
+                              None)
+    assert handler.filter(other) and other.getMessage() == "call +15551234567 now +1234"

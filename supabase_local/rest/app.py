@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from supabase_local.rest.auth import Identity, JwtVerifier
 from supabase_local.rest.catalog import Function, Relation, SchemaCache
@@ -314,18 +316,72 @@ class RestGateway:
         return Response("" if request.method == "HEAD" else body, status_code=200, media_type=JSON_MEDIA)
 
 
+class RestApp(Starlette):
+    """The `/rest/v1` Starlette app with a direct way to its two routes.
+
+    A request for `/{table}` or `/rpc/{function}` with one of the route's methods goes straight to the endpoint
+    behind the same CORS middleware, as Starlette's `Route` would call it (`path_params`, `endpoint` in the scope);
+    Starlette's error middleware, router and `request_response` wrappers do nothing for it that `_answer` (which
+    turns every exception into a response) does not already do. Everything else (unknown paths, slash redirects,
+    405s, lifespan) takes the Starlette stack as before, so it answers exactly as it did.
+
+    Measured in-process on the gateway bench's select by primary key with the database call taken out (the
+    app's own CPU, min of 5 × 3,000): 0.085 ms before, 0.068 ms with this and ApiApp's direct mounts (api.py).
+    """
+
+    def __init__(self, routes: Sequence[Route], cors: Mapping[str, Any],
+                 lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]) -> None:
+        super().__init__(routes=list(routes), middleware=[Middleware(CORSMiddleware, **cors)], lifespan=lifespan)
+        self._fast_routes = tuple((_ROUTE_PATTERNS[route.path], frozenset(route.methods or ()), route.endpoint)
+                                  for route in routes)
+        self._fast = CORSMiddleware(self._endpoint, **cors)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            for pattern, methods, endpoint in self._fast_routes:
+                match = pattern.fullmatch(path)
+                if match is None:
+                    continue
+                if scope["method"] not in methods:
+                    break  # Starlette answers the 405 (its Allow header, its body)
+                scope["app"] = self
+                scope["path_params"] = {**scope.get("path_params", {}), **match.groupdict()}
+                scope["endpoint"] = endpoint
+                await self._fast(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    @staticmethod
+    async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        response = await scope["endpoint"](request)
+        await response(scope, receive, send)
+
+
+# Starlette's `{name}` matches `[^/]+`: the same patterns, tried in the router's order.
+_ROUTE_PATTERNS = {"/rpc/{function}": re.compile(r"/rpc/(?P<function>[^/]+)"),
+                   "/{table}": re.compile(r"/(?P<table>[^/]+)")}
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point, as Starlette's router matches it (the prefix is in `root_path`)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
 def create_rest_app(authenticator_dsn: str, jwt_secret: str, *, pool_min_size: int = 1, pool_max_size: int = 10,
                     max_rows: int | None = 1000, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The `/rest/v1` app (routes are relative to the mount point); `app.state.gateway` is its RestGateway."""
     gateway = RestGateway(authenticator_dsn, jwt_secret, pool_min_size=pool_min_size,
                           pool_max_size=pool_max_size, max_rows=max_rows, max_body_bytes=max_body_bytes)
-    app = Starlette(
-        routes=[
-            Route("/rpc/{function}", gateway.rpc, methods=RPC_METHODS),
-            Route("/{table}", gateway.table, methods=TABLE_METHODS),
-        ],
-        middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=TABLE_METHODS,
-                               allow_headers=CORS_HEADERS, expose_headers=EXPOSED_HEADERS, max_age=86400)],
+    app = RestApp(
+        routes=[Route("/rpc/{function}", gateway.rpc, methods=RPC_METHODS),
+                Route("/{table}", gateway.table, methods=TABLE_METHODS)],
+        cors={"allow_origins": ["*"], "allow_methods": TABLE_METHODS, "allow_headers": CORS_HEADERS,
+              "expose_headers": EXPOSED_HEADERS, "max_age": 86400},
         lifespan=gateway.lifespan,
     )
     app.state.gateway = gateway

@@ -29,6 +29,7 @@ from supabase_local.rest.negotiation import (
     JSON_MEDIA,
     Preferences,
     Representation,
+    RequestHead,
     apply_range_header,
     check_profile,
     content_range,
@@ -142,13 +143,15 @@ class RestGateway:
             return internal_error().response()
 
     async def _table(self, request: Request) -> Response:
-        identity = self.verifier.identify(request.headers, request.query_params)
-        check_profile(request.headers)
-        representation = negotiate(request.headers.get("accept"))
-        preferences = Preferences.parse(request.headers.getlist("prefer"))
+        head = RequestHead.of(request.scope)
+        identity = self._identify(head)
+        check_profile(head.headers)
+        representation = negotiate(head.headers.get("accept"))
+        preferences = Preferences.parse(head.prefer)
         name = request.path_params["table"]
-        query = parse_query(request.query_params.multi_items())
+        query = parse_query(head.query)
         if request.method in ("GET", "HEAD"):
+            apply_range_header(head.headers, query)
             return await self._read(request, identity, name, query, representation, preferences)
         if query.limit is not None or query.offset is not None:
             raise bad_query("limit and offset apply to reads only in this gateway")
@@ -160,7 +163,6 @@ class RestGateway:
 
     async def _read(self, request: Request, identity: Identity, name: str, query: Query,
                     representation: Representation, preferences: Preferences) -> Response:
-        apply_range_header(request.headers, query)
         statement = await self._build(name, lambda relation: read_statement(
             Source.table(relation), query, count=preferences.count, strip_nulls=representation.strip_nulls,
             limit=self._limit(query)))
@@ -215,10 +217,11 @@ class RestGateway:
         return self._write_response(request, outcome, preferences, representation)
 
     async def _rpc(self, request: Request) -> Response:
-        identity = self.verifier.identify(request.headers, request.query_params)
-        check_profile(request.headers)
-        representation = negotiate(request.headers.get("accept"))
-        preferences = Preferences.parse(request.headers.getlist("prefer"))
+        head = RequestHead.of(request.scope)
+        identity = self._identify(head)
+        check_profile(head.headers)
+        representation = negotiate(head.headers.get("accept"))
+        preferences = Preferences.parse(head.prefer)
         name = request.path_params["function"]
         readonly = request.method in ("GET", "HEAD")
         if readonly:
@@ -227,15 +230,15 @@ class RestGateway:
                 await self.schema.reload_if_stale(await self.executor.pool())
             overloads = self.schema.catalog.functions.get(name, ())
             names = sorted({argument.name for function in overloads for argument in function.arguments})
-            query = parse_query(request.query_params.multi_items(), names)
+            query = parse_query(head.query, names)
             arguments: dict[str, object] = dict(query.arguments)
         else:
-            query = parse_query(request.query_params.multi_items())
+            query = parse_query(head.query)
             payload, _ = await read_json(request, self.max_body_bytes, empty={})
             if not isinstance(payload, dict):
                 raise bad_body("rpc expects a JSON object of named arguments")
             arguments = payload
-        apply_range_header(request.headers, query)
+        apply_range_header(head.headers, query)
         function = await self.schema.function(await self.executor.pool(), name, set(arguments))
         limit = self._limit(query) if function.returns_set else query.limit
         statement = rpc_statement(function, arguments, query, count=preferences.count,
@@ -245,6 +248,10 @@ class RestGateway:
         return self._rpc_response(request, function, outcome, query, representation, preferences)
 
     # helpers
+
+    def _identify(self, head: RequestHead) -> Identity:
+        apikey = head.query_value("apikey")
+        return self.verifier.identify(head.headers, {"apikey": apikey} if apikey is not None else None)
 
     async def _build(self, name: str, build: Callable[[Relation], T]) -> T:
         """Build with the cached table; a column the cache does not know triggers a reload and one retry."""

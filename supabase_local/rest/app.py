@@ -19,7 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from supabase_local.rest.auth import Identity, JwtVerifier
 from supabase_local.rest.catalog import Function, Relation, SchemaCache
@@ -355,7 +355,10 @@ class RestApp(Starlette):
                 scope["app"] = self
                 scope["path_params"] = {**scope.get("path_params", {}), **match.groupdict()}
                 scope["endpoint"] = endpoint
-                await self._fast(scope, receive, send)
+                if any(name == b"origin" for name, _ in scope["headers"]):
+                    await self._fast(scope, receive, send)  # a browser's request: the CORS middleware answers it
+                else:
+                    await self._endpoint(scope, receive, _varying_by_origin(send))
                 return
         await super().__call__(scope, receive, send)
 
@@ -364,6 +367,29 @@ class RestApp(Starlette):
         request = Request(scope, receive, send)
         response = await scope["endpoint"](request)
         await response(scope, receive, send)
+
+
+def _varying_by_origin(send: Send) -> Send:
+    """`send` with what Starlette's CORSMiddleware adds to an answer to a request without `Origin`: `Vary: Origin`
+    (joined to any Vary already there, in the first one's place). Doing it here rather than through the middleware
+    (its Headers of the request, a scan for Origin, MutableHeaders of the answer) took the app's CPU per select from
+    0.044 to 0.038 ms (in-process, database call taken out, min of 5 × 3,000, four alternating pairs)."""
+
+    async def send_varying(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = [index for index, (name, _) in enumerate(headers) if name == b"vary"]
+            value = b", ".join([*(headers[index][1] for index in present), b"Origin"])
+            for index in reversed(present[1:]):
+                del headers[index]
+            if present:
+                headers[present[0]] = (b"vary", value)
+            else:
+                headers.append((b"vary", value))
+            message["headers"] = headers
+        await send(message)
+
+    return send_varying
 
 
 # Starlette's `{name}` matches `[^/]+`: the same patterns, tried in the router's order.

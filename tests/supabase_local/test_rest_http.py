@@ -142,3 +142,15 @@ async def test_paths_and_methods_beside_the_routes_answer_as_starlette_routes_th
     assert unrouted.status_code == 405 and "GET" in unrouted.headers["allow"]
     assert rpc_unrouted.status_code == 405 and "POST" in rpc_unrouted.headers["allow"]
     assert routed.status_code == 200 and routed.headers["content-range"] == "0-0/*" and routed.content == b""
+
+
+async def test_an_answer_to_a_request_without_origin_varies_by_origin(api_server: str, local_keys: LocalKeys) -> None:
+    # What Starlette's CORS middleware adds when there is no Origin, which RestApp adds itself on its direct way.
+    async with httpx.AsyncClient(base_url=f"{api_server}/rest/v1") as http:
+        read = await http.get("/clients", params={"select": "id", "limit": "1"},
+                              headers={"apikey": local_keys.service_role_key})
+        refused = await http.get("/clients", headers={"apikey": local_keys.anon_key,
+                                                      "Authorization": "Bearer not-a-token"})
+    assert read.status_code == 200 and read.headers.get_list("vary") == ["Origin"]
+    assert "access-control-allow-origin" not in read.headers
+    assert refused.status_code == 401 and refused.headers.get_list("vary") == ["Origin"]

@@ -36,17 +36,18 @@ class ApiApp(Starlette):
     def __init__(self, routes: list[Route | Mount], lifespan: Callable[[Starlette], AsyncContextManager[None]]
                  ) -> None:
         super().__init__(routes=routes, lifespan=lifespan)
-        self._mounts = tuple((route.path + "/", route.app) for route in routes if isinstance(route, Mount))
+        self._mounts = tuple((route.path + "/", route) for route in routes if isinstance(route, Mount))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Only at the top (no root_path of our own): the paths below are then the paths the mounts match.
         if scope["type"] == "http" and not scope.get("root_path"):
             path = scope["path"]
-            for prefix, app in self._mounts:
+            for prefix, mount in self._mounts:
                 if path.startswith(prefix):
-                    scope.update(app=self, path_params=dict(scope.get("path_params", {})), app_root_path="",
-                                 root_path=prefix[:-1], endpoint=app)
-                    await app(scope, receive, send)
+                    scope.update(app=self, router=self.router, route=mount, app_root_path="",
+                                 path_params=dict(scope.get("path_params", {})), root_path=prefix[:-1],
+                                 endpoint=mount.app)
+                    await mount.app(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
 

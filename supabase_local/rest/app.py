@@ -339,14 +339,14 @@ class RestApp(Starlette):
     def __init__(self, routes: Sequence[Route], cors: Mapping[str, Any],
                  lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]) -> None:
         super().__init__(routes=list(routes), middleware=[Middleware(CORSMiddleware, **cors)], lifespan=lifespan)
-        self._fast_routes = tuple((_ROUTE_PATTERNS[route.path], frozenset(route.methods or ()), route.endpoint)
+        self._fast_routes = tuple((_ROUTE_PATTERNS[route.path], frozenset(route.methods or ()), route)
                                   for route in routes)
         self._fast = CORSMiddleware(self._endpoint, **cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = _route_path(scope)
-            for pattern, methods, endpoint in self._fast_routes:
+            for pattern, methods, route in self._fast_routes:
                 match = pattern.fullmatch(path)
                 if match is None:
                     continue
@@ -354,7 +354,7 @@ class RestApp(Starlette):
                     break  # Starlette answers the 405 (its Allow header, its body)
                 scope["app"] = self
                 scope["path_params"] = {**scope.get("path_params", {}), **match.groupdict()}
-                scope["endpoint"] = endpoint
+                scope["route"], scope["endpoint"] = route, route.endpoint
                 if any(name == b"origin" for name, _ in scope["headers"]):
                     await self._fast(scope, receive, send)  # a browser's request: the CORS middleware answers it
                 else:

@@ -6,6 +6,7 @@ objects, `Content-Range`, and the 200/206/416 decision for reads.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,8 @@ from supabase_local.rest.query import Query
 
 JSON_MEDIA = "application/json; charset=utf-8"
 OBJECT_MEDIA = "application/vnd.pgrst.object+json; charset=utf-8"
+# The longest header value whose parse is kept (at most 256 of each), so the memos stay small whatever is sent.
+MEMO_MAX_CHARS = 200
 _RANGE = re.compile(r"\s*(?:items=)?(\d+)-(\d*)\s*")
 
 
@@ -74,6 +77,13 @@ class Preferences:
 
     @classmethod
     def parse(cls, values: Sequence[str]) -> Preferences:
+        # Clients send a handful of distinct Prefer headers (supabase-py: none, or a return=/count= pair), so the
+        # parse of each short combination is kept, a bounded number of them (Preferences is frozen).
+        key = tuple(values)
+        return _parsed_preferences(key) if sum(map(len, key)) <= MEMO_MAX_CHARS else cls._parse(key)
+
+    @classmethod
+    def _parse(cls, values: Sequence[str]) -> Preferences:
         found: dict[str, str] = {}
         for value in values:
             for item in value.split(","):
@@ -120,7 +130,26 @@ class Representation:
         return OBJECT_MEDIA if self.singular else JSON_MEDIA
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_preferences(values: tuple[str, ...]) -> Preferences:
+    return Preferences._parse(values)
+
+
 def negotiate(accept: str | None) -> Representation:
+    # As with Prefer, a client sends one or two Accept values: each short one is negotiated once (a 406 is not kept:
+    # lru_cache keeps no exceptions). With the Prefer memo, the app's CPU per select by primary key went from
+    # 0.040 to 0.037 ms (in-process, database call taken out, min of 5 × 3,000, three of four alternating pairs).
+    if accept is None or len(accept) <= MEMO_MAX_CHARS:
+        return _negotiated(accept)
+    return _negotiate(accept)
+
+
+@functools.lru_cache(maxsize=256)
+def _negotiated(accept: str | None) -> Representation:
+    return _negotiate(accept)
+
+
+def _negotiate(accept: str | None) -> Representation:
     if not accept:
         return Representation()
     for media_range in accept.split(","):

@@ -2,7 +2,9 @@
 up` runs it), next to asyncpg's `fetchrow` of the same query, in the same run; and the gateway's CPU per request.
 
 `concurrency` requests are kept in flight on each path; the figures are requests/s, their ratio, and the API
-process's CPU time (user + system) per request over the run.
+process's CPU time (user + system) per request over the run. Beside it, the same process's CPU per `GET /health`
+(httpx, same concurrency): what serving any HTTP request costs there (uvicorn, its request limits, the sockets)
+before the gateway does anything, so the gateway's own share is the difference.
 
 Run alone: `python -m bench.gateway [--requests 3000] [--runs 3]`.
 """
@@ -86,13 +88,30 @@ async def _measure(api_url: str, api_pid: int, service_role_key: str, admin_dsn:
         gateway_seconds = await _in_flight(config.concurrency, config.requests, through_gateway)
         cpu_per_request = (_cpu_seconds(api_pid) - cpu_before) / config.requests
         asyncpg_seconds = await _in_flight(config.concurrency, config.requests, through_asyncpg)
+        health_cpu_per_request = await _health_cpu_per_request(api_url, api_pid, config)
     finally:
         await supabase.postgrest.aclose()
         await pool.close()
     gateway_per_s = config.requests / gateway_seconds
     asyncpg_per_s = config.requests / asyncpg_seconds
     return {"gateway_per_s": gateway_per_s, "asyncpg_per_s": asyncpg_per_s, "ratio": gateway_per_s / asyncpg_per_s,
-            "cpu_ms": cpu_per_request * 1000}
+            "cpu_ms": cpu_per_request * 1000, "health_cpu_ms": health_cpu_per_request * 1000}
+
+
+async def _health_cpu_per_request(api_url: str, api_pid: int, config: GatewayConfig) -> float:
+    """The API process's CPU seconds per `GET /health`, the cheapest request it serves, through httpx as
+    supabase-py's requests go."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        async def health() -> None:
+            response = await http.get("/health")
+            assert response.status_code == 200
+
+        await _in_flight(config.concurrency, config.warmup, health)
+        cpu_before = _cpu_seconds(api_pid)
+        await _in_flight(config.concurrency, config.requests, health)
+        return (_cpu_seconds(api_pid) - cpu_before) / config.requests
 
 
 def run(config: GatewayConfig = GatewayConfig(), workdir: Path | None = None) -> BenchResult:
@@ -132,6 +151,7 @@ def run(config: GatewayConfig = GatewayConfig(), workdir: Path | None = None) ->
     result.add(figure("asyncpg fetchrow, same query", "req/s", measured["asyncpg_per_s"]))
     result.add(figure("gateway / asyncpg", "ratio", measured["ratio"]))
     result.add(figure("API process CPU per gateway request", "ms", measured["cpu_ms"]))
+    result.add(figure("API process CPU per GET /health (serving any request)", "ms", measured["health_cpu_ms"]))
     return result
 
 

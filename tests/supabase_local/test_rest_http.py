@@ -126,3 +126,31 @@ async def test_json_nested_deeper_than_the_parser_allows_is_400(api_server: str,
         response = await http.post(f"{api_server}/rest/v1/clients", headers=headers,
                                    content=b'{"a":' * 5000 + b"1" + b"}" * 5000)
     assert response.status_code == 400, response.text
+
+
+async def test_paths_and_methods_beside_the_routes_answer_as_starlette_routes_them(api_server: str,
+                                                                                   local_keys: LocalKeys) -> None:
+    # The table and rpc routes are taken directly (supabase_local/rest/app.py: RestApp); everything else still goes
+    # through Starlette's router: a deeper path is its 404, an unrouted method its 405 with Allow.
+    headers = {"apikey": local_keys.service_role_key}
+    async with httpx.AsyncClient(base_url=f"{api_server}/rest/v1", headers=headers) as http:
+        deeper = await http.get("/clients/extra")
+        unrouted = await http.put("/clients", json={})
+        rpc_unrouted = await http.delete("/rpc/anything")
+        routed = await http.head("/clients", params={"select": "id", "limit": "1"})
+    assert (deeper.status_code, deeper.text) == (404, "Not Found")
+    assert unrouted.status_code == 405 and "GET" in unrouted.headers["allow"]
+    assert rpc_unrouted.status_code == 405 and "POST" in rpc_unrouted.headers["allow"]
+    assert routed.status_code == 200 and routed.headers["content-range"] == "0-0/*" and routed.content == b""
+
+
+async def test_an_answer_to_a_request_without_origin_varies_by_origin(api_server: str, local_keys: LocalKeys) -> None:
+    # What Starlette's CORS middleware adds when there is no Origin, which RestApp adds itself on its direct way.
+    async with httpx.AsyncClient(base_url=f"{api_server}/rest/v1") as http:
+        read = await http.get("/clients", params={"select": "id", "limit": "1"},
+                              headers={"apikey": local_keys.service_role_key})
+        refused = await http.get("/clients", headers={"apikey": local_keys.anon_key,
+                                                      "Authorization": "Bearer not-a-token"})
+    assert read.status_code == 200 and read.headers.get_list("vary") == ["Origin"]
+    assert "access-control-allow-origin" not in read.headers
+    assert refused.status_code == 401 and refused.headers.get_list("vary") == ["Origin"]

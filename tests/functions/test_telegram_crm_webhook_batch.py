@@ -335,6 +335,25 @@ async def test_a_batch_reads_the_stored_messages_of_its_own_keys_not_of_the_whol
     assert [result["duplicate"] for result in answer] == [False, False]
     assert read < 40  # a few per event, never the organization's 400
 
+
+async def test_two_batches_in_one_transaction_each_answer_only_their_own_events(
+        db: asyncpg.Pool, hook: Hook) -> None:
+    """The rpc's working tables live for the database session: a second call in the same transaction starts empty."""
+    def events(base: int, count: int) -> list[dict[str, Any]]:
+        sender = user()
+        return [{"i": index, "kind": "message", "p_telegram_user_id": str(sender), "p_telegram_chat_id": str(sender),
+                 "p_external_message_id": str(base + index), "p_message_text": f"m{base + index}",
+                 "p_notification_title": "t", "p_notification_body": "b"} for index in range(count)]
+
+    async with db.acquire() as connection, connection.transaction():
+        call = "SELECT public.ingest_telegram_batch($1, $2, $3::jsonb)"
+        first = await connection.fetchval(call, hook.organization.id, hook.integration_id, events(100, 3))
+        second = await connection.fetchval(call, hook.organization.id, hook.integration_id, events(200, 2))
+    assert [result["i"] for result in first] == [0, 1, 2]
+    assert [result["i"] for result in second] == [0, 1]
+    assert not any(result["duplicate"] for result in first + second)
+    assert await count(db, "chat_messages", hook.organization.id) == 5
+
 # --- who may post ---------------------------------------------------------------------------------------------------
 
 async def test_a_batch_with_a_bad_signature_is_refused_and_stores_nothing(

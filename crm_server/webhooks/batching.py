@@ -6,9 +6,11 @@ Posting when idle: a registration with nothing in flight gains nothing by waitin
 new batch goes at the end of the event loop's current round (the lanes woken by the same outbox commit have put
 their rows in by then); while a batch is on its way the next one fills, and it goes when that one is answered (or
 `max_wait_ms` after its first row, whichever comes first). Light load thus pays no `max_wait_ms`, and a loaded
-receiver still gets large batches. (bench/inbound.py paced at 492 msg/s, one run each under the bench lock:
-see the commit and README figures.) The contract's `max_wait_ms` stays the longest a batch waits; it is no longer
-also the shortest.
+receiver still gets large batches. (bench/inbound.py, 2,000-message burst and 1,000 paced at 492 msg/s, three runs
+each alternating with main under the bench lock, together with the outbox insert's cached statement: paced p50
+101–423 → 39–57 ms, p99 293–873 → 157–412 ms; burst 870–1,113 → 1,286–1,693 msg/s. The price: about three times
+as many batches at that rate, PostgreSQL 0.56–0.92 → 0.89–0.97 ms CPU per paced message.) The contract's
+`max_wait_ms` stays the longest a batch waits; it is no longer also the shortest.
 
 At most `in_flight` batches of one registration are on their way at once; a due batch waits for one of them to be
 answered and keeps taking rows meanwhile (up to `max_events`), so a slow receiver gets fewer, larger batches instead

@@ -79,6 +79,7 @@ class CpuWindow:
         self.generator = generator
         self.named = dict(named or {})
         self._before: dict[int, ProcessCpu] = {}
+        self._trees: dict[str, set[int]] = {}  # each named tree's processes at start (a process ending meanwhile)
         self._started = 0.0
         self.total_seconds = 0.0  # every process of the roots, the generator included
         self.generator_seconds = 0.0

@@ -8,6 +8,7 @@ PostgreSQL's postmaster reaps its backends, so a backend that ends during the wi
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +71,20 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 class CpuWindow:
     """CPU used between `start()` and `stop()` by the process trees under `roots` (sampled at both ends: a
-    process that starts in between counts whole), and by `generator` alone."""
+    process that starts in between counts whole), by `generator` alone, and by each of the `named` process trees
+    (e.g. crm_server, the API process, PostgreSQL: where a run's CPU goes, per process)."""
 
-    def __init__(self, roots: Iterable[int], generator: int) -> None:
+    def __init__(self, roots: Iterable[int], generator: int, named: dict[str, int] | None = None) -> None:
         self.roots = tuple(roots)
         self.generator = generator
+        self.named = dict(named or {})
         self._before: dict[int, ProcessCpu] = {}
+        self._trees: dict[str, set[int]] = {}  # each named tree's processes at start (a process ending meanwhile)
+        self._started = 0.0
         self.total_seconds = 0.0  # every process of the roots, the generator included
         self.generator_seconds = 0.0
+        self.wall_seconds = 0.0
+        self.named_seconds: dict[str, float] = {}  # name → CPU seconds of its tree (its root's own time included)
 
     def _sample(self) -> dict[int, ProcessCpu]:
         pids = set().union(*(descendants(root) for root in self.roots)) | {self.generator}
@@ -85,20 +92,34 @@ class CpuWindow:
 
     def start(self) -> CpuWindow:
         self._before = self._sample()
+        self._trees = {name: descendants(root) for name, root in self.named.items()}
+        self._started = time.monotonic()
         return self
 
     def stop(self) -> CpuWindow:
         after = self._sample()
+        self.wall_seconds = time.monotonic() - self._started
         zero = ProcessCpu(0.0, 0.0)
         total = 0.0
+        trees = {name: tree | descendants(self.named[name]) for name, tree in self._trees.items()}
+        named = dict.fromkeys(self.named, 0.0)
         for pid, cpu in after.items():
             before = self._before.get(pid, zero)
-            total += cpu.total - before.total
+            used = cpu.total - before.total
+            total += used
             if pid == self.generator:
                 # Its own time only: its children (the stack's processes) are the stack, not the generator.
                 self.generator_seconds = cpu.own - before.own
+            for name, tree in trees.items():
+                if pid in tree:  # (a backend that ended meanwhile is in its postmaster's reaped time)
+                    named[name] += used
         self.total_seconds = total
+        self.named_seconds = named
         return self
+
+    def utilisation(self, name: str) -> float:
+        """The named tree's CPU ÷ the window's wall time (1.0 = one core busy all along)."""
+        return self.named_seconds.get(name, 0.0) / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     @property
     def generator_share(self) -> float:

@@ -7,6 +7,9 @@ telegram-crm-webhook function (API process) → PostgreSQL; beside it, in the sa
 - the naive peer of the seed plan (bench/naive_listener.py): a Telethon handler awaiting one post per message;
 - the load generator's share of the run's CPU (bench/cpu.py): it injects with bulk `POST /sandbox/incoming` calls.
 
+Both the batched burst and the paced run report where the CPU went per message: crm_server (the sandbox and
+Telethon in it), the API process (functions and REST gateway) and PostgreSQL, and how many cores each kept busy.
+
 Throughput is a burst of `messages` across `chats` chats, counted from the first injection to the last stored row;
 latency is measured per message (injection → its notification row, written right after the message) in a second
 run, batched, paced at half the rate the batched burst reached, so it shows the pipeline's own delay rather than
@@ -50,6 +53,7 @@ class InboundConfig:
     paced_share: float = 0.5  # of the batched burst's rate
     paced_seconds: float = 10.0
     paced_tick_seconds: float = 0.02  # the paced run injects what is due every tick, in one bulk
+    paced_rate: float | None = None  # msg/s of the paced run; None: `paced_share` of the batched burst's rate
     insert_rows: int = 5000
     insert_connections: int = 8
     runs: int = 3
@@ -145,12 +149,37 @@ def _plan(senders: list[str], tag: str, count: int) -> list[tuple[str, str]]:
     return [(senders[index % len(senders)], f"{tag}/{index} {uuid.uuid4().hex[:8]}") for index in range(count)]
 
 
+# The processes whose CPU per message the paced run reports: crm_server (with the sandbox and Telethon in it), the
+# API process (the functions and the REST gateway) and PostgreSQL (the postmaster and its backends).
+PROCESSES = ("crm_server", "api", "postgres")
+
+
 def _cpu_window(stack: Any) -> CpuWindow:
     roots = [os.getpid()]  # the bench: crm_server and the API process are its children
+    named = {}
     postmaster = postmaster_pid(stack.database.state_dir / "postgres")
     if postmaster is not None:
         roots.append(postmaster)  # PostgreSQL: pg_ctl detached it, its backends are its children
-    return CpuWindow(roots, generator=os.getpid())
+    server = getattr(stack.database, "server", None)
+    if server is not None and server.process is not None:
+        postmaster = server.process.pid  # the embedded cluster is our child (its pid file is in pgdata/)
+    if postmaster is not None:
+        named["postgres"] = postmaster
+    if stack.crm.process is not None:
+        named["crm_server"] = stack.crm.process.pid
+    if stack.api.process is not None:
+        named["api"] = stack.api.process.pid
+    return CpuWindow(roots, generator=os.getpid(), named=named)
+
+
+def _cpu_figures(window: CpuWindow, messages: int, prefix: str) -> dict[str, float]:
+    """Per process: CPU ms per message and its share of a core over the window; and the whole run's cores busy."""
+    measured = {}
+    for name in PROCESSES:
+        measured[f"{prefix}_{name}_cpu_ms_per_msg"] = window.named_seconds.get(name, 0.0) * 1000 / messages
+        measured[f"{prefix}_{name}_cores"] = window.utilisation(name)
+    measured[f"{prefix}_cores"] = window.total_seconds / window.wall_seconds if window.wall_seconds else 0.0
+    return measured
 
 
 async def _burst(stack: Any, account: Any, senders: list[str], config: InboundConfig, tag: str
@@ -165,7 +194,8 @@ async def _burst(stack: Any, account: Any, senders: list[str], config: InboundCo
     window.stop()
     latencies = [(stored[text] - injected[text]) * 1000 for text in texts]
     return {"msg_per_s": len(texts) / (max(stored[text] for text in texts) - started),
-            "burst_p50_ms": percentile(latencies, 0.50), "generator_share": window.generator_share * 100}
+            "burst_p50_ms": percentile(latencies, 0.50), "generator_share": window.generator_share * 100,
+            **_cpu_figures(window, len(texts), "burst")}
 
 
 async def _naive_burst(stack: Any, config: InboundConfig, senders: list[str], run: int) -> float:
@@ -228,14 +258,16 @@ async def _one_run(stack: Any, config: InboundConfig, run: int) -> dict[str, flo
 
     # Latency below capacity, batched: half the rate the batched burst reached, for about `paced_seconds`.
     await register_delivery(stack, account, MODES["batched"])
-    rate = max(5.0, round(measured["batched_msg_per_s"] * config.paced_share, 1))
+    rate = config.paced_rate or max(5.0, round(measured["batched_msg_per_s"] * config.paced_share, 1))
     count = max(20, min(config.paced_messages, int(rate * config.paced_seconds)))
     measured["paced_rate"] = rate
     paced = _plan(senders, f"paced {run}", count)
     before = await notification_count(stack, tenant.organization_id)
+    window = _cpu_window(stack).start()
     injected = await inject_paced(stack, account.phone, paced, rate, config.paced_tick_seconds)
     stored = await stored_times(stack, tenant.organization_id, [text for _, text in paced], before=before,
                                 timeout=300)
+    measured.update(_cpu_figures(window.stop(), count, "paced"))
     latencies = [(stored[text] - injected[text]) * 1000 for _, text in paced]
     measured["p50_ms"] = percentile(latencies, 0.50)
     measured["p99_ms"] = percentile(latencies, 0.99)
@@ -275,6 +307,13 @@ def run(config: InboundConfig = InboundConfig(), workdir: Path | None = None) ->
     result.add(figure("bare asyncpg INSERT rows/s", "rows/s", runs["bare_insert_per_s"]))
     result.add(figure("end-to-end (batched) / bare INSERT", "ratio", runs["share_of_insert"],
                       at_least=TARGET_SHARE_OF_INSERT))
+    for name in PROCESSES:
+        result.add(figure(f"CPU per message, paced: {name}", "ms", runs[f"paced_{name}_cpu_ms_per_msg"]))
+        result.add(figure(f"cores busy, paced: {name}", "cores", runs[f"paced_{name}_cores"]))
+        result.add(figure(f"CPU per message, batched burst: {name}", "ms",
+                          runs[f"batched_burst_{name}_cpu_ms_per_msg"]))
+    result.add(figure("cores busy, paced: every process", "cores", runs["paced_cores"]))
+    result.add(figure("cores busy, batched burst: every process", "cores", runs["batched_burst_cores"]))
     if runs.get("batching_ignored"):
         result.notes.append(IGNORED_NOTE)
     return result
@@ -286,10 +325,13 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=InboundConfig.chats)
     parser.add_argument("--runs", type=int, default=InboundConfig.runs)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive listener")
+    parser.add_argument("--paced-rate", type=float, default=None,
+                        help="msg/s of the paced run (default: half the batched burst's rate)")
     args = parser.parse_args()
     from bench.common import summary_table
 
-    result = run(InboundConfig(messages=args.messages, chats=args.chats, runs=args.runs, naive=not args.no_naive))
+    result = run(InboundConfig(messages=args.messages, chats=args.chats, runs=args.runs, naive=not args.no_naive,
+                               paced_rate=args.paced_rate))
     print(summary_table([result]))
     print(result.json_line())
 

@@ -140,6 +140,15 @@ class OutboxTable:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._skip_locked = engine.dialect.name == "postgresql"
+        self._insert_rows = (
+            insert_for(engine, outbox)
+            .on_conflict_do_nothing(
+                index_elements=[outbox.c.project_id, outbox.c.phone, outbox.c.chat_id, outbox.c.message_id]
+            )
+            .returning(outbox.c.id, outbox.c.event_id)
+        )
+        self._insert_known = insert_for(engine, known_messages).on_conflict_do_nothing(
+            index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id])
 
     async def insert(self, events: list[OutboxEvent],
                      leases: Mapping[Lane, tuple[str, float]] | None = None) -> list[OutboxRow]:
@@ -174,22 +183,18 @@ class OutboxTable:
                 "lease_owner": owner,
                 "lease_until": until,
             })
-        statement = (
-            insert_for(self._engine, outbox)
-            .values(values)
-            .on_conflict_do_nothing(
-                index_elements=[outbox.c.project_id, outbox.c.phone, outbox.c.chat_id, outbox.c.message_id]
-            )
-            .returning(outbox.c.id, outbox.c.event_id)
-        )
         known = [{"project_id": event.project_id, "phone": event.phone, "message_id": event.message_id,
                   "chat_id": event.chat_id, "sent": False, "created_at": now}
                  for event in events if event.known_message]
         async with self._engine.begin() as connection:
-            ids = {row.event_id: row.id for row in (await connection.execute(statement)).all()}
+            # The rows as executemany parameters of one cached statement, which SQLAlchemy sends as multi-row
+            # INSERTs ("insertmanyvalues"): `.values(rows)` compiled a new statement for every batch, crm_server's
+            # largest CPU cost in the paced inbound bench (py-spy: ~25 % of its busy samples). 3,000 rows on SQLite,
+            # CPU per row: 2.49 → 1.18 ms one per insert, 0.52 → 0.21 ms in tens, 0.27 → 0.06 ms in hundreds.
+            result = await connection.execute(self._insert_rows, values)
+            ids = {row.event_id: row.id for row in result.all()}
             if known:
-                await connection.execute(insert_for(self._engine, known_messages).values(known).on_conflict_do_nothing(
-                    index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id]))
+                await connection.execute(self._insert_known, known)
         return [
             OutboxRow(id=ids[item["event_id"]], event_id=item["event_id"], project_id=item["project_id"],
                       phone=item["phone"], chat_id=item["chat_id"], message_id=item["message_id"],

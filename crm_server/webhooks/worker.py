@@ -54,6 +54,9 @@ class DeliverySettings:
     lease_seconds: float = 120.0
     batch_max_bytes: int = 256 * 1024  # a batched POST's body at most (one larger event goes alone)
     batches_in_flight: int = 2  # per batched registration; more due batches wait, and grow, meanwhile
+    # A batched registration with no batch in flight is posted what is queued at once, not max_wait_ms later
+    # (crm_server.webhooks.batching: "posting when idle"); False: every batch waits out max_wait_ms or fills.
+    post_when_idle: bool = True
     idle_poll_seconds: float = 1.0  # longest sleep when nothing is due and nobody wakes us
     # An emptied lane waits this long for the listener's next message of its chat before giving its slot back.
     # (An idle lane gives its slot up at once when another chat waits for one.)
@@ -112,7 +115,7 @@ class WebhookDelivery:
         self._settings = settings or DeliverySettings()
         self._poster = WebhookPoster(self._schedule, observers or [])
         self._batches = BatchAssembler(self._post_batch, self._schedule, self._settings.batch_max_bytes,
-                                       self._settings.batches_in_flight)
+                                       self._settings.batches_in_flight, self._settings.post_when_idle)
         # Where each webhook URL may be posted to now (checked and pinned at every run); None: the URL as it is.
         self._targets = targets
         # Gives media events their file and a fresh signed URL right before each post (None: posted as stored).

@@ -31,3 +31,24 @@ def test_the_window_counts_children_that_ended_and_children_still_running_apart_
     children = window.total_seconds - window.generator_seconds
     assert children >= 0.5  # both children's 0.3 s of CPU, the ended one through our cutime
     assert 0 < window.generator_share < 1
+
+
+def test_a_named_process_tree_gets_its_own_cpu_and_share_of_a_core() -> None:
+    """Where a run's CPU goes, per process: a named child's tree (here it and a grandchild that ends inside the
+    window, reaped by the child) apart from the generator and its other children."""
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\nsys.stdin.readline()\n"
+                              f"subprocess.run([sys.executable, '-c', {BURN!r}])\n" + BURN + "sys.stdin.read()\n"],
+                             stdin=subprocess.PIPE)
+    try:
+        window = CpuWindow([os.getpid()], generator=os.getpid(), named={"child": child.pid}).start()
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        while (cpu := process_cpu(child.pid)) is None or cpu.total < 0.55:
+            time.sleep(0.01)
+        subprocess.run([sys.executable, "-c", BURN], check=True)  # the generator's other child: not the named one
+        window.stop()
+    finally:
+        child.communicate(b"")
+    assert 0.55 <= window.named_seconds["child"] < window.total_seconds - 0.25
+    assert 0 < window.utilisation("child") <= 1.0

@@ -311,6 +311,49 @@ async def test_a_batch_of_500_events_in_many_chats_is_stored_in_order(
     assert last["name"] == "Ivan Petrov"
 
 
+
+async def test_a_batch_reads_the_stored_messages_of_its_own_keys_not_of_the_whole_organization(
+        http: httpx.AsyncClient, db: asyncpg.Pool, hook: Hook) -> None:
+    """The rpc looks its events' keys up one index probe each: its cost must not grow with how many messages the
+    organization has stored (the batch's temp table has no statistics, and a plain join hashed them all)."""
+    senders = [user() for _ in range(20)]
+    await post_batch(http, hook, [hook.message(senders[number % 20], 5000 + number) for number in range(400)])
+    assert await count(db, "chat_messages", hook.organization.id) == 400
+    await db.execute("ANALYZE public.chat_messages")  # as autovacuum would have: statistics that know them
+    events = [{"i": index, "kind": "message", "p_telegram_user_id": str(senders[index]),
+               "p_telegram_chat_id": str(senders[index]), "p_external_message_id": str(9000 + index),
+               "p_message_text": "new", "p_notification_title": "t", "p_notification_body": "b"}
+              for index in range(2)]
+    # Rows of chat_messages this backend read (pg_stat_xact_*: exact, this backend's counts not yet reported).
+    rows_read = ("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+                 "WHERE relid = 'public.chat_messages'::regclass")
+    async with db.acquire() as connection, connection.transaction():
+        before = await connection.fetchval(rows_read) or 0
+        answer = await connection.fetchval("SELECT public.ingest_telegram_batch($1, $2, $3::jsonb)",
+                                           hook.organization.id, hook.integration_id, events)
+        read = await connection.fetchval(rows_read) - before
+    assert [result["duplicate"] for result in answer] == [False, False]
+    assert read < 40  # a few per event, never the organization's 400
+
+
+async def test_two_batches_in_one_transaction_each_answer_only_their_own_events(
+        db: asyncpg.Pool, hook: Hook) -> None:
+    """The rpc's working tables live for the database session: a second call in the same transaction starts empty."""
+    def events(base: int, count: int) -> list[dict[str, Any]]:
+        sender = user()
+        return [{"i": index, "kind": "message", "p_telegram_user_id": str(sender), "p_telegram_chat_id": str(sender),
+                 "p_external_message_id": str(base + index), "p_message_text": f"m{base + index}",
+                 "p_notification_title": "t", "p_notification_body": "b"} for index in range(count)]
+
+    async with db.acquire() as connection, connection.transaction():
+        call = "SELECT public.ingest_telegram_batch($1, $2, $3::jsonb)"
+        first = await connection.fetchval(call, hook.organization.id, hook.integration_id, events(100, 3))
+        second = await connection.fetchval(call, hook.organization.id, hook.integration_id, events(200, 2))
+    assert [result["i"] for result in first] == [0, 1, 2]
+    assert [result["i"] for result in second] == [0, 1]
+    assert not any(result["duplicate"] for result in first + second)
+    assert await count(db, "chat_messages", hook.organization.id) == 5
+
 # --- who may post ---------------------------------------------------------------------------------------------------
 
 async def test_a_batch_with_a_bad_signature_is_refused_and_stores_nothing(

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -330,22 +331,83 @@ async def test_rows_held_in_a_batch_when_the_worker_stops_are_sent_again_by_the_
     await delivery()
     await settled(store.outbox, lambda: len(receiver.received) >= 2)
     assert len(await store.outbox.list(PROJECT, OutboxState.DELIVERED)) == 4
-    assert all(count == 2 for count in Counter(event["event_id"] for event in posted(receiver)).values())
+    # The held batch went at once (nothing was in flight), perhaps before the second chat's lane put its rows in:
+    # each of its events is posted again, once; the others at least once.
+    held = {event["event_id"] for event in receiver.received[0].json["events"]}
+    counts = Counter(event["event_id"] for event in posted(receiver))
+    assert held and all(counts[event_id] == 2 for event_id in held)
+    assert set(counts) == {f"evt_b{2000 + chat}_{number}" for chat in range(2) for number in (1, 2)}
 
 
 async def test_pausing_withdraws_the_batch_being_filled_and_resuming_delivers_it(store, receiver, delivery) -> None:
+    """A batch fills while another of its registration is on its way; pausing then keeps it from going."""
     from crm_server.webhooks.registrations import WebhookRegistry
 
     await register(store, receiver, max_events=100, max_wait_ms=1000)
-    receiver.script = batch_answers()
-    await store.outbox.enqueue(events(chats=2, per_chat=2))
+    arrived, release = threading.Event(), threading.Event()
+    ok = batch_answers()
+
+    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
+        if not arrived.is_set():
+            arrived.set()
+            release.wait(10)  # the first batch is on its way until the registration is paused
+        return ok(item)
+
+    receiver.script = hold_the_first
+    await store.outbox.enqueue(events(chats=1, per_chat=1))
     worker = await delivery()
     registry = WebhookRegistry(store.webhooks, store.outbox, worker)
-    await asyncio.sleep(0.3)  # the lanes have put their rows into the batch, which waits for more
-    assert await registry.pause(PROJECT, PHONE, True) == 4
-    await asyncio.sleep(1.2)  # past the batch's wait: it did not go
-    assert receiver.received == []
-    assert (await store.outbox.health(PROJECT, PHONE)).pending == 4
+    await until(arrived.is_set)
+    await store.outbox.enqueue([event for event in events(chats=3, per_chat=1) if event.chat_id != "2000"])
+    worker.wake()
+    await asyncio.sleep(0.3)  # their lanes have put the rows into the next batch, which waits behind the first
+    assert await registry.pause(PROJECT, PHONE, True) >= 2
+    release.set()
+    await asyncio.sleep(1.2)  # past the first's answer and the batch's wait: it did not go
+    assert [len(item.json["events"]) for item in receiver.received] == [1]
+    assert (await store.outbox.health(PROJECT, PHONE)).pending == 2
     await registry.pause(PROJECT, PHONE, False)
-    await settled(store.outbox, lambda: len(posted(receiver)) == 4)
+    await settled(store.outbox, lambda: len(posted(receiver)) == 3)
     assert not await store.outbox.list(PROJECT, OutboxState.DEAD)
+
+
+async def test_with_nothing_in_flight_a_batch_goes_at_once_not_after_max_wait(store, receiver, delivery) -> None:
+    """Posting when idle: a receiver with no batch of ours to answer gets the events without the max_wait_ms wait."""
+    await register(store, receiver, max_events=100, max_wait_ms=1000)
+    receiver.script = batch_answers()
+    await store.outbox.enqueue(events(chats=3, per_chat=1))
+    started = time.time()
+    await delivery()
+    await settled(store.outbox, lambda: len(posted(receiver)) == 3)
+    first = min(item.at for item in receiver.received)
+    assert first - started < 0.5  # well before the batch's 1 s wait
+
+
+async def test_a_batch_fills_behind_the_one_in_flight_and_goes_when_that_is_answered(store, receiver,
+                                                                                    delivery) -> None:
+    """While a batch is on its way the next one takes every chat's new rows, and leaves as soon as the first is
+    answered (not max_wait_ms after its first row), so a busy receiver gets few, full batches."""
+    await register(store, receiver, max_events=100, max_wait_ms=1000)
+    arrived, release = threading.Event(), threading.Event()
+    ok = batch_answers()
+
+    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
+        if not arrived.is_set():
+            arrived.set()
+            release.wait(10)
+        return ok(item)
+
+    receiver.script = hold_the_first
+    await store.outbox.enqueue(events(chats=1, per_chat=1))
+    worker = await delivery()
+    await until(arrived.is_set)
+    await store.outbox.enqueue([event for event in events(chats=4, per_chat=1) if event.chat_id != "2000"])
+    worker.wake()
+    await asyncio.sleep(0.3)  # their lanes have put their rows into the next batch
+    released = time.time()
+    release.set()
+    await settled(store.outbox, lambda: len(posted(receiver)) == 4)
+    first, second = sorted(receiver.received, key=lambda item: item.at)
+    assert [event["chat_id"] for event in first.json["events"]] == ["2000"]
+    assert sorted(event["chat_id"] for event in second.json["events"]) == ["2001", "2002", "2003"]
+    assert second.at - released < 0.5  # it did not wait out its 1 s

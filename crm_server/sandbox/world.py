@@ -235,6 +235,7 @@ class SandboxWorld:
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (os.urandom(32),))
             self._secret: bytes = self._db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
         self._live = sessions_for(self.path)
+        self._live.add_writer(id(self), self._data_version)
         # The bytes of photos and documents, in this same database (one transaction with their messages).
         self.files = file_store.FileStore(self._db, self._lock, self._write, self._secret)
         self._attached: set[tuple[int, UpdateListener]] = set()  # what close() must drop
@@ -250,8 +251,14 @@ class SandboxWorld:
         for account_id, listener in attached:
             if self._live.detach(account_id, listener):
                 listener.on_dropped()
+        self._live.remove_writer(id(self))
         with self._lock:
             self._db.close()
+
+    def _data_version(self) -> int:
+        """The write connection's `PRAGMA data_version`: changed by other connections' commits, not by its own."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def __enter__(self) -> SandboxWorld:
         return self

@@ -107,6 +107,31 @@ async def test_writes_of_both_processes_reach_the_client_each_once_in_pts_order(
         [f"there {n}" for n in range(20)] + [f"here {n}" for n in range(15)])
 
 
+async def test_this_process_s_own_writes_do_not_wake_the_watcher_and_another_s_do(here, other, make_client):
+    """The watcher reads the file only after another connection than this process's world committed: local writes
+    are pushed by their writer (reading them back was most of the watcher's CPU in the paced inbound bench)."""
+    from crm_server.sandbox.live import POLL_SECONDS, sessions_for
+
+    account, alice = new_phone(), new_phone()
+    client = make_client()
+    await log_in(client, account)
+    other.call("create_user", alice)
+    received = collect_incoming(client)
+    live = sessions_for(here.path)
+    await asyncio.sleep(POLL_SECONDS * 5)  # what the login and the user's creation there woke is read by now
+    polls = live.polls
+
+    for n in range(20):
+        here.incoming(account, alice, f"local {n}")
+        await asyncio.sleep(POLL_SECONDS)
+    await wait_for(lambda: len(received) == 20)
+    assert live.polls == polls
+
+    other.call("incoming", account, alice, "from there")
+    await wait_for(lambda: len(received) == 21)
+    assert live.polls > polls
+
+
 async def test_an_edit_made_through_another_process_is_pushed(here, other, make_client):
     account, alice = new_phone(), new_phone()
     client = make_client()

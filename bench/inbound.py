@@ -13,7 +13,7 @@ Telethon in it), the API process (functions and REST gateway) and PostgreSQL, an
 Throughput is a burst of `messages` across `chats` chats, counted from the first injection to the last stored row;
 latency is measured per message (injection → its notification row, written right after the message) in a second
 run, batched, paced at half the rate the batched burst reached, so it shows the pipeline's own delay rather than
-the burst's queue.
+the burst's queue; its first second (every chat's lane starting) is its own figure, the rest the steady state.
 
 Run alone: `python -m bench.inbound [--messages 5000] [--runs 3]`.
 """
@@ -54,6 +54,11 @@ class InboundConfig:
     paced_seconds: float = 10.0
     paced_tick_seconds: float = 0.02  # the paced run injects what is due every tick, in one bulk
     paced_rate: float | None = None  # msg/s of the paced run; None: `paced_share` of the batched burst's rate
+    # The paced run's first second, at the same rate, is not counted: re-registering closed every chat's lane, and
+    # the first message of each of the 50 chats started its lane at once (lease, registration read, a cold Telethon
+    # path): that ramp held the tail (p99 200-400 ms in the first 10-20 % of the run, 20-60 ms after). It is
+    # reported apart, as the cold start's p99.
+    paced_warmup_seconds: float = 1.0
     insert_rows: int = 5000
     insert_connections: int = 8
     runs: int = 3
@@ -260,17 +265,20 @@ async def _one_run(stack: Any, config: InboundConfig, run: int) -> dict[str, flo
     await register_delivery(stack, account, MODES["batched"])
     rate = config.paced_rate or max(5.0, round(measured["batched_msg_per_s"] * config.paced_share, 1))
     count = max(20, min(config.paced_messages, int(rate * config.paced_seconds)))
+    warm = int(rate * config.paced_warmup_seconds)
     measured["paced_rate"] = rate
-    paced = _plan(senders, f"paced {run}", count)
+    paced = _plan(senders, f"paced {run}", warm + count)
     before = await notification_count(stack, tenant.organization_id)
     window = _cpu_window(stack).start()
     injected = await inject_paced(stack, account.phone, paced, rate, config.paced_tick_seconds)
     stored = await stored_times(stack, tenant.organization_id, [text for _, text in paced], before=before,
                                 timeout=300)
-    measured.update(_cpu_figures(window.stop(), count, "paced"))
+    measured.update(_cpu_figures(window.stop(), warm + count, "paced"))
     latencies = [(stored[text] - injected[text]) * 1000 for _, text in paced]
-    measured["p50_ms"] = percentile(latencies, 0.50)
-    measured["p99_ms"] = percentile(latencies, 0.99)
+    measured["p50_ms"] = percentile(latencies[warm:], 0.50)
+    measured["p99_ms"] = percentile(latencies[warm:], 0.99)
+    if warm:
+        measured["cold_p99_ms"] = percentile(latencies[:warm], 0.99)
 
     if config.naive:
         measured["naive_msg_per_s"] = await _naive_burst(stack, config, senders, run)
@@ -300,6 +308,9 @@ def run(config: InboundConfig = InboundConfig(), workdir: Path | None = None) ->
     result.add(figure("latency p50 (batched, paced at half its rate)", "ms", runs["p50_ms"]))
     result.add(figure("latency p99 (batched, paced at half its rate)", "ms", runs["p99_ms"], at_most=TARGET_P99_MS))
     result.add(figure("paced rate", "msg/s", runs["paced_rate"]))
+    if "cold_p99_ms" in runs:
+        result.add(figure("latency p99 of the paced run's first second (every lane starting)", "ms",
+                          runs["cold_p99_ms"]))
     result.add(figure("latency p50 inside the batched burst", "ms", runs["batched_burst_p50_ms"]))
     result.add(figure("load generator's share of CPU, batched burst", "%", runs["batched_generator_share"],
                       at_most=TARGET_GENERATOR_SHARE_PERCENT))

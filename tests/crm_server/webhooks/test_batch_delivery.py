@@ -93,7 +93,15 @@ async def settled(outbox: OutboxTable, accepted: Callable[[], bool]) -> None:
 async def test_mixed_chats_keep_their_order_across_batches_never_larger_than_max_events(
         store, receiver, delivery) -> None:
     await register(store, receiver, max_events=7, max_wait_ms=50)
-    receiver.script = batch_answers()
+    ok = batch_answers()
+
+    def slow(item: Received) -> tuple[int, dict[str, str], Any]:
+        # While a batch is answered, the lanes' next rows wait together: batches mix chats whatever the timing
+        # (posted at once when nothing is in flight, a batch could otherwise hold one chat's rows only).
+        time.sleep(0.03)
+        return ok(item)
+
+    receiver.script = slow
     enqueued = events(chats=5, per_chat=12)
     await store.outbox.enqueue(enqueued)
     await delivery()

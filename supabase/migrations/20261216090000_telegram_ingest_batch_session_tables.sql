@@ -1,12 +1,19 @@
--- ingest_telegram_batch, as in 20261215090000_telegram_ingest_batch_probes.sql, with its two working tables made once
--- per database session (ON COMMIT DELETE ROWS) instead of created and dropped by every call.
+-- ingest_telegram_batch, as in 20261214090000_telegram_ingest_batch.sql, with two costs per batch taken out.
 --
--- CREATE TEMP TABLE … AS and its drop at commit write and delete catalog rows (pg_class, pg_attribute, pg_type) on
--- every batch, and every statement of the function that reads a new table is planned again. The REST gateway keeps
--- its connections, so a session serves many batches: after its first, a batch only inserts its rows. (bench/inbound.py
--- paced at 492 msg/s, auto_explain on a 14-event batch: the two CREATE TEMP TABLE … AS took 1.27 and 0.95 ms of the
--- call. 30 committed calls of 14 new messages each, one session, organization of 10,050 messages: median 6.28 → 4.10
--- ms per call.) The tables are new names, so a session that still ran the older function has nothing in the way.
+-- 1. Its two look-ups of stored messages (redeliveries before the insert, rows a concurrent delivery stored after it)
+--    are one index probe per event. The batch's working table has no statistics, so the planner joined it to
+--    chat_messages by hashing every stored message of the organization (a bitmap scan on the organization's prefix of
+--    chat_messages_telegram_key): each batch read all of its organization's messages. bench/inbound.py, 14 events
+--    into an organization of 5,050 messages, with auto_explain: that UPDATE 2.35 ms of the rpc's 18.5 ms, growing
+--    with the organization (tests/functions/test_telegram_crm_webhook_batch.py counts the rows read).
+-- 2. Its two working tables are made once per database session (ON COMMIT DELETE ROWS) instead of created and
+--    dropped by every call. CREATE TEMP TABLE … AS and its drop at commit write and delete catalog rows (pg_class,
+--    pg_attribute, pg_type) on every batch, and every statement of the function that reads a new table is planned
+--    again. The REST gateway keeps its connections, so a session serves many batches: after its first, a batch only
+--    inserts its rows. (bench/inbound.py paced at 492 msg/s, auto_explain on a 14-event batch: the two CREATE TEMP
+--    TABLE … AS took 1.27 and 0.95 ms of the call. 30 committed calls of 14 new messages each, one session,
+--    organization of 10,050 messages: median 6.28 → 4.10 ms per call.) The tables are new names, so a session that
+--    still ran the older function has nothing in the way.
 
 CREATE OR REPLACE FUNCTION public.ingest_telegram_batch(
     p_organization_id uuid,

@@ -74,6 +74,21 @@ async def delivery(store: Store):
         await http.aclose()
 
 
+def holding_the_first() -> tuple[Callable[[Received], tuple[int, dict[str, str], Any]], threading.Event,
+                                  threading.Event]:
+    """A receiver script answering batches ok, the first only once `release` is set; `arrived`: it came."""
+    arrived, release = threading.Event(), threading.Event()
+    ok = batch_answers()
+
+    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
+        if not arrived.is_set():
+            arrived.set()
+            release.wait(10)
+        return ok(item)
+
+    return hold_the_first, arrived, release
+
+
 async def register(store: Store, receiver: Receiver, max_events: int, max_wait_ms: int) -> None:
     receiver.reset()
     await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET,
@@ -320,16 +335,8 @@ async def test_rows_held_in_a_batch_when_the_worker_stops_are_sent_again_by_the_
                                                                                      delivery) -> None:
     """At-least-once: a batch whose answer never came back is posted again, whole, by the worker after it."""
     await register(store, receiver, max_events=20, max_wait_ms=50)
-    arrived, release = threading.Event(), threading.Event()
-    ok = batch_answers()
-
-    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
-        if not arrived.is_set():
-            arrived.set()
-            release.wait(10)  # the worker stops while this batch waits for its answer
-        return ok(item)
-
-    receiver.script = hold_the_first
+    # The worker stops while the first batch waits for its answer.
+    receiver.script, arrived, release = holding_the_first()
     await store.outbox.enqueue(events(chats=2, per_chat=2))
     first = await delivery()
     await until(arrived.is_set)
@@ -352,16 +359,8 @@ async def test_pausing_withdraws_the_batch_being_filled_and_resuming_delivers_it
     from crm_server.webhooks.registrations import WebhookRegistry
 
     await register(store, receiver, max_events=100, max_wait_ms=1000)
-    arrived, release = threading.Event(), threading.Event()
-    ok = batch_answers()
-
-    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
-        if not arrived.is_set():
-            arrived.set()
-            release.wait(10)  # the first batch is on its way until the registration is paused
-        return ok(item)
-
-    receiver.script = hold_the_first
+    # The first batch is on its way until the registration is paused.
+    receiver.script, arrived, release = holding_the_first()
     await store.outbox.enqueue(events(chats=1, per_chat=1))
     worker = await delivery()
     registry = WebhookRegistry(store.webhooks, store.outbox, worker)
@@ -396,16 +395,7 @@ async def test_a_batch_fills_behind_the_one_in_flight_and_goes_when_that_is_answ
     """While a batch is on its way the next one takes every chat's new rows, and leaves as soon as the first is
     answered (not max_wait_ms after its first row), so a busy receiver gets few, full batches."""
     await register(store, receiver, max_events=100, max_wait_ms=1000)
-    arrived, release = threading.Event(), threading.Event()
-    ok = batch_answers()
-
-    def hold_the_first(item: Received) -> tuple[int, dict[str, str], Any]:
-        if not arrived.is_set():
-            arrived.set()
-            release.wait(10)
-        return ok(item)
-
-    receiver.script = hold_the_first
+    receiver.script, arrived, release = holding_the_first()
     await store.outbox.enqueue(events(chats=1, per_chat=1))
     worker = await delivery()
     await until(arrived.is_set)

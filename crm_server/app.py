@@ -37,7 +37,7 @@ from crm_server.media.files import MediaFiles
 from crm_server.media.links import MediaLinks, link_key
 from crm_server.media.outgoing import OutgoingFiles
 from crm_server.media.serving import MediaServing
-from crm_server.metrics import ServerMetrics
+from crm_server.metrics import ServerMetrics, count_error
 from crm_server.routes import api, deliveries, media, sandbox_control
 from crm_server.routes.auth import authenticate
 from crm_server.routes.openapi import build_openapi
@@ -271,15 +271,9 @@ async def openapi_json(request: Request) -> Response:
     return Response(_openapi_json(state.settings.sandbox, server_url), media_type="application/json")
 
 
-def _count_error(request: Request, error: errors.CrmError) -> None:
-    state = getattr(request.app.state, "crm", None)
-    if state is not None:
-        state.metrics.errors.labels(error.code).inc()
-
-
 async def crm_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CrmError)
-    _count_error(request, exc)
+    count_error(request.app, exc.code)
     return errors.error_response(exc)
 
 
@@ -293,6 +287,6 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     else:
         error = errors.CrmError(str(exc.detail))
         error.status_code = exc.status_code
-    _count_error(request, error)
+    count_error(request.app, error.code)
     return errors.error_response(error)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -84,3 +85,11 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def count_error(app: Any, code: str) -> None:
+    """One error answer of `app` (crm_server's Starlette app) with the contract's `code`; nothing before its
+    lifespan made the state (an app answering without one counts nothing)."""
+    state = getattr(app.state, "crm", None)
+    if state is not None:
+        state.metrics.errors.labels(code).inc()

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_server import errors
+from crm_server.metrics import count_error
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,5 @@ class UnexpectedErrors:
             # Type only: a message or traceback locals could carry a request's secrets.
             log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
             error = errors.CrmError()
-            state = getattr(scope["app"].state, "crm", None)  # set by Starlette before any middleware runs
-            if state is not None:
-                state.metrics.errors.labels(error.code).inc()
+            count_error(scope["app"], error.code)  # scope["app"]: set by Starlette before any middleware runs
             await errors.error_response(error)(scope, receive, send)

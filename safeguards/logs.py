@@ -37,14 +37,25 @@ def redact_query(url: str) -> str:
     return f"{path}?{'&'.join(parts)}" + (f"#{REDACTED}" if hash_sign else "")
 
 
-class QueryStringRedaction(logging.Filter):
-    """Rewrites the URL arguments of a record (httpx's `URL`s, uvicorn's `/path?query` strings) before any handler
-    formats it, so caplog, files and consoles all get the redacted form."""
+class ArgumentRewrite(logging.Filter):
+    """Rewrites each argument of a record (`rewritten`) before any handler formats it, so caplog, files and
+    consoles all get the rewritten form."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(_redacted(arg) for arg in record.args)
+            record.args = tuple(self.rewritten(arg) for arg in record.args)
         return True
+
+    def rewritten(self, arg: object) -> object:
+        return arg
+
+
+class QueryStringRedaction(ArgumentRewrite):
+    """The URL arguments of a record (httpx's `URL`s, uvicorn's `/path?query` strings) with their query values
+    redacted."""
+
+    def rewritten(self, arg: object) -> object:
+        return _redacted(arg)
 
 
 def _redacted(arg: object) -> object:
@@ -71,15 +82,12 @@ def mask_phone(phone: str) -> str:
     return f"+{REDACTED}{phone[-4:]}"
 
 
-class PhoneMasking(logging.Filter):
+class PhoneMasking(ArgumentRewrite):
     """Masks every argument of a record that is a whole phone number, whatever logger made it (a handler's filter:
     a logger's filter would not see its children's records)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(mask_phone(arg) if isinstance(arg, str) and _PHONE.fullmatch(arg) else arg
-                                for arg in record.args)
-        return True
+    def rewritten(self, arg: object) -> object:
+        return mask_phone(arg) if isinstance(arg, str) and _PHONE.fullmatch(arg) else arg
 
 
 def mask_phones(handler: logging.Handler) -> None:

@@ -109,7 +109,7 @@ async def test_writes_of_both_processes_reach_the_client_each_once_in_pts_order(
 
 async def test_this_process_s_own_writes_do_not_wake_the_watcher_and_another_s_do(here, other, make_client):
     """The watcher reads the file only after another connection than this process's world committed: local writes
-    are pushed by their writer (reading them back was most of the watcher's CPU in the paced inbound bench)."""
+    are pushed by their writer, and reading them back found nothing of another origin."""
     from crm_server.sandbox.live import POLL_SECONDS, sessions_for
 
     account, alice = new_phone(), new_phone()

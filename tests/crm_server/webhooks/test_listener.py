@@ -188,3 +188,39 @@ async def test_a_busy_chat_still_gives_its_slot_up_after_a_tenure_when_another_c
     order = [(item.json["chat_id"], item.json["message_id"]) for item in receiver.accepted]
     assert order.index((502, 1)) <= 6, order  # after the busy chat's first tenure (5 rows) at the latest
     assert [number for chat, number in order if chat == 501] == list(range(1, 21))
+
+
+class CountingOutbox(GatedOutbox):
+    """Also counts the scheduler's looks at the outbox."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.looks = 0
+
+    async def due_lanes(self, now: float, limit: int, busy: set[Lane]) -> list[Lane]:
+        self.looks += 1
+        return await super().due_lanes(now, limit, busy)
+
+
+async def test_the_scheduler_does_not_poll_the_outbox_while_its_pending_rows_are_in_flight(store, receiver) -> None:
+    # A post the receiver holds for a second: its row is pending, and leased to the lane posting it. Counted
+    # as due, it made the scheduler look for due chats every round (every few milliseconds) until answered.
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    outbox = CountingOutbox(store)
+    settings = DeliverySettings(concurrency=8, linger_seconds=600.0, idle_poll_seconds=600.0)
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        worker = WebhookDelivery(outbox, store.webhooks, http, FAST, settings)
+        await worker.start()
+        try:
+            listener = IncomingListener(outbox, worker)
+            receiver.delay = 1.0
+            await listener(message(601, 1))
+            await listener.drain()
+            await asyncio.sleep(0.2)  # the lane has started and posts
+            looks = outbox.looks
+            await asyncio.sleep(0.6)  # the post is held
+            assert outbox.looks - looks <= 1, outbox.looks - looks
+            await until(lambda: len(receiver.accepted) == 1)
+        finally:
+            await worker.stop()

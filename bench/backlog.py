@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import BenchResult, figure
+from bench.common import BenchResult, bench_crm_env, figure
 from bench.delivery_mode import BENCH_BATCH, IGNORED_NOTE, register_delivery
 from bench.receiver import FastReceiver
 
@@ -117,7 +117,7 @@ def drain_through_the_function(workdir: Path, config: BacklogConfig, run: int, *
 
     messages = config.messages if batched else config.function_messages
     stack = start_reliability_stack(workdir / f"function-{run}-{'batched' if batched else 'single'}",
-                                    crm_env={"CRM_LOG_LEVEL": "warning"})
+                                    crm_env=bench_crm_env())
     try:
         async def prepare() -> tuple[str, str, float]:
             tenant = await stack.tenant("Bench backlog")

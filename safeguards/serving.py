@@ -11,6 +11,8 @@ import asyncio
 import sys
 from typing import Any
 
+from safeguards.heap import freeze_startup_heap
+
 POLL_SECONDS = 0.02
 
 
@@ -32,6 +34,7 @@ async def serve_announcing_ready(server: Any) -> int:
     """Serve until the server stops, `READY` once it listens; 0, or 1 when it never started (port taken...)."""
     serving = await start_serving(server)
     if server.started:
+        freeze_startup_heap()  # the app has started (lifespan and all): what exists now lives as long as we do
         announce("READY")
     await serving
     return 0 if server.started else 1

@@ -31,6 +31,15 @@ class LaneRun:
     lease_until: float = 0.0
     fed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def next_tenure(self) -> None:
+        """Go on as a new tenure (an open run only, past its first lease): its count starts again, and it keeps the
+        ids of only the rows it still holds, so a chat that stays busy for days holds no growing set. Only the
+        lease's overlap with the rows handed over meanwhile (`early`) needs the ids of rows already taken, and an
+        open run is past it."""
+        assert self.open and not self.leasing
+        self.taken = len(self.rows)
+        self.held = {row.id for row in self.rows}
+
 
 class LaneClients:
     """With a factory, each lane posts through a client of its own (kept for the next lane, connections and all):

@@ -156,3 +156,71 @@ async def test_a_lane_idling_for_its_chat_gives_its_slot_to_a_waiting_chat(store
         await until(lambda: len(receiver.accepted) == 3, timeout=20)
     assert [(item.json["chat_id"], item.json["message_id"]) for item in receiver.accepted] == [
         (201, 1), (202, 1), (201, 2)]
+
+
+async def test_a_busy_chat_keeps_its_lane_past_a_tenure_while_slots_are_free(store, receiver) -> None:
+    # Tenures of 10 rows, slots to spare: ending a tenure would send the chat's next rows to the table, to be
+    # leased again once the tenure's last ones are recorded (a stall; in `make bench`, of up to 1.3 s).
+    per_chat = 35
+    settings = DeliverySettings(concurrency=8, lane_batch=10, linger_seconds=600.0, record_every_seconds=0.01)
+    async with fed_worker(store, receiver, settings) as (outbox, listener):
+        for number in range(1, per_chat + 1):
+            await listener(message(401, number))
+            await until(lambda: len(receiver.accepted) == number)
+    assert [item.json["message_id"] for item in receiver.accepted] == list(range(1, per_chat + 1))
+    assert outbox.leases == 1  # the first message's; every later one was handed over in memory
+    assert await outbox.pending_count() == 0
+
+
+async def test_a_busy_chat_still_gives_its_slot_up_after_a_tenure_when_another_chat_waits(store, receiver) -> None:
+    # The only slot, held by a chat that never idles: the other chat's message waits for the tenure's end, not
+    # for the busy chat to fall silent.
+    settings = DeliverySettings(concurrency=1, lane_batch=5, linger_seconds=600.0, record_every_seconds=0.01)
+    async with fed_worker(store, receiver, settings) as (_, listener):
+        await listener(message(501, 1))
+        await until(lambda: len(receiver.accepted) == 1)
+        await listener(message(502, 1))  # waits for a slot
+        for number in range(2, 21):
+            await listener(message(501, number))
+            await until(lambda: sum(item.json["chat_id"] == 501 for item in receiver.accepted) == number
+                        or any(item.json["chat_id"] == 502 for item in receiver.accepted), timeout=20)
+        await until(lambda: len(receiver.accepted) == 21, timeout=20)
+    order = [(item.json["chat_id"], item.json["message_id"]) for item in receiver.accepted]
+    assert order.index((502, 1)) <= 6, order  # after the busy chat's first tenure (5 rows) at the latest
+    assert [number for chat, number in order if chat == 501] == list(range(1, 21))
+
+
+class CountingOutbox(GatedOutbox):
+    """Also counts the scheduler's looks at the outbox."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.looks = 0
+
+    async def due_lanes(self, now: float, limit: int, busy: set[Lane]) -> list[Lane]:
+        self.looks += 1
+        return await super().due_lanes(now, limit, busy)
+
+
+async def test_the_scheduler_does_not_poll_the_outbox_while_its_pending_rows_are_in_flight(store, receiver) -> None:
+    # A post the receiver holds for a second: its row is pending, and leased to the lane posting it. Counted
+    # as due, it made the scheduler look for due chats every round (every few milliseconds) until answered.
+    receiver.reset()
+    await store.webhooks.upsert(PROJECT, PHONE, receiver.url, SECRET)
+    outbox = CountingOutbox(store)
+    settings = DeliverySettings(concurrency=8, linger_seconds=600.0, idle_poll_seconds=600.0)
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        worker = WebhookDelivery(outbox, store.webhooks, http, FAST, settings)
+        await worker.start()
+        try:
+            listener = IncomingListener(outbox, worker)
+            receiver.delay = 1.0
+            await listener(message(601, 1))
+            await listener.drain()
+            await asyncio.sleep(0.2)  # the lane has started and posts
+            looks = outbox.looks
+            await asyncio.sleep(0.6)  # the post is held
+            assert outbox.looks - looks <= 1, outbox.looks - looks
+            await until(lambda: len(receiver.accepted) == 1)
+        finally:
+            await worker.stop()

@@ -66,10 +66,19 @@ class IdempotencyTable:
             return IdempotencyClaim(claimed=True)
         return IdempotencyClaim(claimed=False, response=json.loads(row.response) if row.response else None)
 
-    async def complete(self, project_id: str, key: str, response: dict[str, Any]) -> None:
+    async def complete(self, project_id: str, key: str, response: dict[str, Any],
+                       connection: AsyncConnection | None = None) -> None:
+        """Store the key's first success response; within `connection`'s transaction when given (a send records
+        its known message and completes its key in one transaction: `Store.record_send`)."""
+        if connection is not None:
+            await connection.execute(self._complete, self._completion(project_id, key, response))
+            return
         async with self._statement_connection() as connection:
-            await connection.execute(self._complete, {"p_project_id": project_id, "p_key": key,
-                                                      "p_response": json.dumps(response)})
+            await connection.execute(self._complete, self._completion(project_id, key, response))
+
+    @staticmethod
+    def _completion(project_id: str, key: str, response: dict[str, Any]) -> dict[str, Any]:
+        return {"p_project_id": project_id, "p_key": key, "p_response": json.dumps(response)}
 
     @contextlib.asynccontextmanager
     async def _statement_connection(self) -> AsyncIterator[AsyncConnection]:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_server.store.dialect import insert_for
 from crm_server.store.schema import known_messages
@@ -34,12 +34,17 @@ class KnownMessagesTable:
             index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id],
             set_={"sent": True})
 
-    async def remember_sent(self, project_id: str, phone: str, message_id: int, chat_id: int) -> None:
-        """`/telegram/send` sent this message: Telegram telling us of it again (catch-up) is not a phone send."""
+    async def remember_sent(self, project_id: str, phone: str, message_id: int, chat_id: int,
+                            connection: AsyncConnection | None = None) -> None:
+        """`/telegram/send` sent this message: Telegram telling us of it again (catch-up) is not a phone send.
+        Within `connection`'s transaction when given (`Store.record_send`)."""
+        params = {"p_project_id": project_id, "p_phone": phone, "p_message_id": message_id,
+                  "p_chat_id": str(chat_id), "p_created_at": time.time()}
+        if connection is not None:
+            await connection.execute(self._remember_sent, params)
+            return
         async with self._engine.begin() as connection:
-            await connection.execute(self._remember_sent, {
-                "p_project_id": project_id, "p_phone": phone, "p_message_id": message_id, "p_chat_id": str(chat_id),
-                "p_created_at": time.time()})
+            await connection.execute(self._remember_sent, params)
 
     async def lookup(self, project_id: str, phone: str, message_ids: list[int]) -> dict[int, KnownMessage]:
         if not message_ids:

@@ -25,6 +25,7 @@ from crm_server.store.outbox import OutboxTable
 from crm_server.store.pending_logins import PendingLoginTable
 from crm_server.store.qr_logins import QrLoginTable
 from crm_server.store.schema import metadata
+from crm_server.store.sqlite_driver import driver_transaction
 from crm_server.store.upgrade import add_missing_columns
 from crm_server.store.webhooks import WebhookTable
 from safeguards.private_files import create_private_file, make_private_dir
@@ -94,9 +95,18 @@ class Store:
                           completion: tuple[str, dict[str, Any]] | None = None) -> None:
         """A message `/telegram/send` sent: remembered as ours (`known_messages`) and, with `completion` (its
         Idempotency-Key and success response), the key completed, in one transaction: one commit instead of two on
-        every send that carries a key. With the check-in rollback dropped (`create_engine`), a send's claim +
-        remember + complete on a SQLite store went 1.77 → 1.18 ms p50 (1.61 ms with the rollback dropped alone),
-        1,500 sends of each, interleaved in one run."""
+        every send that carries a key. A send's claim + remember + complete on a SQLite store, 1,500 sends of each,
+        interleaved in one run: 1.77 → 1.18 ms p50 with this and the check-in rollback dropped (`create_engine`;
+        1.61 ms with that alone). With the statements on the driver as well (sqlite_driver.py), in another run on a
+        quieter machine: three transactions with the rollback 1.10 ms p50 (3.97 p99), this 0.41 ms (2.31 p99)."""
+        if self.engine.dialect.name == "sqlite":
+            # On the driver: 7 → 3 thread hops (sqlite_driver.py).
+            async with driver_transaction(self.engine) as driver:
+                await self.known_messages.remember_sent_on_driver(driver, project_id, phone, message_id, chat_id)
+                if completion is not None:
+                    key, response = completion
+                    await self.idempotency.complete_on_driver(driver, project_id, key, response)
+            return
         async with self.engine.begin() as connection:
             await self.known_messages.remember_sent(project_id, phone, message_id, chat_id, connection=connection)
             if completion is not None:

@@ -6,6 +6,7 @@ Keys hashed, secrets and sessions encrypted, leases exclusive until they expire,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -159,38 +160,55 @@ async def test_an_abandoned_claim_can_be_claimed_again_and_concurrent_claims_hav
     assert sum(claim.claimed for claim in claims) == 1
 
 
-async def test_claiming_and_completing_a_key_are_one_statement_each(store: Store) -> None:
+@contextlib.asynccontextmanager
+async def statements_run(store: Store) -> AsyncIterator[list[str]]:
+    """Every statement the database is sent meanwhile, BEGIN and COMMIT included: SQLite's own trace of its one
+    connection (the store runs a send's statements on the driver there), PostgreSQL's from SQLAlchemy's events."""
     statements: list[str] = []
+    if store.engine.dialect.name == "sqlite":
+        async with store.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            await driver.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            await driver.set_trace_callback(None)
+        return
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
+    def committed(connection: object) -> None:
+        statements.append("COMMIT")
+
     event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(store.engine.sync_engine, "commit", committed)
     try:
+        yield statements
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(store.engine.sync_engine, "commit", committed)
+
+
+def data_statements(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if sql.strip().upper() not in ("BEGIN", "COMMIT", "ROLLBACK")]
+
+
+async def test_claiming_and_completing_a_key_are_one_statement_each(store: Store) -> None:
+    async with statements_run(store) as statements:
         for _ in range(2):  # the owner's claim, then a concurrent request's
             await store.idempotency.claim("org-1", "key-5")
         await store.idempotency.complete("org-1", "key-5", {"status": "sent"})
         replay = await store.idempotency.claim("org-1", "key-5")
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
     assert replay.response == {"status": "sent"}
-    assert len(statements) == 4, statements
+    assert len(data_statements(statements)) == 4, statements
 
 
 async def test_a_send_is_remembered_and_its_key_completed_in_one_transaction(store: Store) -> None:
-    commits: list[object] = []
-
-    def committed(connection: object) -> None:
-        commits.append(connection)
-
-    event.listen(store.engine.sync_engine, "commit", committed)
-    try:
-        assert (await store.idempotency.claim("org-1", "key-6")).claimed
-        commits.clear()
+    assert (await store.idempotency.claim("org-1", "key-6")).claimed
+    async with statements_run(store) as statements:
         await store.record_send("org-1", "+15550001111", 21, 43, ("key-6", {"status": "sent", "message_id": 21}))
-    finally:
-        event.remove(store.engine.sync_engine, "commit", committed)
-    assert len(commits) == 1
+    assert len(data_statements(statements)) == 2 and statements.count("COMMIT") == 1, statements
     assert (await store.idempotency.claim("org-1", "key-6")).response == {"status": "sent", "message_id": 21}
     assert (await store.known_messages.lookup("org-1", "+15550001111", [21]))[21].sent
 

@@ -9,12 +9,14 @@ import contextlib
 import datetime
 import re
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from crm_server import errors
 from crm_server.app_state import AppState
+from crm_server.idempotency import SendCompletion
 from crm_server.routes.auth import authenticate, require_admin, require_project
 from crm_server.routes.deliveries import iso
 from crm_server.metrics import CONTENT_TYPE_LATEST
@@ -58,6 +60,7 @@ from crm_server.routes.models import (
 from crm_server.routes.parsing import parse_body, parse_path, parse_query
 from crm_server.telegram.qr_login import QrView
 from crm_server.telegram.recipients import parse_recipient
+from crm_server.telegram.sending import SendResult
 from crm_server.outbound_addresses import validate_webhook_url
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -150,6 +153,8 @@ async def send(request: Request) -> Response:
 
     started = time.perf_counter()
     file = None
+    # With a key, the manager completes it with the answer in the transaction that remembers the message.
+    completing = SendCompletion(idempotency_key, _send_answer) if idempotency_key is not None else None
     try:
         if body.file_url is not None:
             # Fetched by us (guarded, size-limited), uploaded by Telethon: Telegram never sees the URL.
@@ -162,6 +167,7 @@ async def send(request: Request) -> Response:
             body.text,
             file=file,
             reply_to=body.reply_to,
+            completing=completing,
         )
     except BaseException as exc:
         if idempotency_key is not None:
@@ -174,16 +180,19 @@ async def send(request: Request) -> Response:
             file.discard()
     state.metrics.send_seconds.observe(time.perf_counter() - started)
     state.metrics.sends.labels("sent").inc()
-    payload = SendResponse(
+    payload = completing.answer if completing is not None and completing.answer is not None else _send_answer(result)
+    return JSONResponse(payload)
+
+
+def _send_answer(result: SendResult) -> dict[str, Any]:
+    """The success answer of `/telegram/send` (also what a replay of its Idempotency-Key answers)."""
+    return SendResponse(
         status="sent",
         message_id=result.message_id,
         chat_id=result.chat_id,
         to_user_id=result.to_user_id,
         date=result.date.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
     ).model_dump(mode="json")
-    if idempotency_key is not None:
-        await state.idempotency.complete(body.project_id, idempotency_key, payload)
-    return JSONResponse(payload)
 
 
 async def read(request: Request) -> Response:

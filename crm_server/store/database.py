@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.pool import PoolResetState
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,6 +25,7 @@ from crm_server.store.outbox import OutboxTable
 from crm_server.store.pending_logins import PendingLoginTable
 from crm_server.store.qr_logins import QrLoginTable
 from crm_server.store.schema import metadata
+from crm_server.store.sqlite_driver import driver_transaction
 from crm_server.store.upgrade import add_missing_columns
 from crm_server.store.webhooks import WebhookTable
 from safeguards.private_files import create_private_file, make_private_dir
@@ -44,7 +46,21 @@ def create_engine(url: str) -> AsyncEngine:
     # worker's writes and the listener's outbox inserts fought over the file lock through busy_timeout's sleeping
     # backoff (an insert waited 80 ms on average, seconds at worst). One connection queues them in asyncio instead.
     # Every store method uses its connection only inside its own `async with`, so nothing waits for a second one.
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
+    # No rollback on every check-in: after a commit (most store calls) it is a no-op that still costs aiosqlite a
+    # thread hop each way (a send's claim + remember + complete: 1.77 → 1.61 ms p50 without it, see `record_send`);
+    # `_rollback_what_is_open` below rolls back only a transaction the driver still has open.
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0,
+                                 pool_reset_on_return=None)
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _rollback_what_is_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        # SQLAlchemy's Connection ends its own transaction on close (commit in `begin()`, else rollback, after which
+        # the pool skips its reset anyway); this catches whatever else left one open (a failed rollback, a driver
+        # call outside a Connection), reading sqlite3's own flag, which costs no hop.
+        if state.terminate_only or not state.asyncio_safe:
+            return
+        if getattr(dbapi_connection, "driver_connection", dbapi_connection).in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -74,6 +90,28 @@ class Store:
         self.instances = InstanceTable(engine)
         self.pending_logins = PendingLoginTable(engine, cipher)
         self.qr_logins = QrLoginTable(engine)
+
+    async def record_send(self, project_id: str, phone: str, message_id: int, chat_id: int,
+                          completion: tuple[str, dict[str, Any]] | None = None) -> None:
+        """A message `/telegram/send` sent: remembered as ours (`known_messages`) and, with `completion` (its
+        Idempotency-Key and success response), the key completed, in one transaction: one commit instead of two on
+        every send that carries a key. A send's claim + remember + complete on a SQLite store, 1,500 sends of each,
+        interleaved in one run: 1.77 → 1.18 ms p50 with this and the check-in rollback dropped (`create_engine`;
+        1.61 ms with that alone). With the statements on the driver as well (sqlite_driver.py), in another run on a
+        quieter machine: three transactions with the rollback 1.10 ms p50 (3.97 p99), this 0.41 ms (2.31 p99)."""
+        if self.engine.dialect.name == "sqlite":
+            # On the driver: 7 → 3 thread hops (sqlite_driver.py).
+            async with driver_transaction(self.engine) as driver:
+                await self.known_messages.remember_sent_on_driver(driver, project_id, phone, message_id, chat_id)
+                if completion is not None:
+                    key, response = completion
+                    await self.idempotency.complete_on_driver(driver, project_id, key, response)
+            return
+        async with self.engine.begin() as connection:
+            await self.known_messages.remember_sent(project_id, phone, message_id, chat_id, connection=connection)
+            if completion is not None:
+                key, response = completion
+                await self.idempotency.complete(project_id, key, response, connection=connection)
 
     @classmethod
     async def open(cls, url: str, session_key: bytes, instance_id: str | None = None) -> "Store":

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_server.store.dialect import insert_for
 from crm_server.store.schema import known_messages
+from crm_server.store.sqlite_driver import DriverStatement, run
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,31 @@ class KnownMessagesTable:
         self._remember_sent = statement.on_conflict_do_update(
             index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id],
             set_={"sent": True})
+        # On SQLite also run on the driver inside `Store.record_send` (sqlite_driver.py).
+        self._driver_remember_sent = (DriverStatement(engine, self._remember_sent)
+                                      if engine.dialect.name == "sqlite" else None)
 
-    async def remember_sent(self, project_id: str, phone: str, message_id: int, chat_id: int) -> None:
-        """`/telegram/send` sent this message: Telegram telling us of it again (catch-up) is not a phone send."""
+    async def remember_sent(self, project_id: str, phone: str, message_id: int, chat_id: int,
+                            connection: AsyncConnection | None = None) -> None:
+        """`/telegram/send` sent this message: Telegram telling us of it again (catch-up) is not a phone send.
+        Within `connection`'s transaction when given (`Store.record_send`)."""
+        params = self._sent(project_id, phone, message_id, chat_id)
+        if connection is not None:
+            await connection.execute(self._remember_sent, params)
+            return
         async with self._engine.begin() as connection:
-            await connection.execute(self._remember_sent, {
-                "p_project_id": project_id, "p_phone": phone, "p_message_id": message_id, "p_chat_id": str(chat_id),
-                "p_created_at": time.time()})
+            await connection.execute(self._remember_sent, params)
+
+    async def remember_sent_on_driver(self, driver: Any, project_id: str, phone: str, message_id: int,
+                                      chat_id: int) -> None:
+        """`remember_sent` inside a `sqlite_driver.driver_transaction` (SQLite only)."""
+        assert self._driver_remember_sent is not None
+        await run(driver, self._driver_remember_sent, self._sent(project_id, phone, message_id, chat_id))
+
+    @staticmethod
+    def _sent(project_id: str, phone: str, message_id: int, chat_id: int) -> dict[str, Any]:
+        return {"p_project_id": project_id, "p_phone": phone, "p_message_id": message_id,
+                "p_chat_id": str(chat_id), "p_created_at": time.time()}
 
     async def lookup(self, project_id: str, phone: str, message_ids: list[int]) -> dict[int, KnownMessage]:
         if not message_ids:

@@ -16,6 +16,7 @@ from typing import Any
 from telethon import TelegramClient
 
 from crm_server import errors
+from crm_server.idempotency import SendCompletion
 from crm_server.media.outgoing import OutgoingFile
 from crm_server.settings import ServerSettings
 from crm_server.store import AccountRecord, Store, StoredStatus
@@ -263,12 +264,16 @@ class AccountManager:
         *,
         file: OutgoingFile | None = None,
         reply_to: int | None = None,
+        completing: SendCompletion | None = None,
     ) -> SendResult:
+        """Send as the account. With `completing`, the request's Idempotency-Key is completed with its answer in the
+        transaction that remembers the message as ours: one commit instead of two (`Store.record_send`)."""
         account = await self._live_account(project_id, phone)
         result = await account.send(recipient, text, file=file, reply_to=reply_to)
         # Before answering: Telegram may tell the client of this message again (a catch-up after a restart), and
         # it must then be recognised as ours, never forwarded as `message.outgoing`.
-        await self._store.known_messages.remember_sent(project_id, phone, result.message_id, result.chat_id)
+        await self._store.record_send(project_id, phone, result.message_id, result.chat_id,
+                                      completing.complete(result) if completing is not None else None)
         return result
 
     async def mark_read(self, project_id: str, phone: str, chat: Recipient, max_id: int) -> None:

@@ -6,9 +6,11 @@ Keys hashed, secrets and sessions encrypted, leases exclusive until they expire,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -158,22 +160,109 @@ async def test_an_abandoned_claim_can_be_claimed_again_and_concurrent_claims_hav
     assert sum(claim.claimed for claim in claims) == 1
 
 
-async def test_claiming_and_completing_a_key_are_one_statement_each(store: Store) -> None:
+@contextlib.asynccontextmanager
+async def statements_run(store: Store) -> AsyncIterator[list[str]]:
+    """Every statement the database is sent meanwhile, BEGIN and COMMIT included: SQLite's own trace of its one
+    connection (the store runs a send's statements on the driver there), PostgreSQL's from SQLAlchemy's events."""
     statements: list[str] = []
+    if store.engine.dialect.name == "sqlite":
+        async with store.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            await driver.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            await driver.set_trace_callback(None)
+        return
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
+    def committed(connection: object) -> None:
+        statements.append("COMMIT")
+
     event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(store.engine.sync_engine, "commit", committed)
     try:
+        yield statements
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(store.engine.sync_engine, "commit", committed)
+
+
+def data_statements(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if sql.strip().upper() not in ("BEGIN", "COMMIT", "ROLLBACK")]
+
+
+async def test_claiming_and_completing_a_key_are_one_statement_each(store: Store) -> None:
+    async with statements_run(store) as statements:
         for _ in range(2):  # the owner's claim, then a concurrent request's
             await store.idempotency.claim("org-1", "key-5")
         await store.idempotency.complete("org-1", "key-5", {"status": "sent"})
         replay = await store.idempotency.claim("org-1", "key-5")
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
     assert replay.response == {"status": "sent"}
-    assert len(statements) == 4, statements
+    assert len(data_statements(statements)) == 4, statements
+
+
+async def test_a_send_is_remembered_and_its_key_completed_in_one_transaction(store: Store) -> None:
+    assert (await store.idempotency.claim("org-1", "key-6")).claimed
+    async with statements_run(store) as statements:
+        await store.record_send("org-1", "+15550001111", 21, 43, ("key-6", {"status": "sent", "message_id": 21}))
+    assert len(data_statements(statements)) == 2 and statements.count("COMMIT") == 1, statements
+    assert (await store.idempotency.claim("org-1", "key-6")).response == {"status": "sent", "message_id": 21}
+    assert (await store.known_messages.lookup("org-1", "+15550001111", [21]))[21].sent
+
+    # One transaction: a completion that cannot be stored takes the remembered message with it.
+    assert (await store.idempotency.claim("org-1", "key-7")).claimed
+    with pytest.raises(TypeError):
+        await store.record_send("org-1", "+15550001111", 22, 43, ("key-7", {"unstorable": object()}))
+    assert await store.known_messages.lookup("org-1", "+15550001111", [22]) == {}
+    await store.record_send("org-1", "+15550001111", 23, 43)  # a send without a key only remembers
+    assert (await store.known_messages.lookup("org-1", "+15550001111", [23]))[23].sent
+
+
+async def test_no_store_call_leaves_a_transaction_open_for_the_next_one(tmp_path: Path) -> None:
+    """The SQLite store does not roll back on every check-in (a thread hop each time): each use must end its own
+    transaction, which a reset listener ahead of the store's own sees at every check-in."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}", Fernet.generate_key())
+    seen: list[bool] = []
+
+    def record(dbapi_connection: Any, _record: Any, _state: object) -> None:
+        seen.append(dbapi_connection.driver_connection.in_transaction)
+
+    event.listen(store.engine.sync_engine, "reset", record, insert=True)
+    try:
+        await store.api_keys.authenticate(await store.api_keys.create("org-1"))
+        await store.accounts.ensure("org-1", "+15550001111")
+        await store.accounts.get("org-1", "+15550001111")
+        await store.webhooks.upsert("org-1", "+15550001111", "https://a.example/h", "a-secret-1")
+        await store.webhooks.get("org-1", "+15550001111")
+        assert (await store.idempotency.claim("org-1", "key-1")).claimed
+        await store.record_send("org-1", "+15550001111", 7, 42, ("key-1", {"status": "sent"}))
+        assert (await store.idempotency.claim("org-1", "key-2")).claimed
+        await store.idempotency.release("org-1", "key-2")
+        await store.known_messages.lookup("org-1", "+15550001111", [7])
+        await store.idempotency.purge_expired()
+        with pytest.raises(ValueError):  # a failure inside a transaction
+            async with store.engine.begin() as connection:
+                await connection.execute(update(accounts).values(updated_at=time.time()))
+                raise ValueError("fails mid-transaction")
+        async with store.engine.connect() as connection:  # written, never committed
+            await connection.execute(update(accounts).values(updated_at=0.0))
+        assert seen and not any(seen), seen
+
+        # Should one ever be left open (a driver call outside a Connection), the check-in still rolls it back.
+        seen.clear()
+        async with store.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.execute("UPDATE accounts SET updated_at = 1.0")
+        assert seen == [True]
+        async with store.engine.connect() as connection:
+            assert not (await connection.get_raw_connection()).driver_connection.in_transaction
+            assert 1.0 not in (await connection.execute(select(accounts.c.updated_at))).scalars().all()
+    finally:
+        event.remove(store.engine.sync_engine, "reset", record)
+        await store.close()
 
 
 async def test_webhooks_upsert_per_account_with_the_secret_encrypted(store: Store) -> None:

@@ -14,6 +14,7 @@ changes.
 from __future__ import annotations
 
 import asyncio
+import enum
 import http
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -50,10 +51,19 @@ class RequestLimits:
     graceful_shutdown_seconds: int = 10
 
 
-# The methods of uvicorn's protocol this module extends, and the attributes it reads.
-_EXTENDED = ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
+# The methods of uvicorn's protocol this module extends, and the attributes it reads (`headers`: the fields of the
+# head being read, which uvicorn's `on_header` appends to).
+_EXTENDED = ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url",
              "on_headers_complete", "on_body", "on_message_complete", "on_response_complete")
-_READ = ("transport", "loop", "flow", "server_state", "cycle")
+_READ = ("transport", "loop", "flow", "server_state", "cycle", "headers")
+
+
+class Deadline(enum.Enum):
+    """What a connection is waiting for, against the clock: at most one at a time."""
+
+    HEAD = "the end of a head"  # from a connection's opening, or a request's first byte
+    BODY = "the body's next bytes"  # from the end of a head, and from each piece of its body
+    DISCARD = "the end of a drain"  # an answered connection's unread rest, or a refused one's
 
 
 def check_uvicorn_shape() -> None:
@@ -72,6 +82,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     A head is fed to the parser only up to what it may still take, so an oversized one never piles up in httptools.
     Past a limit the connection answers once, by itself (the app never sees the request), stops parsing and drains
     what still comes for `discard_timeout_seconds` before closing.
+
+    A connection's deadlines (`Deadline`) are one moment and one timer: moving the deadline is an assignment, and
+    the timer, when it fires early (the deadline moved later meanwhile), sleeps again until the deadline. A timer
+    per deadline cost each request two `call_later`s and two cancels. The header fields are counted once, at the end
+    of the head, rather than in a callback per field (ten for a supabase-py request): the head's size limit already
+    bounds what piles up before then. Measured by feeding supabase-py's select head through a socketless transport
+    on uvloop (median of 40 × 5,000 requests), the limits' CPU above uvicorn's own protocol went from 7.8 to 3.2 µs
+    per request, about 2 % of the API process's CPU per select in the gateway bench.
     """
 
     limits: ClassVar[RequestLimits] = RequestLimits()
@@ -81,12 +99,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True  # from a connection's start, or the end of a request, to the end of a head
         self._head_bytes = 0
         self._url_bytes = 0
-        self._header_count = 0
         self._refusal: int | None = None  # the status this connection is refused with, once decided
         self._refused = False
-        self._head_deadline: asyncio.TimerHandle | None = None
-        self._body_deadline: asyncio.TimerHandle | None = None
-        self._discard_deadline: asyncio.TimerHandle | None = None
+        self._deadline: Deadline | None = None
+        self._deadline_at = 0.0  # loop time; meaningful while `_deadline` is set
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before `_deadline_at`
 
     # --- the connection ---------------------------------------------------------------------------------------------
 
@@ -95,7 +112,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadlines()
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +124,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._reading_head:
             super().data_received(data)
             return
-        if self._head_deadline is None:
+        if self._deadline is not Deadline.HEAD:
             self._arm_head_deadline()
         room = self.limits.max_head_bytes - self._head_bytes
         head, rest = (data, b"") if len(data) <= room else (data[:room], data[room:])
@@ -134,21 +154,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_url(url)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._refusal is not None:
-            return
-        self._header_count += 1
-        if self._header_count > self.limits.max_header_count:
-            self._refusal = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
-            return
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         if self._refusal is not None:
             return
+        if len(self.headers) > self.limits.max_header_count:
+            self._refusal = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+            return
         self._reading_head = False
-        self._cancel_head_deadline()
-        self._arm_body_deadline()  # cancelled at once when the message has no body
+        self._arm_body_deadline()  # replaced at once when the message has no body
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -159,11 +172,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._refusal is not None:
             return
-        self._cancel_body_deadline()
+        self._deadline = None  # the body's or the discard's, whichever ran
         super().on_message_complete()
         self._reading_head = True
-        self._head_bytes = self._url_bytes = self._header_count = 0
-        self._cancel_discard_deadline()
+        self._head_bytes = self._url_bytes = 0
         if self.cycle is not None and self.cycle.response_complete:
             # The body ended after its answer (discarded): uvicorn's keep-alive timer ran at the answer and was
             # stopped by the body's bytes, so the connection's idleness is timed from here.
@@ -175,17 +187,39 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 and not self.transport.is_closing()):
             # Answered before its whole body came (e.g. 413 on Content-Length): the rest is discarded as it
             # arrives, but not forever.
-            self._cancel_body_deadline()
-            self._discard_deadline = self.loop.call_later(self.limits.discard_timeout_seconds, self.transport.close)
+            self._set_deadline(Deadline.DISCARD, self.limits.discard_timeout_seconds)
 
     # --- deadlines and refusals ---------------------------------------------------------------------------------------
 
+    def _set_deadline(self, deadline: Deadline, seconds: float) -> None:
+        self._deadline = deadline
+        self._deadline_at = when = self.loop.time() + seconds
+        timer = self._timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(when, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # what it was set for has ended
+        if self._deadline_at > self.loop.time():
+            self._timer = self.loop.call_at(self._deadline_at, self._deadline_reached)  # moved later meanwhile
+            return
+        self._deadline = None
+        if deadline is Deadline.HEAD:
+            self._head_timed_out()
+        elif deadline is Deadline.BODY:
+            self._body_timed_out()
+        else:
+            self.transport.close()
+
     def _arm_head_deadline(self) -> None:
-        self._cancel_head_deadline()
-        self._head_deadline = self.loop.call_later(self.limits.header_timeout_seconds, self._head_timed_out)
+        self._set_deadline(Deadline.HEAD, self.limits.header_timeout_seconds)
 
     def _head_timed_out(self) -> None:
-        self._head_deadline = None
         if self.transport.is_closing() or self._refusal is not None:
             return
         if self._head_bytes == 0:
@@ -195,11 +229,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._send_refusal()
 
     def _arm_body_deadline(self) -> None:
-        self._cancel_body_deadline()
-        self._body_deadline = self.loop.call_later(self.limits.body_idle_timeout_seconds, self._body_timed_out)
+        self._set_deadline(Deadline.BODY, self.limits.body_idle_timeout_seconds)
 
     def _body_timed_out(self) -> None:
-        self._body_deadline = None
         if self.flow.read_paused:
             self._arm_body_deadline()  # we stopped reading (the app has not taken what came): not the client's pause
             return
@@ -209,7 +241,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _send_refusal(self) -> None:
         self._refused = True
-        self._cancel_deadlines()
+        self._deadline = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
@@ -221,7 +253,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self.transport.can_write_eof():
                 self.transport.write_eof()
         self.flow.resume_reading()
-        self._discard_deadline = self.loop.call_later(self.limits.discard_timeout_seconds, self.transport.close)
+        self._set_deadline(Deadline.DISCARD, self.limits.discard_timeout_seconds)
 
     def _refusal_bytes(self) -> bytes:
         assert self._refusal is not None
@@ -232,26 +264,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         lines += [b"content-type: text/plain; charset=utf-8", b"content-length: %d" % len(body),
                   b"connection: close"]
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-    def _cancel_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _cancel_body_deadline(self) -> None:
-        if self._body_deadline is not None:
-            self._body_deadline.cancel()
-            self._body_deadline = None
-
-    def _cancel_discard_deadline(self) -> None:
-        if self._discard_deadline is not None:
-            self._discard_deadline.cancel()
-            self._discard_deadline = None
-
-    def _cancel_deadlines(self) -> None:
-        self._cancel_head_deadline()
-        self._cancel_body_deadline()
-        self._cancel_discard_deadline()
 
 
 def limited_http_protocol(limits: RequestLimits) -> type[LimitedHttpToolsProtocol]:

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
 
-from safeguards.http_limits import RequestLimits, check_uvicorn_shape
+from safeguards.http_limits import RequestLimits, check_uvicorn_shape, uvicorn_options
 from supabase_local.database import DatabaseUrls
 from supabase_local.keys import LocalKeys
 from tests.crm_server.server_process import CrmServerProcess
-from tests.helpers.net import status_of
+from tests.helpers.net import free_port, status_of, wait_http
 from tests.reliability.stack import ApiProcess
 
 HEADER_TIMEOUT = 1.0
@@ -326,3 +328,71 @@ def test_an_idle_kept_alive_connection_outlives_the_clients_pool_expiry(api_port
 
 def test_the_uvicorn_it_extends_still_has_what_it_extends() -> None:
     check_uvicorn_shape()
+
+
+# A connection's deadlines share one timer (LimitedHttpToolsProtocol): a deadline moved later than the timer must
+# not fire at the timer's moment, and one moved earlier must not wait for it. Served in-process with its own limits,
+# so the two orders can be told apart: the head's deadline (3 s) after, and before, the drain's (0.5 s).
+OWN_LIMITS = RequestLimits(header_timeout_seconds=3.0, body_idle_timeout_seconds=10.0, discard_timeout_seconds=0.5)
+
+
+async def _answers_before_reading(scope: Scope, receive: Receive, send: Send) -> None:
+    """GET: 200; POST: 413 without reading the body (as a route refusing a Content-Length past its limit)."""
+    if scope["type"] != "http":
+        return
+    status = 413 if scope["method"] == "POST" else 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture(scope="module")
+def own_limits_port() -> Iterator[Port]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(_answers_before_reading, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="off", **uvicorn_options(OWN_LIMITS)))
+    thread = threading.Thread(target=server.run, name="own-limits-server", daemon=True)
+    thread.start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", expect_status=200)
+        yield Port("own-limits", "127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_head_begun_later_on_a_kept_alive_connection_gets_its_whole_header_timeout(own_limits_port: Port) -> None:
+    """The timer armed for the first request's head fires while the second's has time left: it waits on."""
+    sock = own_limits_port.connect(timeout=OWN_LIMITS.header_timeout_seconds + 5)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status_of(sock.recv(65536)) == 200
+        time.sleep(OWN_LIMITS.header_timeout_seconds / 2)
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # a head that never ends
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - started
+    finally:
+        sock.close()
+    assert status_of(answer) == 408, answer[:200]
+    assert OWN_LIMITS.header_timeout_seconds - 0.2 < waited < OWN_LIMITS.header_timeout_seconds + 2
+
+
+def test_an_answered_connection_is_drained_for_the_discard_timeout_only(own_limits_port: Port) -> None:
+    """Answered before its body came, the connection closes after the drain's 0.5 s, not at the head's timer."""
+    sock = own_limits_port.connect(timeout=OWN_LIMITS.header_timeout_seconds + 5)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        answer = sock.recv(65536)
+        started = time.monotonic()
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        waited = time.monotonic() - started
+    finally:
+        sock.close()
+    assert status_of(answer) == 413, answer[:200]
+    assert waited < OWN_LIMITS.header_timeout_seconds - 1, f"closed after {waited:.2f}s"

@@ -102,7 +102,8 @@ def bench_crm_env() -> dict[str, str]:
     the way), with the leases of a deployed server. The stack's 2 s / 3 s leases exist so its tests see a killed
     server's chats taken over within seconds; in a bench they measured their own renewals: every lane extended
     its lease each second, all 50 chats of the inbound bench together, and that second's messages waited behind
-    50 writes (the paced run's p99 at 1,000 msg/s: about 100 ms more)."""
+    50 writes (paired paced runs at 1,000 msg/s on a
+    shared, noisy machine: p99 150–620 ms with them, 67–298 ms with these)."""
     from crm_server.settings import ServerSettings
 
     fields = ServerSettings.model_fields

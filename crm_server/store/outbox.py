@@ -18,6 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
 from crm_server.store.schema import OutboxState, known_messages, outbox, webhooks
+from crm_server.store.sqlite_driver import DriverInsert, driver_transaction
+
+# What `OutboxTable.insert` writes of a row and of its known message; the other columns keep their defaults.
+INSERTED_COLUMNS = ("event_id", "project_id", "phone", "chat_id", "message_id", "payload", "state", "attempts",
+                    "next_attempt_at", "created_at", "lease_owner", "lease_until")
+KNOWN_COLUMNS = ("project_id", "phone", "message_id", "chat_id", "sent", "created_at")
+MESSAGE_KEY = ("project_id", "phone", "chat_id", "message_id")
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,15 @@ class OutboxTable:
         )
         self._insert_known = insert_for(engine, known_messages).on_conflict_do_nothing(
             index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id])
+        # On SQLite the group commit runs on the driver (sqlite_driver.py): 3 thread hops instead of 8. Each hop
+        # waits for the event loop, which the paced inbound bench keeps ~0.7 busy; there (1,450 msg/s, stage
+        # timestamps per message) the insert took 7.8 → 4.6 ms p50, and a message's way to its batch POST 27 → 20
+        # ms p50 (47 → 38 ms p99), since every message waits for the group commit before its own.
+        self._driver_rows = self._driver_known = None
+        if engine.dialect.name == "sqlite":
+            self._driver_rows = DriverInsert(engine, outbox, INSERTED_COLUMNS, MESSAGE_KEY, ("id", "event_id"))
+            self._driver_known = DriverInsert(engine, known_messages, KNOWN_COLUMNS,
+                                              ("project_id", "phone", "message_id"))
 
     async def insert(self, events: list[OutboxEvent],
                      leases: Mapping[Lane, tuple[str, float]] | None = None) -> list[OutboxRow]:
@@ -176,7 +192,7 @@ class OutboxTable:
                 "chat_id": event.chat_id,
                 "message_id": event.message_id,
                 "payload": encode_payload(event.payload),
-                "state": OutboxState.PENDING,
+                "state": OutboxState.PENDING.value,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
@@ -186,6 +202,13 @@ class OutboxTable:
         known = [{"project_id": event.project_id, "phone": event.phone, "message_id": event.message_id,
                   "chat_id": event.chat_id, "sent": False, "created_at": now}
                  for event in events if event.known_message]
+        if self._driver_rows is not None and self._driver_known is not None:
+            async with driver_transaction(self._engine) as driver:
+                inserted = await self._driver_rows.run(driver, values)
+                if known:
+                    await self._driver_known.run(driver, known)
+            ids = {event_id: row_id for row_id, event_id in inserted}
+            return self._new_rows(values, ids)
         async with self._engine.begin() as connection:
             # The rows as executemany parameters of one cached statement, which SQLAlchemy sends as multi-row
             # INSERTs ("insertmanyvalues"): `.values(rows)` compiled a new statement for every batch, crm_server's
@@ -195,6 +218,10 @@ class OutboxTable:
             ids = {row.event_id: row.id for row in result.all()}
             if known:
                 await connection.execute(self._insert_known, known)
+        return self._new_rows(values, ids)
+
+    @staticmethod
+    def _new_rows(values: list[dict[str, Any]], ids: Mapping[str, int]) -> list[OutboxRow]:
         return [
             OutboxRow(id=ids[item["event_id"]], event_id=item["event_id"], project_id=item["project_id"],
                       phone=item["phone"], chat_id=item["chat_id"], message_id=item["message_id"],

@@ -221,6 +221,36 @@ async def test_a_send_is_remembered_and_its_key_completed_in_one_transaction(sto
     assert (await store.known_messages.lookup("org-1", "+15550001111", [23]))[23].sent
 
 
+async def test_an_outbox_group_commit_returns_only_new_rows_in_order_past_one_statements_parameters(
+        store: Store) -> None:
+    """The listener's group commit: on SQLite a few multi-row INSERTs on the driver (crm_server.store.sqlite_driver.
+    DriverInsert), as many statements as SQLite's 32,766 parameters need; the same rows either way."""
+    from crm_server.store.outbox import Lane, OutboxEvent
+    from crm_server.store.schema import known_messages, outbox
+
+    def events(ids: range) -> list[OutboxEvent]:
+        return [OutboxEvent(event_id=f"evt_{i}", project_id="org-1", phone="+15550001111", chat_id=str(i % 3),
+                            message_id=i, payload={"type": "message", "text": f"m{i}"}, known_message=i % 2 == 0)
+                for i in ids]
+
+    await store.outbox.insert(events(range(0, 3000, 3)))  # chat 0's rows are there already (a redelivery)
+    until = time.time() + 60
+    async with statements_run(store) as statements:
+        new = await store.outbox.insert(events(range(3000)), {Lane("org-1", "+15550001111", "1"): ("me", until)})
+    assert [row.message_id for row in new] == [i for i in range(3000) if i % 3], "new rows, in their order"
+    assert all(row.body == f'{{"type":"message","text":"m{row.message_id}"}}'.encode() for row in new)
+    if store.engine.dialect.name == "sqlite":
+        # 3,000 rows of 12 columns: two statements; the known messages: one; one commit.
+        assert len(data_statements(statements)) == 3 and statements.count("COMMIT") == 1, len(statements)
+    async with store.engine.connect() as connection:
+        stored = {row.id: row for row in await connection.execute(select(outbox))}
+        known = (await connection.execute(select(func.count()).select_from(known_messages))).scalar_one()
+    assert len(stored) == 3000 and known == 1500
+    assert all(stored[row.id].event_id == row.event_id for row in new)
+    assert {(row.chat_id, row.lease_owner) for row in stored.values()} == {("0", None), ("1", "me"), ("2", None)}
+    assert {row.state for row in stored.values()} == {"pending"}
+
+
 async def test_no_store_call_leaves_a_transaction_open_for_the_next_one(tmp_path: Path) -> None:
     """The SQLite store does not roll back on every check-in (a thread hop each time): each use must end its own
     transaction, which a reset listener ahead of the store's own sees at every check-in."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_server.store.dialect import insert_for
 from crm_server.store.schema import OutboxState, known_messages, outbox, webhooks
-from crm_server.store.sqlite_driver import DriverInsert, driver_transaction
+from crm_server.store.sqlite_driver import DriverInsert, DriverStatement, driver_transaction, run
 
 # What `OutboxTable.insert` writes of a row and of its known message; the other columns keep their defaults.
 INSERTED_COLUMNS = ("event_id", "project_id", "phone", "chat_id", "message_id", "payload", "state", "attempts",
@@ -165,6 +165,15 @@ class OutboxTable:
             self._driver_rows = DriverInsert(engine, outbox, INSERTED_COLUMNS, MESSAGE_KEY, ("id", "event_id"))
             self._driver_known = DriverInsert(engine, known_messages, KNOWN_COLUMNS,
                                               ("project_id", "phone", "message_id"))
+        # The delivered recorder's write, a few times a second, holds the store's one connection while it runs, and
+        # the group commit above waits for it: on the driver it is 2 thread hops instead of 4, one SQL text for any
+        # number of rows (the ids as one JSON array) instead of a statement built and looked up per call. In the
+        # paced inbound bench (1,450 msg/s) the write took 6.9 ms p50 / 105 ms p99 of wall time before.
+        self._driver_delivered = None
+        if engine.dialect.name == "sqlite":
+            listed = func.json_each(bindparam("ids")).table_valued("value")
+            self._driver_delivered = DriverStatement(engine, self._delivered(
+                update(outbox).where(outbox.c.id.in_(select(listed.c.value))), bindparam("now"), bindparam("status")))
 
     async def insert(self, events: list[OutboxEvent],
                      leases: Mapping[Lane, tuple[str, float]] | None = None) -> list[OutboxRow]:
@@ -337,20 +346,25 @@ class OutboxTable:
     async def mark_delivered(self, ids: list[int], status: int, now: float) -> None:
         if not ids:
             return
+        if self._driver_delivered is not None:
+            async with driver_transaction(self._engine) as driver:
+                await run(driver, self._driver_delivered, {"ids": json.dumps(ids), "now": now, "status": status})
+            return
         async with self._engine.begin() as connection:
-            await connection.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(ids))
-                .values(
-                    state=OutboxState.DELIVERED,
-                    delivered_at=now,
-                    last_status=status,
-                    attempts=outbox.c.attempts + 1,
-                    first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now),
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
+            await connection.execute(self._delivered(update(outbox).where(outbox.c.id.in_(ids)), now, status))
+
+    @staticmethod
+    def _delivered(rows: Any, now: Any, status: Any) -> Any:
+        """`rows` (an UPDATE of the outbox) set delivered at `now` with `status`: values or bind parameters."""
+        return rows.values(
+            state=OutboxState.DELIVERED.value,
+            delivered_at=now,
+            last_status=status,
+            attempts=outbox.c.attempts + 1,
+            first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now),
+            lease_owner=None,
+            lease_until=None,
+        )
 
     async def mark_failed_attempt(self, row: OutboxRow, *, dead: bool, next_attempt_at: float, status: int | None,
                                   error: str, now: float) -> None:

@@ -250,6 +250,20 @@ async def test_an_outbox_group_commit_returns_only_new_rows_in_order_past_one_st
     assert {(row.chat_id, row.lease_owner) for row in stored.values()} == {("0", None), ("1", "me"), ("2", None)}
     assert {row.state for row in stored.values()} == {"pending"}
 
+    # The delivered recorder's write: one statement on SQLite whatever the number of rows, only those rows.
+    posted = [row.id for row in new[:1500]]
+    async with statements_run(store) as statements:
+        await store.outbox.mark_delivered(posted, 202, now=until)
+    if store.engine.dialect.name == "sqlite":
+        assert len(data_statements(statements)) == 1 and statements.count("COMMIT") == 1, statements
+    async with store.engine.connect() as connection:
+        after = {row.id: row for row in await connection.execute(select(outbox))}
+    delivered = {row_id for row_id, row in after.items() if row.state == "delivered"}
+    assert delivered == set(posted)
+    assert all((after[i].attempts, after[i].last_status, after[i].first_attempt_at, after[i].delivered_at,
+                after[i].lease_owner) == (1, 202, until, until, None) for i in posted)
+    assert all(row.attempts == 0 for row_id, row in after.items() if row_id not in delivered)
+
 
 async def test_no_store_call_leaves_a_transaction_open_for_the_next_one(tmp_path: Path) -> None:
     """The SQLite store does not roll back on every check-in (a thread hop each time): each use must end its own

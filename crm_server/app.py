@@ -127,7 +127,7 @@ async def start_state(settings: ServerSettings) -> AppState:
     session_key = load_session_key(settings)
     # This process's id among the instances sharing the store: its lease owner id, the media rows' holder.
     instance_id = f"crm-{uuid.uuid4().hex[:16]}"
-    store = await Store.open(settings.resolved_database_url, session_key, instance_id)
+    store = await Store.open(settings.resolved_database_url, session_key, instance_id, background_checkpoints=True)
     world = None
     if settings.sandbox:
         from crm_server.sandbox import SandboxWorld, install

@@ -27,11 +27,14 @@ from crm_server.store.qr_logins import QrLoginTable
 from crm_server.store.schema import metadata
 from crm_server.store.sqlite_driver import driver_transaction
 from crm_server.store.upgrade import add_missing_columns
+from crm_server.store.wal_checkpoints import WRITER_PAGES, WalCheckpointer
 from crm_server.store.webhooks import WebhookTable
 from safeguards.private_files import create_private_file, make_private_dir
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, writer_checkpoint_pages: int | None = None) -> AsyncEngine:
+    """`writer_checkpoint_pages`: on SQLite, the WAL size at which a commit checkpoints it (SQLite's own 1,000 when
+    None); raised while a `WalCheckpointer` does that work off the store's connection."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
@@ -68,14 +71,18 @@ def create_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if writer_checkpoint_pages is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(writer_checkpoint_pages)}")
         cursor.close()
 
     return engine
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, cipher: SecretCipher, instance_id: str | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, cipher: SecretCipher, instance_id: str | None = None,
+                 checkpointer: WalCheckpointer | None = None) -> None:
         self.engine = engine
+        self.checkpointer = checkpointer
         # This process's id among the instances sharing the store (its lease owner id); None for a tool (CLI).
         self.instance_id = instance_id
         self.cipher = cipher
@@ -114,12 +121,23 @@ class Store:
                 await self.idempotency.complete(project_id, key, response, connection=connection)
 
     @classmethod
-    async def open(cls, url: str, session_key: bytes, instance_id: str | None = None) -> "Store":
-        engine = create_engine(url)
+    async def open(cls, url: str, session_key: bytes, instance_id: str | None = None, *,
+                   background_checkpoints: bool = False) -> "Store":
+        """`background_checkpoints`: a SQLite file's log is checkpointed by a `WalCheckpointer` (the server; a
+        command-line tool's few writes leave it to SQLite)."""
+        parsed = make_url(url)
+        path = (Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database
+                and parsed.database != ":memory:" else None)
+        checkpointer = WalCheckpointer(path) if background_checkpoints and path is not None else None
+        engine = create_engine(url, WRITER_PAGES if checkpointer is not None else None)
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
             await connection.run_sync(add_missing_columns)
-        return cls(engine, SecretCipher(session_key), instance_id)
+        if checkpointer is not None:
+            checkpointer.start()
+        return cls(engine, SecretCipher(session_key), instance_id, checkpointer)
 
     async def close(self) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         await self.engine.dispose()

@@ -61,8 +61,8 @@ MAX_PARAMETERS = 32_766
 
 
 class DriverInsert:
-    """`INSERT … VALUES (…), (…) ON CONFLICT (…) DO NOTHING [RETURNING …]` of many rows in one statement and one thread
-    hop, its SQL written once per row count.
+    """`INSERT … VALUES (…), (…) ON CONFLICT (…) DO NOTHING [RETURNING …]` of many rows in one statement and one
+    thread hop, its SQL written once per row count.
 
     What SQLAlchemy's "insertmanyvalues" sends for an executemany with RETURNING, without its four hops per statement
     (the outbox's group commit: crm_server.store.outbox.OutboxTable.insert). The columns are named here, so a row

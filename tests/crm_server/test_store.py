@@ -265,6 +265,44 @@ async def test_an_outbox_group_commit_returns_only_new_rows_in_order_past_one_st
     assert all(row.attempts == 0 for row_id, row in after.items() if row_id not in delivered)
 
 
+async def test_the_servers_store_log_is_checkpointed_off_its_connection(tmp_path: Path) -> None:
+    """With background checkpoints (the server), no commit of the store's connection copies the log into the
+    database file until the log is ten times SQLite's default: a `WalCheckpointer` of its own does."""
+    from crm_server.store.outbox import OutboxEvent
+    from crm_server.store.wal_checkpoints import WRITER_PAGES
+
+    def events(start: int) -> list[OutboxEvent]:
+        return [OutboxEvent(event_id=f"evt_{i}", project_id="org-1", phone="+15550001111", chat_id="1",
+                            message_id=i, payload={"type": "message", "text": "x" * 1000})
+                for i in range(start, start + 500)]
+
+    for background in (False, True):
+        path = tmp_path / f"crm-{background}.sqlite3"
+        store = await Store.open(f"sqlite+aiosqlite:///{path}", Fernet.generate_key(),
+                                 background_checkpoints=background)
+        try:
+            async with store.engine.connect() as connection:
+                pages = (await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one()
+            assert pages == (WRITER_PAGES if background else 1000)
+            assert (store.checkpointer is not None) is background
+            if store.checkpointer is not None:
+                await store.checkpointer.stop()  # held, to see that the writer leaves the log alone meanwhile
+            size = path.stat().st_size
+            for start in range(0, 3000, 500):  # ~3.5 MB of log: past SQLite's default of 1,000 pages
+                await store.outbox.insert(events(start))
+            grown = path.stat().st_size > size + 2_000_000
+            assert grown is not background, "the writer checkpointed the log itself only without background ones"
+            if store.checkpointer is not None:
+                store.checkpointer.start()
+                deadline = time.monotonic() + 10
+                while path.stat().st_size <= size + 2_000_000:
+                    assert time.monotonic() < deadline, "the checkpointer never moved the log into the database"
+                    await asyncio.sleep(0.05)
+                assert store.checkpointer.checkpoints >= 1
+        finally:
+            await store.close()
+
+
 async def test_no_store_call_leaves_a_transaction_open_for_the_next_one(tmp_path: Path) -> None:
     """The SQLite store does not roll back on every check-in (a thread hop each time): each use must end its own
     transaction, which a reset listener ahead of the store's own sees at every check-in."""

@@ -156,21 +156,17 @@ class OutboxTable:
         )
         self._insert_known = insert_for(engine, known_messages).on_conflict_do_nothing(
             index_elements=[known_messages.c.project_id, known_messages.c.phone, known_messages.c.message_id])
-        # On SQLite the group commit runs on the driver (sqlite_driver.py): 3 thread hops instead of 8. Each hop
-        # waits for the event loop, which the paced inbound bench keeps ~0.7 busy; there (1,450 msg/s, stage
-        # timestamps per message) the insert took 7.8 → 4.6 ms p50, and a message's way to its batch POST 27 → 20
-        # ms p50 (47 → 38 ms p99), since every message waits for the group commit before its own.
-        self._driver_rows = self._driver_known = None
+        # On SQLite the group commit and the delivered recorder's write run on the driver (sqlite_driver.py). Each
+        # thread hop waits for the event loop, which the paced inbound bench keeps ~0.7 busy, and both hold the
+        # store's one connection, so every message waits for them before its own insert. The group commit: 3 hops
+        # instead of 8 (insert stage 7.8 → 4.6 ms p50 at 1,450 msg/s, stage timestamps per message). The recorder:
+        # 2 instead of 4, and one SQL text for any number of rows (the ids as one JSON array) instead of a
+        # statement built per call (its write 6.9 → 3.8 ms p50 of wall time in the same runs).
+        self._driver_rows = self._driver_known = self._driver_delivered = None
         if engine.dialect.name == "sqlite":
             self._driver_rows = DriverInsert(engine, outbox, INSERTED_COLUMNS, MESSAGE_KEY, ("id", "event_id"))
             self._driver_known = DriverInsert(engine, known_messages, KNOWN_COLUMNS,
                                               ("project_id", "phone", "message_id"))
-        # The delivered recorder's write, a few times a second, holds the store's one connection while it runs, and
-        # the group commit above waits for it: on the driver it is 2 thread hops instead of 4, one SQL text for any
-        # number of rows (the ids as one JSON array) instead of a statement built and looked up per call. In the
-        # paced inbound bench (1,450 msg/s) the write took 6.9 ms p50 / 105 ms p99 of wall time before.
-        self._driver_delivered = None
-        if engine.dialect.name == "sqlite":
             listed = func.json_each(bindparam("ids")).table_valued("value")
             self._driver_delivered = DriverStatement(engine, self._delivered(
                 update(outbox).where(outbox.c.id.in_(select(listed.c.value))), bindparam("now"), bindparam("status")))

@@ -34,14 +34,18 @@ class WalCheckpointer:
         self._every_seconds = every_seconds
         self._db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.checkpoints = 0  # taken so far (tests)
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="store-wal-checkpoints")
 
     async def stop(self) -> None:
+        """Stop after the checkpoint under way, if any (a cancelled task would leave its thread running on the
+        connection that is closed next)."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._db is not None:
@@ -50,16 +54,18 @@ class WalCheckpointer:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._every_seconds)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._every_seconds)
+                return
             try:
                 await asyncio.to_thread(self._checkpoint)
             except sqlite3.Error as exc:
                 # The writer's own automatic checkpoint still bounds the log; the type only, as every store log.
                 log.warning("store checkpoint failed (%s); retrying", type(exc).__name__)
-                with contextlib.suppress(sqlite3.Error):
-                    if self._db is not None:
-                        self._db.close()
-                self._db = None
+                db, self._db = self._db, None
+                if db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.close()
 
     def _checkpoint(self) -> None:
         if self._db is None:

@@ -33,7 +33,7 @@ from tgcrm.up_command import (
     ensure_functions_settings_key,
     port_problem,
 )
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, free_ports
 
 
 def test_the_restart_budget_slows_restarts_down_and_never_refuses_one() -> None:
@@ -192,9 +192,10 @@ def test_a_busy_port_is_named_with_the_flag_that_changes_it() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         busy = listener.getsockname()[1]
-        problem = port_problem(_options(free_port(), busy, free_port()))
+        api_port, db_port = free_ports(2)
+        problem = port_problem(_options(api_port, busy, db_port))
     assert problem is not None and f"port {busy}" in problem and "--crm-port" in problem
-    assert port_problem(_options(free_port(), free_port(), free_port())) is None
+    assert port_problem(_options(*free_ports(3))) is None
 
 
 def test_two_services_on_one_port_are_refused() -> None:

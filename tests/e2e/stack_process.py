@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.helpers.net import free_port
+from tests.helpers.net import free_ports
 
 LOGIN_CODE = "12345"
 
@@ -38,7 +38,7 @@ class StackProcess:
         self.state_dir = state_dir
         self.name = name
         self.env = dict(env or {})  # on top of hermetic_env(), e.g. the supervisor's TGCRM_RESTART_DELAY_* knobs
-        self.api_port, self.crm_port, self.db_port = free_port(), free_port(), free_port()
+        self.api_port, self.crm_port, self.db_port = free_ports(3)
         self.process: subprocess.Popen[str] | None = None
         self.values: dict[str, str] = {}
         self.stdout_lines: list[str] = []

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.e2e.stack_process import hermetic_env
-from tests.helpers.net import free_port
+from tests.helpers.net import free_ports
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
@@ -32,7 +32,7 @@ def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_stops_its_postgres_too(tmp_path: Path, stop: signal.Signals) -> None:
-    api_port, db_port = free_port(), free_port()
+    api_port, db_port = free_ports(2)
     process = subprocess.Popen(
         [sys.executable, "-m", "tgcrm", "db", "up", "--state-dir", str(tmp_path / "state"),
          "--api-port", str(api_port), "--db-port", str(db_port)],

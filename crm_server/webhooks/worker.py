@@ -278,7 +278,10 @@ class WebhookDelivery:
     # --- scheduling ------------------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        # `_running`, not only the cancellation, ends the loop: Python 3.11's `asyncio.wait_for` returns the inner
+        # result and drops a cancellation that arrives as the inner wait completes, which left `stop()` waiting
+        # forever for a worker that went on (a teardown hang in tests/crm_server/webhooks/test_media_delivery.py).
+        while self._running:
             try:
                 await self._fill_lanes()
             except asyncio.CancelledError:
@@ -335,7 +338,9 @@ class WebhookDelivery:
         if timeout <= 0 and not self._lanes:
             timeout = 0.05  # due rows we could not lease (another worker holds them): do not spin
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            # asyncio.timeout, not wait_for: it never swallows a cancellation (see `_run`).
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
         except TimeoutError:
             pass
         self._wakeup.clear()

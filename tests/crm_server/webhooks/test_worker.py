@@ -253,3 +253,15 @@ async def test_disconnecting_right_after_a_delivery_drops_only_what_never_reache
     finally:
         await stop_worker(worker, http)
     assert (await outbox.list(PROJECT, OutboxState.DELIVERED))[0].message_id == 1  # recorded at the stop
+
+
+async def test_stopping_as_a_wake_up_lands_ends_the_worker(store, outbox) -> None:
+    """Python 3.11's `asyncio.wait_for` drops a cancellation that arrives as its inner wait completes: a worker
+    woken (new rows) in the same moment it was stopped went on looping and `stop()` never returned (a teardown hang
+    in the media delivery tests, about one run in two on a loaded machine)."""
+    for _ in range(20):
+        worker, http = await run_worker(store, outbox)
+        await asyncio.sleep(0.02)  # the scheduler sleeps until something is due
+        worker.wake()
+        await asyncio.sleep(0)  # the wake-up lands: the worker's wait is done, its task not resumed yet
+        await asyncio.wait_for(stop_worker(worker, http), 5.0)

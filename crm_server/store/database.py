@@ -32,17 +32,25 @@ from crm_server.store.webhooks import WebhookTable
 from safeguards.private_files import create_private_file, make_private_dir
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for another database or SQLite in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
 def create_engine(url: str, writer_checkpoint_pages: int | None = None) -> AsyncEngine:
     """`writer_checkpoint_pages`: on SQLite, the WAL size at which a commit checkpoints it (SQLite's own 1,000 when
     None); raised while a `WalCheckpointer` does that work off the store's connection."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
+    if make_url(url).get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
+    path = sqlite_file(url)
+    if path is not None:
         # Made 0600 here: SQLite would create it 0644 minus the umask (it holds message texts and phones), and it
         # gives its -wal and -shm files the database file's mode.
-        make_private_dir(Path(parsed.database).parent)
-        create_private_file(Path(parsed.database))
+        make_private_dir(path.parent)
+        create_private_file(path)
     # Several processes may share one SQLite file (a second server, `tgcrm keys create`):
     # WAL lets readers run beside a writer and busy_timeout waits for a lock instead of failing.
     # Inside one process a single connection: SQLite has one writer anyway, and with a pool of them the delivery
@@ -125,9 +133,7 @@ class Store:
                    background_checkpoints: bool = False) -> "Store":
         """`background_checkpoints`: a SQLite file's log is checkpointed by a `WalCheckpointer` (the server; a
         command-line tool's few writes leave it to SQLite)."""
-        parsed = make_url(url)
-        path = (Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database
-                and parsed.database != ":memory:" else None)
+        path = sqlite_file(url)
         checkpointer = WalCheckpointer(path) if background_checkpoints and path is not None else None
         engine = create_engine(url, WRITER_PAGES if checkpointer is not None else None)
         async with engine.begin() as connection:

@@ -54,9 +54,11 @@ class WalCheckpointer:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._every_seconds)
-                return
+            # asyncio.timeout, not wait_for, which can drop a cancellation (crm_server.webhooks.worker `_run`).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._every_seconds):
+                    await self._stopping.wait()
+                    return
             try:
                 await asyncio.to_thread(self._checkpoint)
             except sqlite3.Error as exc:

@@ -15,9 +15,7 @@ import httpx
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now; the OS picks it so parallel runs do not collide."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
